@@ -1,0 +1,112 @@
+"""The tutorial's forward model (`physics.md`), vectorised over whole batches.
+
+    B(λ, T)   = 2hc² / (λ⁵ (exp(hc / (λ k T)) − 1)),  divided by its maximum over the grid
+    g_i(λ)    = exp(−½ ((λ − c_i) / w_i)²)
+    clean(λ)  = B(λ, T) · Π_i (1 + s_i a_i g_i(λ))
+    x(λ)      = clean(λ) · (1 + σ ε(λ)) + σ_add ε'(λ),      ε, ε' ~ N(0, 1)
+
+Everything is computed in float64 and differentiable in T and a (the oracle fits it); the data
+module casts the result to float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from speccomp.config import PhysicsConfig
+
+PLANCK_H = 6.626e-34  # J s  (the tutorial's constants, so that spectra match its code)
+SPEED_OF_LIGHT = 3e8  # m / s
+BOLTZMANN_K = 1.381e-23  # J / K
+
+
+@dataclass(frozen=True)
+class ForwardModel:
+    """The fixed parts of the physics: the grid and the lines, as float64 tensors."""
+
+    wavelength_nm: torch.Tensor  # (L,)
+    centers_nm: torch.Tensor  # (C,)
+    widths_nm: torch.Tensor  # (C,)
+    strengths: torch.Tensor  # (C,)
+    profiles: torch.Tensor  # (C, L): g_i(λ)
+
+    @classmethod
+    def from_config(cls, physics: PhysicsConfig) -> ForwardModel:
+        grid = torch.linspace(physics.wavelength_min, physics.wavelength_max, physics.n_bins, dtype=torch.float64)
+        centers = torch.tensor([ln.center for ln in physics.lines], dtype=torch.float64)
+        widths = torch.tensor([ln.width for ln in physics.lines], dtype=torch.float64)
+        strengths = torch.tensor([ln.strength for ln in physics.lines], dtype=torch.float64)
+        profiles = torch.exp(-0.5 * ((grid[None, :] - centers[:, None]) / widths[:, None]) ** 2)
+        return cls(grid, centers, widths, strengths, profiles)
+
+    @property
+    def n_bins(self) -> int:
+        return self.wavelength_nm.shape[0]
+
+    @property
+    def n_components(self) -> int:
+        return self.centers_nm.shape[0]
+
+    def log_continuum(self, temperature_k: torch.Tensor) -> torch.Tensor:
+        """log of the peak-normalised blackbody, shape (N, L) for temperatures (N,) in kelvin."""
+        lam_m = self.wavelength_nm * 1e-9
+        x = (PLANCK_H * SPEED_OF_LIGHT) / (lam_m[None, :] * BOLTZMANN_K * temperature_k[:, None])
+        # log B = log(2hc²) − 5 log λ − log(expm1(x)); the constant cancels in the normalisation.
+        log_b = -5.0 * torch.log(lam_m)[None, :] - _log_expm1(x)
+        return log_b - log_b.max(dim=1, keepdim=True).values
+
+    def continuum(self, temperature_k: torch.Tensor) -> torch.Tensor:
+        """Peak-normalised blackbody B(λ, T), shape (N, L); every row peaks at exactly 1 on the grid."""
+        return torch.exp(self.log_continuum(temperature_k))
+
+    def log_modulation(self, abundances: torch.Tensor) -> torch.Tensor:
+        """Σ_i log(1 + s_i a_i g_i(λ)), shape (N, L) for abundances (N, C)."""
+        out = torch.zeros(abundances.shape[0], self.n_bins, dtype=torch.float64)
+        scaled = abundances.to(torch.float64) * self.strengths  # (N, C)
+        for i in self._active(abundances):
+            out = out + torch.log1p(scaled[:, i : i + 1] * self.profiles[i])
+        return out
+
+    def modulation(self, abundances: torch.Tensor) -> torch.Tensor:
+        """Π_i (1 + s_i a_i g_i(λ)), shape (N, L)."""
+        out = torch.ones(abundances.shape[0], self.n_bins, dtype=torch.float64)
+        scaled = abundances.to(torch.float64) * self.strengths
+        for i in self._active(abundances):
+            out = out * (1.0 + scaled[:, i : i + 1] * self.profiles[i])
+        return out
+
+    def clean(self, temperature_k: torch.Tensor, abundances: torch.Tensor) -> torch.Tensor:
+        """Noise-free spectra, shape (N, L)."""
+        return self.continuum(temperature_k.to(torch.float64)) * self.modulation(abundances)
+
+    def log_clean(self, temperature_k: torch.Tensor, abundances: torch.Tensor) -> torch.Tensor:
+        """log of the noise-free spectra, shape (N, L); components add here."""
+        return self.log_continuum(temperature_k.to(torch.float64)) + self.log_modulation(abundances)
+
+    def _active(self, abundances: torch.Tensor) -> list[int]:
+        # Lines with no abundance anywhere in the batch contribute exactly 1; skip them.
+        if abundances.requires_grad:
+            return list(range(self.n_components))
+        return torch.nonzero((abundances != 0).any(dim=0)).flatten().tolist()
+
+
+def _log_expm1(x: torch.Tensor) -> torch.Tensor:
+    """log(exp(x) − 1) without overflow for large x."""
+    return torch.where(x > 30.0, x + torch.log1p(-torch.exp(-x)), torch.log(torch.expm1(x.clamp(max=30.0))))
+
+
+def add_noise(
+    clean: torch.Tensor,
+    sigma: torch.Tensor,
+    eps: torch.Tensor,
+    additive_sigma: float = 0.0,
+    eps_additive: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x = clean · (1 + σ ε) + σ_add ε'; `sigma` has shape (N,), `eps` (N, L)."""
+    noisy = clean * (1.0 + sigma[:, None].to(clean.dtype) * eps)
+    if additive_sigma > 0:
+        assert eps_additive is not None
+        noisy = noisy + additive_sigma * eps_additive
+    return noisy

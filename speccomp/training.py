@@ -1,0 +1,320 @@
+"""`train(config, datasets, seeds, logger) -> TrainResult`: every training seed of one config,
+trained together as an ensemble (see `models.py`) and scored at every checkpoint.
+
+Each seed owns three streams, derived from the seed alone (`seeding.py`): weight initialisation,
+batch order and dropout masks. So a seed trained with others gives what it gives trained alone
+(up to float32 rounding of the batched matmul), and adding a seed changes no other seed.
+
+The loop reports through `TrainingLogger`: `tracking/` implements it with MLflow, tests with a list,
+studies with a pruning hook (an exception raised from `checkpoint` stops training).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from speccomp.config import ExperimentConfig, TrainingConfig
+from speccomp.data import SplitData
+from speccomp.metrics import final_metrics, split_metrics
+from speccomp.models import EnsembleModel, Member, ModelSpec, build_model, checkpoint_payload, extract_member
+from speccomp.seeding import torch_generator
+
+EVAL_CHUNK = 2048  # spectra per evaluation forward pass; bounds memory for large splits
+
+
+class TrainingLogger(Protocol):
+    """What the training loop reports. Every method may be a no-op."""
+
+    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
+        """Metrics of one seed at one optimiser step."""
+
+    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
+        """Called after every checkpoint's evaluation; raising here stops training (pruning)."""
+
+
+class NullLogger:
+    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
+        pass
+
+
+@dataclass
+class ListLogger:
+    """Keeps every call in memory: `records` holds (seed, step, metrics) tuples."""
+
+    records: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)
+
+    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
+        self.records.append((seed, step, dict(metrics)))
+
+    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
+        self.checkpoints.append(step)
+
+    def history(self, seed: int, name: str) -> list[tuple[int, float]]:
+        return [(step, m[name]) for s, step, m in self.records if s == seed and name in m]
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    data_seed: int
+    final: dict[str, float]
+    """Last checkpoint's metrics plus the end-of-training ones (gap, R², baseline)."""
+    test_predictions: np.ndarray
+    """(N_test, C) predictions of the final model."""
+    model: Member
+    checkpoint_paths: list[Path]
+
+
+@dataclass
+class TrainResult:
+    spec: ModelSpec
+    seeds: list[SeedResult]
+    trajectory: pd.DataFrame
+    """One row per (seed, checkpoint): the tutorial's trajectory_data.csv."""
+    total_steps: int
+
+    def by_seed(self, seed: int) -> SeedResult:
+        return next(r for r in self.seeds if r.seed == seed)
+
+
+def checkpoint_steps(training: TrainingConfig, total_steps: int) -> list[int]:
+    """Step 0 (the initialisation), then every `checkpoint_ratio` of training or every
+    `checkpoint_every_n_step` steps, and always the last step."""
+    if training.checkpoint_by == "ratio":
+        n = max(1, round(1.0 / training.checkpoint_ratio))
+        steps = {round(k * training.checkpoint_ratio * total_steps) for k in range(1, n + 1)}
+    else:
+        steps = set(range(training.checkpoint_every_n_step, total_steps + 1, training.checkpoint_every_n_step))
+    steps = {s for s in steps if 0 < s <= total_steps} | {0, total_steps}
+    return sorted(steps)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _optimizer(model: EnsembleModel, training: TrainingConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
+    weight_decay = training.weight_decay
+    # Fused kernels: one call per step for all parameters, identical per-element arithmetic.
+    return cls(model.parameters(), lr=training.learning_rate, weight_decay=weight_decay, fused=True)
+
+
+@torch.no_grad()
+def predict(model: EnsembleModel, spectra: torch.Tensor) -> torch.Tensor:
+    """(N, L) spectra -> (S, N, C) predictions of every member, in evaluation mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, spectra.shape[0], EVAL_CHUNK):
+        chunk = spectra[start : start + EVAL_CHUNK]
+        out.append(model(chunk.unsqueeze(0).expand(model.n_members, -1, -1)))
+    model.train(was_training)
+    return torch.cat(out, dim=1)
+
+
+def train(
+    cfg: ExperimentConfig,
+    datasets: dict[str, SplitData],
+    seeds: list[int],
+    logger: TrainingLogger | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train one member per seed on `datasets['train']`; evaluate `val` (if present) and `test` at
+    every checkpoint. Checkpoints go to `out_dir/checkpoints/seed-<seed>/` (if `out_dir` is given).
+    """
+    if not seeds:
+        raise ValueError("seeds: give at least one training seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: duplicates in {seeds}")
+    logger = logger or NullLogger()
+    training = cfg.training
+    tracked = cfg.tracked_labels
+    train_split, test_split, val_split = datasets["train"], datasets["test"], datasets.get("val")
+    device = resolve_device(training.device)
+
+    spec = ModelSpec.from_training(training, train_split.spectra.shape[1], train_split.abundances.shape[1])
+    model = build_model(spec, [torch_generator(s, "init") for s in seeds], train_split.spectra).to(device)
+    model.dropout_generators = [torch_generator(s, "dropout") for s in seeds]
+    shuffle_gens = [torch_generator(s, "shuffle") for s in seeds]
+    optimizer = _optimizer(model, training)
+
+    x_train = train_split.spectra.to(device)
+    y_train = train_split.abundances.to(device)
+    n_train, batch = x_train.shape[0], training.batch_size
+    steps_per_epoch = math.ceil(n_train / batch)
+    total_steps = training.epochs * steps_per_epoch
+    ckpt_steps = checkpoint_steps(training, total_steps)
+    ckpt_set = set(ckpt_steps)
+    ckpt_dirs = _checkpoint_dirs(out_dir, seeds, training)
+    saved: dict[int, list[Path]] = {s: [] for s in seeds}
+
+    rows: list[dict[str, Any]] = []
+    losses = torch.zeros(total_steps + 1, len(seeds))
+    last_flushed = 0
+    bar = _progress_bar(total_steps, len(seeds), progress)
+
+    def do_checkpoint(step: int, epoch: float) -> dict[int, dict[str, float]]:
+        nonlocal last_flushed
+        _flush_train_loss(logger, seeds, losses, last_flushed, step, training.log_every_n_step)
+        metrics = _evaluate(model, seeds, test_split, val_split, tracked, device)
+        train_loss = losses[last_flushed + 1 : step + 1].mean(0) if step > last_flushed else None
+        last_flushed = step
+        for i, seed in enumerate(seeds):
+            logger.log_metrics(seed, metrics[seed], step)
+            rows.append(_trajectory_row(train_split.data_seed, seed, ckpt_steps.index(step), step, epoch,
+                                        None if train_loss is None else float(train_loss[i]), metrics[seed], tracked))
+            path = _save_checkpoint(model, optimizer, i, seed, step, step == total_steps, ckpt_dirs, training)
+            if path is not None:
+                saved[seed].append(path)
+        logger.checkpoint(step, metrics)
+        return metrics
+
+    model.train()
+    last_metrics = do_checkpoint(0, 0.0)
+    step = 0
+    for epoch in range(training.epochs):
+        order = torch.stack([torch.randperm(n_train, generator=g) for g in shuffle_gens]).to(device)
+        for start in range(0, n_train, batch):
+            idx = order[:, start : start + batch]  # (S, B)
+            pred = model(x_train[idx])
+            per_seed = ((pred - y_train[idx]) ** 2).mean(dim=(1, 2))
+            optimizer.zero_grad(set_to_none=True)
+            per_seed.sum().backward()  # members are independent: each gets its own loss's gradient
+            optimizer.step()
+            step += 1
+            losses[step] = per_seed.detach().cpu()
+            if step in ckpt_set:
+                last_metrics = do_checkpoint(step, step / steps_per_epoch)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    test_pred = predict(model, test_split.spectra.to(device)).cpu()
+    val_pred = predict(model, val_split.spectra.to(device)).cpu() if val_split is not None else None
+    finals = final_metrics(val_pred, test_pred, val_split, test_split, train_split, tracked)
+    results = []
+    for i, seed in enumerate(seeds):
+        logger.log_metrics(seed, finals[i], total_steps)
+        results.append(
+            SeedResult(
+                seed=seed,
+                data_seed=train_split.data_seed,
+                final={**last_metrics[seed], **finals[i]},
+                test_predictions=test_pred[i].numpy(),
+                model=extract_member(model.cpu(), i),
+                checkpoint_paths=saved[seed],
+            )
+        )
+    return TrainResult(spec=spec, seeds=results, trajectory=pd.DataFrame(rows), total_steps=total_steps)
+
+
+def _evaluate(
+    model: EnsembleModel,
+    seeds: list[int],
+    test: SplitData,
+    val: SplitData | None,
+    tracked: list[str],
+    device: torch.device,
+) -> dict[int, dict[str, float]]:
+    test_rows = split_metrics("test", predict(model, test.spectra.to(device)).cpu(), test, tracked)
+    val_rows = (
+        split_metrics("val", predict(model, val.spectra.to(device)).cpu(), val, tracked)
+        if val is not None
+        else [{} for _ in seeds]
+    )
+    return {seed: {**val_rows[i], **test_rows[i]} for i, seed in enumerate(seeds)}
+
+
+def _flush_train_loss(
+    logger: TrainingLogger, seeds: list[int], losses: torch.Tensor, after: int, upto: int, every: int
+) -> None:
+    for step in range(after + 1, upto + 1):
+        if step % every == 0 or step == upto:
+            for i, seed in enumerate(seeds):
+                logger.log_metrics(seed, {"train/loss": float(losses[step, i])}, step)
+
+
+def _trajectory_row(
+    data_seed: int, seed: int, checkpoint: int, step: int, epoch: float,
+    train_loss: float | None, metrics: dict[str, float], tracked: list[str],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "data_seed": data_seed,
+        "seed": seed,
+        "checkpoint": checkpoint,
+        "step": step,
+        "epoch": epoch,
+        "train_loss": float("nan") if train_loss is None else train_loss,
+        "val_loss": metrics.get("val/mse", float("nan")),
+        "test_loss": metrics["test/mse"],
+    }
+    for label in tracked:
+        row[f"val_mse_{label}"] = metrics.get(f"val/mse/{label}", float("nan"))
+        row[f"test_mse_{label}"] = metrics[f"test/mse/{label}"]
+    return row
+
+
+def _checkpoint_dirs(out_dir: str | Path | None, seeds: list[int], training: TrainingConfig) -> dict[int, Path]:
+    if out_dir is None or training.checkpoint_retention == "none":
+        return {}
+    dirs = {seed: Path(out_dir) / "checkpoints" / f"seed-{seed}" for seed in seeds}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def _save_checkpoint(
+    model: EnsembleModel,
+    optimizer: torch.optim.Optimizer,
+    member: int,
+    seed: int,
+    step: int,
+    is_last: bool,
+    dirs: dict[int, Path],
+    training: TrainingConfig,
+) -> Path | None:
+    if seed not in dirs or (training.checkpoint_retention == "last" and not is_last):
+        return None
+    extra: dict[str, Any] = {"seed": seed, "step": step}
+    if is_last:  # resuming needs the optimiser state of the last checkpoint only
+        extra["optimizer"] = _member_optimizer_state(model, optimizer, member)
+    path = dirs[seed] / f"step-{step:06d}.pt"
+    torch.save(checkpoint_payload(model, member, **extra), path)
+    return path
+
+
+def _member_optimizer_state(model: EnsembleModel, optimizer: torch.optim.Optimizer, member: int) -> dict[str, Any]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    out: dict[str, Any] = {"param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            out[names[id(p)]] = {
+                k: (v[member : member + 1].clone() if torch.is_tensor(v) and v.dim() > 0 else v)
+                for k, v in state.items()
+            }
+    return out
+
+
+def _progress_bar(total: int, n_seeds: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"training {n_seeds} seed(s)", unit="step", leave=False, dynamic_ncols=True)
