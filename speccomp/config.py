@@ -386,6 +386,15 @@ class TrainingConfig(_Strict):
     test_every: Literal["ckpt"] = "ckpt"
     """Validation and test are evaluated at every checkpoint."""
 
+    @field_validator("model_type")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from speccomp.models import MODEL_REGISTRY  # late: models imports this module
+
+        if v not in MODEL_REGISTRY:
+            raise ValueError(f"unknown model {v!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}")
+        return v
+
     @field_validator("hidden_dims", mode="before")
     @classmethod
     def _dims(cls, v: Any) -> Any:
@@ -699,8 +708,10 @@ def _format_validation_error(exc: ValidationError, paths: dict[str, Path]) -> st
                 msg += f"; allowed: {', '.join(parent.model_fields)}"
         elif err["type"] == "missing":
             msg = "is required"
-        elif "input" in err and err["type"] not in ("union_tag_invalid",):
-            msg += f" (got {err['input']!r})"
+        elif "input" in err and not isinstance(err["input"], dict):
+            shown = repr(err["input"])
+            if len(shown) <= 60 and shown not in msg:
+                msg += f" (got {shown})"
     return _locate(".".join(loc), msg, paths)
 
 
@@ -731,3 +742,30 @@ def _locate(loc: str, msg: str, paths: dict[str, Path]) -> str:
     section = loc.split(".")[0]
     where = f"{paths[section]}: " if section in paths else ""
     return f"{where}{loc}: {msg}"
+
+
+def parse_seed_list(text: str | int | list[int], name: str = "seeds") -> list[int]:
+    """'123,124,125' -> [123, 124, 125]; refuses empty items, non-integers, negatives and duplicates."""
+    allowed = "comma-separated non-negative integers without duplicates, e.g. 123,124,125"
+    if isinstance(text, int) and not isinstance(text, bool):
+        items = [str(text)]
+    elif isinstance(text, list):
+        items = [str(t) for t in text]
+    else:
+        items = str(text).split(",")
+    if not str(text).strip():
+        raise ConfigError(f"{name}: empty; allowed: {allowed}")
+    seeds = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            raise ConfigError(f"{name}: empty item in {text!r}; allowed: {allowed}")
+        if not item.lstrip("-").isdigit():
+            raise ConfigError(f"{name}: {item!r} is not an integer; allowed: {allowed}")
+        value = int(item)
+        if value < 0 or value >= 2**63:
+            raise ConfigError(f"{name}: {value} is out of range; allowed: {allowed}")
+        if value in seeds:
+            raise ConfigError(f"{name}: {value} appears twice; allowed: {allowed}")
+        seeds.append(value)
+    return seeds

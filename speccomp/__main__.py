@@ -1,0 +1,3 @@
+from speccomp.cli import entry
+
+entry()

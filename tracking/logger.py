@@ -1,0 +1,37 @@
+"""The training loop's logger, implemented with MLflow: metrics buffered and sent in batches."""
+
+from __future__ import annotations
+
+import time
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+FLUSH_EVERY_S = 2.0  # curves stay live in the UI without one request per value
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+class MlflowTrainingLogger:
+    """`speccomp.training.TrainingLogger` for MLflow: seed -> run id of that seed's child run."""
+
+    def __init__(self, client: MlflowClient, run_ids: dict[int, str], flush_every_s: float = FLUSH_EVERY_S):
+        self.client = client
+        self.run_ids = run_ids
+        self.flush_every_s = flush_every_s
+        self._pending: dict[int, list[Metric]] = {seed: [] for seed in run_ids}
+        self._last_flush = time.monotonic()
+
+    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
+        now_ms = int(time.time() * 1000)
+        self._pending[seed].extend(Metric(k, float(v), now_ms, step) for k, v in metrics.items())
+
+    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for seed, metrics in self._pending.items():
+            for start in range(0, len(metrics), MAX_BATCH):
+                self.client.log_batch(self.run_ids[seed], metrics=metrics[start : start + MAX_BATCH])
+            metrics.clear()
+        self._last_flush = time.monotonic()

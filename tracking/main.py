@@ -1,0 +1,177 @@
+"""The `main` entry point: the whole study for every seed, tracked in MLflow.
+
+    mlflow run . --env-manager local -P seeds=123,124,125
+    python -m tracking.main --seeds 123,124,125          (the same, without `mlflow run`)
+
+One parent run per invocation (the run `mlflow run` created, when there is one), one child run per
+(data seed, training seed). Everything is validated before the first run is touched; a user error
+prints one line and exits with code 2 (a run `mlflow run` already created ends FAILED with that
+line recorded, and nothing else logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from speccomp.cli import add_config_arguments, split_overrides
+from speccomp.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
+
+USER_ERROR = 2
+DEFAULT_EXPERIMENT = "speccomp"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracking.main",
+        description="Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow.",
+    )
+    parser.add_argument("--seeds", default="123,124,125", help="comma-separated training seeds (default 123,124,125)")
+    parser.add_argument("--data-seeds", default="42", help="comma-separated data seeds (default 42)")
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--overrides",
+        default="",
+        help="space-separated KEY=VALUE overrides in one string (the MLflow parameter form), e.g. "
+        "'training.epochs=2 data.splits.train.n_samples=512'",
+    )
+    parser.add_argument("--experiment-name", default=None, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT!r}, "
+                        "or the one `mlflow run` chose)")
+    parser.add_argument("--run-name", default=None, help="name of the parent run")
+    parser.add_argument("--work-dir", default=None, help="where files are staged before upload (default: a temporary folder)")
+    parser.add_argument("--no-models", action="store_true", help="skip logging the final models the MLflow way")
+    return parser
+
+
+class _Inputs:
+    """Everything validated up front."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.seeds = parse_seed_list(args.seeds, "seeds")
+        self.data_seeds = parse_seed_list(args.data_seeds, "data_seeds")
+        overrides = [*args.set_overrides, *split_overrides(args.overrides)]
+        config_dir = args.config_dir or None
+        if config_dir is not None and not Path(config_dir).is_dir():
+            raise ConfigError(f"config_dir: {config_dir}: folder not found")
+        self.cfg: ExperimentConfig = load_config(config_dir, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    import tracking  # noqa: F401  (sets the MLflow environment before mlflow is imported)
+    from mlflow import MlflowClient
+
+    from tracking import store
+    from tracking.runs import RunTracker, guarded, record_error
+
+    uri = store.configure()
+    attached = os.environ.get("MLFLOW_RUN_ID") or None
+    try:
+        inputs = _Inputs(args)
+    except ConfigError as exc:
+        message = str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        if attached:  # `mlflow run` made a run already: it ends FAILED with the reason on it
+            client = MlflowClient()
+            record_error(client, attached, message)
+            client.set_terminated(attached, status="FAILED")
+        return USER_ERROR
+
+    client = MlflowClient()
+    if attached:
+        experiment_id = client.get_run(attached).info.experiment_id
+    else:
+        name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        exp = client.get_experiment_by_name(name)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+    tracker = RunTracker(client, experiment_id)
+    with guarded(tracker):
+        if attached:
+            parent = tracker.adopt(attached)
+        else:
+            parent = tracker.start(args.run_name or f"main-{time.strftime('%Y%m%d-%H%M%S')}")
+        if args.work_dir:
+            summary = _run_all(tracker, parent, inputs, Path(args.work_dir), args)
+        else:
+            with tempfile.TemporaryDirectory(prefix="speccomp-") as tmp:
+                summary = _run_all(tracker, parent, inputs, Path(tmp), args)
+        tracker.finish(parent)
+    _print_summary(summary, inputs, client.get_run(parent).info, uri)
+    return 0
+
+
+def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.Namespace):
+    import pandas as pd
+
+    from tracking.pipeline import (
+        aggregate_finals,
+        flatten,
+        log_dataset_inputs,
+        log_mean_curves,
+        log_metric_dict,
+        log_params,
+        log_parent_artifacts,
+        run_tracked_experiment,
+        set_tags,
+    )
+
+    client = tracker.client
+    cfg = inputs.cfg
+    params = flatten(cfg.to_dict())
+    set_tags(client, parent, {
+        "speccomp.role": "main",
+        "seeds": ",".join(map(str, inputs.seeds)),
+        "data_seeds": ",".join(map(str, inputs.data_seeds)),
+        "tracked": ",".join(cfg.tracked_labels),
+        "model_type": cfg.training.model_type,
+    })
+    log_params(client, parent, params)
+    several = len(inputs.data_seeds) > 1
+    summaries, trajectories = [], []
+    for data_seed in inputs.data_seeds:
+        sub = f"data_seed-{data_seed}" if several else None
+        folder = work / sub if sub else work
+        print(f"data seed {data_seed}: training seeds {', '.join(map(str, inputs.seeds))} ...", file=sys.stderr, flush=True)
+        tracked = run_tracked_experiment(
+            tracker, parent, cfg, data_seed, inputs.seeds, folder, params,
+            log_models=not args.no_models, progress=sys.stderr.isatty(),
+            run_name=(lambda s, d=data_seed: f"seed-{s}-data-{d}") if several else (lambda s: f"seed-{s}"),
+        )
+        log_dataset_inputs(client, parent, tracked.experiment.datasets) if not several or data_seed == inputs.data_seeds[0] else None
+        log_parent_artifacts(client, parent, folder, sub)
+        summaries.append(tracked.experiment.summary)
+        trajectories.append(tracked.experiment.result.trajectory)
+    summary = pd.concat(summaries, ignore_index=True)
+    log_metric_dict(client, parent, aggregate_finals(summary), step=0)
+    log_mean_curves(client, parent, pd.concat(trajectories, ignore_index=True))
+    return summary
+
+
+def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
+    from tracking.store import ui_command
+
+    tracked = inputs.cfg.tracked_labels
+    cols = [f"test/mse/{t}" for t in tracked] + [f"gap/{t}" for t in tracked if f"gap/{t}" in summary]
+    table = summary[["data_seed", "seed", *cols]].copy()
+    mean = table[cols].mean()
+    std = table[cols].std(ddof=1) if len(table) > 1 else table[cols].std(ddof=0)
+    lines = [table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+    lines.append("mean ± std: " + "   ".join(f"{c} {mean[c]:.4f} ± {std[c]:.4f}" for c in cols))
+    print("\n".join(lines))
+    print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
+    print(f"open the UI: {ui_command(uri)}")
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

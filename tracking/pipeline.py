@@ -1,0 +1,229 @@
+"""An experiment tracked in MLflow: one child run per training seed under a given parent run.
+
+Used by `tracking.main` (parent = one invocation) and by the Optuna objective (parent = a trial).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from speccomp.config import ExperimentConfig
+from speccomp.data import SplitData
+from speccomp.experiment import PLOTS_DIR, PREDICTIONS_DIR, ExperimentResult, run_experiment
+from speccomp.training import SeedResult, TrainingLogger
+from tracking.logger import MlflowTrainingLogger
+from tracking.runs import RunTracker
+
+MAX_PARAMS_PER_BATCH = 100
+SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config dict -> {'training.learning_rate': '0.001', 'physics.lines.0.center': '732.0', ...}."""
+    out: dict[str, str] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(tree, list) and tree and all(isinstance(v, dict) for v in tree):
+        for i, value in enumerate(tree):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        out[prefix.rstrip(".")] = str(tree)
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+
+
+def log_metric_dict(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
+    for start in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[start : start + 1000])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+@dataclass
+class TrackedExperiment:
+    experiment: ExperimentResult
+    child_run_ids: dict[int, str]
+    """training seed -> its child run id."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Tee:
+    """Send the training loop's reports to MLflow and, optionally, to one more logger."""
+
+    def __init__(self, mlflow_logger: MlflowTrainingLogger, other: TrainingLogger | None):
+        self.mlflow_logger = mlflow_logger
+        self.other = other
+
+    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
+        self.mlflow_logger.log_metrics(seed, metrics, step)
+        if self.other is not None:
+            self.other.log_metrics(seed, metrics, step)
+
+    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
+        self.mlflow_logger.checkpoint(step, metrics_by_seed)
+        if self.other is not None:
+            self.other.checkpoint(step, metrics_by_seed)
+
+
+def run_tracked_experiment(
+    tracker: RunTracker,
+    parent_run_id: str,
+    cfg: ExperimentConfig,
+    data_seed: int,
+    seeds: list[int],
+    work_dir: Path,
+    params: dict[str, str],
+    tags: dict[str, str] | None = None,
+    extra_logger: TrainingLogger | None = None,
+    log_models: bool = True,
+    log_checkpoints: bool = True,
+    figures: bool = True,
+    progress: bool = False,
+    run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
+    floor: dict[str, float] | None = None,
+) -> TrackedExperiment:
+    """Create one child run per seed under `parent_run_id`, train, and log each seed's metrics,
+    checkpoints, predictions, inputs and final model. Children end FINISHED here; on an exception
+    they stay open in `tracker` for the caller's guard to close as FAILED or KILLED."""
+    client = tracker.client
+    child_ids = {}
+    for seed in seeds:
+        child_ids[seed] = tracker.start(
+            run_name(seed),
+            parent_id=parent_run_id,
+            tags={"seed": str(seed), "data_seed": str(data_seed), "speccomp.role": "seed", **(tags or {})},
+        )
+        log_params(client, child_ids[seed], {**params, "seed": str(seed), "data_seed": str(data_seed)})
+    mlflow_logger = MlflowTrainingLogger(client, child_ids)
+    exp = run_experiment(
+        cfg, data_seed, seeds, work_dir, logger=_Tee(mlflow_logger, extra_logger),
+        progress=progress, figures=figures, floor=floor,
+    )
+    mlflow_logger.flush()
+    for r in exp.result.seeds:
+        run_id = child_ids[r.seed]
+        log_dataset_inputs(client, run_id, exp.datasets)
+        if log_checkpoints and r.checkpoint_paths:
+            client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
+        client.log_artifact(run_id, str(work_dir / PREDICTIONS_DIR / f"test_seed-{r.seed}.npy"), PREDICTIONS_DIR)
+        if log_models:
+            log_final_model(run_id, r, exp.datasets["train"])
+        tracker.finish(run_id)
+    return TrackedExperiment(exp, child_ids)
+
+
+def log_dataset_inputs(client: MlflowClient, run_id: str, datasets: dict[str, SplitData]) -> None:
+    """Each split as an MLflow dataset input (name, digest, schema), so the UI shows the data used."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for name, split in datasets.items():
+        ds = mlflow.data.from_numpy(
+            split.spectra.numpy(),  # a view, no copy; the digest is ours, so nothing is hashed again
+            targets=split.abundances.numpy(),
+            name=f"{name}-data_seed-{split.data_seed}",
+            digest=split.digest,
+            source=_DatasetSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
+        )
+        tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=SPLIT_CONTEXT.get(name, name))
+        inputs.append(DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag]))
+    client.log_inputs(run_id, datasets=inputs)
+
+
+def _DatasetSource(uri: str):  # noqa: N802 - a factory that reads like the class it returns
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    class SpeccompSource(HTTPDatasetSource):
+        """Generated data: the URI names the data seed and split that regenerate it exactly."""
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "speccomp"
+
+    return SpeccompSource(uri)
+
+
+def log_final_model(run_id: str, result: SeedResult, train: SplitData) -> None:
+    """The final model the MLflow way (`mlflow.pytorch`), with its input/output signature."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    n_bins, n_out = train.spectra.shape[1], train.abundances.shape[1]
+    signature = infer_signature(np.zeros((1, n_bins), np.float32), np.zeros((1, n_out), np.float32))
+    mlflow.pytorch.log_model(
+        result.model,
+        name="model",
+        signature=signature,
+        input_example=train.spectra[:2].numpy(),  # the pt2 format traces forward() on it
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        run_id=run_id,  # the child run, without making it the active fluent run
+    )
+
+
+def aggregate_finals(children: pd.DataFrame) -> dict[str, float]:
+    """Across-seed mean (same metric name) and std (`std/<name>`) of every final metric."""
+    out: dict[str, float] = {}
+    numeric = children.drop(columns=[c for c in ("seed", "data_seed") if c in children], errors="ignore")
+    for col in numeric.columns:
+        values = pd.to_numeric(numeric[col], errors="coerce").dropna()
+        if values.empty:
+            continue
+        out[col] = float(values.mean())
+        out[f"std/{col}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
+
+
+def log_mean_curves(client: MlflowClient, run_id: str, trajectory: pd.DataFrame) -> None:
+    """The parent's own curves: the across-seed mean of each checkpoint metric at each step."""
+    cols = {"test_loss": "test/mse", "val_loss": "val/mse"}
+    cols.update({c: c.replace("test_mse_", "test/mse/") for c in trajectory if c.startswith("test_mse_")})
+    cols.update({c: c.replace("val_mse_", "val/mse/") for c in trajectory if c.startswith("val_mse_")})
+    mean = trajectory.groupby("step")[list(cols)].mean()
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(name, float(v), now, int(step))
+        for step, row in mean.iterrows()
+        for col, name in cols.items()
+        if not math.isnan(v := row[col])
+    ]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def log_parent_artifacts(client: MlflowClient, run_id: str, work_dir: Path, subdir: str | None = None) -> None:
+    """Figures, tables and the resolved config of one experiment folder."""
+    for name in ("config.yaml", "trajectory_data.csv", "summary.csv"):
+        if (work_dir / name).is_file():
+            client.log_artifact(run_id, str(work_dir / name), subdir)
+    if (work_dir / PLOTS_DIR).is_dir():
+        client.log_artifacts(run_id, str(work_dir / PLOTS_DIR), f"{subdir}/{PLOTS_DIR}" if subdir else PLOTS_DIR)
+
+
+def in_mlflow_run() -> str | None:
+    """The run id `mlflow run` created for this process, if any."""
+    return os.environ.get("MLFLOW_RUN_ID") or None

@@ -1,0 +1,95 @@
+"""Run lifecycle: every run the project opens ends FINISHED, FAILED (with the error recorded on
+the run) or KILLED (Ctrl-C, SIGTERM), never left RUNNING; what was logged before is kept."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from tracking.store import redact_url
+
+ERROR_TAG = "error"
+NOTE_TAG = "mlflow.note.content"  # shown as the run's description in the UI
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: runs end as KILLED."""
+
+
+class RunTracker:
+    """Opens runs through the client and remembers which are still open."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.open: list[str] = []
+
+    def start(
+        self,
+        run_name: str,
+        parent_id: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        all_tags = {MLFLOW_RUN_NAME: run_name, **(tags or {})}
+        if parent_id is not None:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
+        self.open.append(run.info.run_id)
+        return run.info.run_id
+
+    def adopt(self, run_id: str) -> str:
+        """Take over a run that someone else created (the one `mlflow run` made)."""
+        self.open.append(run_id)
+        return run_id
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        if run_id in self.open:
+            self.client.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
+            self.open.remove(run_id)
+
+    def close_all(self, status: str, error: str | None = None) -> None:
+        """End every open run (innermost first) with `status`; record `error` on each."""
+        for run_id in reversed(list(self.open)):
+            with contextlib.suppress(Exception):  # the store may be what failed; still try the rest
+                if error:
+                    record_error(self.client, run_id, error)
+                self.finish(run_id, status)
+
+
+def record_error(client: MlflowClient, run_id: str, message: str) -> None:
+    line = redact_url(message.strip().splitlines()[0] if message.strip() else message)[:5000]
+    client.set_tag(run_id, ERROR_TAG, line)
+    client.set_tag(run_id, NOTE_TAG, f"**Error:** {line}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises `Terminated`, so that cleanup runs as for Ctrl-C."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def guarded(tracker: RunTracker) -> Iterator[RunTracker]:
+    """Close every run the tracker still holds: KILLED on interrupt, FAILED on an exception."""
+    with sigterm_as_interrupt():
+        try:
+            yield tracker
+        except KeyboardInterrupt:
+            tracker.close_all("KILLED", error="interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except BaseException as exc:
+            tracker.close_all("FAILED", error=f"{type(exc).__name__}: {exc}")
+            raise
