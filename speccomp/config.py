@@ -350,7 +350,7 @@ class TrainingConfig(_Strict):
     n_components: int | None = None
     """Optional; taken from physics. When given it must equal the number of lines."""
     seed: int = 42
-    """Training seed used when no seeds are given on the command line."""
+    """The tutorial's field, accepted and recorded; training seeds come from the command line (`seeds`)."""
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """Where to train; `auto` takes a GPU when one exists."""
 
