@@ -28,6 +28,7 @@ class RunTracker:
         self.client = client
         self.experiment_id = experiment_id
         self.open: list[str] = []
+        self.parent_of: dict[str, str | None] = {}
 
     def start(
         self,
@@ -40,6 +41,7 @@ class RunTracker:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
         self.open.append(run.info.run_id)
+        self.parent_of[run.info.run_id] = parent_id
         return run.info.run_id
 
     def adopt(self, run_id: str) -> str:
@@ -52,9 +54,19 @@ class RunTracker:
             self.client.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
             self.open.remove(run_id)
 
-    def close_all(self, status: str, error: str | None = None) -> None:
-        """End every open run (innermost first) with `status`; record `error` on each."""
+    def _descends(self, run_id: str, ancestor: str) -> bool:
+        while run_id is not None:
+            if run_id == ancestor:
+                return True
+            run_id = self.parent_of.get(run_id)
+        return False
+
+    def close_all(self, status: str, error: str | None = None, under: str | None = None) -> None:
+        """End every open run (innermost first) with `status`; record `error` on each. With
+        `under`, only that run and the runs nested below it."""
         for run_id in reversed(list(self.open)):
+            if under is not None and not self._descends(run_id, under):
+                continue
             with contextlib.suppress(Exception):  # the store may be what failed; still try the rest
                 if error:
                     record_error(self.client, run_id, error)

@@ -1,0 +1,5 @@
+import sys
+
+from study.main import main
+
+sys.exit(main())

@@ -1,0 +1,337 @@
+"""The `study` entry point: an Optuna study of how sensitive the compositional gap is to
+architecture and split settings, every trial tracked in MLflow, ending with a sensitivity report.
+
+    mlflow run . --env-manager local -e study -P n_trials=20 -P space=configs/spaces/quick.yaml
+    python -m study.main --n-trials 20 --space configs/spaces/quick.yaml --workers 2
+
+Many machines: the same command everywhere, with `--storage postgresql://...` and
+MLFLOW_TRACKING_URI pointing at a tracking server, and `--total-trials N` for a shared budget.
+Everything (seeds, config, space, sampler, pruner, storage, study directions) is checked before
+any run or trial exists; a problem prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+USER_ERROR = 2
+SAMPLERS = ("random", "qmc", "tpe", "nsga2")
+PRUNERS = ("none", "median", "successive_halving", "wilcoxon")
+DEFAULT_SPACE = "configs/spaces/quick.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from speccomp.cli import add_config_arguments
+
+    p = argparse.ArgumentParser(prog="python -m study.main", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-trials", default="10", help="trials this invocation runs (per worker budget; default 10)")
+    p.add_argument("--total-trials", default="", help="optional study-wide budget: stop when the study holds this "
+                   "many trials (complete, pruned or running), whoever ran them")
+    p.add_argument("--study-name", default="speccomp-sensitivity", help="re-using a name continues that study")
+    p.add_argument("--storage", default="", help="journal file path (default optuna.log), sqlite:///PATH or "
+                   "postgresql://USER@HOST:PORT/DB")
+    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
+    p.add_argument("--seeds", default="123,124,125", help="training seeds of every trial (default 123,124,125)")
+    p.add_argument("--data-seed", default="42", help="data seed of every trial (default 42)")
+    p.add_argument("--objective", default="test_mse", help="test_mse (default), gap, or pareto")
+    p.add_argument("--sampler", default="random", help=f"one of {', '.join(SAMPLERS)} (default random)")
+    p.add_argument("--sampler-seed", default="0", help="seed of the sampler (default 0)")
+    p.add_argument("--pruner", default="none", help=f"one of {', '.join(PRUNERS)} (default none)")
+    p.add_argument("--workers", default="1", help="worker processes on this machine (default 1)")
+    add_config_arguments(p)
+    p.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides applied to every trial")
+    p.add_argument("--experiment-name", default=None, help="MLflow experiment (default 'speccomp-studies')")
+    p.add_argument("--log-models", action="store_true", help="log every seed's final model the MLflow way")
+    p.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)  # set for spawned workers
+    p.add_argument("--no-report", action="store_true", help="skip the sensitivity report (workers spawned by --workers)")
+    return p
+
+
+@dataclass
+class Settings:
+    n_trials: int
+    total_trials: int | None
+    seeds: list[int]
+    data_seed: int
+    workers: int
+    sampler_seed: int
+
+
+def _int(text: str, name: str, minimum: int) -> int:
+    from speccomp.config import ConfigError
+
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not an integer; allowed: an integer >= {minimum}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: {value} is too small; allowed: an integer >= {minimum}")
+    return value
+
+
+def _validate(args: argparse.Namespace):
+    """Everything checked before any run or trial exists. Returns what the study needs."""
+    from speccomp.cli import split_overrides
+    from speccomp.config import ConfigError, load_config, parse_seed_list
+    from study.objective import MEASURES, configure_trial_size
+    from study.space import load_space
+
+    if args.objective not in MEASURES:
+        raise ConfigError(f"objective: unknown {args.objective!r}; allowed: {', '.join(MEASURES)}")
+    if args.sampler not in SAMPLERS:
+        raise ConfigError(f"sampler: unknown {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if args.pruner not in PRUNERS:
+        raise ConfigError(f"pruner: unknown {args.pruner!r}; allowed: {', '.join(PRUNERS)}")
+    if args.objective == "pareto" and args.pruner != "none":
+        raise ConfigError("pruner: Optuna cannot prune two-objective (pareto) studies; use --pruner none")
+    if args.objective == "pareto" and args.sampler == "qmc":
+        pass  # QMC works for any number of objectives
+    settings = Settings(
+        n_trials=_int(args.n_trials, "n_trials", 1),
+        total_trials=_int(args.total_trials, "total_trials", 1) if str(args.total_trials).strip() else None,
+        seeds=parse_seed_list(args.seeds, "seeds"),
+        data_seed=parse_seed_list(args.data_seed, "data_seed")[0],
+        workers=_int(args.workers, "workers", 1),
+        sampler_seed=_int(args.sampler_seed, "sampler_seed", 0),
+    )
+    if args.pruner != "none" and len(settings.seeds) < 2:
+        raise ConfigError("pruner: needs at least two seeds (results after the first seed decide); give --seeds a,b,...")
+    overrides = configure_trial_size([*args.set_overrides, *split_overrides(args.overrides)])
+    base = load_config(args.config_dir or None, overrides)
+    space = load_space(args.space, base)
+    return settings, base, space, overrides
+
+
+def make_sampler(name: str, seed: int, n_objectives: int):
+    import optuna
+
+    if name == "random":
+        return TrialSeededRandomSampler(seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def _trial_seeded_random_sampler():
+    import optuna
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    from speccomp.seeding import derive_seed
+
+    class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
+        """Random sampling seeded by (seed, trial number): reproducible, and safe with many workers
+        (each trial number is handed out once, so no two workers draw the same values)."""
+
+        def __init__(self, seed: int):
+            super().__init__(seed)
+            self._base_seed = seed
+
+        def before_trial(self, study, trial) -> None:
+            self._rng = LazyRandomState(derive_seed(self._base_seed, "trial", trial.number) % 2**32)
+
+    return TrialSeededRandomSampler
+
+
+def TrialSeededRandomSampler(seed: int):  # noqa: N802 - builds the class lazily (optuna import)
+    return _trial_seeded_random_sampler()(seed)
+
+
+def make_pruner(name: str, n_seeds: int):
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    if name == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=1)
+    return optuna.pruners.NopPruner()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import tracking  # noqa: F401  (MLflow environment first)
+    from speccomp.config import ConfigError
+    from study.space import SpaceError
+    from study.storage import StorageError, describe, open_storage
+
+    try:
+        settings, base, space, overrides = _validate(args)
+        storage = open_storage(args.storage)
+        _check_existing_study(storage, args)
+    except (ConfigError, SpaceError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _fail_attached_run(str(exc))
+        return USER_ERROR
+    return _run(args, settings, base, space, overrides, storage, describe(args.storage))
+
+
+def _check_existing_study(storage, args: argparse.Namespace) -> None:
+    import optuna
+
+    from study.objective import directions
+    from study.storage import StorageError
+
+    wanted = [optuna.study.StudyDirection.MINIMIZE for _ in directions(args.objective)]
+    try:
+        existing = optuna.load_study(study_name=args.study_name, storage=storage)
+    except KeyError:
+        return
+    if list(existing.directions) != wanted:
+        have = ", ".join(d.name.lower() for d in existing.directions)
+        raise StorageError(
+            f"study_name: study {args.study_name!r} exists with directions [{have}], but objective "
+            f"{args.objective!r} needs [{', '.join(w.name.lower() for w in wanted)}]; use another --study-name"
+        )
+
+
+def _fail_attached_run(message: str) -> None:
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    from tracking import store
+    from tracking.runs import record_error
+
+    store.configure()
+    client = MlflowClient()
+    record_error(client, run_id, message)
+    client.set_terminated(run_id, status="FAILED")
+
+
+def _run(args, settings: Settings, base, space, overrides, storage, storage_text: str) -> int:
+    import optuna
+    from mlflow import MlflowClient
+
+    from study.objective import Objective, directions
+    from study.report import build_report
+    from tracking import store
+    from tracking.pipeline import flatten, log_params, set_tags
+    from tracking.runs import RunTracker, guarded
+
+    uri = store.configure()
+    client = MlflowClient()
+    attached = os.environ.get("MLFLOW_RUN_ID") or None
+    parent_given = args.parent_run_id
+    if parent_given or attached:
+        experiment_id = client.get_run(parent_given or attached).info.experiment_id
+    else:
+        name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "speccomp-studies"
+        exp = client.get_experiment_by_name(name)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+    tracker = RunTracker(client, experiment_id)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=args.study_name,
+        storage=storage,
+        directions=directions(args.objective),
+        sampler=make_sampler(args.sampler, settings.sampler_seed, len(directions(args.objective))),
+        pruner=make_pruner(args.pruner, len(settings.seeds)),
+        load_if_exists=True,
+    )
+    with guarded(tracker):
+        if parent_given:
+            parent = parent_given  # a spawned worker: the launcher owns the study run
+        else:
+            parent = tracker.adopt(attached) if attached else tracker.start(
+                f"study-{args.study_name}-{socket.gethostname()}-{os.getpid()}")
+            set_tags(client, parent, {
+                "speccomp.role": "study", "optuna.study_name": args.study_name, "optuna.storage": storage_text,
+                "objective": args.objective, "sampler": args.sampler, "pruner": args.pruner,
+                "space": str(args.space), "seeds": ",".join(map(str, settings.seeds)),
+            })
+            log_params(client, parent, {f"space.{p.name}": str(p.distribution) for p in space.params}
+                       | {"study.objective": args.objective, "study.sampler": args.sampler, "study.pruner": args.pruner,
+                          "study.n_trials": str(settings.n_trials), "study.workers": str(settings.workers)}
+                       | {f"base.{k}": v for k, v in flatten(base.to_dict()).items()})
+        budget = settings.total_trials
+        if settings.workers > 1 and budget is None:  # the invocation's n_trials, shared by its workers
+            budget = _alive(study) + settings.n_trials
+        helpers = _spawn_workers(args, settings, parent, budget) if settings.workers > 1 else []
+        with tempfile.TemporaryDirectory(prefix="speccomp-study-") as tmp:
+            objective = Objective(
+                base=base, space=space, seeds=settings.seeds, data_seed=settings.data_seed,
+                measure=args.objective, tracker=tracker, study_run_id=parent, work_root=Path(tmp),
+                total_trials=budget, pruning=args.pruner != "none", log_models=args.log_models,
+            )
+            started = time.perf_counter()
+            try:
+                ran = run_worker(study, objective, settings.n_trials, budget)
+            finally:
+                for proc in helpers:
+                    proc.wait()
+            elapsed = time.perf_counter() - started
+            if helpers and any(p.returncode != 0 for p in helpers):
+                print(f"warning: {sum(p.returncode != 0 for p in helpers)} worker(s) exited with an error",
+                      file=sys.stderr)
+            if not args.no_report and not parent_given:
+                report = build_report(study, Path(tmp) / "report")
+                client.log_artifacts(parent, str(report.folder), "report")
+                print(report.text)
+        if not parent_given:
+            tracker.finish(parent)
+    print(f"\n{ran} trial(s) run here in {elapsed:.1f} s; study {args.study_name!r} in {storage_text}")
+    if not parent_given:
+        print(f"open the UI: {store.ui_command(uri)}")
+    return 0
+
+
+def _alive(study) -> int:
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_worker(study, objective, n_trials: int, budget: int | None) -> int:
+    """Run up to `n_trials` trials, stopping early when the study holds `budget` trials."""
+    from study.objective import SurplusTrial
+
+    ran = 0
+    for _ in range(n_trials):
+        if budget is not None and _alive(study) >= budget:
+            break
+        try:
+            study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError, ArithmeticError))
+        except SurplusTrial:
+            break  # another worker filled the budget between our check and our trial
+        ran += 1
+    return ran
+
+
+def _spawn_workers(args, settings: Settings, parent: str, budget: int | None) -> list[subprocess.Popen]:
+    argv = [sys.executable, "-m", "study.main", *_forwarded(args), "--workers", "1",
+            "--parent-run-id", parent, "--no-report"]
+    if budget is not None:
+        argv += ["--total-trials", str(budget)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    return [subprocess.Popen(argv, env=env) for _ in range(settings.workers - 1)]
+
+
+def _forwarded(args) -> list[str]:
+    out = ["--n-trials", str(args.n_trials), "--study-name", args.study_name, "--storage", args.storage,
+           "--space", str(args.space), "--seeds", args.seeds, "--data-seed", args.data_seed,
+           "--objective", args.objective, "--sampler", args.sampler, "--sampler-seed", str(args.sampler_seed),
+           "--pruner", args.pruner, "--overrides", args.overrides]
+    if args.config_dir:
+        out += ["--config-dir", args.config_dir]
+    for item in args.set_overrides:
+        out += ["--set", item]
+    if args.log_models:
+        out.append("--log-models")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The Optuna objective: a trial trains all the study's seeds on the trial's config, tracked as an
+MLflow run (nested under the study's run) whose children are the seeds' runs.
+
+Seeds are trained in chunks (the first seed, then the rest as one ensemble) so that seed-level
+results can be reported as intermediate values (step = seed index) before the rest is trained:
+median, successive-halving and Wilcoxon pruners then stop hopeless trials after one seed. A
+seed gives the same result alone or in an ensemble, so chunking changes no number.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from speccomp.config import ExperimentConfig, config_from_dict
+from study.space import SearchSpace
+from tracking.pipeline import (
+    aggregate_finals,
+    flatten,
+    log_mean_curves,
+    log_metric_dict,
+    log_params,
+    log_parent_artifacts,
+    run_tracked_experiment,
+    set_tags,
+)
+from tracking.runs import RunTracker
+
+MEASURES = {
+    "test_mse": "mean test MSE of the tracked components (minimise)",
+    "gap": "mean compositional gap of the tracked components (minimise)",
+    "pareto": "two objectives: in-distribution (val) MSE and test MSE of the tracked components (Pareto front)",
+}
+STATE_TAG = "optuna.trial_state"
+
+
+class SurplusTrial(Exception):
+    """Another worker already filled the study's trial budget; this trial is not run."""
+
+
+def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, float]:
+    """Label-independent summaries of one seed (comparable across trials with different pairs)."""
+    def mean_of(prefix: str) -> float:
+        values = [final.get(f"{prefix}/{label}", math.nan) for label in tracked]
+        return float(sum(values) / len(values))
+
+    return {
+        "test/mse/tracked": mean_of("test/mse"),
+        "val/mse/tracked": mean_of("val/mse"),
+        "gap/tracked": mean_of("gap"),
+    }
+
+
+def objective_values(measures: dict[str, float], measure: str) -> tuple[float, ...]:
+    if measure == "test_mse":
+        return (measures["test/mse/tracked"],)
+    if measure == "gap":
+        return (measures["gap/tracked"],)
+    return (measures["val/mse/tracked"], measures["test/mse/tracked"])
+
+
+def directions(measure: str) -> list[str]:
+    return ["minimize", "minimize"] if measure == "pareto" else ["minimize"]
+
+
+@dataclass
+class Objective:
+    base: ExperimentConfig
+    space: SearchSpace
+    seeds: list[int]
+    data_seed: int
+    measure: str
+    tracker: RunTracker
+    study_run_id: str
+    work_root: Path
+    total_trials: int | None = None
+    pruning: bool = False
+    log_models: bool = False
+    base_overrides: list[str] = field(default_factory=list)
+
+    def seed_chunks(self) -> list[list[int]]:
+        if self.pruning and len(self.seeds) > 1:
+            return [self.seeds[:1], self.seeds[1:]]
+        return [self.seeds]
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        self._check_budget(trial)
+        values, overrides = self.space.suggest(trial)
+        cfg = config_from_dict(self.base.to_dict(), [*self.base_overrides, *overrides])
+        client = self.tracker.client
+        run_id = self.tracker.start(
+            f"trial-{trial.number}",
+            parent_id=self.study_run_id,
+            tags={
+                "optuna.study_name": trial.study.study_name,
+                "optuna.trial_number": str(trial.number),
+                STATE_TAG: "RUNNING",
+                "speccomp.role": "trial",
+            },
+        )
+        trial.set_user_attr("mlflow_run_id", run_id)
+        params = flatten(cfg.to_dict())
+        log_params(client, run_id, {**params, **{f"trial.{k}": str(v) for k, v in values.items()}})
+        work = self.work_root / f"trial-{trial.number}"
+        try:
+            value = self._train(trial, cfg, run_id, params, work)
+        except optuna.TrialPruned:
+            set_tags(client, run_id, {STATE_TAG: "PRUNED"})
+            self.tracker.finish(run_id)
+            raise
+        except BaseException as exc:
+            set_tags(client, run_id, {STATE_TAG: "FAIL"})
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            self.tracker.close_all(status, error=f"{type(exc).__name__}: {exc}", under=run_id)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
+        self.tracker.finish(run_id)
+        return value
+
+    def _check_budget(self, trial: optuna.Trial) -> None:
+        if self.total_trials is None:
+            return
+        alive = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                 optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=alive) if t.number < trial.number]
+        if len(earlier) >= self.total_trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"the study already holds {len(earlier)} of {self.total_trials} trials")
+
+    def _train(self, trial: optuna.Trial, cfg: ExperimentConfig, run_id: str, params: dict[str, str], work: Path):
+        client = self.tracker.client
+        tracked = cfg.tracked_labels
+        summaries, trajectories, per_seed = [], [], {}
+        for i, chunk in enumerate(self.seed_chunks()):
+            te = run_tracked_experiment(
+                self.tracker, run_id, cfg, self.data_seed, chunk, work / f"chunk-{i}", params,
+                tags={"optuna.study_name": trial.study.study_name, "optuna.trial_number": str(trial.number)},
+                log_models=self.log_models, figures=False,
+            )
+            summaries.append(te.experiment.summary)
+            trajectories.append(te.experiment.result.trajectory)
+            for r in te.experiment.result.seeds:
+                per_seed[r.seed] = seed_measures(r.final, tracked)
+            if self.pruning:
+                for seed in chunk:
+                    trial.report(objective_values(per_seed[seed], self.measure)[0], step=self.seeds.index(seed))
+                if i < len(self.seed_chunks()) - 1 and trial.should_prune():
+                    self._record(trial, run_id, summaries, trajectories, per_seed, work)
+                    raise optuna.TrialPruned(f"pruned after seeds {list(per_seed)}")
+        self._record(trial, run_id, summaries, trajectories, per_seed, work)
+        mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
+        values = objective_values(mean, self.measure)
+        log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v for i, v in enumerate(values)})
+        return values[0] if len(values) == 1 else values
+
+    def _record(self, trial, run_id, summaries, trajectories, per_seed, folder: Path) -> None:
+        """Trial-level metrics (across-seed mean, std) and per-seed measures as user attributes."""
+        client = self.tracker.client
+        summary = pd.concat(summaries, ignore_index=True)
+        trajectory = pd.concat(trajectories, ignore_index=True)
+        summary.to_csv(folder / "summary.csv", index=False)
+        trajectory.to_csv(folder / "trajectory_data.csv", index=False)
+        shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
+        measures = pd.DataFrame.from_dict(per_seed, orient="index")
+        log_metric_dict(client, run_id, aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1)))
+        log_mean_curves(client, run_id, trajectory)
+        trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
+        for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked"):
+            values = measures[key].dropna()
+            trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)
+            trial.set_user_attr(key.replace("/", "_") + "_std", float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        trial.set_user_attr("tracked", list(summary.filter(like="test/mse/").columns.str.removeprefix("test/mse/")))
+        log_parent_artifacts(client, run_id, folder)
+
+
+def configure_trial_size(overrides: list[str]) -> list[str]:
+    """Defaults every trial gets unless the space or the user says otherwise: keep only the last
+    checkpoint's weights, so that a study of hundreds of trials does not fill the disk."""
+    return ["training.checkpoint_retention=last", *overrides]
+
+
+def describe_measures() -> str:
+    return "; ".join(f"{k}: {v}" for k, v in MEASURES.items())

@@ -1,0 +1,121 @@
+"""Optuna storage from one string, checked before any trial exists.
+
+| storage string                         | what                                                       |
+| -------------------------------------- | ---------------------------------------------------------- |
+| (empty) / `optuna.log`                 | a journal file in the working directory (the default)      |
+| `journal:PATH` or a path ending `.log` | a journal file: safe for several processes on one machine  |
+| `sqlite:///PATH`                       | SQLite (one process at a time is safest)                   |
+| `postgresql://user@host:5432/db`       | PostgreSQL: many workers on many machines                  |
+
+A journal file is what Optuna recommends for several processes on one machine; it opens with
+`optuna.load_study(storage=JournalStorage(JournalFileBackend(PATH)))` and `optuna-dashboard PATH`.
+Every storage has a heartbeat: a trial whose worker died is failed after the grace period and
+re-queued once (RetryFailedTrialCallback), never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from tracking.store import redact_url
+
+DEFAULT_JOURNAL = "optuna.log"
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 40
+MAX_RETRY = 1
+HEARTBEAT_ATTR = "speccomp:heartbeat"
+
+
+class StorageError(ValueError):
+    """Unusable storage; one line, password redacted."""
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """A journal file with the heartbeat that RDBStorage has: the worker records a timestamp in
+    the trial's system attributes every interval; a RUNNING trial whose last beat is older than
+    the grace period belongs to a dead worker."""
+
+    def __init__(
+        self,
+        backend: JournalFileBackend,
+        heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+        grace_period: int = GRACE_PERIOD_S,
+        stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    ):
+        super().__init__(backend)
+        self._heartbeat_interval = heartbeat_interval
+        self._grace_period = grace_period
+        self._stale_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            if now - (beat if beat is not None else started) > self._grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._stale_callback
+
+
+def open_storage(
+    spec: str,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = GRACE_PERIOD_S,
+) -> BaseStorage:
+    """Open (and check) the storage that `spec` names; StorageError if it is unusable."""
+    spec = (spec or "").strip() or DEFAULT_JOURNAL
+    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0].split("+")[0]
+        if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
+            raise StorageError(
+                f"storage: unsupported URL scheme {scheme!r} in {redact_url(spec)}; "
+                "allowed: a journal file path, sqlite:///PATH, postgresql://USER@HOST:PORT/DB"
+            )
+        if scheme == "postgres":
+            spec = "postgresql" + spec[len("postgres"):]
+        engine_kwargs = {"pool_pre_ping": True}
+        if scheme.startswith("postgres"):
+            engine_kwargs["connect_args"] = {"connect_timeout": 5}
+        try:
+            return RDBStorage(
+                spec,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
+        except Exception as exc:  # sqlalchemy/psycopg errors: unreachable host, bad db, no driver
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"storage: cannot open {redact_url(spec)}: {redact_url(reason)[:300]}") from None
+    path = Path(spec.removeprefix("journal:"))
+    if not path.parent.exists():
+        raise StorageError(f"storage: folder {path.parent} does not exist (for journal file {path})")
+    try:
+        backend = JournalFileBackend(str(path))
+    except OSError as exc:
+        raise StorageError(f"storage: cannot open journal file {path}: {exc.strerror or exc}") from None
+    return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, retry)
+
+
+def describe(spec: str) -> str:
+    """The storage string as it may appear in logs, params and tags (password hidden)."""
+    return redact_url((spec or "").strip() or DEFAULT_JOURNAL)
