@@ -10,22 +10,25 @@
 A journal file is what Optuna recommends for several processes on one machine; it opens with
 `optuna.load_study(storage=JournalStorage(JournalFileBackend(PATH)))` and `optuna-dashboard PATH`.
 Every storage has a heartbeat: a trial whose worker died is failed after the grace period and
-re-queued once (RetryFailedTrialCallback), never left RUNNING.
+re-queued once (RetryHeartbeatStaleTrialCallback), never left RUNNING.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from tracking.store import redact_url
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 DEFAULT_JOURNAL = "optuna.log"
 HEARTBEAT_INTERVAL_S = 10
@@ -82,7 +85,7 @@ def open_storage(
 ) -> BaseStorage:
     """Open (and check) the storage that `spec` names; StorageError if it is unusable."""
     spec = (spec or "").strip() or DEFAULT_JOURNAL
-    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     if "://" in spec:
         scheme = spec.split("://", 1)[0].split("+")[0]
         if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
