@@ -32,6 +32,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the project's configs/)",
     )
     parser.add_argument(
+        "--preset",
+        dest="presets",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="merge a partial config: a file, or a name under configs/presets/ (e.g. loglinear); repeatable",
+    )
+    parser.add_argument(
         "--set",
         dest="set_overrides",
         action="append",
@@ -47,7 +55,7 @@ def split_overrides(text: str) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    return load_config(args.config_dir, args.set_overrides)
+    return load_config(args.config_dir, args.set_overrides, presets=[p for p in args.presets if p])
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

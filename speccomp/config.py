@@ -417,6 +417,9 @@ class AnalysisConfig(_Strict):
     plot_config: PlotConfig = PlotConfig()
     tracked: list[str] | None = None
     """Labels to track (metrics `test/mse/<label>` etc.); defaults to the x and y components."""
+    oracle: Literal["split", "all", "off"] = "split"
+    """The physical floor (`oracle/mse/<label>`): fit the known physics to every test spectrum,
+    with the components the test split can contain (`split`) or all components (`all`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,6 +453,12 @@ class ExperimentConfig(_Strict):
                     )
             if split.abundance_range is not None:
                 check_modulation_positive(self.physics, split.abundance_range, f"data.splits.{name}.abundance_range")
+            noise = self.physics.sampling.noise
+            if split.noise_range is not None and noise.distribution == "log_uniform" and split.noise_range[0] <= 0:
+                raise _at(
+                    f"data.splits.{name}.noise_range",
+                    f"must start above 0 with the log_uniform noise distribution, got {list(split.noise_range)}",
+                )
         if self.training.n_bins is not None and self.training.n_bins != self.physics.n_bins:
             raise _at(
                 "training.n_bins",
@@ -542,9 +551,11 @@ def load_config(
     config_dir: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     files: dict[str, str | Path] | None = None,
+    presets: list[str | Path] | tuple[str | Path, ...] = (),
 ) -> ExperimentConfig:
-    """Load the four section files from `config_dir` (default: the project's `configs/`),
-    apply dotted overrides, validate. `files` maps a section to a file that replaces its default.
+    """Load the four section files from `config_dir` (default: the project's `configs/`), merge
+    the presets (partial configs, e.g. `configs/presets/loglinear.yaml`), apply dotted overrides,
+    validate. `files` maps a section to a file that replaces its default.
 
     Raises ConfigError with one line naming the file and dotted key.
     """
@@ -562,7 +573,37 @@ def load_config(
             raw[section] = {}  # optional sections fall back to defaults
             continue
         raw[section] = read_yaml(path)
+    for preset in presets:
+        preset_path = resolve_preset(preset)
+        layer = read_yaml(preset_path)
+        for section, values in layer.items():
+            if section not in SECTION_FILES:
+                raise ConfigError(f"{preset_path}: unknown section {section!r}; allowed: {', '.join(SECTION_FILES)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{preset_path}: {section}: must be a mapping of keys")
+            _deep_merge(raw[section], values)
+            paths[section] = Path(f"{paths[section]} + {preset_path}")
     return config_from_dict(raw, overrides, paths)
+
+
+def resolve_preset(name: str | Path) -> Path:
+    """A preset file path, or the name of one under the project's `configs/presets/`."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidate = default_config_dir() / "presets" / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in (default_config_dir() / "presets").glob("*.yaml"))
+    raise ConfigError(f"preset: {name}: no such file or preset; presets: {', '.join(known) or 'none'}")
+
+
+def _deep_merge(base: dict[str, Any], layer: dict[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
 
 
 def config_from_dict(

@@ -101,10 +101,7 @@ def generate_split(
         present = abundances != 0
 
     temperature = _uniform(rng, t_lo, t_hi, n, log=sampling.temperature.distribution == "log_uniform")
-    if s_lo > 0 and sampling.noise.distribution == "log_uniform":
-        sigma = _uniform(rng, s_lo, s_hi, n, log=True)
-    else:
-        sigma = _uniform(rng, s_lo, s_hi, n)
+    sigma = _uniform(rng, s_lo, s_hi, n, log=sampling.noise.distribution == "log_uniform")
     eps = rng.standard_normal((n, forward.n_bins))
 
     if split.combined_fraction > 0:

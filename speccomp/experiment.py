@@ -24,6 +24,7 @@ import yaml
 
 from speccomp.config import ExperimentConfig, config_from_dict
 from speccomp.data import SplitData, generate_datasets
+from speccomp.floor import physical_floor, with_efficiency
 from speccomp.training import TrainingLogger, TrainResult, train
 
 CONFIG_FILE = "config.yaml"
@@ -72,7 +73,9 @@ def run_experiment(
     figures: bool = True,
     floor: dict[str, float] | None = None,
 ) -> ExperimentResult:
-    """Generate the data for `data_seed`, train every seed, write tables and figures to `out_dir`."""
+    """Generate the data for `data_seed`, train every seed, measure the physical floor (the
+    oracle, unless `analysis.oracle` is off), write tables and figures to `out_dir`. `floor`
+    (label -> MSE) replaces the oracle's line in the figures."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     datasets = generate_datasets(cfg, data_seed)
@@ -85,6 +88,17 @@ def run_experiment(
     t0 = time.perf_counter()
     result = train(cfg, datasets, seeds, logger=logger, out_dir=out, progress=progress)
     timings["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    oracle = physical_floor(cfg, datasets["test"])
+    for r in result.seeds:
+        extra = with_efficiency(r.final, oracle, cfg.tracked_labels)
+        r.final.update(extra)
+        if logger is not None and extra:
+            logger.log_metrics(r.seed, extra, result.total_steps)
+    timings["oracle"] = time.perf_counter() - t0
+    if floor is None and oracle:
+        floor = {label: oracle[f"oracle/mse/{label}"] for label in cfg.tracked_labels}
 
     if out is not None:
         t0 = time.perf_counter()
