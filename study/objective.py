@@ -53,6 +53,8 @@ def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, floa
         "test/mse/tracked": mean_of("test/mse"),
         "val/mse/tracked": mean_of("val/mse"),
         "gap/tracked": mean_of("gap"),
+        "oracle/mse/tracked": mean_of("oracle/mse"),
+        "oracle/efficiency/tracked": mean_of("oracle/efficiency"),
     }
 
 
@@ -172,7 +174,8 @@ class Objective:
         log_metric_dict(client, run_id, aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1)))
         log_mean_curves(client, run_id, trajectory)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
-        for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked"):
+        for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked", "oracle/mse/tracked",
+                    "oracle/efficiency/tracked"):
             values = measures[key].dropna()
             trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)
             trial.set_user_attr(key.replace("/", "_") + "_std", float(values.std(ddof=1)) if len(values) > 1 else 0.0)

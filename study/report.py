@@ -5,7 +5,8 @@ Written to a folder (and logged to the study's MLflow run by `study.main`):
     importances.csv   parameter importances (fANOVA and PED-ANOVA) for the objective(s) and the gap;
                       each evaluator's importances are normalised to sum to one
     marginal.csv      per parameter and value (or value bin): trials, mean gap, its across-seed
-                      spread, mean objective
+                      spread, mean objective, mean efficiency against the physical floor
+                      (oracle MSE ÷ test MSE: 1 = as good as the physics allows)
     marginal.png      the same, one panel per parameter, error bars = across-seed spread
     pareto.csv/.png   the Pareto front (two-objective studies)
     trials.csv        every trial: number, state, values, params, per-trial measures
@@ -87,7 +88,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 row["value" if len(t.values) == 1 else f"value_{i}"] = v
         row.update({f"param.{k}": v for k, v in t.params.items()})
         for key in ("test_mse_tracked_mean", "test_mse_tracked_std", "val_mse_tracked_mean",
-                    "gap_tracked_mean", "gap_tracked_std", "oracle_mse_tracked", "efficiency_tracked", "mlflow_run_id"):
+                    "gap_tracked_mean", "gap_tracked_std", "oracle_mse_tracked_mean",
+                    "oracle_efficiency_tracked_mean", "mlflow_run_id"):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         rows.append(row)
@@ -109,13 +111,17 @@ def marginal_effects(study: optuna.Study) -> pd.DataFrame:
             gaps = [t.user_attrs.get("gap_tracked_mean", math.nan) for t in chosen]
             seed_gaps = [s.get("gap/tracked", math.nan) for t in chosen for s in t.user_attrs.get("seeds", {}).values()]
             objective = [t.values[0] for t in chosen if t.values]
+            efficiency = [t.user_attrs.get("oracle_efficiency_tracked_mean") for t in chosen]
+            efficiency = [e for e in efficiency if e is not None and math.isfinite(e)]
             rows.append({
                 "param": param, "value": label, "n_trials": len(chosen),
                 "gap_mean": float(np.nanmean(gaps)) if chosen else math.nan,
                 "gap_seed_std": float(np.nanstd(seed_gaps, ddof=1)) if len(seed_gaps) > 1 else math.nan,
                 "objective_mean": float(np.mean(objective)) if objective else math.nan,
+                "oracle_efficiency_mean": float(np.mean(efficiency)) if efficiency else math.nan,
             })
-    return pd.DataFrame(rows, columns=["param", "value", "n_trials", "gap_mean", "gap_seed_std", "objective_mean"])
+    columns = ["param", "value", "n_trials", "gap_mean", "gap_seed_std", "objective_mean", "oracle_efficiency_mean"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _groups(values: list) -> list[tuple[str, list[int]]]:
@@ -175,7 +181,8 @@ def _text(study, trials: pd.DataFrame, imp: pd.DataFrame, marginal: pd.DataFrame
     for _, row in notes.iterrows():
         lines.append(f"- {row['target']} / {row['evaluator']}: {row['note']}")
     if not marginal.empty:
-        lines += ["", "## Marginal effect on the gap (mean over trials; spread = across-seed std)", ""]
+        lines += ["", "## Marginal effect on the gap (mean over trials; spread = across-seed std;",
+                  "## efficiency = oracle MSE ÷ test MSE, the fraction of the physical limit reached)", ""]
         lines += [marginal.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
     if pareto is not None:
         lines += ["## Pareto front (val MSE vs test MSE)", "", pareto.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
