@@ -470,6 +470,16 @@ class ExperimentConfig(_Strict):
                 "training.n_components",
                 f"is {self.training.n_components} but physics defines {len(labels)} lines; remove it or make them equal",
             )
+        if self.training.model_type == "cnn":
+            cnn, length = self.training.cnn, self.physics.n_bins
+            for _ in cnn.channels:
+                length //= cnn.pool
+            if length < 1:
+                raise _at(
+                    "training.cnn.channels",
+                    f"{len(cnn.channels)} pooling stages of {cnn.pool} leave no bins of physics.n_bins={self.physics.n_bins}; "
+                    "use fewer stages, a smaller pool or more bins",
+                )
         tracked = self.tracked_labels  # validates
         test = self.data.splits["test"]
         if isinstance(test.distribution, CombinationsDistribution):

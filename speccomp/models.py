@@ -203,7 +203,7 @@ class MLP(EnsembleModel):
     def __init__(self, spec: ModelSpec, n_members: int):
         super().__init__(spec, n_members)
         dims = [spec.n_bins, *spec.hidden_dims, spec.n_outputs]
-        self.layers = nn.ModuleList(EnsembleLinear(n_members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(n_members, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.act = ACTIVATIONS[spec.activation]
 
     def reset_member(self, s: int, gen: torch.Generator) -> None:
@@ -243,7 +243,7 @@ class CNN(EnsembleModel):
         channels, kernels, self.pool = list(cnn["channels"]), list(cnn["kernel_sizes"]), int(cnn["pool"])
         c_in = [1, *channels[:-1]]
         self.convs = nn.ModuleList(
-            EnsembleConv1d(n_members, a, b, k) for a, b, k in zip(c_in, channels, kernels)
+            EnsembleConv1d(n_members, a, b, k) for a, b, k in zip(c_in, channels, kernels, strict=True)
         )
         length = spec.n_bins
         for _ in channels:

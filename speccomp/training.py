@@ -187,7 +187,7 @@ def train(
     model.train()
     last_metrics = do_checkpoint(0, 0.0)
     step = 0
-    for epoch in range(training.epochs):
+    for _epoch in range(training.epochs):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in shuffle_gens]).to(device)
         for start in range(0, n_train, batch):
             idx = order[:, start : start + batch]  # (S, B)

@@ -31,3 +31,31 @@ def tiny_cfg() -> ExperimentConfig:
 @pytest.fixture
 def default_cfg() -> ExperimentConfig:
     return load_config(default_config_dir())
+
+
+@pytest.fixture
+def edited_config_dir(tmp_path):
+    """A factory: copy the project's configs/ into tmp_path and edit one file's parsed YAML.
+
+    `edited_config_dir("training.yaml", lambda raw: raw.update(epochz=3))` returns the folder;
+    `edit` may also return a string to write verbatim, and `remove=[...]` deletes files.
+    """
+    import shutil
+
+    import yaml
+
+    counter = iter(range(1000))
+
+    def make(filename: str | None = None, edit=None, remove: tuple[str, ...] = ()):
+        folder = tmp_path / f"configs-{next(counter)}"
+        shutil.copytree(default_config_dir(), folder)
+        for name in remove:
+            (folder / name).unlink()
+        if filename is not None and edit is not None:
+            path = folder / filename
+            raw = yaml.safe_load(path.read_text())
+            out = edit(raw)
+            path.write_text(out if isinstance(out, str) else yaml.safe_dump(raw, sort_keys=False))
+        return folder
+
+    return make
