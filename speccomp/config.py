@@ -804,7 +804,7 @@ def parse_seed_list(text: str | int | list[int], name: str = "seeds") -> list[in
         items = [str(t) for t in text]
     else:
         items = str(text).split(",")
-    if not str(text).strip():
+    if not str(text).strip() or (isinstance(text, list) and not text):
         raise ConfigError(f"{name}: empty; allowed: {allowed}")
     seeds = []
     for item in items:

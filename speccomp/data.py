@@ -19,6 +19,7 @@ import torch
 
 from speccomp.config import (
     CombinationsDistribution,
+    ConfigError,
     ExperimentConfig,
     PhysicsConfig,
     SplitConfig,
@@ -97,7 +98,10 @@ def generate_split(
         sampler = resolve_sampler(dist.sampler)
         abundances = np.asarray(sampler(rng, n, list(labels)), dtype=np.float64)
         if abundances.shape != (n, n_comp):
-            raise ValueError(f"sampler {dist.sampler} returned shape {abundances.shape}, expected {(n, n_comp)}")
+            raise ConfigError(
+                f"data.splits.{name}.distribution.sampler: {dist.sampler} returned shape "
+                f"{abundances.shape}; allowed: an array of shape (n_samples, n_components) = {(n, n_comp)}"
+            )
         present = abundances != 0
 
     temperature = _uniform(rng, t_lo, t_hi, n, log=sampling.temperature.distribution == "log_uniform")
