@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 
 from speccomp.cli import add_config_arguments, split_overrides
-from speccomp.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.config import SECTION_FILES, ConfigError, ExperimentConfig, load_config, parse_seed_list
 
 USER_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+TERMINATED = 143  # 128 + SIGTERM
+REQUIRED_SECTIONS = ("physics", "data")  # training.yaml and analysis.yaml fall back to defaults
 DEFAULT_EXPERIMENT = "speccomp"
 
 
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-name", default=None, help="name of the parent run")
     parser.add_argument("--work-dir", default=None, help="where files are staged before upload (default: a temporary folder)")
     parser.add_argument("--no-models", action="store_true", help="skip logging the final models the MLflow way")
+    parser.add_argument("--no-figures", action="store_true", help="skip drawing the nine figures (they can be drawn "
+                        "later from the runs: python -m tracking.readback redraw RUN_ID --out DIR)")
     return parser
 
 
@@ -55,9 +60,20 @@ class _Inputs:
         self.data_seeds = parse_seed_list(args.data_seeds, "data_seeds")
         overrides = [*args.set_overrides, *split_overrides(args.overrides)]
         config_dir = args.config_dir or None
-        if config_dir is not None and not Path(config_dir).is_dir():
-            raise ConfigError(f"config_dir: {config_dir}: folder not found")
-        self.cfg: ExperimentConfig = load_config(config_dir, overrides)
+        if config_dir is not None:
+            _check_config_dir(Path(config_dir))
+        presets = [p for p in getattr(args, "presets", []) if p]
+        self.cfg: ExperimentConfig = load_config(config_dir, overrides, presets=presets)
+
+
+def _check_config_dir(folder: Path) -> None:
+    allowed = (f"a folder holding {' and '.join(SECTION_FILES[s] for s in REQUIRED_SECTIONS)} "
+               f"({', '.join(f for s, f in SECTION_FILES.items() if s not in REQUIRED_SECTIONS)} optional)")
+    if not folder.is_dir():
+        raise ConfigError(f"config_dir: {folder}: folder not found; allowed: {allowed}")
+    for section in REQUIRED_SECTIONS:
+        if not (folder / SECTION_FILES[section]).is_file():
+            raise ConfigError(f"config_dir: {folder} has no {SECTION_FILES[section]}; allowed: {allowed}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import tracking  # noqa: F401  (sets the MLflow environment before mlflow is imported)
+    # (the `tracking` package, imported with this module, has set the MLflow environment already)
     from mlflow import MlflowClient
 
     from tracking import store
-    from tracking.runs import RunTracker, guarded, record_error
+    from tracking.runs import RunTracker, Terminated, guarded, record_error
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -92,24 +108,33 @@ def run(args: argparse.Namespace) -> int:
         exp = client.get_experiment_by_name(name)
         experiment_id = exp.experiment_id if exp else client.create_experiment(name)
     tracker = RunTracker(client, experiment_id)
-    with guarded(tracker):
-        if attached:
-            parent = tracker.adopt(attached)
-        else:
-            parent = tracker.start(args.run_name or f"main-{time.strftime('%Y%m%d-%H%M%S')}")
-        if args.work_dir:
-            summary = _run_all(tracker, parent, inputs, Path(args.work_dir), args)
-        else:
-            with tempfile.TemporaryDirectory(prefix="speccomp-") as tmp:
-                summary = _run_all(tracker, parent, inputs, Path(tmp), args)
-        tracker.finish(parent)
+    parent = None
+    try:
+        with guarded(tracker):
+            if attached:
+                parent = tracker.adopt(attached)
+            else:
+                parent = tracker.start(args.run_name or f"main-{time.strftime('%Y%m%d-%H%M%S')}")
+            if args.work_dir:
+                summary = _run_all(tracker, parent, inputs, Path(args.work_dir), args)
+            else:
+                with tempfile.TemporaryDirectory(prefix="speccomp-") as tmp:
+                    summary = _run_all(tracker, parent, inputs, Path(tmp), args)
+            tracker.finish(parent)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}: parent run {parent} and its children ended KILLED; what was logged is kept",
+              file=sys.stderr)
+        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
     _print_summary(summary, inputs, client.get_run(parent).info, uri)
     return 0
 
 
 def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.Namespace):
     import pandas as pd
+    import yaml
 
+    from speccomp.experiment import CONFIG_FILE
     from tracking.pipeline import (
         aggregate_finals,
         flatten,
@@ -125,6 +150,8 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
     client = tracker.client
     cfg = inputs.cfg
     params = flatten(cfg.to_dict())
+    # The resolved config goes up first, so that a run stopped early still says what it was.
+    client.log_text(parent, yaml.safe_dump(cfg.to_dict(), sort_keys=False), CONFIG_FILE)
     set_tags(client, parent, {
         "speccomp.role": "main",
         "seeds": ",".join(map(str, inputs.seeds)),
@@ -141,16 +168,19 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
         print(f"data seed {data_seed}: training seeds {', '.join(map(str, inputs.seeds))} ...", file=sys.stderr, flush=True)
         tracked = run_tracked_experiment(
             tracker, parent, cfg, data_seed, inputs.seeds, folder, params,
-            log_models=not args.no_models, progress=sys.stderr.isatty(),
+            log_models=not args.no_models, figures=not args.no_figures, progress=sys.stderr.isatty(),
             run_name=(lambda s, d=data_seed: f"seed-{s}-data-{d}") if several else (lambda s: f"seed-{s}"),
         )
-        log_dataset_inputs(client, parent, tracked.experiment.datasets) if not several or data_seed == inputs.data_seeds[0] else None
+        if data_seed == inputs.data_seeds[0]:  # the parent shows the data of its first data seed
+            log_dataset_inputs(client, parent, tracked.experiment.datasets)
         log_parent_artifacts(client, parent, folder, sub)
         summaries.append(tracked.experiment.summary)
         trajectories.append(tracked.experiment.result.trajectory)
     summary = pd.concat(summaries, ignore_index=True)
-    log_metric_dict(client, parent, aggregate_finals(summary), step=0)
-    log_mean_curves(client, parent, pd.concat(trajectories, ignore_index=True))
+    last_step = tracked.experiment.result.total_steps
+    # Final means and stds at the last step; the mean curves supply every earlier step.
+    log_metric_dict(client, parent, aggregate_finals(summary), step=last_step)
+    log_mean_curves(client, parent, pd.concat(trajectories, ignore_index=True), skip_step=last_step)
     return summary
 
 

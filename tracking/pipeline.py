@@ -5,6 +5,7 @@ Used by `tracking.main` (parent = one invocation) and by the Optuna objective (p
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -117,10 +118,17 @@ def run_tracked_experiment(
         )
         log_params(client, child_ids[seed], {**params, "seed": str(seed), "data_seed": str(data_seed)})
     mlflow_logger = MlflowTrainingLogger(client, child_ids)
-    exp = run_experiment(
-        cfg, data_seed, seeds, work_dir, logger=_Tee(mlflow_logger, extra_logger),
-        progress=progress, figures=figures, floor=floor,
-    )
+    try:
+        exp = run_experiment(
+            cfg, data_seed, seeds, work_dir, logger=_Tee(mlflow_logger, extra_logger),
+            progress=progress, figures=figures, floor=floor,
+        )
+    except BaseException:
+        # Interrupted or failed: what was measured so far still reaches the runs (the caller's
+        # guard then ends them KILLED or FAILED). The store may be what failed, so best effort.
+        with contextlib.suppress(Exception):
+            mlflow_logger.flush()
+        raise
     mlflow_logger.flush()
     for r in exp.result.seeds:
         run_id = child_ids[r.seed]
@@ -129,7 +137,7 @@ def run_tracked_experiment(
             client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
         client.log_artifact(run_id, str(work_dir / PREDICTIONS_DIR / f"test_seed-{r.seed}.npy"), PREDICTIONS_DIR)
         if log_models:
-            log_final_model(run_id, r, exp.datasets["train"])
+            log_final_model(run_id, r, exp.datasets["train"], step=exp.result.total_steps, client=client)
         tracker.finish(run_id)
     return TrackedExperiment(exp, child_ids)
 
@@ -167,12 +175,31 @@ def _DatasetSource(uri: str):  # noqa: N802 - a factory that reads like the clas
     return SpeccompSource(uri)
 
 
-def log_final_model(run_id: str, result: SeedResult, train: SplitData) -> None:
-    """The final model the MLflow way (`mlflow.pytorch`), with its input/output signature."""
+def log_final_model(
+    run_id: str,
+    result: SeedResult,
+    train: SplitData,
+    step: int = 0,
+    client: MlflowClient | None = None,
+) -> str:
+    """The final model the MLflow way (`mlflow.pytorch`, an MLflow 3 logged model named "model"),
+    with its input/output signature; returns its model id. `step` (the last optimiser step) links
+    the run's final metrics to the model."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
+    client = client or MlflowClient()
+    run = client.get_run(run_id)
+    # Created here so that it lands in the run's experiment: left to itself, log_model files the
+    # model under the fluent "current" experiment (Default, id 0, outside `mlflow run`).
+    model = client.create_logged_model(
+        experiment_id=run.info.experiment_id,
+        name="model",
+        source_run_id=run_id,
+        params=dict(run.data.params),
+        tags={"seed": str(result.seed), "data_seed": str(result.data_seed)},
+    )
     n_bins, n_out = train.spectra.shape[1], train.abundances.shape[1]
     signature = infer_signature(np.zeros((1, n_bins), np.float32), np.zeros((1, n_out), np.float32))
     mlflow.pytorch.log_model(
@@ -182,7 +209,10 @@ def log_final_model(run_id: str, result: SeedResult, train: SplitData) -> None:
         input_example=train.spectra[:2].numpy(),  # the pt2 format traces forward() on it
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         run_id=run_id,  # the child run, without making it the active fluent run
+        model_id=model.model_id,
+        step=step,
     )
+    return model.model_id
 
 
 def aggregate_finals(children: pd.DataFrame) -> dict[str, float]:
@@ -198,12 +228,18 @@ def aggregate_finals(children: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def log_mean_curves(client: MlflowClient, run_id: str, trajectory: pd.DataFrame) -> None:
-    """The parent's own curves: the across-seed mean of each checkpoint metric at each step."""
+def log_mean_curves(
+    client: MlflowClient, run_id: str, trajectory: pd.DataFrame, skip_step: int | None = None
+) -> None:
+    """The parent's own curves: the across-seed mean of each checkpoint metric at each step.
+    `skip_step` (the last step, where `aggregate_finals` logs the same means) is left out, so that
+    no step holds two values of one metric."""
     cols = {"test_loss": "test/mse", "val_loss": "val/mse"}
     cols.update({c: c.replace("test_mse_", "test/mse/") for c in trajectory if c.startswith("test_mse_")})
     cols.update({c: c.replace("val_mse_", "val/mse/") for c in trajectory if c.startswith("val_mse_")})
     mean = trajectory.groupby("step")[list(cols)].mean()
+    if skip_step is not None:
+        mean = mean.drop(index=skip_step, errors="ignore")
     now = int(time.time() * 1000)
     metrics = [
         Metric(name, float(v), now, int(step))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -86,6 +87,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum, frame):  # noqa: ARG001
         raise Terminated(f"signal {signum}")
 
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -94,14 +98,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block Ctrl-C and SIGTERM are ignored, so that a second one cannot cut the cleanup
+    short and leave runs RUNNING (only possible in the main thread; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
 def guarded(tracker: RunTracker) -> Iterator[RunTracker]:
     """Close every run the tracker still holds: KILLED on interrupt, FAILED on an exception."""
     with sigterm_as_interrupt():
         try:
             yield tracker
-        except KeyboardInterrupt:
-            tracker.close_all("KILLED", error="interrupted (Ctrl-C or SIGTERM)")
+        except KeyboardInterrupt as exc:
+            with signals_deferred():
+                what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+                tracker.close_all("KILLED", error=what)
             raise
         except BaseException as exc:
-            tracker.close_all("FAILED", error=f"{type(exc).__name__}: {exc}")
+            with signals_deferred():
+                tracker.close_all("FAILED", error=f"{type(exc).__name__}: {exc}")
             raise
