@@ -628,9 +628,26 @@ def config_from_dict(
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, paths or {})) from None
+        message = _format_validation_error(exc, paths or {})
     except _AtError as exc:  # raised outside pydantic's wrapping (properties)
-        raise ConfigError(_locate(exc.loc, exc.msg, paths or {})) from None
+        message = _locate(exc.loc, exc.msg, paths or {})
+    raise ConfigError(_blame_override(message, overrides, paths or {}))
+
+
+def _blame_override(message: str, overrides: list[str] | tuple[str, ...], paths: dict[str, Path]) -> str:
+    """When the offending key was set by an override, say so instead of naming the file."""
+    for path in set(map(str, paths.values())):
+        if message.startswith(f"{path}: "):
+            rest = message[len(path) + 2 :]
+            break
+    else:
+        return message
+    loc = rest.split(": ", 1)[0]
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return f"override {item.strip()}: {rest}"
+    return message
 
 
 def parse_value(text: str) -> Any:

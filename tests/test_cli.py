@@ -51,8 +51,8 @@ def assert_user_error(capsys, code: int, *words: str) -> str:
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        (["training.epochs=0"], ["training.yaml", "training.epochs"]),
-        (["data.splits.train.distribution.combinations.1.components=[comp99]"], ["data_distribution.yaml", "comp99"]),
+        (["training.epochs=0"], ["override training.epochs=0", "training.epochs"]),
+        (["data.splits.train.distribution.combinations.1.components=[comp99]"], ["override data.splits", "comp99"]),
         (["training.epochz=1"], ["training.epochz"]),
         (["notakeyvalue"], ["key=value"]),
         (["training.model_type=cnn", "physics.n_bins=4"], ["training.cnn.channels"]),

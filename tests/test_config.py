@@ -34,7 +34,7 @@ def assert_names(msg: str, file: Path | str, key: str, *words: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# bad values (through overrides: the message still names the file the section comes from)
+# bad values (through overrides: the message names the override that set the key, else the file)
 # --------------------------------------------------------------------------------------------
 PHYSICS = DEFAULT_DIR / "synthetic_spectra.yaml"
 DATA = DEFAULT_DIR / "data_distribution.yaml"
@@ -81,7 +81,14 @@ ALL_ZERO = [f"data.splits.train.distribution.combinations.{i}.weight=0" for i in
 )
 def test_bad_value_gives_one_line_naming_file_and_key(overrides, file, key, words):
     msg = config_error(None, overrides)
-    assert_names(msg, file, key, *words)
+    blamed = [o for o in overrides if msg.startswith(f"override {o}: ")]
+    assert_names(msg, f"override {blamed[0]}" if blamed else file, key, *words)
+
+
+def test_a_bad_value_from_an_override_names_the_override_not_the_file():
+    msg = config_error(None, ["training.epochs=0"])
+    assert msg.startswith("override training.epochs=0: training.epochs:"), msg
+    assert "training.yaml" not in msg
 
 
 def test_unknown_override_key_is_refused_with_the_allowed_keys():
