@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler-seed", default="0", help="seed of the sampler (default 0)")
     p.add_argument("--pruner", default="none", help=f"one of {', '.join(PRUNERS)} (default none)")
     p.add_argument("--workers", default="1", help="worker processes on this machine (default 1)")
+    p.add_argument("--threads", default="", help="torch threads of each worker process (default: with several "
+                   "workers, this machine's cores divided among them; with one, torch's default)")
     add_config_arguments(p)
     p.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides applied to every trial")
     p.add_argument("--experiment-name", default=None, help="MLflow experiment (default 'speccomp-studies')")
@@ -63,6 +65,7 @@ class Settings:
     data_seed: int
     workers: int
     sampler_seed: int
+    threads: int | None = None
 
 
 def _int(text: str, name: str, minimum: int) -> int:
@@ -101,49 +104,70 @@ def _validate(args: argparse.Namespace):
         data_seed=parse_seed_list(args.data_seed, "data_seed")[0],
         workers=_int(args.workers, "workers", 1),
         sampler_seed=_int(args.sampler_seed, "sampler_seed", 0),
+        threads=_int(args.threads, "threads", 1) if str(args.threads).strip() else None,
     )
     if args.pruner != "none" and len(settings.seeds) < 2:
         raise ConfigError("pruner: needs at least two seeds (results after the first seed decide); give --seeds a,b,...")
     overrides = configure_trial_size([*args.set_overrides, *split_overrides(args.overrides)])
-    base = load_config(args.config_dir or None, overrides)
-    space = load_space(args.space, base)
+    base = load_config(args.config_dir or None, overrides, presets=[p for p in args.presets if p])
+    space = load_space(_space_path(args.space), base)
     return settings, base, space, overrides
 
 
+def _space_path(text: str) -> Path:
+    """The space file; the default one is the project's, wherever the command runs from."""
+    from speccomp.config import default_config_dir
+
+    path = Path(text)
+    if str(text) == DEFAULT_SPACE and not path.exists():
+        return default_config_dir() / "spaces" / path.name
+    return path
+
+
 def make_sampler(name: str, seed: int, n_objectives: int):
+    """The sampler, its random streams reseeded before every trial from (seed, trial number):
+    reproducible in a fresh study, and workers that share a study and a seed never draw the same
+    values for different trials (with one seed each, a plain seeded sampler repeats itself in
+    every worker)."""
     import optuna
 
     if name == "random":
-        return TrialSeededRandomSampler(seed)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+        return trial_seeded(optuna.samplers.RandomSampler, seed)
+    if name == "qmc":  # the QMC sequence is indexed study-wide; only its independent sampler needs this
+        return trial_seeded(optuna.samplers.QMCSampler, seed, scramble=True, warn_independent_sampling=False)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-    return optuna.samplers.NSGAIISampler(seed=seed)
+        return trial_seeded(optuna.samplers.TPESampler, seed, multivariate=True, group=True)
+    return trial_seeded(optuna.samplers.NSGAIISampler, seed)
 
 
-def _trial_seeded_random_sampler():
-    import optuna
-    from optuna.samplers._lazy_random_state import LazyRandomState
+RANDOM_STREAMS = ("_rng", "_random_sampler._rng", "_independent_sampler._rng")
 
+
+def trial_seeded(sampler_class, seed: int, **kwargs):
+    """An instance of `sampler_class` whose random states (`RANDOM_STREAMS`, reseeded in place:
+    helpers such as NSGA-II's child generation hold the same object) are reseeded from
+    (seed, trial number) before each trial."""
     from speccomp.seeding import derive_seed
 
-    class TrialSeededRandomSampler(optuna.samplers.RandomSampler):
-        """Random sampling seeded by (seed, trial number): reproducible, and safe with many workers
-        (each trial number is handed out once, so no two workers draw the same values)."""
-
-        def __init__(self, seed: int):
-            super().__init__(seed)
-            self._base_seed = seed
-
+    class TrialSeeded(sampler_class):
         def before_trial(self, study, trial) -> None:
-            self._rng = LazyRandomState(derive_seed(self._base_seed, "trial", trial.number) % 2**32)
+            for path in RANDOM_STREAMS:
+                holder = self
+                for attr in path.split("."):
+                    holder = getattr(holder, attr, None)
+                if holder is not None and hasattr(holder, "rng"):  # a LazyRandomState
+                    names = ("trial", trial.number) if path == "_rng" else ("trial", trial.number, path)
+                    holder.rng.seed(derive_seed(seed, *names) % 2**32)
+            super().before_trial(study, trial)
 
-    return TrialSeededRandomSampler
+    TrialSeeded.__name__ = TrialSeeded.__qualname__ = f"TrialSeeded{sampler_class.__name__}"
+    return TrialSeeded(seed=seed, **kwargs)
 
 
-def TrialSeededRandomSampler(seed: int):  # noqa: N802 - builds the class lazily (optuna import)
-    return _trial_seeded_random_sampler()(seed)
+def TrialSeededRandomSampler(seed: int):  # noqa: N802 - reads like the class it returns
+    import optuna
+
+    return trial_seeded(optuna.samplers.RandomSampler, seed)
 
 
 def make_pruner(name: str, n_seeds: int):
@@ -167,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings, base, space, overrides = _validate(args)
-        storage = open_storage(args.storage)
+        storage = open_storage(args.storage, on_stale=close_dead_trial_runs)
         _check_existing_study(storage, args)
     except (ConfigError, SpaceError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -195,6 +219,31 @@ def _check_existing_study(storage, args: argparse.Namespace) -> None:
         )
 
 
+def close_dead_trial_runs(study, trial) -> None:
+    """A trial failed by the heartbeat (its worker was killed or lost): its MLflow run and the
+    seed runs still open under it end FAILED with the reason, instead of staying RUNNING."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    from study.objective import STATE_TAG
+    from tracking.runs import record_error
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000
+    )
+    message = (f"worker stopped responding (stale heartbeat); Optuna trial {trial.number} of study "
+               f"{study.study_name!r} was failed and re-queued")
+    for r in [*children, run]:
+        if r.info.status == "RUNNING":
+            record_error(client, r.info.run_id, message)
+            client.set_terminated(r.info.run_id, status="FAILED")
+    client.set_tag(run_id, STATE_TAG, "FAIL")
+
+
 def _fail_attached_run(message: str) -> None:
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
@@ -212,7 +261,6 @@ def _fail_attached_run(message: str) -> None:
 
 def _run(args, settings: Settings, base, space, overrides, storage, storage_text: str) -> int:
     import optuna
-    from mlflow import MlflowClient
 
     from study.objective import Objective, directions
     from study.report import build_report
@@ -220,16 +268,16 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     from tracking.pipeline import flatten, log_params, set_tags
     from tracking.runs import RunTracker, guarded
 
+    settings.threads = _set_threads(settings)
     uri = store.configure()
-    client = MlflowClient()
+    client = tracking_client()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     parent_given = args.parent_run_id
     if parent_given or attached:
         experiment_id = client.get_run(parent_given or attached).info.experiment_id
     else:
         name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "speccomp-studies"
-        exp = client.get_experiment_by_name(name)
-        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        experiment_id = _experiment_id(client, name)
     tracker = RunTracker(client, experiment_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -287,6 +335,62 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     return 0
 
 
+def _set_threads(settings: Settings) -> int | None:
+    """Torch's intra-op threads for this worker. Workers that each take every core slow each
+    other down many times over (OpenMP threads spin while they wait for a core), so with
+    `--workers N` each gets its share of the cores."""
+    import torch
+
+    threads = settings.threads
+    if threads is None and settings.workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // settings.workers)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def tracking_client():
+    """An MlflowClient on the configured store, opened. Workers started together on a new SQLite
+    store would all create its tables and run its migrations at once, and all but one fail
+    ("table experiments already exists", "duplicate column name"): on SQLite the first opening
+    holds a lock on the database's folder, so one worker creates the store and the others find it."""
+    import fcntl
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = mlflow.get_tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve().parent
+    if not uri.startswith("sqlite:///") or not folder.is_dir():
+        return MlflowClient()
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        client = MlflowClient()  # may open the store already
+        client.search_experiments(max_results=1)
+    finally:
+        os.close(fd)  # and with it the lock
+    return client
+
+
+def _experiment_id(client, name: str) -> str:
+    """The experiment's id, created if missing. Workers started together on several machines all
+    find it missing: whoever loses the race to create it reads the winner's."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
 def _alive(study) -> int:
     from optuna.trial import TrialState
 
@@ -315,6 +419,8 @@ def _spawn_workers(args, settings: Settings, parent: str, budget: int | None) ->
             "--parent-run-id", parent, "--no-report"]
     if budget is not None:
         argv += ["--total-trials", str(budget)]
+    if settings.threads is not None:
+        argv += ["--threads", str(settings.threads)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     return [subprocess.Popen(argv, env=env) for _ in range(settings.workers - 1)]
 
@@ -326,6 +432,8 @@ def _forwarded(args) -> list[str]:
            "--pruner", args.pruner, "--overrides", args.overrides]
     if args.config_dir:
         out += ["--config-dir", args.config_dir]
+    for preset in getattr(args, "presets", []):
+        out += ["--preset", preset]
     for item in args.set_overrides:
         out += ["--set", item]
     if args.log_models:

@@ -131,7 +131,7 @@ def _groups(values: list) -> list[tuple[str, list[int]]]:
         return [(_label(v), [i for i, x in enumerate(values) if x == v]) for v in distinct]
     edges = np.unique(np.quantile(values, np.linspace(0, 1, N_BINS + 1)))
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         last = hi == edges[-1]
         members = [i for i, v in enumerate(values) if lo <= v < hi or (last and v == hi)]
         if members:

@@ -160,7 +160,7 @@ def load_space(path: str | Path, base: ExperimentConfig) -> SearchSpace:
 def _param(path: Path, name: str, entry: Any, earlier: list[ParamSpec]) -> ParamSpec:
     where = f"{path}: params.{name}"
     if name not in NAMED_SETTINGS:
-        if not name.split(".")[0] in ("physics", "data", "training", "analysis"):
+        if name.split(".")[0] not in ("physics", "data", "training", "analysis"):
             raise SpaceError(
                 f"{where}: unknown parameter; use a dotted config path (training.learning_rate, ...) "
                 f"or a named setting: {', '.join(NAMED_SETTINGS)}"

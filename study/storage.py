@@ -15,6 +15,7 @@ re-queued once (RetryHeartbeatStaleTrialCallback), never left RUNNING.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -65,9 +66,11 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         now = time.time()
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            # A retried trial carries a copy of its dead predecessor's system attributes, old beat
+            # included, until its own first beat: its start time counts as a beat.
             beat = trial.system_attrs.get(HEARTBEAT_ATTR)
             started = trial.datetime_start.timestamp() if trial.datetime_start else now
-            if now - (beat if beat is not None else started) > self._grace_period:
+            if now - max(beat if beat is not None else started, started) > self._grace_period:
                 stale.append(trial._trial_id)
         return stale
 
@@ -82,10 +85,13 @@ def open_storage(
     spec: str,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
     grace_period: int = GRACE_PERIOD_S,
+    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> BaseStorage:
-    """Open (and check) the storage that `spec` names; StorageError if it is unusable."""
+    """Open (and check) the storage that `spec` names; StorageError if it is unusable.
+    `on_stale(study, trial)` is called for each trial failed by the heartbeat, after its retry is
+    queued (its errors are printed, not raised: a live worker must not die of a dead one)."""
     spec = (spec or "").strip() or DEFAULT_JOURNAL
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    retry = _stale_callback(on_stale)
     if "://" in spec:
         scheme = spec.split("://", 1)[0].split("+")[0]
         if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
@@ -117,6 +123,21 @@ def open_storage(
     except OSError as exc:
         raise StorageError(f"storage: cannot open journal file {path}: {exc.strerror or exc}") from None
     return HeartbeatJournalStorage(backend, heartbeat_interval, grace_period, retry)
+
+
+def _stale_callback(on_stale) -> Callable[[optuna.Study, FrozenTrial], None]:
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    if on_stale is None:
+        return retry
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        retry(study, trial)
+        try:
+            on_stale(study, trial)
+        except Exception as exc:  # reported, never fatal
+            print(f"warning: trial {trial.number} (dead worker): {redact_url(str(exc))[:300]}", file=sys.stderr)
+
+    return callback
 
 
 def describe(spec: str) -> str:

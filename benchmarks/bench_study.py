@@ -1,0 +1,180 @@
+"""Study throughput: trials per minute of the quick space with full tracking, one worker vs two,
+and what seed-level pruning saves.
+
+    python benchmarks/bench_study.py [--trials 24] [--repeats 2] [--threads N] [--log-models]
+                                     [--space configs/spaces/quick.yaml] [--json PATH]
+
+Each measurement is one fresh `python -m study.main` invocation, as a user runs it: a new folder
+with its own MLflow database (sqlite, everything the study logs by default: one run per trial and
+per seed, metrics, checkpoints, predictions, dataset inputs) and its own Optuna journal, the
+default trial size (the space's `fixed` sizes, seeds 123,124,125, data seed 42), random sampler
+with seed 0 (so every measurement draws the same parameters for the same trial number).
+
+(a) one worker, `--pruner none`
+(b) two workers on this machine, `--workers 2 --pruner none` (the second process is spawned by the
+    first, so it starts a few seconds later: that is part of what a user gets; each worker gets
+    half the cores as torch threads)
+(b') two `study.main` processes started together with `--total-trials` (as on two machines), each
+    with half the cores as torch threads: the throughput two workers can reach
+(c) one worker, `--pruner median` (MedianPruner, 3 start-up trials; a pruned trial trains seed 123
+    only)
+
+Trials per minute = finished trials / (last trial end - first trial start), from Optuna's own
+timestamps: process start-up and the report are left out; the process wall time is shown too.
+The four are measured in turn, `--repeats` times, and the best of each is kept (the least
+disturbed by other work on the machine: a trial's time varies several-fold with the load).
+Reports only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _common import Report, machine_line
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = "bench"
+
+
+@dataclass
+class Measured:
+    label: str
+    wall_s: float
+    span_s: float
+    complete: int
+    pruned: int
+    mean_trial_s: float
+    mean_complete_s: float
+    mean_pruned_s: float
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * self.finished / self.span_s
+
+    @property
+    def seconds_per_trial(self) -> float:
+        return self.span_s / self.finished
+
+
+def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: int = 1) -> Measured:
+    """One study of `n_trials` in a fresh folder; `processes` > 1: that many `study.main`
+    processes started together, sharing the budget with `--total-trials`."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from study.storage import open_storage
+
+    with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
+        folder = Path(tmp)
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+            env.pop(name, None)
+        command = [sys.executable, "-m", "study.main", "--n-trials", str(n_trials), "--study-name", STUDY,
+                   "--storage", str(folder / "optuna.log"), "--space", str(space), "--sampler-seed", "0",
+                   "--no-report", *extra]
+        if processes > 1:
+            command += ["--total-trials", str(n_trials)]
+        print(f"  {label}: {processes} x {' '.join(command[3:])}", flush=True)
+        started = time.perf_counter()
+        workers = [subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True) for _ in range(processes)]
+        outputs = [w.communicate() for w in workers]
+        wall_s = time.perf_counter() - started
+        for w, (out, err) in zip(workers, outputs, strict=True):
+            if w.returncode != 0:
+                raise SystemExit(f"{label} failed ({w.returncode}):\n{out[-2000:]}\n{err[-4000:]}")
+        study = optuna.load_study(study_name=STUDY, storage=open_storage(str(folder / "optuna.log")))
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+    def mean_duration(states) -> float:
+        durations = [t.duration.total_seconds() for t in trials if t.state in states]
+        return sum(durations) / len(durations) if durations else float("nan")
+
+    span = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
+    return Measured(
+        label=label,
+        wall_s=wall_s,
+        span_s=span.total_seconds(),
+        complete=sum(t.state == TrialState.COMPLETE for t in trials),
+        pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        mean_trial_s=mean_duration((TrialState.COMPLETE, TrialState.PRUNED)),
+        mean_complete_s=mean_duration((TrialState.COMPLETE,)),
+        mean_pruned_s=mean_duration((TrialState.PRUNED,)),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=24, help="trials per measurement (default 24)")
+    parser.add_argument("--log-models", action="store_true", help="also log every seed's model (off by default)")
+    parser.add_argument("--repeats", type=int, default=2, help="measurements of each kind; the best is kept")
+    parser.add_argument("--threads", default="", help="pass --threads N to every study (default: the study's own "
+                        "choice: torch's default with one worker, the cores shared out with two)")
+    parser.add_argument("--space", default=str(REPO / "configs" / "spaces" / "quick.yaml"))
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    report = Report("bench_study")
+    print(f"machine: {machine_line()}")
+    report.context = {"machine": machine_line(), "trials": args.trials, "space": args.space,
+                      "threads": args.threads or "default"}
+    threads = ("--threads", args.threads) if args.threads else ()
+    half = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    kinds = {  # label: (options, processes)
+        "one worker": ((), 1),
+        "two workers (--workers 2)": (("--workers", "2"), 1),
+        "two workers started together": (() if threads else ("--threads", half), 2),
+        "one worker, median pruner": (("--pruner", "median"), 1),
+    }
+    if args.log_models:
+        threads = (*threads, "--log-models")
+    best: dict[str, Measured] = {}
+    for _ in range(args.repeats):
+        for label, (extra, processes) in kinds.items():
+            m = run_study(label, Path(args.space), args.trials, *extra, *threads, processes=processes)
+            print(f"    {m.per_minute:.1f} trials/min, {m.seconds_per_trial:.2f} s a trial, {m.pruned} pruned, "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+            if label not in best or m.per_minute > best[label].per_minute:
+                best[label] = m
+    one, pruned = best["one worker"], best["one worker, median pruner"]
+    spawned, together = best["two workers (--workers 2)"], best["two workers started together"]
+
+    print(f"results (best of {args.repeats}):")
+    for m in best.values():
+        report.info(
+            f"{m.label}: trials per minute",
+            f"{m.per_minute:.1f} ({m.finished} trials in {m.span_s:.1f} s, {m.seconds_per_trial:.2f} s a trial; "
+            f"process wall {m.wall_s:.1f} s; mean trial duration {m.mean_trial_s:.2f} s)",
+        )
+    report.info("two workers vs one: throughput ratio",
+                f"--workers 2: {spawned.per_minute / one.per_minute:.2f}x; started together: "
+                f"{together.per_minute / one.per_minute:.2f}x")
+    report.info(
+        "median pruner vs none: time per trial",
+        f"{pruned.seconds_per_trial:.2f} s vs {one.seconds_per_trial:.2f} s "
+        f"({1 - pruned.seconds_per_trial / one.seconds_per_trial:+.0%} saved); {pruned.pruned} of "
+        f"{pruned.finished} trials pruned; a pruned trial took {pruned.mean_pruned_s:.2f} s, "
+        f"a complete one {pruned.mean_complete_s:.2f} s",
+    )
+    report.note(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    report.write(args.json)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
