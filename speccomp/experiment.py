@@ -72,13 +72,16 @@ def run_experiment(
     progress: bool = False,
     figures: bool = True,
     floor: dict[str, float] | None = None,
+    datasets: dict[str, SplitData] | None = None,
 ) -> ExperimentResult:
-    """Generate the data for `data_seed`, train every seed, measure the physical floor (the
-    oracle, unless `analysis.oracle` is off), write tables and figures to `out_dir`. `floor`
-    (label -> MSE) replaces the oracle's line in the figures."""
+    """Generate the data for `data_seed` (unless `datasets`, generated from the same config and
+    data seed, are given), train every seed, measure the physical floor (the oracle, unless
+    `analysis.oracle` is off), write tables and figures to `out_dir`. `floor` (label -> MSE)
+    replaces the oracle's line in the figures."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    datasets = generate_datasets(cfg, data_seed)
+    if datasets is None:
+        datasets = generate_datasets(cfg, data_seed)
     timings["generate"] = time.perf_counter() - t0
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:

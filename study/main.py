@@ -26,6 +26,7 @@ USER_ERROR = 2
 SAMPLERS = ("random", "qmc", "tpe", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "wilcoxon")
 DEFAULT_SPACE = "configs/spaces/quick.yaml"
+STORAGE_ENV = "SPECCOMP_STORAGE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-trials", default="", help="optional study-wide budget: stop when the study holds this "
                    "many trials (complete, pruned or running), whoever ran them")
     p.add_argument("--study-name", default="speccomp-sensitivity", help="re-using a name continues that study")
-    p.add_argument("--storage", default="", help="journal file path (default optuna.log), sqlite:///PATH or "
+    p.add_argument("--storage", default=os.environ.get(STORAGE_ENV, ""),
+                   help=f"(or the environment variable {STORAGE_ENV}, which keeps a password out of the command "
+                   "line and of `ps`) journal file path (default optuna.log), sqlite:///PATH or "
                    "postgresql://USER@HOST:PORT/DB")
     p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
     p.add_argument("--seeds", default="123,124,125", help="training seeds of every trial (default 123,124,125)")
@@ -270,14 +273,14 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
 
     settings.threads = _set_threads(settings)
     uri = store.configure()
-    client = tracking_client()
+    client = store.tracking_client()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     parent_given = args.parent_run_id
     if parent_given or attached:
         experiment_id = client.get_run(parent_given or attached).info.experiment_id
     else:
         name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "speccomp-studies"
-        experiment_id = _experiment_id(client, name)
+        experiment_id = store.experiment_id(client, name)
     tracker = RunTracker(client, experiment_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -350,47 +353,6 @@ def _set_threads(settings: Settings) -> int | None:
     return threads
 
 
-def tracking_client():
-    """An MlflowClient on the configured store, opened. Workers started together on a new SQLite
-    store would all create its tables and run its migrations at once, and all but one fail
-    ("table experiments already exists", "duplicate column name"): on SQLite the first opening
-    holds a lock on the database's folder, so one worker creates the store and the others find it."""
-    import fcntl
-
-    import mlflow
-    from mlflow import MlflowClient
-
-    uri = mlflow.get_tracking_uri()
-    folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve().parent
-    if not uri.startswith("sqlite:///") or not folder.is_dir():
-        return MlflowClient()
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        client = MlflowClient()  # may open the store already
-        client.search_experiments(max_results=1)
-    finally:
-        os.close(fd)  # and with it the lock
-    return client
-
-
-def _experiment_id(client, name: str) -> str:
-    """The experiment's id, created if missing. Workers started together on several machines all
-    find it missing: whoever loses the race to create it reads the winner's."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
 def _alive(study) -> int:
     from optuna.trial import TrialState
 
@@ -422,11 +384,12 @@ def _spawn_workers(args, settings: Settings, parent: str, budget: int | None) ->
     if settings.threads is not None:
         argv += ["--threads", str(settings.threads)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    env[STORAGE_ENV] = args.storage  # not on the command line: it may hold a password
     return [subprocess.Popen(argv, env=env) for _ in range(settings.workers - 1)]
 
 
 def _forwarded(args) -> list[str]:
-    out = ["--n-trials", str(args.n_trials), "--study-name", args.study_name, "--storage", args.storage,
+    out = ["--n-trials", str(args.n_trials), "--study-name", args.study_name,
            "--space", str(args.space), "--seeds", args.seeds, "--data-seed", args.data_seed,
            "--objective", args.objective, "--sampler", args.sampler, "--sampler-seed", str(args.sampler_seed),
            "--pruner", args.pruner, "--overrides", args.overrides]

@@ -18,6 +18,7 @@ import optuna
 import pandas as pd
 
 from speccomp.config import ExperimentConfig, config_from_dict
+from speccomp.data import generate_datasets
 from study.space import SearchSpace
 from tracking.pipeline import (
     aggregate_finals,
@@ -140,11 +141,12 @@ class Objective:
         client = self.tracker.client
         tracked = cfg.tracked_labels
         summaries, trajectories, per_seed = [], [], {}
+        datasets = generate_datasets(cfg, self.data_seed)  # once, whatever the number of chunks
         for i, chunk in enumerate(self.seed_chunks()):
             te = run_tracked_experiment(
                 self.tracker, run_id, cfg, self.data_seed, chunk, work / f"chunk-{i}", params,
                 tags={"optuna.study_name": trial.study.study_name, "optuna.trial_number": str(trial.number)},
-                log_models=self.log_models, figures=False,
+                log_models=self.log_models, figures=False, datasets=datasets,
             )
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
@@ -159,7 +161,9 @@ class Objective:
         self._record(trial, run_id, summaries, trajectories, per_seed, work)
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
         values = objective_values(mean, self.measure)
-        log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v for i, v in enumerate(values)})
+        last_step = int(pd.concat(trajectories)["step"].max())
+        log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v
+                                         for i, v in enumerate(values)}, step=last_step)
         return values[0] if len(values) == 1 else values
 
     def _record(self, trial, run_id, summaries, trajectories, per_seed, folder: Path) -> None:
@@ -171,8 +175,11 @@ class Objective:
         trajectory.to_csv(folder / "trajectory_data.csv", index=False)
         shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
-        log_metric_dict(client, run_id, aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1)))
-        log_mean_curves(client, run_id, trajectory)
+        # the finals at the last step, where the mean curves leave room for them (one value a step)
+        last_step = int(trajectory["step"].max())
+        finals = aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1))
+        log_metric_dict(client, run_id, finals, step=last_step)
+        log_mean_curves(client, run_id, trajectory, skip_step=last_step)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
         for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked", "oracle/mse/tracked",
                     "oracle/efficiency/tracked"):

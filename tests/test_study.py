@@ -343,7 +343,8 @@ def test_spawned_workers_get_the_launchers_settings():
     parser = build_parser()
     launcher = parser.parse_args(argv)
     worker = parser.parse_args(_forwarded(launcher))
-    own = {"workers", "threads", "total_trials", "parent_run_id", "no_report", "experiment_name"}
+    assert launcher.storage not in _forwarded(launcher)  # passed in the environment, out of `ps`
+    own = {"workers", "threads", "total_trials", "parent_run_id", "no_report", "experiment_name", "storage"}
     assert {k: v for k, v in vars(worker).items() if k not in own} == {
         k: v for k, v in vars(launcher).items() if k not in own}
 
@@ -352,7 +353,7 @@ def test_spawned_workers_get_the_launchers_settings():
 def test_workers_opening_a_new_tracking_store_together(tmp_path):
     """Two workers creating a new SQLite store at once: one creates the tables and runs the
     migrations, the other waits and finds them (unserialised, one of them fails)."""
-    code = ("import tracking.store; tracking.store.configure(); from study.main import tracking_client; "
+    code = ("import tracking.store; tracking.store.configure(); from tracking.store import tracking_client; "
             "print('experiments', len(tracking_client().search_experiments()))")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "PYTHONPATH": str(REPO)}
     workers = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,

@@ -100,13 +100,12 @@ def run(args: argparse.Namespace) -> int:
             client.set_terminated(attached, status="FAILED")
         return USER_ERROR
 
-    client = MlflowClient()
+    client = store.tracking_client()
     if attached:
         experiment_id = client.get_run(attached).info.experiment_id
     else:
         name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        exp = client.get_experiment_by_name(name)
-        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        experiment_id = store.experiment_id(client, name)
     tracker = RunTracker(client, experiment_id)
     parent = None
     try:

@@ -104,6 +104,7 @@ def run_tracked_experiment(
     progress: bool = False,
     run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
     floor: dict[str, float] | None = None,
+    datasets: dict[str, SplitData] | None = None,
 ) -> TrackedExperiment:
     """Create one child run per seed under `parent_run_id`, train, and log each seed's metrics,
     checkpoints, predictions, inputs and final model. Children end FINISHED here; on an exception
@@ -121,7 +122,7 @@ def run_tracked_experiment(
     try:
         exp = run_experiment(
             cfg, data_seed, seeds, work_dir, logger=_Tee(mlflow_logger, extra_logger),
-            progress=progress, figures=figures, floor=floor,
+            progress=progress, figures=figures, floor=floor, datasets=datasets,
         )
     except BaseException:
         # Interrupted or failed: what was measured so far still reaches the runs (the caller's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from pathlib import Path
@@ -41,3 +42,42 @@ def ui_command(uri: str) -> str:
         path = Path(uri.removeprefix("sqlite:///")).resolve()
         uri = f"sqlite:///{path}"
     return f"mlflow ui --host 127.0.0.1 --backend-store-uri {redact_url(uri)}"
+
+
+def tracking_client():
+    """An MlflowClient on the configured store, opened. Workers started together on a new SQLite
+    store would all create its tables and run its migrations at once, and all but one fail
+    ("table experiments already exists", "duplicate column name"): on SQLite the first opening
+    holds a lock on the database's folder, so one worker creates the store and the others find it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = mlflow.get_tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve().parent
+    if not uri.startswith("sqlite:///") or not folder.is_dir():
+        return MlflowClient()
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        client = MlflowClient()  # may open the store already
+        client.search_experiments(max_results=1)
+    finally:
+        os.close(fd)  # and with it the lock
+    return client
+
+
+def experiment_id(client, name: str) -> str:
+    """The experiment's id, created if missing. Workers started together on several machines all
+    find it missing: whoever loses the race to create it reads the winner's."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
