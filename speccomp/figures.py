@@ -46,11 +46,23 @@ FIGURE_NAMES: tuple[str, ...] = (
 DPI = 100
 TRAIN_COLOR = "tab:blue"
 TEST_COLOR = "tab:red"
-VAL_COLOR = "tab:green"
-FLOOR_COLOR = "tab:green"
+VAL_COLOR = "tab:cyan"
+FLOOR_COLOR = "darkgreen"
 BASELINE_COLOR = "0.45"
-TRACKED_COLORS = ("tab:purple", "tab:orange", "tab:olive", "tab:cyan", "tab:brown", "tab:pink")
-SEED_CMAP = "tab10"
+TRACKED_COLORS = ("tab:purple", "tab:orange", "tab:olive", "tab:brown", "tab:pink", "teal")
+# Seeds avoid the colours that carry meaning elsewhere (train blue, test red, val cyan, floor green).
+SEED_COLORS = (
+    "tab:orange",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "goldenrod",
+    "navy",
+    "magenta",
+    "teal",
+    "tab:gray",
+)
 THIN, THICK = 1.0, 2.6
 
 
@@ -91,8 +103,12 @@ def draw_all(
     builders = {
         "spectral_lines.png": lambda: plot_spectral_lines(physics, tracked),
         "diverse_samples.png": lambda: plot_diverse_samples(physics, datasets, rng("diverse_samples"), forward=forward),
-        "train_samples.png": lambda: plot_train_samples(physics, datasets["train"], tracked, rng("train_samples"), forward=forward),
-        "test_samples.png": lambda: plot_test_samples(physics, datasets["test"], tracked, rng("test_samples"), forward=forward),
+        "train_samples.png": lambda: plot_train_samples(
+            physics, datasets["train"], tracked, rng("train_samples"), forward=forward
+        ),
+        "test_samples.png": lambda: plot_test_samples(
+            physics, datasets["test"], tracked, rng("test_samples"), forward=forward
+        ),
         "abundance_scatter.png": lambda: plot_abundance_scatter(datasets, tracked),
         "training_curves.png": lambda: plot_training_curves(trajectory),
         "mse_trajectory.png": lambda: plot_mse_trajectory(trajectory, tracked, floor, baseline),
@@ -130,18 +146,36 @@ def plot_spectral_lines(physics: PhysicsConfig, tracked: Sequence[str] = ()) -> 
     forward = ForwardModel.from_config(physics)
     wl = forward.wavelength_nm.numpy()
     signed = (forward.strengths[:, None] * forward.profiles).numpy()
-    colors = _component_colors(len(physics.lines))
     tracked = list(tracked)
+    colors = _component_colors(len(physics.lines))
+    for i, line in enumerate(physics.lines):
+        if line.label in tracked:
+            colors[i] = TRACKED_COLORS[tracked.index(line.label) % len(TRACKED_COLORS)]
 
     fig = _figure((11, 7.5))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1.15, 1])
     for i, line in enumerate(physics.lines):
         is_tracked = line.label in tracked
-        top.plot(wl, signed[i], color=colors[i], lw=2.6 if is_tracked else 1.0, alpha=1.0 if is_tracked else 0.75,
-                 zorder=3 if is_tracked else 2)
+        top.plot(
+            wl,
+            signed[i],
+            color=colors[i],
+            lw=2.6 if is_tracked else 1.0,
+            alpha=1.0 if is_tracked else 0.75,
+            zorder=3 if is_tracked else 2,
+        )
         if is_tracked:
-            top.annotate(f"{line.label} (tracked)", (line.center, line.strength), xytext=(6, 8 if line.strength > 0 else -14),
-                         textcoords="offset points", fontsize=9, fontweight="bold", color=colors[i])
+            right = tracked.index(line.label) % 2 == 0
+            top.annotate(
+                f"{line.label} (tracked)",
+                (line.center, line.strength),
+                xytext=(8 if right else -8, 6 if line.strength > 0 else -12),
+                textcoords="offset points",
+                ha="left" if right else "right",
+                fontsize=9.5,
+                fontweight="bold",
+                color=colors[i],
+            )
     top.axhline(0, color="0.3", lw=0.8)
     top.set_ylabel("strength × profile  s·g(λ)")
     top.set_ylim(-1.15, 1.15)
@@ -154,11 +188,26 @@ def plot_spectral_lines(physics: PhysicsConfig, tracked: Sequence[str] = ()) -> 
 
     for i, line in enumerate(physics.lines):
         is_tracked = line.label in tracked
-        bottom.errorbar(line.center, line.strength, xerr=line.width, fmt="o", color=colors[i],
-                        ms=8 if is_tracked else 6, elinewidth=1.2, capsize=3, alpha=0.9,
-                        mec="black" if is_tracked else colors[i])
-        bottom.annotate(line.label, (line.center, line.strength), xytext=(4, 5), textcoords="offset points",
-                        fontsize=8.5, fontweight="bold" if is_tracked else "normal")
+        bottom.errorbar(
+            line.center,
+            line.strength,
+            xerr=line.width,
+            fmt="o",
+            color=colors[i],
+            ms=8 if is_tracked else 6,
+            elinewidth=1.2,
+            capsize=3,
+            alpha=0.9,
+            mec="black" if is_tracked else colors[i],
+        )
+        bottom.annotate(
+            line.label,
+            (line.center, line.strength),
+            xytext=(4, 5),
+            textcoords="offset points",
+            fontsize=8.5,
+            fontweight="bold" if is_tracked else "normal",
+        )
     bottom.axhline(0, color="0.3", lw=0.8)
     bottom.set_ylim(-1.15, 1.15)
     bottom.set_xlim(physics.wavelength_min, physics.wavelength_max)
@@ -190,8 +239,7 @@ def plot_diverse_samples(
 
     ncols = min(5, len(picks))
     nrows = int(np.ceil(len(picks) / ncols))
-    fig = _figure((12, 2.6 * nrows + 0.9))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    fig, axes = _panel_grid((12, 2.75 * nrows + 1.2), nrows, ncols)
     for ax, (name, idx) in zip(axes, picks, strict=False):
         split = datasets[name]
         temp = split.temperature_k[idx : idx + 1].to(torch.float64)
@@ -200,11 +248,13 @@ def plot_diverse_samples(
         ax.plot(wl, split.spectra[idx].numpy(), color=color, lw=0.7, alpha=0.85)
         ax.plot(wl, cont, color="black", lw=1.3, ls="--")
         comps = _present_labels(split, idx)
-        ax.set_title(f"{name}: {_short_list(comps)}\nT = {float(temp):.0f} K, σ = {float(split.noise_sigma[idx]):.3f}",
-                     fontsize=8.5)
+        ax.set_title(
+            f"{name}: {_short_list(comps)}\nT = {float(temp):.0f} K, σ = {float(split.noise_sigma[idx]):.3f}",
+            fontsize=8.5,
+        )
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(4))
-    for ax in axes[len(picks):]:
+    for ax in axes[len(picks) :]:
         ax.set_visible(False)
     for ax in axes.reshape(nrows, ncols)[-1]:
         ax.set_xlabel("wavelength (nm)")
@@ -212,8 +262,10 @@ def plot_diverse_samples(
         ax.set_ylabel("flux (continuum peak = 1)")
     handles = [Line2D([], [], color=_split_color(s), lw=1.2, label=f"{s} spectrum") for s in datasets]
     handles.append(Line2D([], [], color="black", lw=1.3, ls="--", label="blackbody continuum"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
-    fig.suptitle(f"{len(picks)} random spectra over the full grid (ordered by temperature)", fontsize=11)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    fig.suptitle(
+        f"{len(picks)} random spectra over the full grid (ordered by temperature)", fontsize=11, y=0.995, va="top"
+    )
     return fig
 
 
@@ -226,8 +278,15 @@ def plot_train_samples(
     forward: ForwardModel | None = None,
 ) -> Figure:
     """Training examples, one per panel (columns cycle through the split's compositions)."""
-    return plot_split_samples(physics, train, tracked, rng, n, forward,
-                              title=f"Training examples ({train.name}): single components and the bare continuum")
+    return plot_split_samples(
+        physics,
+        train,
+        tracked,
+        rng,
+        n,
+        forward,
+        title=f"Examples from the {train.name!r} split: single components and the bare continuum",
+    )
 
 
 def plot_test_samples(
@@ -239,8 +298,15 @@ def plot_test_samples(
     forward: ForwardModel | None = None,
 ) -> Figure:
     """Test examples (the tracked components together), one per panel."""
-    return plot_split_samples(physics, test, tracked, rng, n, forward,
-                              title=f"Test examples ({test.name}): the combination never seen in training")
+    return plot_split_samples(
+        physics,
+        test,
+        tracked,
+        rng,
+        n,
+        forward,
+        title=f"Examples from the {test.name!r} split: the combination never seen in training",
+    )
 
 
 def plot_split_samples(
@@ -265,8 +331,7 @@ def plot_split_samples(
 
     ncols = min(3, len(idx))
     nrows = int(np.ceil(len(idx) / ncols))
-    fig = _figure((11.5, 2.7 * nrows + 1.0))
-    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+    fig, axes = _panel_grid((11.5, 2.8 * nrows + 1.2), nrows, ncols)
     for k, (ax, i) in enumerate(zip(axes, idx, strict=False)):
         for j, label in enumerate(tracked):
             ln = lines[label]
@@ -278,7 +343,7 @@ def plot_split_samples(
         ax.plot(wl, cont[k], color="0.4", lw=1.1, ls="--")
         ax.set_title(_sample_title(split, i, tracked), fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in axes[len(idx):]:
+    for ax in axes[len(idx) :]:
         ax.set_visible(False)
     grid = axes.reshape(nrows, ncols)
     for ax in grid[-1]:
@@ -292,17 +357,25 @@ def plot_split_samples(
     ]
     for j, label in enumerate(tracked):
         ln = lines[label]
-        handles.append(Line2D([], [], color=TRACKED_COLORS[j % len(TRACKED_COLORS)], lw=1.5, ls=":",
-                              label=f"{label}: {ln.center:g} nm ± {ln.width:g} nm"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=9, frameon=False)
-    fig.suptitle(title or f"Examples from the {split.name} split", fontsize=11)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=TRACKED_COLORS[j % len(TRACKED_COLORS)],
+                lw=1.5,
+                ls=":",
+                label=f"{label}: {ln.center:g} nm ± {ln.width:g} nm",
+            )
+        )
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=9, frameon=False)
+    fig.suptitle(title or f"Examples from the {split.name} split", fontsize=11, y=0.995, va="top")
     return fig
 
 
 def plot_abundance_scatter(datasets: Mapping[str, SplitData], tracked: Sequence[str]) -> Figure:
     """Abundances of the tracked pair: train (blue) on the axes, test (red) in the interior."""
     train, test = datasets["train"], datasets["test"]
-    fig = _figure((8.5, 6.5))
+    fig = _figure((8, 7))
     ax = fig.subplots()
     if len(tracked) < 2:  # one tracked component: compare the two splits' abundance histograms
         label = tracked[0]
@@ -323,8 +396,9 @@ def plot_abundance_scatter(datasets: Mapping[str, SplitData], tracked: Sequence[
         ay_ = split.abundances[:, split.label_index(y)].numpy()
         at_origin = int(np.sum((ax_ == 0) & (ay_ == 0)))
         extra = f"; {at_origin} at the origin" if at_origin else ""
-        ax.scatter(ax_, ay_, s=size, color=color, alpha=0.5, lw=0, zorder=z,
-                   label=f"{split.name} (n = {len(ax_)}{extra})")
+        ax.scatter(
+            ax_, ay_, s=size, color=color, alpha=0.5, lw=0, zorder=z, label=f"{split.name} (n = {len(ax_)}{extra})"
+        )
         lo, hi = min(lo, ax_.min(), ay_.min()), max(hi, ax_.max(), ay_.max())
     pad = 0.04 * (hi - lo)
     ax.set_xlim(lo - pad, hi + pad)
@@ -334,7 +408,14 @@ def plot_abundance_scatter(datasets: Mapping[str, SplitData], tracked: Sequence[
     ax.set_ylabel(f"{y} abundance")
     ax.set_title(f"Abundance space of {x} and {y}: train on the axes, test in the interior", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, markerscale=2.5, frameon=False)
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=2,
+        fontsize=9.5,
+        markerscale=2.5,
+        frameon=False,
+    )
     return fig
 
 
@@ -346,7 +427,10 @@ def plot_training_curves(trajectory: pd.DataFrame) -> Figure:
     runs = _runs(trajectory)
     fig = _figure((10, 5.5))
     ax = fig.subplots()
-    series = [("train_loss", TRAIN_COLOR, "train"), ("test_loss", TEST_COLOR, "test (novel combination)")]
+    series = [
+        ("train_loss", TRAIN_COLOR, "train (minibatch loss, mean since previous checkpoint)"),
+        ("test_loss", TEST_COLOR, "test (novel combination)"),
+    ]
     if "val_loss" in trajectory and trajectory["val_loss"].notna().any():
         series.append(("val_loss", VAL_COLOR, "val (in-distribution)"))
     handles = []
@@ -460,19 +544,30 @@ def plot_mse_time_series(
         tcol, vcol = f"test_mse_{label}", f"val_mse_{label}"
         for (name, _, run), color in zip(runs, colors, strict=True):
             ok = run[tcol].notna()
-            (h,) = ax.plot(run.loc[ok, "step"], run.loc[ok, tcol], color=color, lw=1.2, alpha=0.8,
-                           label=name if len(runs) > 1 else f"test (novel combination), {name}")
+            (h,) = ax.plot(
+                run.loc[ok, "step"],
+                run.loc[ok, tcol],
+                color=color,
+                lw=1.2,
+                alpha=0.8,
+                label=name if len(runs) > 1 else f"test (novel combination), {name}",
+            )
             handles.setdefault(h.get_label(), h)
         values.append(trajectory[tcol].to_numpy())
         if len(runs) > 1:
             mean = _mean_over_runs(trajectory, tcol)
-            (h,) = ax.plot(mean["step"], mean[tcol], color="black", lw=THICK,
-                           label=f"test (novel combination), mean of {len(runs)} seeds")
+            (h,) = ax.plot(
+                mean["step"],
+                mean[tcol],
+                color="black",
+                lw=THICK,
+                label=f"test (novel combination), mean of {len(runs)} seeds",
+            )
             handles.setdefault(h.get_label(), h)
         if vcol in trajectory and trajectory[vcol].notna().any():
             mean = _mean_over_runs(trajectory, vcol)
             name = f"val (in-distribution), mean of {len(runs)} seeds" if len(runs) > 1 else "val (in-distribution)"
-            (h,) = ax.plot(mean["step"], mean[vcol], color=TRAIN_COLOR, lw=2.0, ls=":", label=name)
+            (h,) = ax.plot(mean["step"], mean[vcol], color=VAL_COLOR, lw=2.2, ls=":", label=name)
             handles.setdefault(h.get_label(), h)
             values.append(trajectory[vcol].to_numpy())
         if label in floor:
@@ -495,8 +590,10 @@ def plot_mse_time_series(
         ax.set_xlabel("optimiser step")
     for ax in grid[:, 0]:
         ax.set_ylabel("MSE of the component")
-    fig.legend(handles=list(handles.values()), loc="outside lower center", ncol=min(len(handles), 4), fontsize=9,
-               frameon=False)
+    ordered = [h for k, h in handles.items() if not k.startswith("seed ")]
+    ordered += [h for k, h in handles.items() if k.startswith("seed ")]
+    ncol = min(len(ordered), 4)
+    fig.legend(handles=_row_major(ordered, ncol), loc="outside lower center", ncol=ncol, fontsize=9, frameon=False)
     fig.suptitle("Per-component MSE during training", fontsize=11)
     return fig
 
@@ -531,8 +628,9 @@ def plot_test_abundance_mse(
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.1), fontsize=9, frameon=False)
     else:
         x = tracked[0]
-        sc = ax.scatter(truth[order, idx[0]], sq[order], c=sq[order], cmap=cmap, norm=norm, s=22, lw=0.2,
-                        edgecolors="0.3")
+        sc = ax.scatter(
+            truth[order, idx[0]], sq[order], c=sq[order], cmap=cmap, norm=norm, s=22, lw=0.2, edgecolors="0.3"
+        )
         if isinstance(norm, LogNorm):
             ax.set_yscale("log")
         ax.set_ylabel("squared error")
@@ -548,6 +646,46 @@ def plot_test_abundance_mse(
 # --------------------------------------------------------------------------------------------
 def _figure(size: tuple[float, float]) -> Figure:
     return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def _panel_grid(
+    size: tuple[float, float],
+    nrows: int,
+    ncols: int,
+    left: float = 0.7,
+    right: float = 0.15,
+    top: float = 0.35,
+    bottom: float = 0.85,
+    wgap: float = 0.12,
+    hgap: float = 0.45,
+) -> tuple[Figure, np.ndarray]:
+    """A grid of panels sharing both axes, with fixed margins in inches.
+
+    Constrained layout would measure every tick label of every panel twice (half the drawing
+    time of a 10-panel figure); with shared axes and fixed font sizes the margins are known.
+    Room is left for a two-line panel title (`hgap` and `top`), the suptitle and a one- or
+    two-row figure legend at the bottom.
+    """
+    w, h = size
+    fig = Figure(figsize=size, dpi=DPI)
+    cell_w = (w - left - right - wgap * (ncols - 1)) / ncols
+    cell_h = (h - top - bottom - hgap * (nrows - 1) - 0.35) / nrows
+    axes = fig.subplots(
+        nrows,
+        ncols,
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        gridspec_kw=dict(
+            left=left / w,
+            right=1 - right / w,
+            top=1 - (top + 0.35) / h,
+            bottom=bottom / h,
+            wspace=wgap / cell_w,
+            hspace=hgap / cell_h,
+        ),
+    )
+    return fig, axes.ravel()
 
 
 def _check_inputs(
@@ -577,7 +715,9 @@ def _check_inputs(
     expected = tuple(datasets["test"].abundances.shape)
     for seed, pred in final_test_predictions.items():
         if np.shape(pred) != expected:
-            raise ValueError(f"final_test_predictions[{seed}] has shape {np.shape(pred)}, expected {expected} (the test split)")
+            raise ValueError(
+                f"final_test_predictions[{seed}] has shape {np.shape(pred)}, expected {expected} (the test split)"
+            )
     return tracked
 
 
@@ -603,8 +743,14 @@ def _mean_over_runs(trajectory: pd.DataFrame, col: str) -> pd.DataFrame:
 
 
 def _seed_colors(n: int) -> list:
-    cmap = colormaps[SEED_CMAP]
-    return [cmap(i % cmap.N) for i in range(n)]
+    return [SEED_COLORS[i % len(SEED_COLORS)] for i in range(n)]
+
+
+def _row_major(handles: list, ncol: int) -> list:
+    """Reorder legend entries so that a legend with `ncol` columns reads row by row."""
+    nrows = int(np.ceil(len(handles) / ncol))
+    grid = [handles[r * ncol : (r + 1) * ncol] for r in range(nrows)]
+    return [row[c] for c in range(ncol) for row in grid if c < len(row)]
 
 
 def _component_colors(n: int) -> list:
@@ -677,6 +823,11 @@ def _pick_by_group(split: SplitData, tracked: Sequence[str], rng: np.random.Gene
         untracked = int(row.sum()) - len(tracked_pos)
         order.append(((int(row.sum()), untracked, tracked_pos), rng.permutation(members)))
     order.sort(key=lambda t: t[0])
+    if len(order) == 1 and tracked_idx:  # one composition (test): spread over the first tracked abundance
+        a = split.abundances.numpy()[:, tracked_idx[0]]
+        members = np.sort(order[0][1])
+        chunks = np.array_split(members[np.argsort(a[members], kind="stable")], min(n, len(members)))
+        return [int(rng.choice(c)) for c in chunks]
     picked: list[int] = []
     depth = 0
     while len(picked) < n and any(depth < len(m) for _, m in order):
@@ -684,9 +835,6 @@ def _pick_by_group(split: SplitData, tracked: Sequence[str], rng: np.random.Gene
             if depth < len(members) and len(picked) < n:
                 picked.append(int(members[depth]))
         depth += 1
-    if len(order) == 1 and tracked_idx:  # one composition (test): show a range of the first tracked abundance
-        a = split.abundances.numpy()[:, tracked_idx[0]]
-        picked.sort(key=lambda i: a[i])
     return picked
 
 
