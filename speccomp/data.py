@@ -1,10 +1,12 @@
 """Splits: draw abundances, temperatures and noise per split, then spectra, all in batches.
 
-Every split has its own generator, derived from the data seed and the split's name
-(`seeding.numpy_generator(data_seed, "split", name)`), so adding or resizing one split never
-changes another. Within a split the draws come in a fixed order (component set, abundances,
-temperature, noise level, noise, combined-sample selection, additive noise), and each is drawn
-whole, so switching on a later option leaves the earlier draws as they were.
+Every split has its own generators, derived from the data seed and the split's name
+(`seeding.numpy_generator(data_seed, "split", name)` for the per-spectrum draws, torch generators
+for the (N, L) noise), so adding or resizing one split never changes another. Within a split the
+draws come in a fixed order (component set, abundances, temperature, noise level, combined-sample
+selection), each drawn whole, and each noise term has its own stream, so switching on a later
+option leaves the earlier draws as they were. Spectra are computed in float32, the dtype they are
+stored and trained in.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from speccomp.config import (
     SplitConfig,
     resolve_sampler,
 )
-from speccomp.physics import ForwardModel, add_noise
-from speccomp.seeding import numpy_generator
+from speccomp.physics import ForwardModel, add_noise_, fast_clean
+from speccomp.seeding import numpy_generator, torch_generator
 
 
 @dataclass
@@ -41,11 +43,14 @@ class SplitData:
     noise_sigma: torch.Tensor  # (N,) float64
     labels: list[str]
     data_seed: int
-    digest: str = field(default="")
+    _digest: str = field(default="", repr=False)
 
-    def __post_init__(self) -> None:
-        if not self.digest:
-            self.digest = tensor_digest(self.spectra, self.abundances)
+    @property
+    def digest(self) -> str:
+        """sha256 of spectra and abundances (16 hex digits), computed on first use."""
+        if not self._digest:
+            self._digest = tensor_digest(self.spectra, self.abundances)
+        return self._digest
 
     def __len__(self) -> int:
         return self.spectra.shape[0]
@@ -106,7 +111,6 @@ def generate_split(
 
     temperature = _uniform(rng, t_lo, t_hi, n, log=sampling.temperature.distribution == "log_uniform")
     sigma = _uniform(rng, s_lo, s_hi, n, log=sampling.noise.distribution == "log_uniform")
-    eps = rng.standard_normal((n, forward.n_bins))
 
     if split.combined_fraction > 0:
         k = int(round(split.combined_fraction * n))
@@ -117,17 +121,20 @@ def generate_split(
         present[chosen] = combined
         abundances[chosen] = np.where(combined, draws, 0.0)
 
+    # The (N, L) noise comes from torch generators of its own (float32, fast), one per term, so
+    # switching the additive term on changes nothing else.
+    shape = (n, forward.n_bins)
+    eps = torch.randn(shape, generator=torch_generator(data_seed, "split", name, "noise"))
     additive = sampling.noise.additive
-    eps_add = torch.from_numpy(rng.standard_normal((n, forward.n_bins))) if additive > 0 else None
+    eps_add = torch.randn(shape, generator=torch_generator(data_seed, "split", name, "additive")) if additive > 0 else None
 
     a_t = torch.from_numpy(abundances)
     t_t = torch.from_numpy(temperature)
     s_t = torch.from_numpy(sigma)
-    clean = forward.clean(t_t, a_t)
-    spectra = add_noise(clean, s_t, torch.from_numpy(eps), additive, eps_add)
+    spectra = add_noise_(fast_clean(forward, t_t, a_t, torch.float32), s_t, eps, additive, eps_add)
     return SplitData(
         name=name,
-        spectra=spectra.to(torch.float32),
+        spectra=spectra,
         abundances=a_t.to(torch.float32),
         present=torch.from_numpy(present.copy()),
         temperature_k=t_t,
