@@ -24,6 +24,7 @@ from speccomp.config import ExperimentConfig, TrainingConfig
 from speccomp.data import SplitData
 from speccomp.metrics import final_metrics, split_metrics
 from speccomp.models import EnsembleModel, Member, ModelSpec, build_model, checkpoint_payload, extract_member
+from speccomp.optim import FlatAdam
 from speccomp.seeding import torch_generator
 
 EVAL_CHUNK = 2048  # spectra per evaluation forward pass; bounds memory for large splits
@@ -106,11 +107,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _optimizer(model: EnsembleModel, training: TrainingConfig) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
-    weight_decay = training.weight_decay
-    # Fused kernels: one call per step for all parameters, identical per-element arithmetic.
-    return cls(model.parameters(), lr=training.learning_rate, weight_decay=weight_decay, fused=True)
+def _optimizer(model: EnsembleModel, training: TrainingConfig) -> FlatAdam:
+    return FlatAdam(
+        model, lr=training.learning_rate, weight_decay=training.weight_decay,
+        decoupled_weight_decay=training.optimizer == "adamw",
+    )
 
 
 @torch.no_grad()
@@ -191,9 +192,11 @@ def train(
         order = torch.stack([torch.randperm(n_train, generator=g) for g in shuffle_gens]).to(device)
         for start in range(0, n_train, batch):
             idx = order[:, start : start + batch]  # (S, B)
-            pred = model(x_train[idx])
-            per_seed = ((pred - y_train[idx]) ** 2).mean(dim=(1, 2))
-            optimizer.zero_grad(set_to_none=True)
+            flat = idx.reshape(-1)
+            batch_x = x_train.index_select(0, flat).view(len(seeds), -1, x_train.shape[1])
+            batch_y = y_train.index_select(0, flat).view(len(seeds), -1, y_train.shape[1])
+            per_seed = ((model(batch_x) - batch_y) ** 2).mean(dim=(1, 2))
+            optimizer.zero_grad()
             per_seed.sum().backward()  # members are independent: each gets its own loss's gradient
             optimizer.step()
             step += 1
@@ -281,7 +284,7 @@ def _checkpoint_dirs(out_dir: str | Path | None, seeds: list[int], training: Tra
 
 def _save_checkpoint(
     model: EnsembleModel,
-    optimizer: torch.optim.Optimizer,
+    optimizer: FlatAdam,
     member: int,
     seed: int,
     step: int,
@@ -293,23 +296,10 @@ def _save_checkpoint(
         return None
     extra: dict[str, Any] = {"seed": seed, "step": step}
     if is_last:  # resuming needs the optimiser state of the last checkpoint only
-        extra["optimizer"] = _member_optimizer_state(model, optimizer, member)
+        extra["optimizer"] = optimizer.member_state(member)
     path = dirs[seed] / f"step-{step:06d}.pt"
     torch.save(checkpoint_payload(model, member, **extra), path)
     return path
-
-
-def _member_optimizer_state(model: EnsembleModel, optimizer: torch.optim.Optimizer, member: int) -> dict[str, Any]:
-    names = {id(p): n for n, p in model.named_parameters()}
-    out: dict[str, Any] = {"param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            out[names[id(p)]] = {
-                k: (v[member : member + 1].clone() if torch.is_tensor(v) and v.dim() > 0 else v)
-                for k, v in state.items()
-            }
-    return out
 
 
 def _progress_bar(total: int, n_seeds: int, enabled: bool):
