@@ -12,20 +12,11 @@ import torch
 import yaml
 
 from speccomp.cli import USER_ERROR, main
+from speccomp.figures import FIGURE_NAMES
 from speccomp.models import load_member
 from tests.conftest import TINY_OVERRIDES
 
-FIGURES = [
-    "spectral_lines.png",
-    "diverse_samples.png",
-    "train_samples.png",
-    "test_samples.png",
-    "abundance_scatter.png",
-    "training_curves.png",
-    "mse_trajectory.png",
-    "mse_time_series.png",
-    "test_abundance_mse.png",
-]
+FIGURES = list(FIGURE_NAMES)  # the tutorial's names (checked against plots.md in test_figures)
 
 
 def tiny_args(*extra: str) -> list[str]:
