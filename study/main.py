@@ -187,6 +187,7 @@ def make_pruner(name: str, n_seeds: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.storage = args.storage or os.environ.get(STORAGE_ENV, "")  # `--storage=` (MLproject's empty default)
     import tracking  # noqa: F401  (MLflow environment first)
     from speccomp.config import ConfigError
     from study.space import SpaceError
