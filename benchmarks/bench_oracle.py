@@ -1,6 +1,6 @@
 """Oracle throughput and efficiency on the default test split (1,024 spectra, 1,024 bins).
 
-    python benchmarks/bench_oracle.py [--data-seed 0] [--repeats 3] [--config-dir configs]
+    python benchmarks/bench_oracle.py [--data-seed 0] [--repeats 3] [--config-dir configs] [--json PATH]
 
 Prints spectra per second of `fit_oracle` with all components free and with only the components
 the split can contain, and, per tracked component, the oracle's MSE next to the Cramér–Rao bound
@@ -13,6 +13,7 @@ import argparse
 import time
 
 import torch
+from _common import Report, machine_line
 
 from speccomp.config import default_config_dir, load_config
 from speccomp.data import generate_split
@@ -43,7 +44,11 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config-dir", default=str(default_config_dir()))
+    parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args()
+    report = Report("oracle")
+    report.context["machine_start"] = machine_line()
+    print("bench_oracle:", machine_line())
 
     cfg = load_config(args.config_dir)
     forward = ForwardModel.from_config(cfg.physics)
@@ -68,10 +73,10 @@ def main() -> None:
         mse = oracle_component_mse(fit, test.abundances, tracked)
         crb = crb_mse_per_component(forward, test.temperature_k, test.abundances, test.noise_sigma, comps)
         fitted = fit.components
-        print(
-            f"\n{name}: {len(test) / seconds:,.0f} spectra/s ({seconds:.2f} s best of {args.repeats}), "
-            f"mean LM iterations {fit.iterations.double().mean():.1f}, converged {int(fit.converged.sum())}/{len(test)}"
-        )
+        print()
+        report.info(f"{name}: fit_oracle throughput",
+                    f"{len(test) / seconds:,.0f} spectra/s ({seconds:.2f} s for {len(test)}, best of {args.repeats}); "
+                    f"mean LM iterations {fit.iterations.double().mean():.1f}, converged {int(fit.converged.sum())}/{len(test)}")
         print(f"  {'component':<10} {'oracle MSE':>12} {'CRB':>12} {'MSE/CRB':>8}")
         for k, idx in enumerate(tracked):
             bound = crb[fitted.index(idx)].item()
@@ -79,6 +84,11 @@ def main() -> None:
         sigma_err = (fit.sigma / test.noise_sigma - 1).abs().mean().item()
         t_rmse = (fit.temperature_k - test.temperature_k).pow(2).mean().sqrt().item()
         print(f"  noise level: mean |σ̂/σ − 1| = {sigma_err:.3%}; temperature RMSE = {t_rmse:.1f} K")
+        ratios = ", ".join(f"{labels[idx]} {mse[k].item() / crb[fitted.index(idx)].item():.3f}" for k, idx in enumerate(tracked))
+        report.info(f"{name}: oracle MSE / Cramér–Rao bound", ratios)
+    print("end:", machine_line())
+    report.context["machine_end"] = machine_line()
+    report.write(args.json)
 
 
 if __name__ == "__main__":

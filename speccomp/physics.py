@@ -5,8 +5,9 @@
     clean(λ)  = B(λ, T) · Π_i (1 + s_i a_i g_i(λ))
     x(λ)      = clean(λ) · (1 + σ ε(λ)) + σ_add ε'(λ),      ε, ε' ~ N(0, 1)
 
-Everything is computed in float64 and differentiable in T and a (the oracle fits it); the data
-module casts the result to float32.
+`ForwardModel` computes in float64 and is differentiable in T and a (the oracle fits it and the
+tests check it by hand); the data generator uses `fast_clean`, the same equations in float32 with
+fewer passes over the (N, L) arrays.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-name", default=None, help="name of the parent run")
     parser.add_argument("--work-dir", default=None, help="where files are staged before upload (default: a temporary folder)")
     parser.add_argument("--no-models", action="store_true", help="skip logging the final models the MLflow way")
+    parser.add_argument("--threads", default="", help="torch intra-op threads (default: torch's choice, every core; "
+                        "use 1 on a shared or loaded machine)")
     parser.add_argument("--no-figures", action="store_true", help="skip drawing the nine figures (they can be drawn "
                         "later from the runs: python -m tracking.readback redraw RUN_ID --out DIR)")
     return parser
@@ -58,12 +60,21 @@ class _Inputs:
     def __init__(self, args: argparse.Namespace):
         self.seeds = parse_seed_list(args.seeds, "seeds")
         self.data_seeds = parse_seed_list(args.data_seeds, "data_seeds")
+        self.threads = _threads(args.threads)
         overrides = [*args.set_overrides, *split_overrides(args.overrides)]
         config_dir = args.config_dir or None
         if config_dir is not None:
             _check_config_dir(Path(config_dir))
         presets = [p for p in getattr(args, "presets", []) if p]
         self.cfg: ExperimentConfig = load_config(config_dir, overrides, presets=presets)
+
+
+def _threads(text: str) -> int | None:
+    if not str(text).strip():
+        return None
+    if not str(text).strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty for torch's default)")
+    return int(text)
 
 
 def _check_config_dir(folder: Path) -> None:
@@ -100,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
             client.set_terminated(attached, status="FAILED")
         return USER_ERROR
 
+    if inputs.threads is not None:
+        import torch
+
+        torch.set_num_threads(inputs.threads)
     client = store.tracking_client()
     if attached:
         experiment_id = client.get_run(attached).info.experiment_id
