@@ -12,7 +12,7 @@ import pytest
 from speccomp.config import ConfigError, default_config_dir, load_config, parse_seed_list
 
 REPO = Path(__file__).resolve().parents[1]
-TUTORIAL_CONFIGS = REPO.parent / "shared" / "reference" / "tutorial" / "configs"
+TUTORIAL_CONFIGS = REPO / "tests" / "data" / "tutorial_configs"  # copied unchanged from shared/reference
 DEFAULT_DIR = default_config_dir()
 
 
