@@ -208,6 +208,10 @@ def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
     std = table[cols].std(ddof=1) if len(table) > 1 else table[cols].std(ddof=0)
     lines = [table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
     lines.append("mean ± std: " + "   ".join(f"{c} {mean[c]:.4f} ± {std[c]:.4f}" for c in cols))
+    floors = [(t, summary[f"oracle/mse/{t}"].mean()) for t in tracked if f"oracle/mse/{t}" in summary]
+    if floors:
+        lines.append("physical floor (oracle MSE on the test split): "
+                     + "   ".join(f"{t} {v:.2g} (test MSE {mean[f'test/mse/{t}'] / v:.0f}x that)" for t, v in floors))
     print("\n".join(lines))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")
