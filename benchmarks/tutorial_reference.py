@@ -159,10 +159,10 @@ def stage_train(out: Path, data_seed: int, seed: int, epochs: int | None) -> Non
     np.random.seed(seed)
     torch.manual_seed(seed)
     data_dir = out / "data" / f"seed-{data_seed}"
-    x_train = torch.load(data_dir / "train_spectra.pt")
-    y_train = torch.load(data_dir / "train_abundances.pt")
-    x_test = torch.load(data_dir / "test_spectra.pt")
-    y_test = torch.load(data_dir / "test_abundances.pt")
+    x_train = torch.load(data_dir / "train_spectra.pt", weights_only=True)
+    y_train = torch.load(data_dir / "train_abundances.pt", weights_only=True)
+    x_test = torch.load(data_dir / "test_spectra.pt", weights_only=True)
+    y_test = torch.load(data_dir / "test_abundances.pt", weights_only=True)
     workers = cfg.get("num_workers", 4)
     train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg["batch_size"], shuffle=True, num_workers=workers)
     test_loader = DataLoader(TensorDataset(x_test, y_test), batch_size=cfg["batch_size"], shuffle=False, num_workers=workers)
@@ -223,7 +223,7 @@ def stage_analyse(out: Path, data_seed: int) -> None:
 
     plot = load_yaml("analysis.yaml")["plot_config"]
     xc, yc = plot["x_component"] - 1, plot["y_component"] - 1
-    targets = torch.load(out / "data" / f"seed-{data_seed}" / "test_abundances.pt")
+    targets = torch.load(out / "data" / f"seed-{data_seed}" / "test_abundances.pt", weights_only=True)
     rows = []
     for run in sorted((out / "runs").glob("seed-*")):
         ckpts = sorted((run / "train" / "ckpts").glob("ckpt-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -308,7 +308,7 @@ def draw_figures(out: Path, data_seed: int) -> int:
     data_dir = out / "data" / f"seed-{data_seed}"
     if not (data_dir / "train_spectra.pt").is_file():
         return drawn
-    data = {s: (torch.load(data_dir / f"{s}_spectra.pt"), torch.load(data_dir / f"{s}_abundances.pt")) for s in ("train", "test")}
+    data = {s: (torch.load(data_dir / f"{s}_spectra.pt", weights_only=True), torch.load(data_dir / f"{s}_abundances.pt", weights_only=True)) for s in ("train", "test")}
 
     # train_samples: two of each kind (bare, x only, y only)
     x, a = data["train"]

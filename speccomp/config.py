@@ -307,8 +307,10 @@ class DataConfig(_Strict):
         if self.validation.n_samples > 0:
             if "val" in self.splits:
                 raise _at("validation.n_samples", "a 'val' split is defined explicitly; set this to 0")
-            if self.validation.source not in self.splits:
-                raise _at("validation.source", f"must be one of {sorted(self.splits)}")
+            if self.validation.source not in self.splits or self.validation.source == "test":
+                allowed = sorted(set(self.splits) - {"test"})
+                raise _at("validation.source", f"must be an in-distribution split, one of {allowed}; "
+                          f"got {self.validation.source!r}")
         return self
 
     def resolved_splits(self) -> dict[str, SplitConfig]:
@@ -335,6 +337,9 @@ class CNNConfig(_Strict):
 
     @model_validator(mode="after")
     def _lengths(self) -> CNNConfig:
+        even = [k for k in self.kernel_sizes if k % 2 == 0]
+        if even:
+            raise _at("kernel_sizes", f"must be odd ('same' padding keeps the length), got {even[0]}")
         if len(self.channels) != len(self.kernel_sizes):
             raise _at("kernel_sizes", f"needs one size per channel entry ({len(self.channels)})")
         return self

@@ -101,7 +101,7 @@ def generate_split(
         abundances = np.where(present, draws, 0.0)
     else:
         sampler = resolve_sampler(dist.sampler)
-        abundances = np.asarray(sampler(rng, n, list(labels)), dtype=np.float64)
+        abundances = np.array(sampler(rng, n, list(labels)), dtype=np.float64)  # a copy: edited below
         if abundances.shape != (n, n_comp):
             raise ConfigError(
                 f"data.splits.{name}.distribution.sampler: {dist.sampler} returned shape "

@@ -167,7 +167,7 @@ def ensemble_dropout(x: torch.Tensor, p: float, generators: list[torch.Generator
     else:
         draws = torch.stack([torch.rand(x.shape[1:], generator=g) for g in generators])
     # 1/keep where the draw is below keep, else 0: one fused pass instead of compare, cast, scale
-    mask = torch.where(draws < keep, 1.0 / keep, 0.0).to(x.dtype)
+    mask = torch.where(draws < keep, 1.0 / keep, 0.0).to(device=x.device, dtype=x.dtype)
     return x * mask
 
 

@@ -98,8 +98,6 @@ def _validate(args: argparse.Namespace):
         raise ConfigError(f"pruner: unknown {args.pruner!r}; allowed: {', '.join(PRUNERS)}")
     if args.objective == "pareto" and args.pruner != "none":
         raise ConfigError("pruner: Optuna cannot prune two-objective (pareto) studies; use --pruner none")
-    if args.objective == "pareto" and args.sampler == "qmc":
-        pass  # QMC works for any number of objectives
     settings = Settings(
         n_trials=_int(args.n_trials, "n_trials", 1),
         total_trials=_int(args.total_trials, "total_trials", 1) if str(args.total_trials).strip() else None,
@@ -165,12 +163,6 @@ def trial_seeded(sampler_class, seed: int, **kwargs):
 
     TrialSeeded.__name__ = TrialSeeded.__qualname__ = f"TrialSeeded{sampler_class.__name__}"
     return TrialSeeded(seed=seed, **kwargs)
-
-
-def TrialSeededRandomSampler(seed: int):  # noqa: N802 - reads like the class it returns
-    import optuna
-
-    return trial_seeded(optuna.samplers.RandomSampler, seed)
 
 
 def make_pruner(name: str, n_seeds: int):

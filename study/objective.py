@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -84,7 +84,6 @@ class Objective:
     total_trials: int | None = None
     pruning: bool = False
     log_models: bool = False
-    base_overrides: list[str] = field(default_factory=list)
 
     def seed_chunks(self) -> list[list[int]]:
         if self.pruning and len(self.seeds) > 1:
@@ -94,7 +93,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self._check_budget(trial)
         values, overrides = self.space.suggest(trial)
-        cfg = config_from_dict(self.base.to_dict(), [*self.base_overrides, *overrides])
+        cfg = config_from_dict(self.base.to_dict(), overrides)
         client = self.tracker.client
         run_id = self.tracker.start(
             f"trial-{trial.number}",

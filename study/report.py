@@ -98,7 +98,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 def marginal_effects(study: optuna.Study) -> pd.DataFrame:
     """Per parameter and value (or quantile bin), the mean gap of the trials there and the
-    across-seed spread (standard deviation of all their seeds' gaps)."""
+    across-seed spread (each trial's standard deviation of its seeds' gaps, averaged), which is
+    the noise against which the differences between values should be read."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     rows = []
     params = sorted({p for t in trials for p in t.params})
@@ -109,14 +110,15 @@ def marginal_effects(study: optuna.Study) -> pd.DataFrame:
         for label, members in groups:
             chosen = [having[i] for i in members]
             gaps = [t.user_attrs.get("gap_tracked_mean", math.nan) for t in chosen]
-            seed_gaps = [s.get("gap/tracked", math.nan) for t in chosen for s in t.user_attrs.get("seeds", {}).values()]
+            seed_stds = [t.user_attrs.get("gap_tracked_std") for t in chosen]
+            seed_stds = [v for v in seed_stds if v is not None and math.isfinite(v)]
             objective = [t.values[0] for t in chosen if t.values]
             efficiency = [t.user_attrs.get("oracle_efficiency_tracked_mean") for t in chosen]
             efficiency = [e for e in efficiency if e is not None and math.isfinite(e)]
             rows.append({
                 "param": param, "value": label, "n_trials": len(chosen),
                 "gap_mean": float(np.nanmean(gaps)) if chosen else math.nan,
-                "gap_seed_std": float(np.nanstd(seed_gaps, ddof=1)) if len(seed_gaps) > 1 else math.nan,
+                "gap_seed_std": float(np.mean(seed_stds)) if seed_stds else math.nan,  # within-trial spread
                 "objective_mean": float(np.mean(objective)) if objective else math.nan,
                 "oracle_efficiency_mean": float(np.mean(efficiency)) if efficiency else math.nan,
             })
@@ -172,6 +174,10 @@ def _text(study, trials: pd.DataFrame, imp: pd.DataFrame, marginal: pd.DataFrame
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     lines = [f"# Sensitivity report: study {study.study_name}", "",
              "trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())), ""]
+    if counts.get("PRUNED"):
+        lines += [f"Note: importances and marginal effects use the {counts.get('COMPLETE', 0)} complete trials; "
+                  f"the {counts['PRUNED']} pruned ones (the poorer settings) are left out, so they describe "
+                  "the better part of the space. Run without a pruner for an unbiased sensitivity estimate.", ""]
     ok = imp.dropna(subset=["param"])
     if not ok.empty:
         lines += ["## Parameter importances (each column sums to 1)", ""]

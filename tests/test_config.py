@@ -311,3 +311,13 @@ def test_speccomp_never_imports_mlflow_or_optuna():
         for pattern in (IMPORT_LINE, DYNAMIC_IMPORT):
             offenders += [f"{path.name}: {m.group(0).strip()}" for m in pattern.finditer(text)]
     assert not offenders, offenders
+
+
+def test_even_cnn_kernels_are_refused_at_load():
+    msg = config_error(None, ["training.model_type=cnn", "training.cnn.kernel_sizes=[7,4,3]"])
+    assert "training.cnn.kernel_sizes" in msg and "odd" in msg
+
+
+def test_the_validation_split_cannot_copy_the_test_distribution():
+    msg = config_error(None, ["data.validation.source=test"])
+    assert "data.validation.source" in msg and "in-distribution" in msg

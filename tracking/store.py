@@ -26,7 +26,10 @@ def configure() -> str:
     return uri
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*)(?::(?P<pw>[^@/\s]*))?@")
+# user:password@ up to the last "@" of the URL (a password may hold "/", ":" or even "@")
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*)(?::(?P<pw>\S*))?@(?=[^@\s]*(?:\s|$))"
+)
 
 
 def redact_url(url: str) -> str:
