@@ -184,11 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     from speccomp.config import ConfigError
     from study.space import SpaceError
     from study.storage import StorageError, describe, open_storage
+    from tracking import store as tracking_store
 
     try:
         settings, base, space, overrides = _validate(args)
         storage = open_storage(args.storage, on_stale=close_dead_trial_runs)
         _check_existing_study(storage, args)
+        tracking_store.check_store(tracking_store.tracking_uri())
     except (ConfigError, SpaceError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         _fail_attached_run(str(exc))

@@ -22,3 +22,32 @@ from tracking.store import redact_url
 )
 def test_redact_url_hides_every_password(url, expected):
     assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("bogus://x", ["unsupported scheme 'bogus'", "allowed"]),
+        ("sqlite:////no/such/folder/mlflow.db", ["/no/such/folder", "does not exist"]),
+        ("http://user:hunter2@127.0.0.1:1", ["no tracking server answers", "user:***@"]),
+    ],
+)
+def test_an_unusable_tracking_store_is_one_line_before_any_work(uri, words):
+    from tracking.store import TrackingStoreError, check_store
+
+    with pytest.raises(TrackingStoreError) as info:
+        check_store(uri)
+    msg = str(info.value)
+    assert "\n" not in msg and "hunter2" not in msg and msg.startswith("MLFLOW_TRACKING_URI:")
+    for word in words:
+        assert word in msg
+
+
+def test_main_refuses_an_unreachable_server_with_exit_2(monkeypatch, capsys):
+    from tracking.main import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    assert main(["--seeds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: MLFLOW_TRACKING_URI:")

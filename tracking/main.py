@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     try:
+        store.check_store(uri)
         inputs = _Inputs(args)
     except ConfigError as exc:
         message = str(exc)

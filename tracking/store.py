@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from speccomp.config import ConfigError
+
 DEFAULT_DB = "mlflow.db"
 
 
@@ -45,6 +47,40 @@ def ui_command(uri: str) -> str:
         path = Path(uri.removeprefix("sqlite:///")).resolve()
         uri = f"sqlite:///{path}"
     return f"mlflow ui --host 127.0.0.1 --backend-store-uri {redact_url(uri)}"
+
+
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks")
+REACH_TIMEOUT_S = 5.0
+
+
+class TrackingStoreError(ConfigError):
+    """MLFLOW_TRACKING_URI names a store that cannot be used; one line, password hidden."""
+
+
+def check_store(uri: str) -> None:
+    """Refuse, before any work, a tracking URI MLflow cannot use: an unknown scheme, a SQLite file
+    in a folder that does not exist, a server that does not answer (MLflow itself would retry for
+    minutes and then end in a traceback)."""
+    allowed = "sqlite:///PATH, postgresql://USER@HOST/DB, http(s)://HOST:PORT (a tracking server), or a folder"
+    scheme = uri.split("://", 1)[0].split("+")[0] if "://" in uri else "file"
+    where = f"MLFLOW_TRACKING_URI: {redact_url(uri)}"
+    if scheme not in STORE_SCHEMES:
+        raise TrackingStoreError(f"{where}: unsupported scheme {scheme!r}; allowed: {allowed}")
+    if scheme == "sqlite":
+        folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve().parent
+        if not folder.is_dir():
+            raise TrackingStoreError(f"{where}: folder {folder} does not exist")
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
+            pass  # it answered (auth proxies may refuse /health): reachable
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingStoreError(f"{where}: no tracking server answers ({redact_url(str(reason))})") from None
 
 
 def tracking_client():
