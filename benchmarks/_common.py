@@ -69,6 +69,14 @@ class Report:
         self.notes.append(text)
         print(f"  note: {text}")
 
+    def finish(self, path: str | Path | None) -> int:
+        """Print and record the machine's state at the end (load may have changed), write the JSON."""
+        line = machine_line()
+        print("end:", line)
+        self.context["machine_end"] = line
+        self.write(path)
+        return 0
+
     def write(self, path: str | Path | None) -> None:
         if not path:
             return

@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                   speedup >= TARGET_SPEEDUP)
     report.context.update({"ours_s": ours_s, "loop_torch_ms": per_torch * 1e3, "loop_numpy_ms": per_numpy * 1e3,
                            "equations_max_rel_diff": rel, "noise_std": z_std})
-    print("end:", machine_line())
-    report.context["machine_end"] = machine_line()
-    report.write(args.json)
-    return 0
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":

@@ -86,9 +86,7 @@ def main() -> None:
         print(f"  noise level: mean |σ̂/σ − 1| = {sigma_err:.3%}; temperature RMSE = {t_rmse:.1f} K")
         ratios = ", ".join(f"{labels[idx]} {mse[k].item() / crb[fitted.index(idx)].item():.3f}" for k, idx in enumerate(tracked))
         report.info(f"{name}: oracle MSE / Cramér–Rao bound", ratios)
-    print("end:", machine_line())
-    report.context["machine_end"] = machine_line()
-    report.write(args.json)
+    report.finish(args.json)
 
 
 if __name__ == "__main__":

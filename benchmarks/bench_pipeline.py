@@ -305,10 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     report.context["ours_s"] = ours
     report.context["ours_existing_store_s"] = ours_again
     report.context["ours_one_thread_s"] = ours_one_thread
-    print("end:", machine_line())
-    report.context["machine_end"] = machine_line()
-    report.write(args.json)
-    return 0
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":

@@ -401,10 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         threads_report(report, cfg, datasets, threads, one, args.repeats)
     if args.profile:
         profile_report(report, cfg, datasets, signatures, steps, gemm_autograd_s)
-    print("end:", machine_line())
-    report.context["machine_end"] = machine_line()
-    report.write(args.json)
-    return 0
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":
