@@ -228,11 +228,6 @@ def resolve_sampler(path: str):
     return func
 
 
-def _distribution_discriminator(v: Any) -> str:
-    kind = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
-    return kind if isinstance(kind, str) else "component_combinations"
-
-
 def _check_distribution_type(v: Any) -> Any:
     if isinstance(v, dict):
         kind = v.get("type")

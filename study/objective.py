@@ -193,7 +193,3 @@ def configure_trial_size(overrides: list[str]) -> list[str]:
     """Defaults every trial gets unless the space or the user says otherwise: keep only the last
     checkpoint's weights, so that a study of hundreds of trials does not fill the disk."""
     return ["training.checkpoint_retention=last", *overrides]
-
-
-def describe_measures() -> str:
-    return "; ".join(f"{k}: {v}" for k, v in MEASURES.items())

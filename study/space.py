@@ -256,7 +256,3 @@ def _context_overrides(space: SearchSpace, p: ParamSpec) -> list[str]:
         if pair_param is not None:
             values["pair"] = pair_param.distribution.choices[0]
     return overrides_for(values) if values else []
-
-
-def describe_named_settings() -> str:
-    return "\n".join(f"  {name:18s} {text}" for name, (text, _) in NAMED_SETTINGS.items())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow import MlflowClient
+from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.entities import Metric, Param, RunTag
 
 from speccomp.config import ExperimentConfig
@@ -156,24 +156,19 @@ def log_dataset_inputs(client: MlflowClient, run_id: str, datasets: dict[str, Sp
             targets=split.abundances.numpy(),
             name=f"{name}-data_seed-{split.data_seed}",
             digest=split.digest,
-            source=_DatasetSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
+            source=SpeccompSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
         )
         tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=SPLIT_CONTEXT.get(name, name))
         inputs.append(DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag]))
     client.log_inputs(run_id, datasets=inputs)
 
 
-def _DatasetSource(uri: str):  # noqa: N802 - a factory that reads like the class it returns
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
+class SpeccompSource(HTTPDatasetSource):
+    """Generated data: the URI names the data seed and split that regenerate it exactly."""
 
-    class SpeccompSource(HTTPDatasetSource):
-        """Generated data: the URI names the data seed and split that regenerate it exactly."""
-
-        @staticmethod
-        def _get_source_type() -> str:
-            return "speccomp"
-
-    return SpeccompSource(uri)
+    @staticmethod
+    def _get_source_type() -> str:
+        return "speccomp"
 
 
 def log_final_model(
@@ -259,8 +254,3 @@ def log_parent_artifacts(client: MlflowClient, run_id: str, work_dir: Path, subd
             client.log_artifact(run_id, str(work_dir / name), subdir)
     if (work_dir / PLOTS_DIR).is_dir():
         client.log_artifacts(run_id, str(work_dir / PLOTS_DIR), f"{subdir}/{PLOTS_DIR}" if subdir else PLOTS_DIR)
-
-
-def in_mlflow_run() -> str | None:
-    """The run id `mlflow run` created for this process, if any."""
-    return os.environ.get("MLFLOW_RUN_ID") or None
