@@ -131,9 +131,9 @@ def run_tracked_experiment(
             mlflow_logger.flush()
         raise
     mlflow_logger.flush()
+    log_dataset_inputs(client, list(child_ids.values()), exp.datasets)
     for r in exp.result.seeds:
         run_id = child_ids[r.seed]
-        log_dataset_inputs(client, run_id, exp.datasets)
         if log_checkpoints and r.checkpoint_paths:
             client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
         client.log_artifact(run_id, str(work_dir / PREDICTIONS_DIR / f"test_seed-{r.seed}.npy"), PREDICTIONS_DIR)
@@ -143,8 +143,9 @@ def run_tracked_experiment(
     return TrackedExperiment(exp, child_ids)
 
 
-def log_dataset_inputs(client: MlflowClient, run_id: str, datasets: dict[str, SplitData]) -> None:
-    """Each split as an MLflow dataset input (name, digest, schema), so the UI shows the data used."""
+def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets: dict[str, SplitData]) -> None:
+    """Each split as an MLflow dataset input (name, digest, schema) of every run in `run_ids`, so
+    the UI shows the data used; the inputs are built once for all the runs."""
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -160,7 +161,8 @@ def log_dataset_inputs(client: MlflowClient, run_id: str, datasets: dict[str, Sp
         )
         tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=SPLIT_CONTEXT.get(name, name))
         inputs.append(DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag]))
-    client.log_inputs(run_id, datasets=inputs)
+    for run_id in [run_ids] if isinstance(run_ids, str) else run_ids:
+        client.log_inputs(run_id, datasets=inputs)
 
 
 class SpeccompSource(HTTPDatasetSource):
