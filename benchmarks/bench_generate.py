@@ -29,9 +29,9 @@ import torch
 from _common import Report, best_of, machine_line
 from tutorial_reference import K_B, C, H, loop_generate_split
 
-from speccomp.config import default_config_dir, load_config
-from speccomp.data import generate_datasets
-from speccomp.physics import ForwardModel
+from speccomp.core.config import default_config_dir, load_config
+from speccomp.core.data import generate_datasets
+from speccomp.spectra.physics import ForwardModel
 
 TARGET_SPEEDUP = 50.0
 TUTORIAL_PUBLISHED_S = 7.0  # results.md / physics.md: "about 7 s for 5,120 spectra" (loop alone)

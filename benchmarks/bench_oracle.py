@@ -15,10 +15,16 @@ import time
 import torch
 from _common import Report, machine_line
 
-from speccomp.config import default_config_dir, load_config
-from speccomp.data import generate_split
-from speccomp.oracle import OracleFit, components_in_split, crb_mse_per_component, fit_oracle, oracle_component_mse
-from speccomp.physics import ForwardModel
+from speccomp.core.config import default_config_dir, load_config
+from speccomp.core.data import generate_split
+from speccomp.spectra.oracle import (
+    OracleFit,
+    components_in_split,
+    crb_mse_per_component,
+    fit_oracle,
+    oracle_component_mse,
+)
+from speccomp.spectra.physics import ForwardModel
 
 
 def timed_fit(

@@ -145,16 +145,16 @@ def probe(argv: list[str]) -> int:
     t0 = time.perf_counter()
     import mlflow
 
-    import speccomp.data
-    import speccomp.experiment as experiment
-    import speccomp.training as training
+    import speccomp.core.data
+    import speccomp.core.experiment as experiment
+    import speccomp.core.training as training
     import tracking.logger as tlogger
     import tracking.main as tmain
     import tracking.pipeline as pipeline
     import tracking.runs as runs
 
     with contextlib.suppress(ImportError):
-        import speccomp.figures  # noqa: F401
+        import speccomp.spectra.figures  # noqa: F401
     timer.add("imports: speccomp + tracking", time.perf_counter() - t0)
 
     wrapped, missing = [], []
@@ -169,7 +169,7 @@ def probe(argv: list[str]) -> int:
         (experiment, "write_tables", "tables (csv, npy)"),
         (experiment, "write_config", "tables (csv, npy)"),
         (experiment, "draw_figures", "figures: building the plots"),
-        (sys.modules.get("speccomp.figures"), "save_figure", "figures: savefig (render + PNG encode)"),
+        (sys.modules.get("speccomp.spectra.figures"), "save_figure", "figures: savefig (render + PNG encode)"),
         (experiment, "physical_floor", "oracle floor (fit_oracle + CRB on the test split)"),
         (pipeline, "log_final_model", "mlflow: models (mlflow.pytorch.log_model)"),
         (pipeline, "log_dataset_inputs", "mlflow: dataset inputs"),

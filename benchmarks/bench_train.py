@@ -7,7 +7,7 @@ Everything on the default configuration (MLP 1024→128→64→20, batch 64, 6 e
 spectra, 384 steps, checkpoints at 21 steps, each evaluating test (1,024) and validation (512)),
 data seed 42, one process.
 
-(a) FLOP rate of single-seed training, `speccomp.training.train(cfg, data, [123], NullLogger())`,
+(a) FLOP rate of single-seed training, `speccomp.core.training.train(cfg, data, [123], NullLogger())`,
     no out_dir. The checkpoint evaluations (`_evaluate`), the end-of-training predictions and
     metrics, and the set-up are timed separately by wrapping those functions; "loop" is what is
     left: the 384 optimiser steps. FLOPs, per sample and linear layer in→out (in·out MACs):
@@ -51,10 +51,10 @@ from pathlib import Path
 import torch
 from _common import Report, best_of, machine_line
 
-import speccomp.training as training_module
-from speccomp.config import default_config_dir, load_config
-from speccomp.data import generate_datasets
-from speccomp.training import NullLogger, checkpoint_steps, train
+import speccomp.core.training as training_module
+from speccomp.core.config import default_config_dir, load_config
+from speccomp.core.data import generate_datasets
+from speccomp.core.training import NullLogger, checkpoint_steps, train
 
 TARGET_PEAK_FRACTION = 0.5
 TARGET_SEED_RATIO = 3.3
@@ -122,8 +122,8 @@ def gemm_sequence_seconds(calls: list[Callable], per_trial: int = 200, trials: i
 
 def optimizer_step_alone(cfg, n_bins: int, n_out: int, n_steps: int = 200, trials: int = 5) -> float:
     """Seconds of one optimiser step (`FlatAdam`, as train() builds it) on a one-member model."""
-    from speccomp.models import ModelSpec, build_model
-    from speccomp.seeding import torch_generator
+    from speccomp.core.models import ModelSpec, build_model
+    from speccomp.core.seeding import torch_generator
 
     spec = ModelSpec.from_training(cfg.training, n_bins, n_out)
     optimizer = training_module._optimizer(build_model(spec, [torch_generator(SEEDS[0], "init")]), cfg.training)
@@ -137,7 +137,7 @@ def optimizer_step_alone(cfg, n_bins: int, n_out: int, n_steps: int = 200, trial
 # timing train() by parts
 # ------------------------------------------------------------------------------------------------
 class PartTimer:
-    """Wraps module-level functions of speccomp.training so that train() reports where its time
+    """Wraps module-level functions of speccomp.core.training so that train() reports where its time
     went. Nested wrapped calls count for the outermost one only."""
 
     PARTS = {
@@ -208,9 +208,9 @@ MEMORY_SCRIPT = textwrap.dedent(
             return next((int(l.split()[1]) for l in fh if l.startswith("VmHWM")), -1)
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     import numpy, torch, yaml, pandas
-    from speccomp.config import default_config_dir, load_config
-    from speccomp.data import generate_datasets
-    from speccomp.training import NullLogger, train
+    from speccomp.core.config import default_config_dir, load_config
+    from speccomp.core.data import generate_datasets
+    from speccomp.core.training import NullLogger, train
     if {threads}:
         torch.set_num_threads({threads})
     after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

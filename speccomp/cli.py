@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from speccomp.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.core.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
 
 USER_ERROR = 2
 
@@ -65,7 +65,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from speccomp.data import generate_datasets, save_datasets
+    from speccomp.core.data import generate_datasets, save_datasets
 
     cfg = config_from_args(args)
     data_seeds = parse_seed_list(args.data_seeds, "--data-seeds")
@@ -79,7 +79,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from speccomp.experiment import run_experiment
+    from speccomp.core.experiment import run_experiment
 
     cfg = config_from_args(args)
     seeds = parse_seed_list(args.seeds, "--seeds")
@@ -94,7 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from speccomp.experiment import redraw
+    from speccomp.core.experiment import redraw
 
     paths = redraw(args.folder)
     print(f"{len(paths)} figures -> {Path(args.folder) / 'plots'}")

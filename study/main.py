@@ -72,7 +72,7 @@ class Settings:
 
 
 def _int(text: str, name: str, minimum: int) -> int:
-    from speccomp.config import ConfigError
+    from speccomp.core.config import ConfigError
 
     try:
         value = int(str(text).strip())
@@ -86,7 +86,7 @@ def _int(text: str, name: str, minimum: int) -> int:
 def _validate(args: argparse.Namespace):
     """Everything checked before any run or trial exists. Returns what the study needs."""
     from speccomp.cli import split_overrides
-    from speccomp.config import ConfigError, load_config, parse_seed_list
+    from speccomp.core.config import ConfigError, load_config, parse_seed_list
     from study.objective import MEASURES, configure_trial_size
     from study.space import load_space
 
@@ -117,7 +117,7 @@ def _validate(args: argparse.Namespace):
 
 def _space_path(text: str) -> Path:
     """The space file; the default one is the project's, wherever the command runs from."""
-    from speccomp.config import default_config_dir
+    from speccomp.core.config import default_config_dir
 
     path = Path(text)
     if str(text) == DEFAULT_SPACE and not path.exists():
@@ -148,7 +148,7 @@ def trial_seeded(sampler_class, seed: int, **kwargs):
     """An instance of `sampler_class` whose random states (`RANDOM_STREAMS`, reseeded in place:
     helpers such as NSGA-II's child generation hold the same object) are reseeded from
     (seed, trial number) before each trial."""
-    from speccomp.seeding import derive_seed
+    from speccomp.core.seeding import derive_seed
 
     class TrialSeeded(sampler_class):
         def before_trial(self, study, trial) -> None:
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.storage = args.storage or os.environ.get(STORAGE_ENV, "")  # `--storage=` (MLproject's empty default)
     import tracking  # noqa: F401  (MLflow environment first)
-    from speccomp.config import ConfigError
+    from speccomp.core.config import ConfigError
     from study.space import SpaceError
     from study.storage import StorageError, describe, open_storage
     from tracking import store as tracking_store

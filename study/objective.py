@@ -17,8 +17,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from speccomp.config import ExperimentConfig, config_from_dict
-from speccomp.data import generate_datasets
+from speccomp.core.config import ExperimentConfig, config_from_dict
+from speccomp.core.data import generate_datasets
 from study.space import SearchSpace
 from tracking.pipeline import (
     aggregate_finals,

@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 import yaml
 
-from speccomp.config import ConfigError, ExperimentConfig, _check_known_path, config_from_dict, read_yaml
+from speccomp.core.config import ConfigError, ExperimentConfig, _check_known_path, config_from_dict, read_yaml
 
 
 class SpaceError(ValueError):

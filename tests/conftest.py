@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from speccomp.config import ExperimentConfig, default_config_dir, load_config
+from speccomp.core.config import ExperimentConfig, default_config_dir, load_config
 
 TINY_OVERRIDES = [
     "physics.n_bins=128",

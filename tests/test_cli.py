@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from speccomp.cli import USER_ERROR, main
-from speccomp.figures import FIGURE_NAMES
-from speccomp.models import load_member
+from speccomp.core.models import load_member
+from speccomp.spectra.figures import FIGURE_NAMES
 from tests.conftest import TINY_OVERRIDES
 
 FIGURES = list(FIGURE_NAMES)  # the tutorial's names (checked against plots.md in test_figures)
@@ -156,7 +156,7 @@ def test_train_then_plot(capsys, tmp_path):
 
 
 def _regenerated_test_spectra(out) -> torch.Tensor:
-    from speccomp.data import generate_datasets
-    from speccomp.experiment import read_config
+    from speccomp.core.data import generate_datasets
+    from speccomp.core.experiment import read_config
 
     return generate_datasets(read_config(out / "config.yaml"), 9)["test"].spectra

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from speccomp.config import ConfigError, default_config_dir, load_config, parse_seed_list
+from speccomp.core.config import ConfigError, default_config_dir, load_config, parse_seed_list
 
 REPO = Path(__file__).resolve().parents[1]
 TUTORIAL_CONFIGS = REPO / "tests" / "data" / "tutorial_configs"  # copied unchanged from shared/reference

@@ -11,9 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from speccomp.config import default_config_dir, load_config
-from speccomp.data import generate_datasets
-from speccomp.figures import FIGURE_NAMES, draw_all, plot_mse_time_series, plot_mse_trajectory, plot_train_samples
+from speccomp.core.config import default_config_dir, load_config
+from speccomp.core.data import generate_datasets
+from speccomp.spectra.figures import (
+    FIGURE_NAMES,
+    draw_all,
+    plot_mse_time_series,
+    plot_mse_trajectory,
+    plot_train_samples,
+)
 
 SMALL = [
     "physics.n_bins=128",
@@ -198,7 +204,7 @@ def test_example_spectra_follow_the_generator(cfg, datasets):
 
 def test_figures_module_draws_without_pyplot_or_tracking():
     code = (
-        "import sys, speccomp.figures; "
+        "import sys, speccomp.spectra.figures; "
         "bad = [m for m in ('matplotlib.pyplot', 'mlflow', 'optuna') if m in sys.modules]; "
         "sys.exit(str(bad) if bad else 0)"
     )

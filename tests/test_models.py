@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from speccomp.config import ConfigError
-from speccomp.data import generate_datasets
-from speccomp.models import (
+from speccomp.core.config import ConfigError
+from speccomp.core.data import generate_datasets
+from speccomp.core.models import (
     MODEL_REGISTRY,
     EnsembleLinear,
     EnsembleModel,
@@ -22,8 +22,8 @@ from speccomp.models import (
     load_member,
     register_model,
 )
-from speccomp.seeding import torch_generator
-from speccomp.training import ListLogger, predict, train
+from speccomp.core.seeding import torch_generator
+from speccomp.core.training import ListLogger, predict, train
 from tests.conftest import tiny_config
 
 TINY_CNN = ["training.model_type=cnn", "training.cnn.channels=[4,8]", "training.cnn.kernel_sizes=[5,3]", "training.cnn.head_dim=16"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from speccomp.optim import FlatAdam
+from speccomp.core.optim import FlatAdam
 
 
 def _model(seed: int) -> nn.Module:

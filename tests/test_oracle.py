@@ -1,4 +1,4 @@
-"""The oracle fit (speccomp.oracle): exactness without noise, efficiency against the Cramér–Rao
+"""The oracle fit (speccomp.spectra.oracle): exactness without noise, efficiency against the Cramér–Rao
 bound with noise, determinism, refusal of bad input, and the two fitting modes."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speccomp.config import default_config_dir, load_config
-from speccomp.data import SplitData, generate_split
-from speccomp.oracle import (
+from speccomp.core.config import default_config_dir, load_config
+from speccomp.core.data import SplitData, generate_split
+from speccomp.spectra.oracle import (
     OracleFit,
     components_in_split,
     cramer_rao_bound,
@@ -16,7 +16,7 @@ from speccomp.oracle import (
     fit_oracle,
     oracle_component_mse,
 )
-from speccomp.physics import ForwardModel
+from speccomp.spectra.physics import ForwardModel
 
 N_BINS = 256
 N_TEST = 256
@@ -193,7 +193,7 @@ def test_bad_arguments_are_refused(setup, kwargs: dict, message: str) -> None:
 
 def test_jacobian_matches_autograd(setup) -> None:
     """The closed-form Jacobian (continuum normalisation included) equals autograd of the physics."""
-    from speccomp.oracle import _LogModel
+    from speccomp.spectra.oracle import _LogModel
 
     forward, _, tracked = setup
     temperature, abundances = _random_parameters(forward, 4, seed=3)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from speccomp.config import load_config
-from speccomp.data import generate_split
-from speccomp.physics import ForwardModel
+from speccomp.core.config import load_config
+from speccomp.core.data import generate_split
+from speccomp.spectra.physics import ForwardModel
 
 H, C, K = 6.626e-34, 3e8, 1.381e-23
 

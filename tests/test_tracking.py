@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from speccomp.config import default_config_dir
-from speccomp.data import generate_datasets
-from speccomp.figures import FIGURE_NAMES
-from speccomp.metrics import component_mse
-from speccomp.models import load_member
-from speccomp.training import checkpoint_steps
+from speccomp.core.config import default_config_dir
+from speccomp.core.data import generate_datasets
+from speccomp.core.metrics import component_mse
+from speccomp.core.models import load_member
+from speccomp.core.training import checkpoint_steps
+from speccomp.spectra.figures import FIGURE_NAMES
 from tests.conftest import TINY_OVERRIDES, tiny_config
 
 SEEDS = (1, 2)

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from speccomp.config import default_config_dir
-from speccomp.figures import FIGURE_NAMES
+from speccomp.core.config import default_config_dir
+from speccomp.spectra.figures import FIGURE_NAMES
 from tests.conftest import TINY_OVERRIDES
 from tests.test_tracking import REPO, SEEDS, all_runs, check_records, history, load_records
 

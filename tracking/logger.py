@@ -12,7 +12,7 @@ MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 class MlflowTrainingLogger:
-    """`speccomp.training.TrainingLogger` for MLflow: seed -> run id of that seed's child run."""
+    """`speccomp.core.training.TrainingLogger` for MLflow: seed -> run id of that seed's child run."""
 
     def __init__(self, client: MlflowClient, run_ids: dict[int, str], flush_every_s: float = FLUSH_EVERY_S):
         self.client = client

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from speccomp.cli import add_config_arguments, split_overrides
-from speccomp.config import SECTION_FILES, ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.core.config import SECTION_FILES, ConfigError, ExperimentConfig, load_config, parse_seed_list
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -149,7 +149,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
     import pandas as pd
     import yaml
 
-    from speccomp.experiment import CONFIG_FILE
+    from speccomp.core.experiment import CONFIG_FILE
     from tracking.pipeline import (
         aggregate_finals,
         flatten,

@@ -20,10 +20,10 @@ from mlflow import MlflowClient
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.entities import Metric, Param, RunTag
 
-from speccomp.config import ExperimentConfig
-from speccomp.data import SplitData
-from speccomp.experiment import PLOTS_DIR, PREDICTIONS_DIR, ExperimentResult, run_experiment
-from speccomp.training import SeedResult, TrainingLogger
+from speccomp.core.config import ExperimentConfig
+from speccomp.core.data import SplitData
+from speccomp.core.experiment import PLOTS_DIR, PREDICTIONS_DIR, ExperimentResult, run_experiment
+from speccomp.core.training import SeedResult, TrainingLogger
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speccomp.experiment import CONFIG_FILE, PREDICTIONS_DIR
+from speccomp.core.experiment import CONFIG_FILE, PREDICTIONS_DIR
 
 # No download progress bars in the middle of a table (the user may still turn them on).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -227,8 +227,8 @@ def redraw_from_mlflow(
     several data seeds, into `out_dir/data_seed-<d>/`). Returns figure name -> path (names are
     prefixed `data_seed-<d>/` with several data seeds). `floor` (label -> oracle MSE) defaults to
     the `oracle/mse/<label>` metrics the children of each data seed logged, when they have them."""
-    from speccomp.data import generate_datasets
-    from speccomp.experiment import draw_figures, read_config
+    from speccomp.core.data import generate_datasets
+    from speccomp.core.experiment import draw_figures, read_config
 
     client = _client(client)
     parent = _parent(client, parent_run_id)

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from speccomp.config import ConfigError
+from speccomp.core.config import ConfigError
 
 DEFAULT_DB = "mlflow.db"
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speccomp.config import TrainingConfig
+from speccomp.core.config import TrainingConfig
 
 LOG_FLOOR = 1e-6  # spectra are positive in expectation; rare noisy bins <= 0 are clamped before log
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from speccomp.data import SplitData
+from speccomp.core.data import SplitData
 
 
 def component_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

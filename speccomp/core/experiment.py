@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from speccomp.config import ExperimentConfig, config_from_dict
-from speccomp.data import SplitData, generate_datasets
-from speccomp.floor import physical_floor, with_efficiency
-from speccomp.training import TrainingLogger, TrainResult, train
+from speccomp.core.config import ExperimentConfig, config_from_dict
+from speccomp.core.data import SplitData, generate_datasets
+from speccomp.core.training import TrainingLogger, TrainResult, train
+from speccomp.spectra.floor import physical_floor, with_efficiency
 
 CONFIG_FILE = "config.yaml"
 TRAJECTORY_FILE = "trajectory_data.csv"
@@ -135,7 +135,7 @@ def draw_figures(
     plots_dir: Path,
     floor: dict[str, float] | None = None,
 ) -> dict[str, Path]:
-    from speccomp.figures import draw_all  # matplotlib is imported only when drawing
+    from speccomp.spectra.figures import draw_all  # matplotlib is imported only when drawing
 
     return draw_all(plots_dir, cfg.physics, datasets, trajectory, test_predictions, cfg.tracked_labels, floor=floor)
 

@@ -26,10 +26,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from speccomp.config import PhysicsConfig
-from speccomp.data import SplitData
-from speccomp.physics import ForwardModel
-from speccomp.seeding import numpy_generator
+from speccomp.core.config import PhysicsConfig
+from speccomp.core.data import SplitData
+from speccomp.core.seeding import numpy_generator
+from speccomp.spectra.physics import ForwardModel
 
 FIGURE_NAMES: tuple[str, ...] = (
     "spectral_lines.png",

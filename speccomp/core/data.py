@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speccomp.config import (
+from speccomp.core.config import (
     CombinationsDistribution,
     ConfigError,
     ExperimentConfig,
@@ -27,8 +27,8 @@ from speccomp.config import (
     SplitConfig,
     resolve_sampler,
 )
-from speccomp.physics import ForwardModel, add_noise_, fast_clean
-from speccomp.seeding import numpy_generator, torch_generator
+from speccomp.core.seeding import numpy_generator, torch_generator
+from speccomp.spectra.physics import ForwardModel, add_noise_, fast_clean
 
 
 @dataclass

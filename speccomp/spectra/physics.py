@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from speccomp.config import PhysicsConfig
+from speccomp.core.config import PhysicsConfig
 
 PLANCK_H = 6.626e-34  # J s  (the tutorial's constants, so that spectra match its code)
 SPEED_OF_LIGHT = 3e8  # m / s

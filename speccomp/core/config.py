@@ -355,7 +355,7 @@ class TrainingConfig(_Strict):
     """Where to train; `auto` takes a GPU when one exists."""
 
     model_type: str = "mlp"
-    """A registered model: `mlp`, `cnn`, `linear` or any added with `speccomp.models.register_model`."""
+    """A registered model: `mlp`, `cnn`, `linear` or any added with `speccomp.core.models.register_model`."""
     hidden_dims: list[Annotated[int, Field(gt=0, strict=True)]] = [128, 64]
     """Hidden layer widths of the MLP (ignored by `linear`; ints > 0)."""
     dropout_rate: float = Field(0.1, ge=0.0, lt=1.0)
@@ -389,7 +389,7 @@ class TrainingConfig(_Strict):
     @field_validator("model_type")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from speccomp.models import MODEL_REGISTRY  # late: models imports this module
+        from speccomp.core.models import MODEL_REGISTRY  # late: models imports this module
 
         if v not in MODEL_REGISTRY:
             raise ValueError(f"unknown model {v!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}")
@@ -536,7 +536,7 @@ def _preview(labels: list[str], n: int = 6) -> str:
 # --------------------------------------------------------------------------------------------
 def default_config_dir() -> Path:
     """The project's `configs/` folder (the tutorial's defaults plus the validation split)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    return Path(__file__).resolve().parents[2] / "configs"
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

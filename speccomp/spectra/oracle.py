@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from speccomp.config import CombinationsDistribution, SplitConfig
-from speccomp.physics import BOLTZMANN_K, PLANCK_H, SPEED_OF_LIGHT, ForwardModel
+from speccomp.core.config import CombinationsDistribution, SplitConfig
+from speccomp.spectra.physics import BOLTZMANN_K, PLANCK_H, SPEED_OF_LIGHT, ForwardModel
 
 Range = tuple[float, float]
 

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from speccomp.config import ExperimentConfig, TrainingConfig
-from speccomp.data import SplitData
-from speccomp.metrics import final_metrics, split_metrics
-from speccomp.models import EnsembleModel, Member, ModelSpec, build_model, checkpoint_payload, extract_member
-from speccomp.optim import FlatAdam
-from speccomp.seeding import torch_generator
+from speccomp.core.config import ExperimentConfig, TrainingConfig
+from speccomp.core.data import SplitData
+from speccomp.core.metrics import final_metrics, split_metrics
+from speccomp.core.models import EnsembleModel, Member, ModelSpec, build_model, checkpoint_payload, extract_member
+from speccomp.core.optim import FlatAdam
+from speccomp.core.seeding import torch_generator
 
 EVAL_CHUNK = 2048  # spectra per evaluation forward pass; bounds memory for large splits
 

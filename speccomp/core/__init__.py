@@ -1,0 +1,1 @@
+"""The shared core: config schema and loading, data splits, models, training loop, metrics."""

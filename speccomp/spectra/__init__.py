@@ -1,0 +1,1 @@
+"""The spectra domain: physics (forward model), the physics-aware oracle and floor, the tutorial figures."""
