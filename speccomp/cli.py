@@ -49,13 +49,24 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+NOT_GIVEN = ("", "none", "auto")
+"""Values of an optional MLflow parameter that mean "not given". MLproject defaults use the
+words (`mlflow run` records every parameter, and an empty one shows as `''` in the UI)."""
+
+
+def given(text: str | None) -> str:
+    """`text`, or "" when it is one of the `NOT_GIVEN` words."""
+    return "" if text is None or str(text).strip().lower() in NOT_GIVEN else str(text)
+
+
 def split_overrides(text: str) -> list[str]:
-    """Overrides given as one string (an MLflow parameter): space- or newline-separated KEY=VALUE."""
-    return [item for item in text.replace("\n", " ").split(" ") if item.strip()]
+    """Overrides given as one string (an MLflow parameter): space- or newline-separated KEY=VALUE
+    ("none" = no overrides)."""
+    return [item for item in given(text).replace("\n", " ").split(" ") if item.strip()]
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    return load_config(args.config_dir, args.set_overrides, presets=[p for p in args.presets if p])
+    return load_config(args.config_dir, args.set_overrides, presets=[p for p in args.presets if given(p)])
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

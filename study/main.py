@@ -27,6 +27,7 @@ SAMPLERS = ("random", "qmc", "tpe", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "wilcoxon")
 DEFAULT_SPACE = "configs/spaces/quick.yaml"
 STORAGE_ENV = "SPECCOMP_STORAGE"
+DEFAULT_EXPERIMENT = "speccomp"  # the main runs' experiment: studies and main runs compare side by side
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,14 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", default="42", help="data seed of every trial (default 42)")
     p.add_argument("--objective", default="test_mse", help="test_mse (default), gap, or pareto")
     p.add_argument("--sampler", default="random", help=f"one of {', '.join(SAMPLERS)} (default random)")
-    p.add_argument("--sampler-seed", default="0", help="seed of the sampler (default 0)")
+    p.add_argument("--sampler-seed", default="auto", help="seed of the sampler: an integer, or auto (the default): "
+                   "derived from the study name, so that studies of other names draw other trials")
     p.add_argument("--pruner", default="none", help=f"one of {', '.join(PRUNERS)} (default none)")
     p.add_argument("--workers", default="1", help="worker processes on this machine (default 1)")
     p.add_argument("--threads", default="", help="torch threads of each worker process (default: with several "
                    "workers, this machine's cores divided among them; with one, torch's default)")
     add_config_arguments(p)
     p.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides applied to every trial")
-    p.add_argument("--experiment-name", default=None, help="MLflow experiment (default 'speccomp-studies')")
+    p.add_argument("--experiment-name", default=None, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT!r}, "
+                   "or MLFLOW_EXPERIMENT_NAME, or the one `mlflow run` chose)")
     p.add_argument("--log-models", action="store_true", help="log every seed's final model the MLflow way")
     p.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)  # set for spawned workers
     p.add_argument("--no-report", action="store_true", help="skip the sensitivity report (workers spawned by --workers)")
@@ -85,7 +88,7 @@ def _int(text: str, name: str, minimum: int) -> int:
 
 def _validate(args: argparse.Namespace):
     """Everything checked before any run or trial exists. Returns what the study needs."""
-    from speccomp.cli import split_overrides
+    from speccomp.cli import given, split_overrides
     from speccomp.core.config import ConfigError, load_config, parse_seed_list
     from study.objective import MEASURES, configure_trial_size
     from study.space import load_space
@@ -100,17 +103,18 @@ def _validate(args: argparse.Namespace):
         raise ConfigError("pruner: Optuna cannot prune two-objective (pareto) studies; use --pruner none")
     settings = Settings(
         n_trials=_int(args.n_trials, "n_trials", 1),
-        total_trials=_int(args.total_trials, "total_trials", 1) if str(args.total_trials).strip() else None,
+        total_trials=_int(args.total_trials, "total_trials", 1) if given(args.total_trials).strip() else None,
         seeds=parse_seed_list(args.seeds, "seeds"),
         data_seed=parse_seed_list(args.data_seed, "data_seed")[0],
         workers=_int(args.workers, "workers", 1),
-        sampler_seed=_int(args.sampler_seed, "sampler_seed", 0),
+        sampler_seed=(_int(args.sampler_seed, "sampler_seed", 0) if given(args.sampler_seed).strip()
+                      else name_seed(args.study_name)),
         threads=_int(args.threads, "threads", 1) if str(args.threads).strip() else None,
     )
     if args.pruner != "none" and len(settings.seeds) < 2:
         raise ConfigError("pruner: needs at least two seeds (results after the first seed decide); give --seeds a,b,...")
     overrides = configure_trial_size([*args.set_overrides, *split_overrides(args.overrides)])
-    base = load_config(args.config_dir or None, overrides, presets=[p for p in args.presets if p])
+    base = load_config(args.config_dir or None, overrides, presets=[p for p in args.presets if given(p)])
     space = load_space(_space_path(args.space), base)
     return settings, base, space, overrides
 
@@ -123,6 +127,15 @@ def _space_path(text: str) -> Path:
     if str(text) == DEFAULT_SPACE and not path.exists():
         return default_config_dir() / "spaces" / path.name
     return path
+
+
+def name_seed(study_name: str) -> int:
+    """The sampler seed of a study whose seed is not pinned: derived from its name (stable across
+    processes and machines, so every worker of one study agrees), so that two studies of other
+    names draw other trials."""
+    from speccomp.core.seeding import derive_seed
+
+    return derive_seed(0, "sampler", study_name) % 2**31
 
 
 def make_sampler(name: str, seed: int, n_objectives: int):
@@ -179,7 +192,9 @@ def make_pruner(name: str, n_seeds: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.storage = args.storage or os.environ.get(STORAGE_ENV, "")  # `--storage=` (MLproject's empty default)
+    from speccomp.cli import given
+
+    args.storage = given(args.storage) or os.environ.get(STORAGE_ENV, "")  # `--storage=auto` (MLproject's default)
     import tracking  # noqa: F401  (MLflow environment first)
     from speccomp.core.config import ConfigError
     from study.space import SpaceError
@@ -261,9 +276,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     import optuna
 
     from study.objective import Objective, directions
+    from study.records import StudyProgress, link_study, record_study
     from study.report import build_report
-    from tracking import store
-    from tracking.pipeline import flatten, log_params, set_tags
+    from tracking import store, ui
+    from tracking.pipeline import log_params, set_tags
     from tracking.runs import RunTracker, guarded
 
     settings.threads = _set_threads(settings)
@@ -274,8 +290,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     if parent_given or attached:
         experiment_id = client.get_run(parent_given or attached).info.experiment_id
     else:
-        name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "speccomp-studies"
+        name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         experiment_id = store.experiment_id(client, name)
+    if not parent_given:
+        ui.prepare_experiment(client, experiment_id)
     tracker = RunTracker(client, experiment_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -290,17 +308,17 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         if parent_given:
             parent = parent_given  # a spawned worker: the launcher owns the study run
         else:
-            parent = tracker.adopt(attached) if attached else tracker.start(
-                f"study-{args.study_name}-{socket.gethostname()}-{os.getpid()}")
+            parent = tracker.adopt(attached) if attached else tracker.start(args.study_name)
+            if attached:
+                ui.rename_run(client, parent, args.study_name)  # not `mlflow run`'s random name
             set_tags(client, parent, {
                 "speccomp.role": "study", "optuna.study_name": args.study_name, "optuna.storage": storage_text,
                 "objective": args.objective, "sampler": args.sampler, "pruner": args.pruner,
-                "space": str(args.space), "seeds": ",".join(map(str, settings.seeds)),
+                "space": str(args.space), "seeds": ",".join(map(str, settings.seeds)), "host": socket.gethostname(),
             })
-            log_params(client, parent, {f"space.{p.name}": str(p.distribution) for p in space.params}
-                       | {"study.objective": args.objective, "study.sampler": args.sampler, "study.pruner": args.pruner,
-                          "study.n_trials": str(settings.n_trials), "study.workers": str(settings.workers)}
-                       | {f"base.{k}": v for k, v in flatten(base.to_dict()).items()})
+            log_params(client, parent, _study_params(args, settings, space, base))
+            link_study(study, args.objective, experiment_id, client.get_experiment(experiment_id).name, parent,
+                       store.ui_command(uri))
         budget = settings.total_trials
         if settings.workers > 1 and budget is None:  # the invocation's n_trials, shared by its workers
             budget = _alive(study) + settings.n_trials
@@ -313,7 +331,8 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             )
             started = time.perf_counter()
             try:
-                ran = run_worker(study, objective, settings.n_trials, budget)
+                ran = run_worker(study, objective, settings.n_trials, budget,
+                                 callbacks=[StudyProgress(client, parent)])
             finally:
                 for proc in helpers:
                     proc.wait()
@@ -321,10 +340,13 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             if helpers and any(p.returncode != 0 for p in helpers):
                 print(f"warning: {sum(p.returncode != 0 for p in helpers)} worker(s) exited with an error",
                       file=sys.stderr)
+            report = None
             if not args.no_report and not parent_given:
                 report = build_report(study, Path(tmp) / "report")
                 client.log_artifacts(parent, str(report.folder), "report")
                 print(report.text)
+            if not parent_given:
+                record_study(client, parent, study, args.objective, report)
         if not parent_given:
             tracker.finish(parent)
     print(f"\n{ran} trial(s) run here in {elapsed:.1f} s; study {args.study_name!r} in {storage_text}")
@@ -355,7 +377,20 @@ def _alive(study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def run_worker(study, objective, n_trials: int, budget: int | None) -> int:
+def _study_params(args, settings: Settings, space, base) -> dict[str, str]:
+    """The study run's params: its settings, the space's distributions, and the base config's
+    params that no search dimension varies (names as in the main runs, so the columns line up)."""
+    from tracking.ui import run_params
+
+    varied = {p.name for p in space.params}
+    return ({"study.objective": args.objective, "study.sampler": args.sampler,
+             "study.sampler_seed": str(settings.sampler_seed), "study.pruner": args.pruner,
+             "study.n_trials": str(settings.n_trials), "study.workers": str(settings.workers)}
+            | {f"space.{p.name}": str(p.distribution) for p in space.params}
+            | {k: v for k, v in run_params(base).items() if k not in varied})
+
+
+def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=()) -> int:
     """Run up to `n_trials` trials, stopping early when the study holds `budget` trials."""
     from study.objective import SurplusTrial
 
@@ -364,7 +399,8 @@ def run_worker(study, objective, n_trials: int, budget: int | None) -> int:
         if budget is not None and _alive(study) >= budget:
             break
         try:
-            study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError, ArithmeticError))
+            study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError, ArithmeticError),
+                           callbacks=list(callbacks))
         except SurplusTrial:
             break  # another worker filled the budget between our check and our trial
         ran += 1

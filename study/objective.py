@@ -19,10 +19,10 @@ import pandas as pd
 
 from speccomp.core.config import ExperimentConfig, config_from_dict
 from speccomp.core.data import generate_datasets
+from study.records import compact_seeds, trial_description
 from study.space import SearchSpace
 from tracking.pipeline import (
     aggregate_finals,
-    flatten,
     log_mean_curves,
     log_metric_dict,
     log_params,
@@ -31,6 +31,7 @@ from tracking.pipeline import (
     set_tags,
 )
 from tracking.runs import RunTracker
+from tracking.ui import for_mlflow, run_params, set_description
 
 MEASURES = {
     "test_mse": "mean test MSE of the tracked components (minimise)",
@@ -106,7 +107,7 @@ class Objective:
             },
         )
         trial.set_user_attr("mlflow_run_id", run_id)
-        params = flatten(cfg.to_dict())
+        params = run_params(cfg)
         log_params(client, run_id, {**params, **{f"trial.{k}": str(v) for k, v in values.items()}})
         work = self.work_root / f"trial-{trial.number}"
         try:
@@ -177,9 +178,11 @@ class Objective:
         # the finals at the last step, where the mean curves leave room for them (one value a step)
         last_step = int(trajectory["step"].max())
         finals = aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1))
-        log_metric_dict(client, run_id, finals, step=last_step)
-        log_mean_curves(client, run_id, trajectory, skip_step=last_step)
-        trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
+        tracked = list(summary.filter(like="test/mse/").columns.str.removeprefix("test/mse/"))
+        log_metric_dict(client, run_id, for_mlflow(finals, tracked), step=last_step)
+        log_mean_curves(client, run_id, trajectory, skip_step=last_step, tracked=tracked)
+        set_description(client, run_id, trial_description(trial, trial.study.study_name, summary, tracked))
+        trial.set_user_attr("seeds", compact_seeds(per_seed))
         for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked", "oracle/mse/tracked",
                     "oracle/efficiency/tracked"):
             values = measures[key].dropna()

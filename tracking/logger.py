@@ -7,22 +7,30 @@ import time
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from tracking.ui import for_mlflow
+
 FLUSH_EVERY_S = 2.0  # curves stay live in the UI without one request per value
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 class MlflowTrainingLogger:
-    """`speccomp.core.training.TrainingLogger` for MLflow: seed -> run id of that seed's child run."""
+    """`speccomp.core.training.TrainingLogger` for MLflow: seed -> run id of that seed's child run.
+    With `tracked` (the tracked labels), every per-component metric is also logged under its
+    role name (`first/test/mse` beside `test/mse/comp10`, see `tracking.ui.for_mlflow`)."""
 
-    def __init__(self, client: MlflowClient, run_ids: dict[int, str], flush_every_s: float = FLUSH_EVERY_S):
+    def __init__(self, client: MlflowClient, run_ids: dict[int, str], flush_every_s: float = FLUSH_EVERY_S,
+                 tracked: tuple[str, ...] = ()):
         self.client = client
         self.run_ids = run_ids
+        self.tracked = tuple(tracked)
         self.flush_every_s = flush_every_s
         self._pending: dict[int, list[Metric]] = {seed: [] for seed in run_ids}
         self._last_flush = time.monotonic()
 
     def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
         now_ms = int(time.time() * 1000)
+        if self.tracked:
+            metrics = for_mlflow(metrics, self.tracked)
         self._pending[seed].extend(Metric(k, float(v), now_ms, step) for k, v in metrics.items())
 
     def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:

@@ -15,10 +15,9 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from speccomp.cli import add_config_arguments, split_overrides
+from speccomp.cli import add_config_arguments, given, split_overrides
 from speccomp.core.config import SECTION_FILES, ConfigError, ExperimentConfig, load_config, parse_seed_list
 
 USER_ERROR = 2
@@ -65,15 +64,15 @@ class _Inputs:
         config_dir = args.config_dir or None
         if config_dir is not None:
             _check_config_dir(Path(config_dir))
-        presets = [p for p in getattr(args, "presets", []) if p]
-        self.cfg: ExperimentConfig = load_config(config_dir, overrides, presets=presets)
+        self.presets = [p for p in getattr(args, "presets", []) if given(p)]
+        self.cfg: ExperimentConfig = load_config(config_dir, overrides, presets=self.presets)
 
 
 def _threads(text: str) -> int | None:
-    if not str(text).strip():
+    if not given(text).strip():
         return None
     if not str(text).strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty for torch's default)")
+        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or auto for torch's default)")
     return int(text)
 
 
@@ -95,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     # (the `tracking` package, imported with this module, has set the MLflow environment already)
     from mlflow import MlflowClient
 
-    from tracking import store
+    from tracking import store, ui
     from tracking.runs import RunTracker, Terminated, guarded, record_error
 
     uri = store.configure()
@@ -122,14 +121,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         experiment_id = store.experiment_id(client, name)
+    ui.prepare_experiment(client, experiment_id)
     tracker = RunTracker(client, experiment_id)
+    run_name = args.run_name or ui.main_run_name(inputs.seeds, inputs.data_seeds, inputs.presets)
     parent = None
     try:
         with guarded(tracker):
             if attached:
                 parent = tracker.adopt(attached)
+                ui.rename_run(client, parent, run_name)  # not `mlflow run`'s random name
             else:
-                parent = tracker.start(args.run_name or f"main-{time.strftime('%Y%m%d-%H%M%S')}")
+                parent = tracker.start(run_name)
             if args.work_dir:
                 summary = _run_all(tracker, parent, inputs, Path(args.work_dir), args)
             else:
@@ -150,9 +152,9 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
     import yaml
 
     from speccomp.core.experiment import CONFIG_FILE
+    from tracking import ui
     from tracking.pipeline import (
         aggregate_finals,
-        flatten,
         log_dataset_inputs,
         log_mean_curves,
         log_metric_dict,
@@ -164,7 +166,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
 
     client = tracker.client
     cfg = inputs.cfg
-    params = flatten(cfg.to_dict())
+    params = ui.run_params(cfg)
     # The resolved config goes up first, so that a run stopped early still says what it was.
     client.log_text(parent, yaml.safe_dump(cfg.to_dict(), sort_keys=False), CONFIG_FILE)
     set_tags(client, parent, {
@@ -194,8 +196,11 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
     summary = pd.concat(summaries, ignore_index=True)
     last_step = tracked.experiment.result.total_steps
     # Final means and stds at the last step; the mean curves supply every earlier step.
-    log_metric_dict(client, parent, aggregate_finals(summary), step=last_step)
-    log_mean_curves(client, parent, pd.concat(trajectories, ignore_index=True), skip_step=last_step)
+    log_metric_dict(client, parent, ui.for_mlflow(aggregate_finals(summary), cfg.tracked_labels), step=last_step)
+    log_mean_curves(client, parent, pd.concat(trajectories, ignore_index=True), skip_step=last_step,
+                    tracked=cfg.tracked_labels)
+    ui.set_description(client, parent, ui.main_description(inputs.seeds, inputs.data_seeds, inputs.presets, cfg,
+                                                           summary))
     return summary
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from speccomp.core.experiment import PLOTS_DIR, PREDICTIONS_DIR, ExperimentResul
 from speccomp.core.training import SeedResult, TrainingLogger
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
+from tracking.ui import role_alias, role_names, seed_description, set_description
 
 MAX_PARAMS_PER_BATCH = 100
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
@@ -118,7 +119,7 @@ def run_tracked_experiment(
             tags={"seed": str(seed), "data_seed": str(data_seed), "speccomp.role": "seed", **(tags or {})},
         )
         log_params(client, child_ids[seed], {**params, "seed": str(seed), "data_seed": str(data_seed)})
-    mlflow_logger = MlflowTrainingLogger(client, child_ids)
+    mlflow_logger = MlflowTrainingLogger(client, child_ids, tracked=tuple(cfg.tracked_labels))
     try:
         exp = run_experiment(
             cfg, data_seed, seeds, work_dir, logger=_Tee(mlflow_logger, extra_logger),
@@ -139,6 +140,7 @@ def run_tracked_experiment(
         client.log_artifact(run_id, str(work_dir / PREDICTIONS_DIR / f"test_seed-{r.seed}.npy"), PREDICTIONS_DIR)
         if log_models:
             log_final_model(run_id, r, exp.datasets["train"], step=exp.result.total_steps, client=client)
+        set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, cfg.tracked_labels))
         tracker.finish(run_id)
     return TrackedExperiment(exp, child_ids)
 
@@ -180,8 +182,8 @@ def log_final_model(
     step: int = 0,
     client: MlflowClient | None = None,
 ) -> str:
-    """The final model the MLflow way (`mlflow.pytorch`, an MLflow 3 logged model named "model"),
-    with its input/output signature; returns its model id. `step` (the last optimiser step) links
+    """The final model the MLflow way (`mlflow.pytorch`, an MLflow 3 logged model named
+    `seed-<seed>`), with its input/output signature; returns its model id. `step` (the last optimiser step) links
     the run's final metrics to the model."""
     import mlflow
     import mlflow.pytorch
@@ -193,7 +195,7 @@ def log_final_model(
     # model under the fluent "current" experiment (Default, id 0, outside `mlflow run`).
     model = client.create_logged_model(
         experiment_id=run.info.experiment_id,
-        name="model",
+        name=f"seed-{result.seed}",
         source_run_id=run_id,
         params=dict(run.data.params),
         tags={"seed": str(result.seed), "data_seed": str(result.data_seed)},
@@ -202,7 +204,7 @@ def log_final_model(
     signature = infer_signature(np.zeros((1, n_bins), np.float32), np.zeros((1, n_out), np.float32))
     mlflow.pytorch.log_model(
         result.model,
-        name="model",
+        name=f"seed-{result.seed}",
         signature=signature,
         input_example=train.spectra[:2].numpy(),  # the pt2 format traces forward() on it
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
@@ -227,7 +229,8 @@ def aggregate_finals(children: pd.DataFrame) -> dict[str, float]:
 
 
 def log_mean_curves(
-    client: MlflowClient, run_id: str, trajectory: pd.DataFrame, skip_step: int | None = None
+    client: MlflowClient, run_id: str, trajectory: pd.DataFrame, skip_step: int | None = None,
+    tracked: Sequence[str] = (),
 ) -> None:
     """The parent's own curves: the across-seed mean of each checkpoint metric at each step.
     `skip_step` (the last step, where `aggregate_finals` logs the same means) is left out, so that
@@ -239,11 +242,14 @@ def log_mean_curves(
     if skip_step is not None:
         mean = mean.drop(index=skip_step, errors="ignore")
     now = int(time.time() * 1000)
+    roles = role_names(tracked)  # the role-named curves too (`first/test/mse`)
+    names = {col: [name, *filter(None, [role_alias(name, roles)])] for col, name in cols.items()}
     metrics = [
-        Metric(name, float(v), now, int(step))
+        Metric(alias, float(v), now, int(step))
         for step, row in mean.iterrows()
-        for col, name in cols.items()
+        for col in cols
         if not math.isnan(v := row[col])
+        for alias in names[col]
     ]
     for start in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[start : start + 1000])

@@ -1,0 +1,349 @@
+"""What the MLflow UI shows first: the experiment's kind, run names and descriptions, role-named
+metrics, a compact parameter set, and the saved runs-table view.
+
+The UI reads a few reserved tags: `mlflow.experimentKind` on the experiment (which mode the
+experiment page opens in: model training, not GenAI), `mlflow.note.content` on a run (its
+description, rendered as markdown on the run page) and `mlflow.sharedViewState.<id>` on the
+experiment (a saved runs-table view: chosen columns, order, chart layout).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from mlflow import MlflowClient
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"  # the UI's "model training" kind (vs "genai_development")
+NOTE_TAG = "mlflow.note.content"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_ID = "speccomp-headline"
+ROLES = ("first", "second")
+"""Role names of the tracked components, in `analysis.tracked` order: `first/test/mse` is the
+test MSE of whichever component comes first, so runs of different pairs share columns."""
+NOISE_RTOL = 1e-9
+"""A standard deviation below this fraction of its mean is rounding noise of equal values."""
+
+
+# ------------------------------------------------------------------------------------------------
+# experiment
+# ------------------------------------------------------------------------------------------------
+def prepare_experiment(client: MlflowClient, experiment_id: str) -> None:
+    """Mark the experiment as model training (unless its owner chose another kind) and save the
+    headline runs-table view on it (refreshed, so that it follows the project's metric names)."""
+    exp = client.get_experiment(experiment_id)
+    if not exp.tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    view = saved_view()
+    if exp.tags.get(VIEW_TAG_PREFIX + VIEW_ID) is None or _view_state(exp.tags[VIEW_TAG_PREFIX + VIEW_ID]) != \
+            _view_state(view):
+        client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + VIEW_ID, view)
+
+
+HEADLINE_COLUMNS = (
+    ("tags", "speccomp.role"),
+    ("tags", "tracked"),
+    ("params", "training.model_type"),
+    ("params", "training.input_transform"),
+    ("metrics", "first/test/mse"),
+    ("metrics", "second/test/mse"),
+    ("metrics", "first/transfer"),
+    ("metrics", "second/transfer"),
+    ("metrics", "first/gap"),
+    ("metrics", "second/gap"),
+    ("metrics", "first/oracle/efficiency"),
+    ("metrics", "second/oracle/efficiency"),
+    ("metrics", "study/best_value"),
+    ("metrics", "study/n_complete"),
+)
+"""The runs-table columns of the saved view (and the README's recommended set)."""
+
+
+def column_key(kind: str, name: str) -> str:
+    """The UI's column id: ``metrics.`first/test/mse```."""
+    return f"{kind}.`{name}`"
+
+
+def saved_view(created_ms: int | None = None) -> str:
+    """The saved view's tag value: the UI's envelope {name, createdAt, updatedAt, state} with the
+    runs-table state (selected columns, newest first, charts of the headline metrics on a log
+    axis) as a JSON string."""
+    created_ms = created_ms or 0
+    charts = [_line_chart(f"{role}/test/mse", log=True) for role in ROLES] + [
+        _bar_chart(f"{role}/{name}") for name in ("transfer", "gap") for role in ROLES]
+    state = {
+        "selectedColumns": [column_key("attributes", "Source"), *(column_key(k, n) for k, n in HEADLINE_COLUMNS)],
+        "orderByKey": column_key("attributes", "start_time"),
+        "orderByAsc": False,
+        "compareRunCharts": charts,
+        "compareRunSections": [{"uuid": "speccomp-headline", "name": "headline", "display": True,
+                                "isReordered": False}],
+        "hideEmptyCharts": True,
+    }
+    envelope = {"name": "speccomp: headline", "createdAt": created_ms, "updatedAt": created_ms,
+                "state": json.dumps(state, separators=(",", ":"))}
+    return json.dumps(envelope, separators=(",", ":"))
+
+
+def _view_state(tag_value: str) -> Any:
+    try:
+        return json.loads(json.loads(tag_value)["state"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _line_chart(metric: str, log: bool) -> dict:
+    return {"uuid": f"speccomp-{metric}", "type": "LINE", "metricSectionId": "speccomp-headline",
+            "metricKey": metric, "selectedMetricKeys": [metric], "xAxisKey": "step", "scaleType": "log" if log else
+            "linear", "xAxisScaleType": "linear", "lineSmoothness": 0, "deleted": False, "isGenerated": False,
+            "range": {"xMin": None, "xMax": None, "yMin": None, "yMax": None}, "runsCountToCompare": 10}
+
+
+def _bar_chart(metric: str) -> dict:
+    return {"uuid": f"speccomp-{metric}", "type": "BAR", "metricSectionId": "speccomp-headline",
+            "metricKey": metric, "deleted": False, "isGenerated": False}
+
+
+def view_url(base_url: str, experiment_id: str) -> str:
+    """The runs table of `experiment_id` opened on the saved headline view."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}"
+
+
+# ------------------------------------------------------------------------------------------------
+# params
+# ------------------------------------------------------------------------------------------------
+DEAD_PARAMS = ("training.seed", "training.num_workers")
+"""Config fields that change nothing in a tracked run: training seeds come from `seeds` (the
+`seed` param of each seed run), and data loading has no workers."""
+
+
+def run_params(cfg) -> dict[str, str]:
+    """The config as a run's params, only what is in use: no unset (`None`) values, no dead
+    fields, CNN settings only for a CNN, the checkpoint spacing in use, each split's combinations
+    as one param, and of the 20-line physics table the tracked components' lines plus a digest
+    of the whole (the full config is the run's `config.yaml`)."""
+    import hashlib
+    import re
+
+    from tracking.pipeline import flatten
+
+    tree = cfg.to_dict()
+    lines = tree.get("physics", {}).pop("lines", [])
+    flat = {k: v for k, v in flatten(tree).items() if v != "None" and k not in DEAD_PARAMS}
+    t = cfg.training
+    if t.model_type != "cnn":
+        flat = {k: v for k, v in flat.items() if not k.startswith("training.cnn.")}
+    unused = "training.checkpoint_every_n_step" if t.checkpoint_by == "ratio" else "training.checkpoint_ratio"
+    flat.pop(unused, None)
+    combos: dict[str, list[str]] = {}
+    out: dict[str, str] = {}
+    pattern = re.compile(r"(.*)\.distribution\.combinations\.(\d+)\.(weight|components)$")
+    for key, value in flat.items():
+        m = pattern.match(key)
+        if m is None:
+            out[key] = value
+        elif m[3] == "components":
+            weight = flat[f"{m[1]}.distribution.combinations.{m[2]}.weight"]
+            combos.setdefault(f"{m[1]}.combinations", []).append(f"{value.replace(chr(39), '')} x{weight}")
+    out.update({k: "; ".join(v) for k, v in combos.items()})
+    if lines:
+        by_label = {line["label"]: line for line in lines}
+        for label in cfg.tracked_labels:
+            if label in by_label:
+                line = by_label[label]
+                out[f"physics.line.{label}"] = (f"center {line['center']} nm, width {line['width']} nm, "
+                                                f"strength {line['strength']}")
+        out["physics.lines.sha256"] = hashlib.sha256(json.dumps(lines, sort_keys=True).encode()).hexdigest()[:12]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# run names and descriptions
+# ------------------------------------------------------------------------------------------------
+def main_run_name(seeds: Sequence[int], data_seeds: Sequence[int], presets: Sequence[str]) -> str:
+    """`main 123-125` / `main loglinear 1,5,9 data 42,43`: what was run, readable in a list."""
+    parts = ["main", *[_preset_name(p) for p in presets if p], f"seeds {_seed_text(seeds)}"]
+    if list(data_seeds) != [42]:
+        parts.append(f"data {_seed_text(data_seeds)}")
+    return " ".join(parts)
+
+
+def _preset_name(preset: str) -> str:
+    from pathlib import PurePath
+
+    return PurePath(preset).stem
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def rename_run(client: MlflowClient, run_id: str, name: str) -> None:
+    client.update_run(run_id, name=name)
+
+
+def set_description(client: MlflowClient, run_id: str, markdown: str) -> None:
+    client.set_tag(run_id, NOTE_TAG, markdown[:5000])
+
+
+def role_names(tracked: Sequence[str]) -> dict[str, str]:
+    """label -> role (`first`, `second`) for the first two tracked components."""
+    return dict(zip(tracked, ROLES, strict=False))
+
+
+def with_roles(metrics: Mapping[str, float], tracked: Sequence[str]) -> dict[str, float]:
+    """`metrics` plus a role-named copy of every per-component metric: `test/mse/comp10` ->
+    `first/test/mse`, `std/gap/comp4` -> `std/second/gap`."""
+    roles = role_names(tracked)
+    out = dict(metrics)
+    for key, value in metrics.items():
+        alias = role_alias(key, roles)
+        if alias is not None:
+            out.setdefault(alias, value)
+    return out
+
+
+def role_alias(key: str, roles: Mapping[str, str]) -> str | None:
+    head, _, label = key.rpartition("/")
+    if not head or label not in roles:
+        return None
+    if head.startswith("std/"):
+        return f"std/{roles[label]}/{head.removeprefix('std/')}"
+    return f"{roles[label]}/{head}"
+
+
+TABLE_ONLY = ("baseline/",)
+"""Final values that are the same for every seed of a data seed (the no-skill baseline): shown in
+the run's description table and `summary.csv`, not as one-dot metric charts."""
+
+
+def for_mlflow(metrics: Mapping[str, float], tracked: Sequence[str]) -> dict[str, float]:
+    """What a run logs of `metrics`: without the table-only values, std noise set to 0, and with
+    the role-named copies of the per-component metrics."""
+    kept = {k: v for k, v in metrics.items() if not k.startswith(TABLE_ONLY) and not k.startswith(
+        tuple(f"std/{p}" for p in TABLE_ONLY))}
+    return with_roles(tidy_std(kept), tracked)
+
+
+def tidy_std(finals: Mapping[str, float]) -> dict[str, float]:
+    """`std/<name>` set to 0 where it is rounding noise of equal values (e.g. 8.3e-21 for the
+    oracle MSE that every seed of one data seed shares)."""
+    out = dict(finals)
+    for key, value in finals.items():
+        if key.startswith("std/"):
+            mean = finals.get(key.removeprefix("std/"))
+            if mean is not None and math.isfinite(value) and abs(value) <= NOISE_RTOL * abs(mean):
+                out[key] = 0.0
+    return out
+
+
+HEADLINE = (  # (column title, metric head, significant digits); a column shows when a component has it
+    ("test MSE", "test/mse", 3),
+    ("in-dist. skill", "skill/val", 3),
+    ("transfer", "transfer", 3),
+    ("gap", "gap", 3),
+    ("floor (oracle MSE)", "oracle/mse", 2),
+    ("efficiency", "oracle/efficiency", 2),
+)
+
+
+def headline_table(mean: Mapping[str, float], tracked: Sequence[str], std: Mapping[str, float] | None = None,
+                   n: int | None = None) -> str:
+    """Markdown table, one row per tracked component: the headline measures as `mean ± std`
+    (over `n` seeds) or as single values when `std` is None."""
+    roles = role_names(tracked)
+    columns = [(title, head, digits) for title, head, digits in HEADLINE
+               if any(_finite(mean.get(f"{head}/{label}")) for label in tracked)]
+    header = ["component", *(title for title, _, _ in columns)]
+    rows = []
+    for label in tracked:
+        cells = [f"{label} ({roles[label]})" if label in roles else label]
+        for _, head, digits in columns:
+            key = f"{head}/{label}"
+            value = mean.get(key)
+            if not _finite(value):
+                cells.append("—")
+                continue
+            spread = None if std is None else std.get(f"std/{key}")
+            shown = _finite(spread) and float(spread) != 0  # the floor is the same for every seed
+            cells.append(_number(value, digits) + (f" ± {_number(spread, 2)}" if shown else ""))
+        rows.append(cells)
+    table = markdown_rows(header, rows)
+    if std is not None and n:
+        table += f"\n\nmean ± std over {n} seed{'s' if n != 1 else ''}"
+    return table
+
+
+def seed_description(seed: int, data_seed: int, final: Mapping[str, float], tracked: Sequence[str]) -> str:
+    """A seed run's description: its headline table and the no-skill baseline."""
+    lines = [f"**seed {seed}** · data seed {data_seed}", "", headline_table(final, tracked)]
+    return "\n".join([*lines, *_baseline_lines(final, tracked)])
+
+
+def summary_description(title: str, summary, tracked: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """A parent's (main invocation's or trial's) description: `title`, the headline table as mean
+    ± std over the seeds of `summary` (one row per seed, final metrics as columns), `extra` lines."""
+    import pandas as pd
+
+    numeric = summary.drop(columns=[c for c in ("seed", "data_seed") if c in summary]).apply(
+        pd.to_numeric, errors="coerce")
+    mean = numeric.mean().to_dict()
+    n = len(summary)
+    std = tidy_std({**mean, **{f"std/{k}": (v if n > 1 else math.nan)
+                               for k, v in numeric.std(ddof=1).to_dict().items()}}) if n > 1 else None
+    lines = [title, "", headline_table(mean, tracked, std, n), *_baseline_lines(mean, tracked), *extra]
+    return "\n".join(lines)
+
+
+def main_description(seeds: Sequence[int], data_seeds: Sequence[int], presets: Sequence[str], cfg, summary) -> str:
+    """The description of a `main` invocation's parent run."""
+    t = cfg.training
+    title = (f"**main** · seeds {', '.join(map(str, seeds))} · data seed{'s' if len(data_seeds) > 1 else ''} "
+             f"{', '.join(map(str, data_seeds))} · preset {', '.join(_preset_name(p) for p in presets) or 'none'} · "
+             f"model {t.model_type} (input {t.input_transform}), {t.epochs} epochs")
+    extra = ["", "Figures under `plots/`, per-seed values in `summary.csv`, curves in the child runs "
+             "(one per seed) and as across-seed means here; `std/<name>` = across-seed std."]
+    return summary_description(title, summary, cfg.tracked_labels, extra)
+
+
+def _baseline_lines(values: Mapping[str, float], tracked: Sequence[str]) -> list[str]:
+    found = [(label, values.get(f"baseline/test/mse/{label}")) for label in tracked]
+    found = [(label, v) for label, v in found if _finite(v)]
+    if not found:
+        return []
+    return ["", "No-skill baseline (predicting the training mean), test MSE: "
+            + ", ".join(f"{label} {_number(v, 2)}" for label, v in found) + "."]
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _number(value: float, digits: int) -> str:
+    """`digits` significant digits (0 as "0")."""
+    value = float(value)
+    return "0" if value == 0 else f"{value:.{digits}g}"
+
+
+def markdown_rows(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table (pipes in cells escaped)."""
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
