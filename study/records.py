@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 
 import optuna
@@ -43,7 +44,9 @@ def link_study(study: optuna.Study, measure: str, experiment_id: str, experiment
     shows them on the study page)."""
     names = objective_names(measure, len(study.directions))
     if study.metric_names != names:
-        study.set_metric_names(names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
     attrs = {"mlflow_experiment": f"{experiment_name} (id {experiment_id})", "mlflow_study_run_id": run_id,
              "mlflow_ui": ui_hint}
     for key, value in attrs.items():

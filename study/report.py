@@ -7,10 +7,13 @@ Written to a folder (and logged to the study's MLflow run by `study.main`):
     marginal.csv      per parameter and value (or value bin): trials, mean gap, its across-seed
                       spread, mean objective, mean efficiency against the physical floor
                       (oracle MSE ÷ test MSE: 1 = as good as the physics allows)
-    marginal.png      the same, one panel per parameter, error bars = across-seed spread
-    pareto.csv/.png   the Pareto front (two-objective studies)
+    marginal.png      the same, one panel per parameter, error bars = across-seed spread, trial counts
+    importances.png   the importances, one panel per target
+    pareto.csv/.png   the Pareto front (two-objective studies), front points labelled by trial number
     trials.csv        every trial: number, state, values, params, per-trial measures
-    report.md         the above as text, also printed
+    report.md         the above as markdown tables (rendered by the MLflow artifact viewer), also printed
+
+Tables and figures are drawn by `study.render`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import optuna
 import pandas as pd
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
+
+from study.render import label_counts, markdown_table, plot_importances, plot_pareto
 
 N_BINS = 4  # numeric parameters are summarised in quantile bins
 
@@ -158,12 +163,16 @@ def build_report(study: optuna.Study, folder: str | Path) -> Report:
         files.append(folder / name)
     if not marginal.empty:
         files.append(_plot_marginal(marginal, folder / "marginal.png"))
+    n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    importance_figure = plot_importances(imp, folder / "importances.png", n_trials=n_complete)
+    if importance_figure is not None:
+        files.append(importance_figure)
     pareto = None
     if len(study.directions) > 1:
         pareto = pd.DataFrame([{"number": t.number, "val_mse": t.values[0], "test_mse": t.values[1], **t.params}
                                for t in study.best_trials])
         pareto.to_csv(folder / "pareto.csv", index=False)
-        files += [folder / "pareto.csv", _plot_pareto(study, folder / "pareto.png")]
+        files += [folder / "pareto.csv", plot_pareto(study, folder / "pareto.png")]
     text = _text(study, trials, imp, marginal, pareto)
     (folder / "report.md").write_text(text)
     files.append(folder / "report.md")
@@ -174,27 +183,29 @@ def _text(study, trials: pd.DataFrame, imp: pd.DataFrame, marginal: pd.DataFrame
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     lines = [f"# Sensitivity report: study {study.study_name}", "",
              "trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())), ""]
+    if pareto is None and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        best = study.best_trial
+        params = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best.params.items())
+        lines += [f"**Best trial:** #{best.number}, value {best.value:.4g} ({params})", ""]
     if counts.get("PRUNED"):
         lines += [f"Note: importances and marginal effects use the {counts.get('COMPLETE', 0)} complete trials; "
                   f"the {counts['PRUNED']} pruned ones (the poorer settings) are left out, so they describe "
                   "the better part of the space. Run without a pruner for an unbiased sensitivity estimate.", ""]
     ok = imp.dropna(subset=["param"])
     if not ok.empty:
-        lines += ["## Parameter importances (each column sums to 1)", ""]
+        lines += ["## Parameter importances", "", "Each column sums to 1. Figure: `importances.png`.", ""]
         table = ok.pivot_table(index="param", columns=["target", "evaluator"], values="importance")
-        lines += [table.sort_values(table.columns[0], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"), ""]
+        lines += [markdown_table(table.sort_values(table.columns[0], ascending=False), digits=3, index=True), ""]
     notes = imp[imp["param"].isna()]
     for _, row in notes.iterrows():
         lines.append(f"- {row['target']} / {row['evaluator']}: {row['note']}")
     if not marginal.empty:
-        lines += ["", "## Marginal effect on the gap (mean over trials; spread = across-seed std;",
-                  "## efficiency = oracle MSE ÷ test MSE, the fraction of the physical limit reached)", ""]
-        lines += [marginal.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
+        lines += ["", "## Marginal effect on the gap", "",
+                  "Mean over the trials at each value; spread = across-seed std; efficiency = oracle MSE ÷ test MSE, "
+                  "the fraction of the physical limit reached. Figure: `marginal.png`.", ""]
+        lines += [markdown_table(marginal), ""]
     if pareto is not None:
-        lines += ["## Pareto front (val MSE vs test MSE)", "", pareto.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
-    elif study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        best = study.best_trial
-        lines += [f"best trial: #{best.number} value {best.value:.4g} params {best.params}", ""]
+        lines += ["## Pareto front (val MSE vs test MSE)", "", markdown_table(pareto), ""]
     return "\n".join(lines)
 
 
@@ -210,29 +221,14 @@ def _plot_marginal(marginal: pd.DataFrame, path: Path) -> Path:
         sub = marginal[marginal["param"] == param]
         x = np.arange(len(sub))
         ax.errorbar(x, sub["gap_mean"], yerr=sub["gap_seed_std"].fillna(0), fmt="o", capsize=4)
+        label_counts(ax, x, sub["n_trials"])
+        ax.set_xlim(-0.5, len(sub) - 0.5)
         ax.set_xticks(x, sub["value"], rotation=30, ha="right", fontsize=8)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_title(param, fontsize=10)
         ax.set_ylabel("gap (test ÷ in-dist MSE)")
-    fig.suptitle("Marginal effect of each setting on the compositional gap (error bars: across-seed std)")
-    fig.savefig(path)
-    return path
-
-
-def _plot_pareto(study: optuna.Study, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4.5), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = {t.number for t in study.best_trials}
-    ax.scatter([t.values[0] for t in complete], [t.values[1] for t in complete], c="lightgrey", label="trials")
-    front = sorted((t.values for t in complete if t.number in best), key=lambda v: v[0])
-    ax.plot([v[0] for v in front], [v[1] for v in front], "o-", color="C3", label="Pareto front")
-    ax.set_xlabel("in-distribution (val) MSE, tracked components")
-    ax.set_ylabel("test MSE (novel combination)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.legend()
+    n = int(marginal.groupby("param")["n_trials"].sum().max())
+    fig.suptitle(f"Marginal effect of each setting on the compositional gap ({n} complete trials)\n"
+                 "error bars: across-seed std; n = trials per point", fontsize=10)
     fig.savefig(path)
     return path
