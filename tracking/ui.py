@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -76,8 +77,8 @@ def saved_view(created_ms: int | None = None) -> str:
     charts = [_line_chart(f"{role}/test/mse", log=True) for role in ROLES] + [
         _bar_chart(f"{role}/{name}") for name in ("transfer", "gap") for role in ROLES]
     state = {
-        "selectedColumns": [column_key("attributes", "Source"), *(column_key(k, n) for k, n in HEADLINE_COLUMNS)],
-        "orderByKey": column_key("attributes", "start_time"),
+        "selectedColumns": [column_key(k, n) for k, n in HEADLINE_COLUMNS],
+        "orderByKey": "attributes.start_time",
         "orderByAsc": False,
         "compareRunCharts": charts,
         "compareRunSections": [{"uuid": "speccomp-headline", "name": "headline", "display": True,
@@ -127,7 +128,6 @@ def run_params(cfg) -> dict[str, str]:
     as one param, and of the 20-line physics table the tracked components' lines plus a digest
     of the whole (the full config is the run's `config.yaml`)."""
     import hashlib
-    import re
 
     from tracking.pipeline import flatten
 
@@ -185,8 +185,14 @@ def _seed_text(seeds: Sequence[int]) -> str:
     return ",".join(map(str, seeds))
 
 
+GENERATED_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
+"""MLflow's random run names (`rumbling-goose-325`), given when `mlflow run` had no --run-name."""
+
+
 def rename_run(client: MlflowClient, run_id: str, name: str) -> None:
-    client.update_run(run_id, name=name)
+    """Name the run `name` unless someone chose its name (`mlflow run --run-name ...`)."""
+    if GENERATED_NAME.match(client.get_run(run_id).info.run_name or "x"):
+        client.update_run(run_id, name=name)
 
 
 def set_description(client: MlflowClient, run_id: str, markdown: str) -> None:

@@ -1,0 +1,261 @@
+"""What the MLflow UI and optuna-dashboard show: the experiment's kind, run names, descriptions,
+compact params, role-named metrics, the saved runs-table view, the study run's own metrics, the
+report as markdown tables, objective names and links, sampler seeding by study name.
+
+The pure functions are checked directly; one slow test reads a default run and a study back with
+`MlflowClient` as the UI would."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from speccomp.core.config import default_config_dir, load_config
+from tests.conftest import TINY_OVERRIDES, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_ARGS = [arg for item in TINY_OVERRIDES for arg in ("--set", item)]
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every GitHub-flavoured markdown table in `text`, as rows of cells (header first); fails on
+    a table whose separator row is missing or whose rows have another number of cells."""
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append(line)
+            continue
+        if block:
+            rows = [[c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]] for row in block]
+            assert len(rows) >= 2 and all(re.fullmatch(r":?-{3,}:?", c) for c in rows[1]), block[:2]
+            assert all(len(r) == len(rows[0]) for r in rows), block
+            tables.append([rows[0], *rows[2:]])
+            block = []
+    return tables
+
+
+# --------------------------------------------------------------------------------------------
+# pure functions
+# --------------------------------------------------------------------------------------------
+def test_role_names_baseline_out_and_std_noise_zeroed():
+    from tracking.ui import for_mlflow
+
+    finals = {"test/mse/comp10": 0.01, "test/mse/comp4": 0.2, "std/test/mse/comp4": 0.02, "gap/comp10": 1.1,
+              "oracle/mse/comp4": 1e-3, "std/oracle/mse/comp4": 8.3e-21, "baseline/test/mse/comp4": 0.19,
+              "std/baseline/test/mse/comp4": 0.0, "train/loss": 0.3}
+    out = for_mlflow(finals, ["comp10", "comp4"])
+    assert out["first/test/mse"] == 0.01 and out["second/test/mse"] == 0.2 and out["first/gap"] == 1.1
+    assert out["std/second/test/mse"] == 0.02 and out["second/oracle/mse"] == 1e-3
+    assert out["std/oracle/mse/comp4"] == 0.0 and out["std/second/oracle/mse"] == 0.0  # rounding noise
+    assert out["std/test/mse/comp4"] == 0.02  # a real spread stays
+    assert not [k for k in out if "baseline" in k]  # in the description table, not one-dot charts
+    assert out["train/loss"] == 0.3 and "first/train/loss" not in out
+
+
+def test_run_params_are_compact_live_and_never_empty():
+    from tracking.pipeline import flatten
+    from tracking.ui import run_params
+
+    cfg = load_config(default_config_dir())
+    params = run_params(cfg)
+    assert len(params) < len(flatten(cfg.to_dict())) / 2
+    assert all(v not in ("", "''", "None") for v in params.values())
+    assert "training.seed" not in params and "training.num_workers" not in params  # dead fields
+    assert not [k for k in params if k.startswith("training.cnn.")]  # an MLP has no CNN settings
+    assert {k for k in params if k.startswith("physics.lines.")} == {"physics.lines.sha256"}
+    assert set(f"physics.line.{label}" for label in cfg.tracked_labels) <= set(params)
+    assert params["data.splits.train.combinations"] == "[] x1.0; [comp10] x1.0; [comp4] x1.0"
+    assert params["training.learning_rate"] == "0.001" and params["data.splits.train.n_samples"] == "4096"
+    cnn = run_params(load_config(default_config_dir(), ["training.model_type=cnn"]))
+    assert "training.cnn.channels" in cnn and "training.hidden_dims" in cnn
+
+
+def test_descriptions_are_headline_tables():
+    from tracking.ui import seed_description, summary_description
+
+    tracked = ["comp10", "comp4"]
+    rows = [{"seed": s, "data_seed": 42, "test/mse/comp10": 0.01 * s, "test/mse/comp4": 0.2,
+             "gap/comp10": 1.0, "gap/comp4": 3.0 + s, "oracle/mse/comp10": 4e-5, "oracle/mse/comp4": 1e-3,
+             "oracle/efficiency/comp10": 4e-3 / s, "oracle/efficiency/comp4": 5e-3,
+             "baseline/test/mse/comp4": 0.19} for s in (1, 2, 3)]
+    text = summary_description("**main**", pd.DataFrame(rows), tracked)
+    (table,) = markdown_tables(text)
+    assert table[0] == ["component", "test MSE", "gap", "floor (oracle MSE)", "efficiency"]
+    assert [r[0] for r in table[1:]] == ["comp10 (first)", "comp4 (second)"]
+    assert table[1][1] == "0.02 ± 0.01" and table[2][2] == "5 ± 1"
+    assert table[1][3] == "4e-05"  # the same for every seed: no "± 0"
+    assert "mean ± std over 3 seeds" in text and "comp4 0.19" in text
+    (one,) = markdown_tables(seed_description(1, 42, rows[0], tracked))
+    assert one[1][1] == "0.01" and "±" not in "".join(one[1])
+
+
+def test_saved_view_selects_the_headline_columns():
+    from tracking.ui import HEADLINE_COLUMNS, VIEW_ID, saved_view, view_url
+
+    envelope = json.loads(saved_view())
+    assert envelope["name"] and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    assert state["selectedColumns"] == [f"{kind}.`{name}`" for kind, name in HEADLINE_COLUMNS]
+    assert "metrics.`first/test/mse`" in state["selectedColumns"]
+    assert {c["metricKey"] for c in state["compareRunCharts"]} >= {"first/test/mse", "second/transfer"}
+    assert view_url("http://127.0.0.1:5000/", "7").endswith(f"/#/experiments/7/runs?viewStateShareKey={VIEW_ID}")
+
+
+def test_generated_run_names_are_replaced_chosen_ones_kept():
+    from tracking.ui import GENERATED_NAME, main_run_name
+
+    assert GENERATED_NAME.match("rumbling-goose-325") and not GENERATED_NAME.match("bad-seeds")
+    assert main_run_name([123, 124, 125], [42], []) == "main seeds 123-125"
+    assert main_run_name([1, 5], [42, 43], ["configs/presets/loglinear.yaml"]) == "main loglinear seeds 1,5 data 42,43"
+
+
+def test_mlproject_defaults_are_never_empty_and_mean_not_given():
+    from mlflow.projects import _project_spec
+
+    from tracking.main import _Inputs, build_parser
+
+    spec = yaml.safe_load((REPO / "MLproject").read_text())
+    for entry, body in spec["entry_points"].items():
+        for name, p in body["parameters"].items():
+            assert str(p.get("default", "x")).strip() != "", (entry, name)  # would show as '' in the UI
+    command = _project_spec.load_project(str(REPO)).get_entry_point("main").compute_command({}, None)
+    args = build_parser().parse_args([*shlex.split(command)[3:], *TINY_ARGS])
+    inputs = _Inputs(args)
+    assert inputs.threads is None and inputs.presets == []
+    assert inputs.cfg.to_dict() == tiny_config().to_dict()
+
+
+def test_study_names_draw_different_trials_unless_the_seed_is_pinned():
+    from study.main import make_sampler, name_seed
+
+    def draws(seed: int) -> list[float]:
+        study = optuna.create_study(sampler=make_sampler("random", seed, 1))
+        out = []
+        for _ in range(3):
+            trial = study.ask()
+            out.append(trial.suggest_float("x", 0, 1))
+            study.tell(trial, 0.0)
+        return out
+
+    assert name_seed("a") == name_seed("a") and name_seed("a") != name_seed("b")
+    assert draws(name_seed("a")) == draws(name_seed("a"))
+    assert draws(name_seed("a")) != draws(name_seed("b"))
+    assert draws(7) == draws(7)  # a pinned seed: the same trials whatever the name
+
+
+def test_report_renders_markdown_tables_and_labelled_figures(tmp_path):
+    from study.report import build_report
+
+    dists = {"training.model_type": optuna.distributions.CategoricalDistribution(["mlp", "linear"]),
+             "training.learning_rate": optuna.distributions.FloatDistribution(3e-4, 3e-3, log=True)}
+    study = optuna.create_study(study_name="planted")
+    for i in range(8):
+        params = {"training.model_type": ["mlp", "linear"][i % 2], "training.learning_rate": 3e-4 * 1.3 ** i}
+        value = 1.0 + (i % 2) + 0.01 * i
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value,
+                                                  user_attrs={"gap_tracked_mean": value, "gap_tracked_std": 0.1}))
+    report = build_report(study, tmp_path / "single")
+    names = {p.name for p in report.files}
+    assert {"report.md", "importances.png", "trials.csv", "importances.csv"} <= names
+    assert all(p.is_file() for p in report.files)
+    text = (tmp_path / "single" / "report.md").read_text()
+    tables = markdown_tables(text)
+    assert len(tables) >= 2 and "Best trial" in text and "\n  " not in text  # no fixed-width pandas text
+    assert any("training.model_type" in row[0] for table in tables for row in table[1:])
+
+    two = optuna.create_study(study_name="two", directions=["minimize", "minimize"])
+    for i in range(6):
+        two.add_trial(optuna.trial.create_trial(params={"training.model_type": ["mlp", "linear"][i % 2],
+                                                        "training.learning_rate": 3e-4 * 1.4 ** i},
+                                                distributions=dists, values=[0.1 * (i + 1), 1.0 / (i + 1)]))
+    report = build_report(two, tmp_path / "pareto")
+    assert {"pareto.png", "pareto.csv"} <= {p.name for p in report.files}
+    assert markdown_tables((tmp_path / "pareto" / "report.md").read_text())
+
+
+def test_compact_seed_attributes_and_objective_names():
+    from study.records import compact_seeds, objective_names
+
+    out = compact_seeds({123: {"test/mse/tracked": 0.0123456, "gap/tracked": 1.23456, "transfer/tracked": math.nan}})
+    assert out == {"123": "test_mse 0.0123 · gap 1.23"}
+    assert objective_names("pareto", 2) == ["val MSE where present (tracked)", "test MSE where present (tracked)"]
+    assert objective_names("test_mse", 1) == ["test MSE (tracked, mean)"]
+
+
+# --------------------------------------------------------------------------------------------
+# a default run and a study, read back as the UI reads them
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from study.main import main as study_main
+    from study.storage import open_storage
+    from tracking.main import main
+    from tracking.ui import EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, VIEW_ID, VIEW_TAG_PREFIX
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["--seeds", "1,2", "--threads", "1", "--config-dir", str(default_config_dir()), *TINY_ARGS]) == 0
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"name": "tiny", "params": {
+        "training.model_type": {"type": "categorical", "choices": ["mlp", "linear"]},
+        "training.learning_rate": {"type": "float", "low": 3e-4, "high": 3e-3, "log": True}}}))
+    assert study_main(["--n-trials", "3", "--study-name", "ui-study", "--storage", str(tmp_path / "optuna.log"),
+                       "--space", str(space), "--seeds", "1,2", "--threads", "1",
+                       "--config-dir", str(default_config_dir()), *TINY_ARGS]) == 0
+
+    client = MlflowClient()
+    (exp,) = [e for e in client.search_experiments() if e.name != "Default"]
+    assert exp.name == "speccomp" and exp.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    assert json.loads(exp.tags[VIEW_TAG_PREFIX + VIEW_ID])["name"]
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_role = {}
+    for run in runs:
+        by_role.setdefault(run.data.tags["speccomp.role"], []).append(run)
+        assert NOTE_TAG in run.data.tags, run.info.run_name  # every run has a description
+        assert all(v.strip() not in ("", "''") for v in run.data.params.values()), run.info.run_name
+        assert "training.seed" not in run.data.params
+    (main_run,) = by_role["main"]
+    assert main_run.info.run_name == "main seeds 1,2"
+    assert len(markdown_tables(main_run.data.tags[NOTE_TAG])) == 1
+    label = tiny_config().tracked_labels[0]
+    assert main_run.data.metrics["first/test/mse"] == main_run.data.metrics[f"test/mse/{label}"]
+    assert main_run.data.metrics[f"std/oracle/mse/{label}"] == 0.0
+    seeds = [r for r in by_role["seed"] if r.data.tags["mlflow.parentRunId"] == main_run.info.run_id]
+    assert sorted(r.info.run_name for r in seeds) == ["seed-1", "seed-2"]
+    models = client.search_logged_models([exp.experiment_id])
+    assert sorted(m.name for m in models if m.source_run_id in {r.info.run_id for r in seeds}) == ["seed-1", "seed-2"]
+
+    (study_run,) = by_role["study"]
+    assert study_run.info.run_name == "ui-study"
+    study = optuna.load_study(study_name="ui-study", storage=open_storage(str(tmp_path / "optuna.log")))
+    m = study_run.data.metrics
+    assert m["study/n_trials"] == 3 and m["study/n_complete"] == 3 and m["study/n_pruned"] == m["study/n_failed"] == 0
+    assert m["study/best_value"] == pytest.approx(study.best_value) and m["study/wall_s_per_trial"] > 0
+    history = client.get_metric_history(study_run.info.run_id, "study/value")
+    assert sorted(h.step for h in history) == [0, 1, 2]
+    assert study_run.data.tags["best_trial"] == str(study.best_trial.number)
+    assert f"#{study.best_trial.number}" in study_run.data.tags[NOTE_TAG]
+    assert sorted(r.info.run_name for r in by_role["trial"]) == ["trial-0", "trial-1", "trial-2"]
+    logged = {Path(a.path).name for a in client.list_artifacts(study_run.info.run_id, "report")}
+    assert {"report.md", "trials.csv", "importances.csv", "importances.png", "marginal.png"} <= logged
+    report = Path(client.download_artifacts(study_run.info.run_id, "report/report.md", str(tmp_path))).read_text()
+    assert len(markdown_tables(report)) >= 2
+
+    # optuna-dashboard: objective names, the way back to MLflow, compact attributes
+    assert study.metric_names == ["test MSE (tracked, mean)"]
+    assert study.user_attrs["mlflow_study_run_id"] == study_run.info.run_id
+    assert study.user_attrs["mlflow_experiment"] == f"speccomp (id {exp.experiment_id})"
+    assert all(len(v) < 80 for t in study.trials for v in t.user_attrs["seeds"].values())
