@@ -28,7 +28,7 @@ OBJECTIVE_NAMES = {
     "test_mse": ["test MSE (tracked, mean)"],
     "gap": ["gap (tracked, mean)"],
     "transfer": ["transfer (tracked, mean)"],
-    "pareto": ["val MSE where present (tracked)", "test MSE where present (tracked)"],
+    "pareto": ["in-distribution (val) MSE, tracked", "test MSE, tracked"],
 }
 """Objective names shown by optuna-dashboard (instead of "Objective 0")."""
 

@@ -187,7 +187,7 @@ def test_compact_seed_attributes_and_objective_names():
 
     out = compact_seeds({123: {"test/mse/tracked": 0.0123456, "gap/tracked": 1.23456, "transfer/tracked": math.nan}})
     assert out == {"123": "test_mse 0.0123 · gap 1.23"}
-    assert objective_names("pareto", 2) == ["val MSE where present (tracked)", "test MSE where present (tracked)"]
+    assert objective_names("pareto", 2) == ["in-distribution (val) MSE, tracked", "test MSE, tracked"]
     assert objective_names("test_mse", 1) == ["test MSE (tracked, mean)"]
 
 
