@@ -102,7 +102,7 @@ def test_mlflow_run_with_bad_seeds_fails_its_run(store):
 
 def test_sigterm_ends_parent_and_children_killed(store):
     long = [*TINY_OVERRIDES, "training.epochs=2000", "training.checkpoint_ratio=0.01"]
-    argv = [sys.executable, "-m", "tracking.main", "--seeds", "1,2", "--run-name", "sigterm", "--no-models",
+    argv = [sys.executable, "-m", "speccomp_cli", "run", "--seeds", "1,2", "--run-name", "sigterm", "--no-models",
             "--config-dir", str(default_config_dir()), *[a for o in long for a in ("--set", o)]]
     proc = subprocess.Popen(argv, cwd=store.path, env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
