@@ -137,24 +137,16 @@ def make_sampler(name: str, seed: int, n_objectives: int):
     return trial_seeded(optuna.samplers.NSGAIISampler, seed)
 
 
-RANDOM_STREAMS = ("_rng", "_random_sampler._rng", "_independent_sampler._rng")
-
-
 def trial_seeded(sampler_class, seed: int, **kwargs):
-    """An instance of `sampler_class` whose random states (`RANDOM_STREAMS`, reseeded in place:
-    helpers such as NSGA-II's child generation hold the same object) are reseeded from
+    """An instance of `sampler_class` whose random states are reseeded in place from
     (seed, trial number) before each trial."""
     from speccomp.core.seeding import derive_seed
+    from speccomp_compat import sampler_random_states
 
     class TrialSeeded(sampler_class):
         def before_trial(self, study, trial) -> None:
-            for path in RANDOM_STREAMS:
-                holder = self
-                for attr in path.split("."):
-                    holder = getattr(holder, attr, None)
-                if holder is not None and hasattr(holder, "rng"):  # a LazyRandomState
-                    names = ("trial", trial.number) if path == "_rng" else ("trial", trial.number, path)
-                    holder.rng.seed(derive_seed(seed, *names) % 2**32)
+            for name, state in sampler_random_states(self):
+                state.seed(derive_seed(seed, "trial", trial.number, *name) % 2**32)
             super().before_trial(study, trial)
 
     TrialSeeded.__name__ = TrialSeeded.__qualname__ = f"TrialSeeded{sampler_class.__name__}"

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from speccomp_cli.main import main as cli
+from speccomp_compat import study_id
 from study.main import make_sampler
 from study.storage import HEARTBEAT_ATTR, open_storage
 from tests.conftest import TINY_OVERRIDES
@@ -149,7 +150,7 @@ def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
     # resuming: the same study (same storage, same name) grows; a new study run holds the new trials
     assert cli(study_argv(env, n_trials=2)) == 0
     resumed = load(env)
-    assert resumed._study_id == study._study_id
+    assert study_id(resumed) == study_id(study)
     assert [t.number for t in resumed.trials] == [0, 1, 2, 3, 4]
     assert all(t.state == TrialState.COMPLETE for t in resumed.trials)
     parents = [r for r in runs(env, "study")]
@@ -288,7 +289,7 @@ def test_dead_workers_trial_is_failed_and_retried(env, monkeypatch):
         system_attrs={HEARTBEAT_ATTR: time.time() - 60},  # its last beat, a minute ago
     )
     dead.datetime_start = datetime.now() - timedelta(minutes=2)
-    storage.create_new_trial(dead_study._study_id, template_trial=dead)
+    storage.create_new_trial(study_id(dead_study), template_trial=dead)
     assert [t.state for t in load(env).trials] == [TrialState.RUNNING]
 
     assert cli(study_argv(env, space=path, n_trials=2)) == 0
@@ -312,7 +313,7 @@ def test_retried_trial_is_not_stale_before_its_first_beat(env):
     study.add_trial(optuna.create_trial(state=TrialState.WAITING, system_attrs={HEARTBEAT_ATTR: time.time() - 60}))
     running = study.ask()  # pops the waiting trial
     assert running.number == 0
-    assert storage._get_stale_trial_ids(study._study_id) == []
+    assert storage.stale_trial_ids(study_id(study)) == []
 
 
 # --- workers and samplers ----------------------------------------------------------------------------

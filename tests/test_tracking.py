@@ -440,11 +440,10 @@ def test_bad_input_fails_the_run_mlflow_run_created(store, case, tmp_path, monke
 # --------------------------------------------------------------------------------------------
 def _parsed(monkeypatch, entry_point: str, params: dict, target: str):
     """The typed options `mlflow run -e ENTRY -P ...` hands to `target` (captured, not run)."""
-    from mlflow.projects import _project_spec
-
     import speccomp_cli.main as cli
+    from speccomp_compat import mlproject_command
 
-    command = _project_spec.load_project(str(REPO)).get_entry_point(entry_point).compute_command(params, None)
+    command = mlproject_command(str(REPO), entry_point, params)
     argv = shlex.split(command)
     assert argv[:3] == ["python", "-m", "speccomp_cli"]
     monkeypatch.chdir(REPO)  # where `mlflow run .` runs the command

@@ -87,15 +87,15 @@ def test_mlflow_run_with_bad_seeds_fails_its_run(store):
     before = {r.info.run_id for r in all_runs(store.client)}
     done = mlflow_run(store, "-P", "seeds=1,,2", "--run-name", "bad-seeds")
     assert done.returncode != 0
-    assert "error: seeds: empty item" in done.stderr
+    assert "error: --seeds: empty item" in done.stderr
     (run,) = [r for r in all_runs(store.client) if r.info.run_id not in before]
     assert run.info.run_name == "bad-seeds"
     assert run.info.status == "FAILED"
-    assert run.data.tags["error"].startswith("seeds: empty item in '1,,2'")
+    assert run.data.tags["error"].startswith("--seeds: empty item in '1,,2'")
     assert run.data.metrics == {}
-    from mlflow.projects import _project_spec
+    from speccomp_compat import mlproject_parameters
 
-    own = set(_project_spec.load_project(str(REPO)).get_entry_point("main").parameters)
+    own = set(mlproject_parameters(str(REPO), "main"))
     assert set(run.data.params) <= own  # only what `mlflow run` logs itself: its -P parameters
     assert store.client.list_artifacts(run.info.run_id) == []
 
