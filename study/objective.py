@@ -22,16 +22,15 @@ from speccomp.core.data import generate_datasets
 from study.records import compact_seeds, trial_description
 from study.space import SearchSpace
 from tracking.pipeline import (
-    aggregate_finals,
-    log_mean_curves,
     log_metric_dict,
     log_params,
     log_parent_artifacts,
+    log_parent_summary,
     run_tracked_experiment,
     set_tags,
 )
 from tracking.runs import RunTracker
-from tracking.ui import for_mlflow, run_params, set_description
+from tracking.ui import run_params, set_description
 
 MEASURES = {
     "test_mse": "mean test MSE of the tracked components (minimise)",
@@ -175,12 +174,8 @@ class Objective:
         trajectory.to_csv(folder / "trajectory_data.csv", index=False)
         shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
-        # the finals at the last step, where the mean curves leave room for them (one value a step)
-        last_step = int(trajectory["step"].max())
-        finals = aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1))
-        tracked = list(summary.filter(like="test/mse/").columns.str.removeprefix("test/mse/"))
-        log_metric_dict(client, run_id, for_mlflow(finals, tracked), step=last_step)
-        log_mean_curves(client, run_id, trajectory, skip_step=last_step, tracked=tracked)
+        log_parent_summary(client, run_id, summary, trajectory, extra=measures)
+        tracked = [c.removeprefix("test/mse/") for c in summary.columns if c.startswith("test/mse/")]
         set_description(client, run_id, trial_description(trial, trial.study.study_name, summary, tracked))
         trial.set_user_attr("seeds", compact_seeds(per_seed))
         for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked", "oracle/mse/tracked",

@@ -118,20 +118,20 @@ def test_generated_run_names_are_replaced_chosen_ones_kept():
     assert main_run_name([1, 5], [42, 43], ["configs/presets/loglinear.yaml"]) == "main loglinear seeds 1,5 data 42,43"
 
 
-def test_mlproject_defaults_are_never_empty_and_mean_not_given():
-    from mlflow.projects import _project_spec
-
-    from tracking.main import _Inputs, build_parser
+def test_mlproject_defaults_are_never_empty_and_mean_not_given(monkeypatch):
+    from tests.test_tracking import _parsed
 
     spec = yaml.safe_load((REPO / "MLproject").read_text())
     for entry, body in spec["entry_points"].items():
         for name, p in body["parameters"].items():
             assert str(p.get("default", "x")).strip() != "", (entry, name)  # would show as '' in the UI
-    command = _project_spec.load_project(str(REPO)).get_entry_point("main").compute_command({}, None)
-    args = build_parser().parse_args([*shlex.split(command)[3:], *TINY_ARGS])
-    inputs = _Inputs(args)
-    assert inputs.threads is None and inputs.presets == []
-    assert inputs.cfg.to_dict() == tiny_config().to_dict()
+    (run,), _ = _parsed(monkeypatch, "main", {}, "tracking.main.run")
+    assert (run.threads, run.presets, run.overrides) == (None, [], [])
+    (study,), _ = _parsed(monkeypatch, "study", {}, "study.main.main")
+    assert (study.total_trials, study.sampler_seed, study.presets, study.overrides) == (None, None, [], [])
+    assert study.storage == "auto"  # SPECCOMP_STORAGE or optuna.log, decided in study.main
+    (pinned,), _ = _parsed(monkeypatch, "study", {"sampler_seed": "7", "total_trials": "5"}, "study.main.main")
+    assert (pinned.sampler_seed, pinned.total_trials) == (7, 5)
 
 
 def test_study_names_draw_different_trials_unless_the_seed_is_pinned():
@@ -198,21 +198,20 @@ def test_compact_seed_attributes_and_objective_names():
 def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from study.main import main as study_main
+    from speccomp_cli.main import main
     from study.storage import open_storage
-    from tracking.main import main
     from tracking.ui import EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, VIEW_ID, VIEW_TAG_PREFIX
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["--seeds", "1,2", "--threads", "1", "--config-dir", str(default_config_dir()), *TINY_ARGS]) == 0
+    assert main(["run", "--seeds", "1,2", "--threads", "1", "--config-dir", str(default_config_dir()), *TINY_ARGS]) == 0
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"name": "tiny", "params": {
         "training.model_type": {"type": "categorical", "choices": ["mlp", "linear"]},
         "training.learning_rate": {"type": "float", "low": 3e-4, "high": 3e-3, "log": True}}}))
-    assert study_main(["--n-trials", "3", "--study-name", "ui-study", "--storage", str(tmp_path / "optuna.log"),
+    assert main(["study", "--n-trials", "3", "--study-name", "ui-study", "--storage", str(tmp_path / "optuna.log"),
                        "--space", str(space), "--seeds", "1,2", "--threads", "1",
                        "--config-dir", str(default_config_dir()), *TINY_ARGS]) == 0
 

@@ -118,8 +118,9 @@ def view_url(base_url: str, experiment_id: str) -> str:
 # params
 # ------------------------------------------------------------------------------------------------
 DEAD_PARAMS = ("training.seed", "training.num_workers")
-"""Config fields that change nothing in a tracked run: training seeds come from `seeds` (the
-`seed` param of each seed run), and data loading has no workers."""
+"""Config fields a run's params leave out: `training.seed` is only the default seed list (the
+seeds a run actually trained are its `seeds` tag and each seed run's `seed` param), and data
+loading has no workers."""
 
 
 def run_params(cfg) -> dict[str, str]:
