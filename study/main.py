@@ -323,7 +323,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             tracker.finish(parent)
     print(f"\n{ran} trial(s) run here in {elapsed:.1f} s; study {args.study_name!r} in {storage_text}")
     if not parent_given:
-        print(f"open the UI: {store.ui_command(uri)}")
+        print("\n".join(ui.ui_lines(uri, experiment_id)))
     return 0
 
 

@@ -162,7 +162,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
 
 
 def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
-    from tracking.store import ui_command
+    from tracking.ui import ui_lines
 
     tracked = inputs.cfg.tracked_labels
     cols = [f"test/mse/{t}" for t in tracked] + [f"gap/{t}" for t in tracked if f"gap/{t}" in summary]
@@ -177,6 +177,6 @@ def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
                      + "   ".join(f"{t} {v:.2g} (test MSE {mean[f'test/mse/{t}'] / v:.0f}x that)" for t, v in floors))
     print("\n".join(lines))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
-    print(f"open the UI: {ui_command(uri)}")
+    print("\n".join(ui_lines(uri, info.experiment_id)))
 
 

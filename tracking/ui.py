@@ -110,8 +110,18 @@ def _bar_chart(metric: str) -> dict:
 
 
 def view_url(base_url: str, experiment_id: str) -> str:
-    """The runs table of `experiment_id` opened on the saved headline view."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}"
+    """The runs table of `experiment_id` opened on the saved headline view (in the UI's model
+    training mode; its GenAI mode is the UI's own default)."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={VIEW_ID}")
+
+
+def ui_lines(uri: str, experiment_id: str) -> list[str]:
+    """What the console says last: the command that opens the UI and the page to open."""
+    from tracking.store import redact_url, ui_command
+
+    base = redact_url(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return [f"open the UI: {ui_command(uri)}", f"then the headline view: {view_url(base, experiment_id)}"]
 
 
 # ------------------------------------------------------------------------------------------------
