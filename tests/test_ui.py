@@ -92,7 +92,7 @@ def test_descriptions_are_headline_tables():
     assert [r[0] for r in table[1:]] == ["comp10 (first)", "comp4 (second)"]
     assert table[1][1] == "0.02 ± 0.01" and table[2][2] == "5 ± 1"
     assert table[1][3] == "4e-05"  # the same for every seed: no "± 0"
-    assert "mean ± std over 3 seeds" in text and "comp4 0.19" in text
+    assert "Mean ± std over 3 seeds." in text and "comp4 0.19" in text
     (one,) = markdown_tables(seed_description(1, 42, rows[0], tracked))
     assert one[1][1] == "0.01" and "±" not in "".join(one[1])
 

@@ -293,20 +293,19 @@ def headline_table(mean: Mapping[str, float], tracked: Sequence[str], std: Mappi
             cells.append(_number(value, digits) + (f" ± {_number(spread, 2)}" if shown else ""))
         rows.append(cells)
     table = markdown_rows(header, rows)
-    if std is not None and n:
-        table += f"\n\nmean ± std over {n} seed{'s' if n != 1 else ''}"
     return table
 
 
 def seed_description(seed: int, data_seed: int, final: Mapping[str, float], tracked: Sequence[str]) -> str:
-    """A seed run's description: its headline table and the no-skill baseline."""
-    lines = [f"**seed {seed}** · data seed {data_seed}", "", headline_table(final, tracked)]
+    """A seed run's description: its headline table (first: the UI shows a description's first
+    lines until "Show more"), what the run is, the no-skill baseline."""
+    lines = [headline_table(final, tracked), "", f"**seed {seed}** · data seed {data_seed}"]
     return "\n".join([*lines, *_baseline_lines(final, tracked)])
 
 
 def summary_description(title: str, summary, tracked: Sequence[str], extra: Sequence[str] = ()) -> str:
-    """A parent's (main invocation's or trial's) description: `title`, the headline table as mean
-    ± std over the seeds of `summary` (one row per seed, final metrics as columns), `extra` lines."""
+    """A parent's (main invocation's or trial's) description: the headline table as mean ± std over
+    the seeds of `summary` (one row per seed, final metrics as columns), `title`, `extra` lines."""
     import pandas as pd
 
     numeric = summary.drop(columns=[c for c in ("seed", "data_seed") if c in summary]).apply(
@@ -315,7 +314,8 @@ def summary_description(title: str, summary, tracked: Sequence[str], extra: Sequ
     n = len(summary)
     std = tidy_std({**mean, **{f"std/{k}": (v if n > 1 else math.nan)
                                for k, v in numeric.std(ddof=1).to_dict().items()}}) if n > 1 else None
-    lines = [title, "", headline_table(mean, tracked, std, n), *_baseline_lines(mean, tracked), *extra]
+    spread = [f"Mean ± std over {n} seeds." if n > 1 else "One seed."]
+    lines = [headline_table(mean, tracked, std, n), "", title, "", *spread, *_baseline_lines(mean, tracked), *extra]
     return "\n".join(lines)
 
 
