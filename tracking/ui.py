@@ -81,7 +81,7 @@ def saved_view(created_ms: int | None = None) -> str:
         "orderByKey": "attributes.start_time",
         "orderByAsc": False,
         "compareRunCharts": charts,
-        "compareRunSections": [{"uuid": "speccomp-headline", "name": "headline", "display": True,
+        "compareRunSections": [{"uuid": "speccomp-headline", "name": "1 headline (speccomp)", "display": True,
                                 "isReordered": False}],
         "hideEmptyCharts": True,
     }
