@@ -52,9 +52,10 @@ def test_role_names_baseline_out_and_std_noise_zeroed():
               "oracle/mse/comp4": 1e-3, "std/oracle/mse/comp4": 8.3e-21, "baseline/test/mse/comp4": 0.19,
               "std/baseline/test/mse/comp4": 0.0, "train/loss": 0.3}
     out = for_mlflow(finals, ["comp10", "comp4"])
-    assert out["first/test/mse"] == 0.01 and out["second/test/mse"] == 0.2 and out["first/gap"] == 1.1
-    assert out["std/second/test/mse"] == 0.02 and out["second/oracle/mse"] == 1e-3
-    assert out["std/oracle/mse/comp4"] == 0.0 and out["std/second/oracle/mse"] == 0.0  # rounding noise
+    # curves take the role first (a run page opens on them), final values in place of the label
+    assert out["first/test/mse"] == 0.01 and out["second/test/mse"] == 0.2 and out["gap/first"] == 1.1
+    assert out["std/test/mse/second"] == 0.02 and out["oracle/mse/second"] == 1e-3
+    assert out["std/oracle/mse/comp4"] == 0.0 and out["std/oracle/mse/second"] == 0.0  # rounding noise
     assert out["std/test/mse/comp4"] == 0.02  # a real spread stays
     assert not [k for k in out if "baseline" in k]  # in the description table, not one-dot charts
     assert out["train/loss"] == 0.3 and "first/train/loss" not in out
@@ -105,8 +106,9 @@ def test_saved_view_selects_the_headline_columns():
     state = json.loads(envelope["state"])
     assert state["selectedColumns"] == [f"{kind}.`{name}`" for kind, name in HEADLINE_COLUMNS]
     assert "metrics.`first/test/mse`" in state["selectedColumns"]
-    assert {c["metricKey"] for c in state["compareRunCharts"]} >= {"first/test/mse", "second/transfer"}
-    assert view_url("http://127.0.0.1:5000/", "7").endswith(f"/#/experiments/7/runs?viewStateShareKey={VIEW_ID}")
+    assert {c["metricKey"] for c in state["compareRunCharts"]} >= {"first/test/mse", "transfer/second"}
+    assert view_url("http://127.0.0.1:5000/", "7") == (
+        f"http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey={VIEW_ID}")
 
 
 def test_generated_run_names_are_replaced_chosen_ones_kept():

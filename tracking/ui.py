@@ -24,8 +24,12 @@ NOTE_TAG = "mlflow.note.content"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 VIEW_ID = "speccomp-headline"
 ROLES = ("first", "second")
-"""Role names of the tracked components, in `analysis.tracked` order: `first/test/mse` is the
-test MSE of whichever component comes first, so runs of different pairs share columns."""
+"""Role names of the tracked components, in `analysis.tracked` order, so that runs of different
+pairs share metric names. A curve over steps takes the role first (`first/test/mse` beside
+`test/mse/comp10`): a run page groups its charts by name prefix, alphabetically, so these curves
+open it. A final value takes the role in place of the label (`gap/first` beside `gap/comp10`)."""
+ROLE_CURVES = ("test/mse", "val/mse", "test/mse_present", "val/mse_present")
+"""Metrics logged at every checkpoint (curves over optimiser steps)."""
 NOISE_RTOL = 1e-9
 """A standard deviation below this fraction of its mean is rounding noise of equal values."""
 
@@ -52,12 +56,12 @@ HEADLINE_COLUMNS = (
     ("params", "training.input_transform"),
     ("metrics", "first/test/mse"),
     ("metrics", "second/test/mse"),
-    ("metrics", "first/transfer"),
-    ("metrics", "second/transfer"),
-    ("metrics", "first/gap"),
-    ("metrics", "second/gap"),
-    ("metrics", "first/oracle/efficiency"),
-    ("metrics", "second/oracle/efficiency"),
+    ("metrics", "transfer/first"),
+    ("metrics", "transfer/second"),
+    ("metrics", "gap/first"),
+    ("metrics", "gap/second"),
+    ("metrics", "oracle/efficiency/first"),
+    ("metrics", "oracle/efficiency/second"),
     ("metrics", "study/best_value"),
     ("metrics", "study/n_complete"),
 )
@@ -75,7 +79,7 @@ def saved_view(created_ms: int | None = None) -> str:
     axis) as a JSON string."""
     created_ms = created_ms or 0
     charts = [_line_chart(f"{role}/test/mse", log=True) for role in ROLES] + [
-        _bar_chart(f"{role}/{name}") for name in ("transfer", "gap") for role in ROLES]
+        _bar_chart(f"{name}/{role}") for name in ("transfer", "gap") for role in ROLES]
     state = {
         "selectedColumns": [column_key(k, n) for k, n in HEADLINE_COLUMNS],
         "orderByKey": "attributes.start_time",
@@ -216,8 +220,9 @@ def role_names(tracked: Sequence[str]) -> dict[str, str]:
 
 
 def with_roles(metrics: Mapping[str, float], tracked: Sequence[str]) -> dict[str, float]:
-    """`metrics` plus a role-named copy of every per-component metric: `test/mse/comp10` ->
-    `first/test/mse`, `std/gap/comp4` -> `std/second/gap`."""
+    """`metrics` plus a role-named copy of every per-component metric (see `ROLES`):
+    `test/mse/comp10` -> `first/test/mse`, `gap/comp4` -> `gap/second`, `std/gap/comp4` ->
+    `std/gap/second`."""
     roles = role_names(tracked)
     out = dict(metrics)
     for key, value in metrics.items():
@@ -231,9 +236,7 @@ def role_alias(key: str, roles: Mapping[str, str]) -> str | None:
     head, _, label = key.rpartition("/")
     if not head or label not in roles:
         return None
-    if head.startswith("std/"):
-        return f"std/{roles[label]}/{head.removeprefix('std/')}"
-    return f"{roles[label]}/{head}"
+    return f"{roles[label]}/{head}" if head in ROLE_CURVES else f"{head}/{roles[label]}"
 
 
 TABLE_ONLY = ("baseline/",)
