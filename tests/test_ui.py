@@ -96,6 +96,11 @@ def test_descriptions_are_headline_tables():
     assert "Mean ± std over 3 seeds." in text and "comp4 0.19" in text
     (one,) = markdown_tables(seed_description(1, 42, rows[0], tracked))
     assert one[1][1] == "0.01" and "±" not in "".join(one[1])
+    # a component learned in distribution has a transfer value; one that was not says so
+    judged = {**rows[0], "skill/val/comp10": 0.9, "transfer/comp10": 0.8, "skill/val/comp4": 0.1}
+    (table,) = markdown_tables(seed_description(1, 42, judged, tracked))
+    column = table[0].index("transfer")
+    assert [r[column] for r in table[1:]] == ["0.8", "not learned"]
 
 
 def test_saved_view_selects_the_headline_columns():

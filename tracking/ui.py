@@ -289,7 +289,8 @@ def headline_table(mean: Mapping[str, float], tracked: Sequence[str], std: Mappi
             key = f"{head}/{label}"
             value = mean.get(key)
             if not _finite(value):
-                cells.append("—")
+                judged = head == "transfer" and _finite(mean.get(f"skill/val/{label}"))
+                cells.append("not learned" if judged else "—")  # no transfer without in-distribution skill
                 continue
             spread = None if std is None else std.get(f"std/{key}")
             shown = _finite(spread) and float(spread) != 0  # the floor is the same for every seed
