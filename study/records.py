@@ -54,16 +54,17 @@ def link_study(study: optuna.Study, measure: str, experiment_id: str, experiment
             study.set_user_attr(key, value)
 
 
-def compact_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, str]:
-    """seed -> "test_mse 0.0118 · gap 1.2 · transfer 0.95": the per-seed measures a reader
-    compares, short enough for one line of optuna-dashboard."""
+def compact_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> str:
+    """The per-seed measures a reader compares, as one short line for optuna-dashboard:
+    "123: test_mse 0.0118, gap 1.2; 124: ..." (ASCII: the dashboard shows other characters as
+    JSON escapes)."""
     shown = (("test_mse", "test/mse/tracked"), ("transfer", "transfer/tracked"), ("gap", "gap/tracked"))
-    out = {}
+    parts = []
     for seed, measures in per_seed.items():
-        parts = [f"{name} {measures[key]:.3g}" for name, key in shown
-                 if key in measures and measures[key] is not None and math.isfinite(measures[key])]
-        out[str(seed)] = " · ".join(parts)
-    return out
+        values = [f"{name} {measures[key]:.3g}" for name, key in shown
+                  if key in measures and measures[key] is not None and math.isfinite(measures[key])]
+        parts.append(f"{seed}: {', '.join(values)}")
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
