@@ -76,7 +76,8 @@ def test_one_hot_supernet_equals_the_standalone_derived_model(space, tmp_path):
             got = net(x[:16], one_hot_weights(space, choices))
             alpha = {name: 50.0 * w for name, w in one_hot_weights(space, choices).items()}  # argmax = choices
             sampled = net.sample_forward(x[:16], alpha, 1.0, True, torch.Generator().manual_seed(1))
-        assert choices_of(space, alpha) == choices
+        derived = choices_of(space, alpha)  # the argmax, except that zero is never derived
+        assert {k: v for k, v in derived.items() if choices[k] != "zero"} == {k: v for k, v in choices.items() if v != "zero"}
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(sampled, expected, rtol=1e-4, atol=1e-5)
 
@@ -211,3 +212,14 @@ def test_pooling_that_leaves_no_bins_is_refused(space):
         space.check_bins(3)
     with pytest.raises(ConfigError, match="architecture_learning_rate: Input should be greater than 0"):
         space.with_search(architecture_learning_rate=-0.1)
+
+
+def test_derivation_leaves_zero_out_as_darts(space):
+    alpha = {k: v.detach().clone() for k, v in init_alpha(space).items()}
+    options = space.decision("dense1").options
+    alpha["dense1"][options.index("zero")] = 5.0
+    alpha["dense1"][options.index("dense64")] = 1.0
+    assert choices_of(space, alpha)["dense1"] == "dense64"
+    assert architecture_probabilities(alpha)["dense1"][options.index("zero")] > 0.9
+    only_zero = space_from_dict({"conv": {"positions": 0}, "dense": {"positions": 1, "ops": ["zero"]}})
+    assert choices_of(only_zero, init_alpha(only_zero))["dense1"] == "zero"
