@@ -355,7 +355,10 @@ def _print_outcome(outcome: _Outcome, inputs: _Inputs, info, uri: str) -> None:
     lines = [f"derived architecture ({outcome.iterations} iterations, {outcome.search_seconds:.1f} s; "
              f"artifact {ARCHITECTURE_ARTIFACT}):"]
     for decision, option in outcome.choices.items():
-        lines.append(f"  {decision:<12} {option:<16} p = {outcome.probabilities[decision][option]:.2f}")
+        probs = outcome.probabilities[decision]
+        runner_up = max((p for o, p in probs.items() if o != option), default=0.0)
+        lines.append(f"  {decision:<12} {option:<16} p = {probs[option]:.2f} (uniform {1 / len(probs):.2f}, "
+                     f"next best {runner_up:.2f})")
     lines.append("")
     lines.append(f"retrained over seeds {','.join(map(str, inputs.seeds))} (mean ± std across seeds):")
     header = ["model"] + [f"test MSE {label}" for label in labels] + [f"gap {label}" for label in labels] \
