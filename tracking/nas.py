@@ -223,7 +223,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     _log_history(client, parent, result, work)
     log_params(client, parent, {f"nas.arch.{k}": v for k, v in result.choices.items()}
                | {"nas.arch.layers": _layers_text(result.preset)})
-    figure = draw_probabilities(space, result.alpha_trajectory, work / "plots" / PROBABILITIES_FIGURE)
+    figure = draw_probabilities(space, result.alpha_trajectory, work / "plots" / PROBABILITIES_FIGURE, result.choices)
     client.log_artifact(parent, str(figure), "plots")
     client.log_metric(parent, "nas/search_seconds", result.seconds)
 
