@@ -209,7 +209,8 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     result = run_search(space, datasets["train"], datasets["val"], inputs.search_seed, callback=callback)
     logger.flush()
 
-    header = (f"Architecture derived by `nas` (parent run {parent}): argmax of softmax(alpha) after "
+    header = (f"Architecture derived by `nas` (parent run {parent}): argmax of softmax(alpha) (zero left out, as in "
+              f"DARTS) after "
               f"{settings.architecture_search_iterations} {settings.sampling} iterations on {space.path}, search seed "
               f"{inputs.search_seed}, data seed {inputs.data_seed}.\nA partial config: "
               f"mlflow run . --env-manager local -P preset=<this file>\n\nprobabilities at the end:\n"
