@@ -420,6 +420,9 @@ class AnalysisConfig(_Strict):
     oracle: Literal["split", "all", "off"] = "split"
     """The physical floor (`oracle/mse/<label>`): fit the known physics to every test spectrum,
     with the components the test split can contain (`split`) or all components (`all`)."""
+    learned_skill: float = Field(0.5, gt=0.0, lt=1.0)
+    """In-distribution skill (R² where present on the validation split) below which a component
+    counts as *not learned*: it gets the tag `not_learned` and no `transfer/<label>` value."""
 
 
 # --------------------------------------------------------------------------------------------
