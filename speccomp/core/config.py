@@ -483,6 +483,12 @@ class ExperimentConfig(_Strict):
                     f"{len(cnn.channels)} pooling stages of {cnn.pool} leave no bins of physics.n_bins={self.physics.n_bins}; "
                     "use fewer stages, a smaller pool or more bins",
                 )
+        from speccomp.core.models import MODEL_REGISTRY  # late: models imports this module
+
+        if getattr(MODEL_REGISTRY.get(self.training.model_type), "closed_form", False) and \
+                "val" not in self.data.resolved_splits():
+            raise _at("training.model_type", f"{self.training.model_type} chooses its regularisation on the "
+                      "validation split; set data.validation.n_samples > 0")
         tracked = self.tracked_labels  # validates
         test = self.data.splits["test"]
         if isinstance(test.distribution, CombinationsDistribution):
