@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
     p.add_argument("--seeds", default="123,124,125", help="training seeds of every trial (default 123,124,125)")
     p.add_argument("--data-seed", default="42", help="data seed of every trial (default 42)")
-    p.add_argument("--objective", default="test_mse", help="test_mse (default), gap, or pareto")
+    p.add_argument("--objective", default="test_mse", help="test_mse (default), transfer, gap, or pareto")
     p.add_argument("--sampler", default="random", help=f"one of {', '.join(SAMPLERS)} (default random)")
     p.add_argument("--sampler-seed", default="0", help="seed of the sampler (default 0)")
     p.add_argument("--pruner", default="none", help=f"one of {', '.join(PRUNERS)} (default none)")
@@ -204,7 +204,8 @@ def _check_existing_study(storage, args: argparse.Namespace) -> None:
     from study.objective import directions
     from study.storage import StorageError
 
-    wanted = [optuna.study.StudyDirection.MINIMIZE for _ in directions(args.objective)]
+    wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+              for d in directions(args.objective)]
     try:
         existing = optuna.load_study(study_name=args.study_name, storage=storage)
     except KeyError:
@@ -286,6 +287,8 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         pruner=make_pruner(args.pruner, len(settings.seeds)),
         load_if_exists=True,
     )
+    if study.user_attrs.get("objective") != args.objective:
+        study.set_user_attr("objective", args.objective)  # the report leaves out a duplicate target
     with guarded(tracker):
         if parent_given:
             parent = parent_given  # a spawned worker: the launcher owns the study run
