@@ -87,7 +87,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for data_seed in data_seeds:
         out = Path(args.out) / f"data_seed-{data_seed}" if len(data_seeds) > 1 else Path(args.out)
         exp = run_experiment(cfg, data_seed, seeds, out, progress=sys.stderr.isatty())
-        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "gap/"))]
+        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))]
         print(f"data seed {data_seed} -> {out}")
         print(exp.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
