@@ -12,9 +12,9 @@ import torch
 
 from speccomp.core.data import generate_datasets
 from speccomp.core.metrics import final_metrics, is_learned, not_learned, present_r2, transfer
-from speccomp.core.training import ListLogger, train
+from speccomp.core.training import train
 from speccomp.spectra.physics import ForwardModel
-from tests.conftest import tiny_config
+from tests.conftest import ListLogger, tiny_config
 
 TRACKED = ["comp10", "comp4"]
 
