@@ -102,7 +102,7 @@ def plot_pareto(study: optuna.Study, path: Path, names: tuple[str, str] | None =
 
 
 def label_counts(ax, x, counts, prefix: str = "n=") -> None:
-    """Write each point's number of trials under the axis (`n=3`)."""
+    """Write each point's number of trials at the top of the axes (`n=3`)."""
     for xi, n in zip(x, counts, strict=True):
-        ax.annotate(f"{prefix}{int(n)}", (xi, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=7, color="0.35")
+        ax.annotate(f"{prefix}{int(n)}", (xi, 1), xycoords=("data", "axes fraction"), xytext=(0, -3),
+                    textcoords="offset points", ha="center", va="top", fontsize=7, color="0.35")
