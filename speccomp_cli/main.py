@@ -211,9 +211,9 @@ def study_cmd(
 def _positive_float(optional: bool = False) -> Callable[[str], float | None]:
     def parse(text: str) -> float | None:
         text = str(text).strip()
-        if not text and optional:
+        if not _given(text) and optional:
             return None
-        allowed = "a number > 0, e.g. 0.001" + (" (or empty for the default)" if optional else "")
+        allowed = "a number > 0, e.g. 0.001" + (" (or auto for the default)" if optional else "")
         try:
             value = float(text)
         except ValueError:
