@@ -105,4 +105,5 @@ def label_counts(ax, x, counts, prefix: str = "n=") -> None:
     """Write each point's number of trials at the top of the axes (`n=3`)."""
     for xi, n in zip(x, counts, strict=True):
         ax.annotate(f"{prefix}{int(n)}", (xi, 1), xycoords=("data", "axes fraction"), xytext=(0, -3),
-                    textcoords="offset points", ha="center", va="top", fontsize=7, color="0.35")
+                    textcoords="offset points", ha="center", va="top", fontsize=7, color="0.35",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
