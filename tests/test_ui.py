@@ -257,7 +257,7 @@ def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch)
     assert f"#{study.best_trial.number}" in study_run.data.tags[NOTE_TAG]
     assert sorted(r.info.run_name for r in by_role["trial"]) == ["trial-0", "trial-1", "trial-2"]
     logged = {Path(a.path).name for a in client.list_artifacts(study_run.info.run_id, "report")}
-    assert {"report.md", "trials.csv", "importances.csv", "importances.png", "marginal.png"} <= logged
+    assert {"report.md", "trials.csv", "importances.csv", "importances.png", "effects.png", "significance.csv"} <= logged
     report = Path(client.download_artifacts(study_run.info.run_id, "report/report.md", str(tmp_path))).read_text()
     assert len(markdown_tables(report)) >= 2
 
