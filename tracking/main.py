@@ -1,6 +1,7 @@
 """The `main` entry point: the whole study for every seed, tracked in MLflow.
 
     mlflow run . --env-manager local -P seeds=123,124,125
+    mlflow run . --env-manager local -P config_dir=configs/raven   (the matrices domain)
     python -m tracking.main --seeds 123,124,125          (the same, without `mlflow run`)
 
 One parent run per invocation (the run `mlflow run` created, when there is one), one child run per
@@ -19,7 +20,8 @@ import time
 from pathlib import Path
 
 from speccomp.cli import add_config_arguments, split_overrides
-from speccomp.core.config import SECTION_FILES, ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.core.config import ConfigError, ExperimentConfig, parse_seed_list
+from speccomp.core.task import task_for_dir
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -63,10 +65,11 @@ class _Inputs:
         self.threads = _threads(args.threads)
         overrides = [*args.set_overrides, *split_overrides(args.overrides)]
         config_dir = args.config_dir or None
+        self.task = task_for_dir(config_dir)  # a folder holding matrices.yaml selects the matrices domain
         if config_dir is not None:
-            _check_config_dir(Path(config_dir))
+            self.task.check_config_dir(Path(config_dir))
         presets = [p for p in getattr(args, "presets", []) if p]
-        self.cfg: ExperimentConfig = load_config(config_dir, overrides, presets=presets)
+        self.cfg: ExperimentConfig = self.task.load_config(config_dir, overrides, presets)
 
 
 def _threads(text: str) -> int | None:
@@ -78,13 +81,7 @@ def _threads(text: str) -> int | None:
 
 
 def _check_config_dir(folder: Path) -> None:
-    allowed = (f"a folder holding {' and '.join(SECTION_FILES[s] for s in REQUIRED_SECTIONS)} "
-               f"({', '.join(f for s, f in SECTION_FILES.items() if s not in REQUIRED_SECTIONS)} optional)")
-    if not folder.is_dir():
-        raise ConfigError(f"config_dir: {folder}: folder not found; allowed: {allowed}")
-    for section in REQUIRED_SECTIONS:
-        if not (folder / SECTION_FILES[section]).is_file():
-            raise ConfigError(f"config_dir: {folder} has no {SECTION_FILES[section]}; allowed: {allowed}")
+    task_for_dir(folder).check_config_dir(folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,8 +168,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
         "speccomp.role": "main",
         "seeds": ",".join(map(str, inputs.seeds)),
         "data_seeds": ",".join(map(str, inputs.data_seeds)),
-        "tracked": ",".join(cfg.tracked_labels),
-        "model_type": cfg.training.model_type,
+        **inputs.task.tags(cfg),
     })
     log_params(client, parent, params)
     several = len(inputs.data_seeds) > 1
@@ -202,17 +198,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
 def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
     from tracking.store import ui_command
 
-    tracked = inputs.cfg.tracked_labels
-    cols = [f"test/mse/{t}" for t in tracked] + [f"gap/{t}" for t in tracked if f"gap/{t}" in summary]
-    table = summary[["data_seed", "seed", *cols]].copy()
-    mean = table[cols].mean()
-    std = table[cols].std(ddof=1) if len(table) > 1 else table[cols].std(ddof=0)
-    lines = [table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
-    lines.append("mean ± std: " + "   ".join(f"{c} {mean[c]:.4f} ± {std[c]:.4f}" for c in cols))
-    floors = [(t, summary[f"oracle/mse/{t}"].mean()) for t in tracked if f"oracle/mse/{t}" in summary]
-    if floors:
-        lines.append("physical floor (oracle MSE on the test split): "
-                     + "   ".join(f"{t} {v:.2g} (test MSE {mean[f'test/mse/{t}'] / v:.0f}x that)" for t, v in floors))
+    lines = inputs.task.console_summary(inputs.cfg, summary)
     print("\n".join(lines))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")

@@ -153,8 +153,8 @@ def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets:
     inputs = []
     for name, split in datasets.items():
         ds = mlflow.data.from_numpy(
-            split.spectra.numpy(),  # a view, no copy; the digest is ours, so nothing is hashed again
-            targets=split.abundances.numpy(),
+            split.inputs.numpy(),  # a view, no copy; the digest is ours, so nothing is hashed again
+            targets=split.targets.numpy(),
             name=f"{name}-data_seed-{split.data_seed}",
             digest=split.digest,
             source=SpeccompSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
@@ -198,13 +198,15 @@ def log_final_model(
         params=dict(run.data.params),
         tags={"seed": str(result.seed), "data_seed": str(result.data_seed)},
     )
-    n_bins, n_out = train.spectra.shape[1], train.abundances.shape[1]
-    signature = infer_signature(np.zeros((1, n_bins), np.float32), np.zeros((1, n_out), np.float32))
+    example = train.inputs[:2]
+    with torch.no_grad():
+        n_out = tuple(result.model(example[:1]).shape[1:])
+    signature = infer_signature(np.zeros((1, *example.shape[1:]), np.float32), np.zeros((1, *n_out), np.float32))
     mlflow.pytorch.log_model(
         result.model,
         name="model",
         signature=signature,
-        input_example=train.spectra[:2].numpy(),  # the pt2 format traces forward() on it
+        input_example=example.numpy(),  # the pt2 format traces forward() on it
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         run_id=run_id,  # the child run, without making it the active fluent run
         model_id=model.model_id,
@@ -232,9 +234,10 @@ def log_mean_curves(
     """The parent's own curves: the across-seed mean of each checkpoint metric at each step.
     `skip_step` (the last step, where `aggregate_finals` logs the same means) is left out, so that
     no step holds two values of one metric."""
-    cols = {"test_loss": "test/mse", "val_loss": "val/mse"}
+    cols = {c: n for c, n in {"test_loss": "test/mse", "val_loss": "val/mse"}.items() if c in trajectory}
     cols.update({c: c.replace("test_mse_", "test/mse/") for c in trajectory if c.startswith("test_mse_")})
     cols.update({c: c.replace("val_mse_", "val/mse/") for c in trajectory if c.startswith("val_mse_")})
+    cols.update({c: c for c in trajectory if "/" in c})  # columns already named as metrics (matrices)
     mean = trajectory.groupby("step")[list(cols)].mean()
     if skip_step is not None:
         mean = mean.drop(index=skip_step, errors="ignore")

@@ -389,10 +389,11 @@ class TrainingConfig(_Strict):
     @field_validator("model_type")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from speccomp.core.models import MODEL_REGISTRY  # late: models imports this module
+        from speccomp.core.models import models_of  # late: models imports this module
 
-        if v not in MODEL_REGISTRY:
-            raise ValueError(f"unknown model {v!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}")
+        known = models_of("spectra")
+        if v not in known:
+            raise ValueError(f"unknown model {v!r}; registered: {', '.join(known)}")
         return v
 
     @field_validator("hidden_dims", mode="before")
@@ -620,15 +621,18 @@ def config_from_dict(
     raw: dict[str, Any],
     overrides: list[str] | tuple[str, ...] = (),
     paths: dict[str, Path] | None = None,
+    root: type[BaseModel] | None = None,
 ) -> ExperimentConfig:
-    """Validate a raw nested dict (after applying overrides); errors name file and dotted key."""
+    """Validate a raw nested dict (after applying overrides); errors name file and dotted key.
+    `root` is the schema (default the spectra `ExperimentConfig`; another domain passes its own)."""
+    root = root or ExperimentConfig
     raw = copy.deepcopy(raw)
     for item in overrides:
-        apply_override(raw, item)
+        apply_override(raw, item, root)
     try:
-        return ExperimentConfig.model_validate(raw)
+        return root.model_validate(raw)
     except ValidationError as exc:
-        message = _format_validation_error(exc, paths or {})
+        message = _format_validation_error(exc, paths or {}, root)
     except _AtError as exc:  # raised outside pydantic's wrapping (properties)
         message = _locate(exc.loc, exc.msg, paths or {})
     raise ConfigError(_blame_override(message, overrides, paths or {}))
@@ -658,8 +662,11 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply `a.b.c=value` to a nested dict in place. The key must name an existing field."""
+def apply_override(raw: dict[str, Any], item: str, root: type[BaseModel] | None = None) -> None:
+    """Apply `a.b.c=value` to a nested dict in place. The key must name an existing field of
+    `root` (default the spectra `ExperimentConfig`)."""
+    root = root or ExperimentConfig
+    sections = list(root.model_fields)
     if "=" not in item:
         raise ConfigError(f"override {item!r}: must be key=value, e.g. training.epochs=10")
     key, _, text = item.partition("=")
@@ -667,9 +674,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = key.split(".")
     if not key or any(not p for p in parts):
         raise ConfigError(f"override {item!r}: key must be a dotted path such as training.epochs")
-    if parts[0] not in SECTION_FILES:
-        raise ConfigError(f"override {key}: unknown section {parts[0]!r}; allowed: {', '.join(SECTION_FILES)}")
-    _check_known_path(parts)
+    if parts[0] not in sections:
+        raise ConfigError(f"override {key}: unknown section {parts[0]!r}; allowed: {', '.join(sections)}")
+    _check_known_path(parts, root)
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -694,9 +701,9 @@ def _list_index(node: list, part: str, parts: list[str]) -> int:
     return int(part)
 
 
-def _check_known_path(parts: list[str]) -> None:
+def _check_known_path(parts: list[str], root: type[BaseModel] | None = None) -> None:
     """Refuse an override whose key names no field of the schema (typos must not pass silently)."""
-    model: Any = ExperimentConfig
+    model: Any = root or ExperimentConfig
     walked: list[str] = []
     for part in parts:
         walked.append(part)
@@ -757,7 +764,7 @@ def _is_union_of_models(model: Any) -> bool:
     return bool(_union_args(model))
 
 
-def _format_validation_error(exc: ValidationError, paths: dict[str, Path]) -> str:
+def _format_validation_error(exc: ValidationError, paths: dict[str, Path], root: type[BaseModel] | None = None) -> str:
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"] if not _is_tag(p)]
     msg = err["msg"]
@@ -765,13 +772,14 @@ def _format_validation_error(exc: ValidationError, paths: dict[str, Path]) -> st
     if isinstance(ctx_error, _AtError):
         loc = loc + ctx_error.loc.split(".")
         msg = ctx_error.msg
-        if loc and loc[0] in SECTION_FILES and ctx_error.loc.split(".")[0] in SECTION_FILES:
+        sections = (root or ExperimentConfig).model_fields
+        if loc and loc[0] in sections and ctx_error.loc.split(".")[0] in sections:
             loc = ctx_error.loc.split(".")
     else:
         msg = msg.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-            parent = _model_at(loc[:-1])
+            parent = _model_at(loc[:-1], root)
             if parent is not None:
                 msg += f"; allowed: {', '.join(parent.model_fields)}"
         elif err["type"] == "missing":
@@ -787,9 +795,9 @@ def _is_tag(part: Any) -> bool:
     return part in ("component_combinations", "custom") or (isinstance(part, str) and part.startswith("function-"))
 
 
-def _model_at(loc: list[str]) -> type[BaseModel] | None:
+def _model_at(loc: list[str], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
     try:
-        model: Any = ExperimentConfig
+        model: Any = root or ExperimentConfig
         for part in loc:
             model = _unwrap(model)
             if isinstance(model, type) and issubclass(model, BaseModel):

@@ -65,16 +65,25 @@ class ModelSpec:
 
 
 MODEL_REGISTRY: dict[str, type[EnsembleModel]] = {}
+MODEL_DOMAINS: dict[str, str] = {}
+"""model name -> the task (domain) whose inputs it takes: `spectra` or `matrices`."""
 
 
-def register_model(name: str) -> Callable[[type[EnsembleModel]], type[EnsembleModel]]:
-    """Class decorator: make an `EnsembleModel` subclass selectable as `training.model_type`."""
+def register_model(name: str, domain: str = "spectra") -> Callable[[type[EnsembleModel]], type[EnsembleModel]]:
+    """Class decorator: make an `EnsembleModel` subclass selectable as `training.model_type` in
+    the configs of `domain`."""
 
     def wrap(cls: type[EnsembleModel]) -> type[EnsembleModel]:
         MODEL_REGISTRY[name] = cls
+        MODEL_DOMAINS[name] = domain
         return cls
 
     return wrap
+
+
+def models_of(domain: str) -> list[str]:
+    """Registered model names of one domain, sorted."""
+    return sorted(n for n in MODEL_REGISTRY if MODEL_DOMAINS.get(n, "spectra") == domain)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,6 +296,8 @@ def build_model(
 ) -> EnsembleModel:
     """An ensemble with one member per generator; member s's weights come from init_generators[s]."""
     if spec.model_type not in MODEL_REGISTRY:
+        _import_domain_models()
+    if spec.model_type not in MODEL_REGISTRY:
         raise ValueError(
             f"training.model_type: unknown model {spec.model_type!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}"
         )
@@ -335,6 +346,13 @@ def load_member(path_or_payload: Any) -> Member:
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"not a speccomp checkpoint (format {payload.get('format')!r})")
     spec = ModelSpec(**payload["spec"])
+    if spec.model_type not in MODEL_REGISTRY:
+        _import_domain_models()
     net = MODEL_REGISTRY[spec.model_type](spec, 1)
     net.load_state_dict(payload["state_dict"])
     return Member(net).eval()
+
+
+def _import_domain_models() -> None:
+    """Register every domain's models (a checkpoint may hold a model of a domain not imported yet)."""
+    import speccomp.matrices.models  # noqa: F401

@@ -1,0 +1,141 @@
+"""Figures of the matrices domain: the rule × attribute accuracy heat-map, accuracy over steps,
+and a few rendered test matrices with their answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from speccomp.matrices.generator import ATTRIBUTES, N_CONTEXT, RULES  # noqa: E402
+from speccomp.matrices.render import render_panels  # noqa: E402
+
+FIGURES = {
+    "pair_accuracy": "pair_accuracy.png",
+    "accuracy_curves": "accuracy_curves.png",
+    "matrices": "matrices.png",
+}
+
+
+def pair_accuracy(split, predictions: dict[int, np.ndarray], rules: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(rules, attributes) mean accuracy over seeds and number of matrices per pair (NaN where none)."""
+    correct = np.stack([p.argmax(-1) == split.target.numpy() for p in predictions.values()])  # (S, N)
+    acc = np.full((len(rules), len(ATTRIBUTES)), np.nan)
+    count = np.zeros_like(acc)
+    for i, rule in enumerate(rules):
+        for j, attr in enumerate(ATTRIBUTES):
+            mask = split.pair_mask(rule, attr)
+            count[i, j] = mask.sum()
+            if mask.any():
+                acc[i, j] = correct[:, mask].mean()
+    return acc, count
+
+
+def draw_pair_accuracy(path: Path, datasets, predictions, rules: list[str], heldout: list[str], chance: float) -> Path:
+    test = datasets["test"]
+    acc, count = pair_accuracy(test, predictions, rules)
+    fig, ax = plt.subplots(figsize=(1.6 * len(ATTRIBUTES) + 2, 0.8 * len(rules) + 1.8))
+    im = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis")
+    for i in range(len(rules)):
+        for j in range(len(ATTRIBUTES)):
+            text = "–" if np.isnan(acc[i, j]) else f"{acc[i, j]:.2f}\nn={int(count[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if np.nan_to_num(acc[i, j]) < 0.6 else "black")
+            if f"{rules[i]}/{ATTRIBUTES[j]}" in heldout:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(len(ATTRIBUTES)), ATTRIBUTES)
+    ax.set_yticks(range(len(rules)), rules)
+    n_seeds = len(predictions)
+    ax.set_title(f"test accuracy by (rule, attribute) a matrix contains\nmean of {n_seeds} seed(s); "
+                 f"chance {chance:.3f}; red = held out of training", fontsize=9)
+    fig.colorbar(im, ax=ax, label="accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_accuracy_curves(path: Path, trajectory: pd.DataFrame, chance: float) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for col, colour, label in (("val/acc", "tab:blue", "validation (in distribution)"),
+                               ("test/acc", "tab:red", "test (held out)")):
+        if col not in trajectory or trajectory[col].isna().all():
+            continue
+        for _, seed_rows in trajectory.groupby("seed"):
+            ax.plot(seed_rows["step"], seed_rows[col], color=colour, alpha=0.3, linewidth=0.8)
+        mean = trajectory.groupby("step")[col].mean()
+        ax.plot(mean.index, mean.values, color=colour, linewidth=2, label=f"{label}, mean of seeds")
+    ax.axhline(chance, color="grey", linestyle="--", label=f"chance {chance:.3f}")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy over training (thin: one seed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_matrices(path: Path, split, predictions: dict[int, np.ndarray], image_size: int, n_show: int = 3) -> Path:
+    """The first `n_show` test matrices: context, '?' and the candidates; the answer framed green
+    and the first seed's choice (when wrong) framed red."""
+    batch = split.batch
+    n_show = min(n_show, len(split))
+    n_cand = batch.values.shape[1] - N_CONTEXT
+    pick = next(iter(predictions.values())).argmax(-1) if predictions else None
+    cols = 3 + 1 + (n_cand + 1) // 2
+    fig, axes = plt.subplots(3 * n_show, cols, figsize=(cols * 1.0, 3 * n_show * 1.0 + 0.4 * n_show))
+    axes = np.atleast_2d(axes)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("off")
+    for m in range(n_show):
+        images = render_panels(batch.values[m], batch.positions[m], image_size)
+        desc = ", ".join(f"{a}: {RULES[r]}" for a, r in zip(ATTRIBUTES, batch.rules[m], strict=True))
+        axes[3 * m, 0].set_title(desc, fontsize=6, loc="left")
+        for k in range(9):
+            ax = axes[3 * m + k // 3, k % 3]
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k < N_CONTEXT:
+                ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.text(0.5, 0.5, "?", ha="center", va="center", fontsize=18)
+        for c in range(n_cand):
+            ax = axes[3 * m + c // ((n_cand + 1) // 2), 4 + c % ((n_cand + 1) // 2)] if n_cand > 2 else axes[3 * m, 4 + c]
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.imshow(images[N_CONTEXT + c], cmap="gray", vmin=0, vmax=1)
+            colour = "green" if c == batch.target[m] else ("red" if pick is not None and c == pick[m] else None)
+            if colour:
+                for side in ax.spines.values():
+                    side.set_edgecolor(colour)
+                    side.set_linewidth(3)
+            ax.set_title(f"{c + 1}", fontsize=6)
+    fig.suptitle("test matrices: context (left), candidates (right); green = answer, red = first seed's wrong pick",
+                 fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_all(plots_dir: Path, cfg, datasets, trajectory: pd.DataFrame, predictions: dict[int, np.ndarray]) -> dict[str, Path]:
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    heldout = [p.label for p in cfg.data.heldout_pairs]
+    return {
+        "pair_accuracy": draw_pair_accuracy(plots_dir / FIGURES["pair_accuracy"], datasets, predictions,
+                                            cfg.matrices.rules, heldout, cfg.chance),
+        "accuracy_curves": draw_accuracy_curves(plots_dir / FIGURES["accuracy_curves"], trajectory, cfg.chance),
+        "matrices": draw_matrices(plots_dir / FIGURES["matrices"], datasets["test"], predictions, cfg.matrices.image_size),
+    }

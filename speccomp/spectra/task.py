@@ -1,0 +1,134 @@
+"""Spectra as a task: regression of abundances from spectra, MSE loss, per-component metrics, the
+gap as a ratio of MSEs, the oracle as the floor, the tutorial's nine figures. A thin wrapper over
+`speccomp.core.{config,data,metrics}` and `speccomp.spectra.{floor,figures}`: numbers and names
+are those the project had before the task interface."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from speccomp.core import config as core_config
+from speccomp.core.config import SECTION_FILES, ConfigError, ExperimentConfig
+from speccomp.core.data import SplitData
+from speccomp.core.models import ModelSpec
+from speccomp.core.task import FloorResult, Task, register_task
+
+REQUIRED_SECTIONS = ("physics", "data")  # training.yaml and analysis.yaml fall back to defaults
+
+
+class SpectraTask(Task):
+    name = "spectra"
+    section_files = SECTION_FILES
+    measure_names = {"test": "test/mse/tracked", "val": "val/mse/tracked", "gap": "gap/tracked"}
+
+    # --- configuration ---------------------------------------------------------------------
+    def owns_dir(self, folder: Path) -> bool:
+        return (folder / SECTION_FILES["physics"]).is_file()
+
+    def owns_raw(self, raw: dict[str, Any]) -> bool:
+        return "physics" in raw
+
+    def schema(self) -> type[ExperimentConfig]:
+        return ExperimentConfig
+
+    def check_config_dir(self, folder: Path) -> None:
+        allowed = (f"a folder holding {' and '.join(SECTION_FILES[s] for s in REQUIRED_SECTIONS)} "
+                   f"({', '.join(f for s, f in SECTION_FILES.items() if s not in REQUIRED_SECTIONS)} optional), "
+                   "or a matrices folder holding matrices.yaml")
+        if not folder.is_dir():
+            raise ConfigError(f"config_dir: {folder}: folder not found; allowed: {allowed}")
+        for section in REQUIRED_SECTIONS:
+            if not (folder / SECTION_FILES[section]).is_file():
+                raise ConfigError(f"config_dir: {folder} has no {SECTION_FILES[section]}; allowed: {allowed}")
+
+    def load_config(self, config_dir=None, overrides=(), presets=()) -> ExperimentConfig:
+        return core_config.load_config(config_dir, list(overrides), presets=list(presets))
+
+    def config_from_dict(self, raw, overrides=(), paths=None) -> ExperimentConfig:
+        return core_config.config_from_dict(raw, overrides, paths)
+
+    # --- data -------------------------------------------------------------------------------
+    def generate(self, cfg: ExperimentConfig, data_seed: int) -> dict[str, SplitData]:
+        from speccomp.core.data import generate_datasets
+
+        return generate_datasets(cfg, data_seed)
+
+    # --- model and training -----------------------------------------------------------------
+    def model_spec(self, cfg: ExperimentConfig, train: SplitData) -> ModelSpec:
+        return ModelSpec.from_training(cfg.training, train.spectra.shape[1], train.abundances.shape[1])
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((pred - target) ** 2).mean(dim=(1, 2))
+
+    def split_metrics(self, cfg, split_name, pred, split) -> list[dict[str, float]]:
+        from speccomp.core.metrics import split_metrics
+
+        return split_metrics(split_name, pred, split, cfg.tracked_labels)
+
+    def final_metrics(self, cfg, preds, datasets) -> list[dict[str, float]]:
+        from speccomp.core.metrics import final_metrics
+
+        return final_metrics(preds.get("val"), preds["test"], datasets.get("val"), datasets["test"],
+                             datasets["train"], cfg.tracked_labels)
+
+    def trajectory_columns(self, cfg, metrics) -> dict[str, float]:
+        row = {"val_loss": metrics.get("val/mse", float("nan")), "test_loss": metrics["test/mse"]}
+        for label in cfg.tracked_labels:
+            row[f"val_mse_{label}"] = metrics.get(f"val/mse/{label}", float("nan"))
+            row[f"test_mse_{label}"] = metrics[f"test/mse/{label}"]
+        return row
+
+    # --- after training ---------------------------------------------------------------------
+    def floor(self, cfg, datasets, seeds, finals) -> FloorResult:
+        from speccomp.spectra.floor import physical_floor, with_efficiency
+
+        oracle = physical_floor(cfg, datasets["test"])
+        per_seed = {seed: with_efficiency(finals[seed], oracle, cfg.tracked_labels) for seed in seeds}
+        figure_floor = {label: oracle[f"oracle/mse/{label}"] for label in cfg.tracked_labels} if oracle else None
+        return FloorResult(per_seed, figure_floor)
+
+    def figures(self, cfg, datasets, trajectory, predictions, plots_dir, floor=None) -> dict[str, Path]:
+        from speccomp.spectra.figures import draw_all  # matplotlib is imported only when drawing
+
+        return draw_all(plots_dir, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels, floor=floor)
+
+    # --- reporting --------------------------------------------------------------------------
+    def tags(self, cfg) -> dict[str, str]:
+        return {"tracked": ",".join(cfg.tracked_labels), "model_type": cfg.training.model_type}
+
+    def console_summary(self, cfg, summary: pd.DataFrame) -> list[str]:
+        tracked = cfg.tracked_labels
+        cols = [f"test/mse/{t}" for t in tracked] + [f"gap/{t}" for t in tracked if f"gap/{t}" in summary]
+        table = summary[["data_seed", "seed", *cols]].copy()
+        mean = table[cols].mean()
+        std = table[cols].std(ddof=1) if len(table) > 1 else table[cols].std(ddof=0)
+        lines = [table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+        lines.append("mean ± std: " + "   ".join(f"{c} {mean[c]:.4f} ± {std[c]:.4f}" for c in cols))
+        floors = [(t, summary[f"oracle/mse/{t}"].mean()) for t in tracked if f"oracle/mse/{t}" in summary]
+        if floors:
+            lines.append("physical floor (oracle MSE on the test split): "
+                         + "   ".join(f"{t} {v:.2g} (test MSE {mean[f'test/mse/{t}'] / v:.0f}x that)" for t, v in floors))
+        return lines
+
+    def seed_measures(self, cfg, final: dict[str, float]) -> dict[str, float]:
+        tracked = cfg.tracked_labels
+
+        def mean_of(prefix: str) -> float:
+            values = [final.get(f"{prefix}/{label}", math.nan) for label in tracked]
+            return float(sum(values) / len(values))
+
+        return {
+            "test/mse/tracked": mean_of("test/mse"),
+            "val/mse/tracked": mean_of("val/mse"),
+            "gap/tracked": mean_of("gap"),
+            "oracle/mse/tracked": mean_of("oracle/mse"),
+            "oracle/efficiency/tracked": mean_of("oracle/efficiency"),
+        }
+
+
+SPECTRA = register_task(SpectraTask())
