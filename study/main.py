@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
     p.add_argument("--seeds", default="123,124,125", help="training seeds of every trial (default 123,124,125)")
     p.add_argument("--data-seed", default="42", help="data seed of every trial (default 42)")
-    p.add_argument("--objective", default="test_mse", help="test_mse (default), gap, or pareto")
+    p.add_argument("--objective", default="test_mse", help="test_mse (default; spectra), test (the domain's test "
+                   "measure), gap, or pareto")
     p.add_argument("--sampler", default="random", help=f"one of {', '.join(SAMPLERS)} (default random)")
     p.add_argument("--sampler-seed", default="0", help="seed of the sampler (default 0)")
     p.add_argument("--pruner", default="none", help=f"one of {', '.join(PRUNERS)} (default none)")
@@ -86,8 +87,9 @@ def _int(text: str, name: str, minimum: int) -> int:
 def _validate(args: argparse.Namespace):
     """Everything checked before any run or trial exists. Returns what the study needs."""
     from speccomp.cli import split_overrides
-    from speccomp.core.config import ConfigError, load_config, parse_seed_list
-    from study.objective import MEASURES, configure_trial_size
+    from speccomp.core.config import ConfigError, parse_seed_list
+    from speccomp.core.task import task_for_dir
+    from study.objective import MEASURES, check_measure, configure_trial_size
     from study.space import load_space
 
     if args.objective not in MEASURES:
@@ -110,7 +112,9 @@ def _validate(args: argparse.Namespace):
     if args.pruner != "none" and len(settings.seeds) < 2:
         raise ConfigError("pruner: needs at least two seeds (results after the first seed decide); give --seeds a,b,...")
     overrides = configure_trial_size([*args.set_overrides, *split_overrides(args.overrides)])
-    base = load_config(args.config_dir or None, overrides, presets=[p for p in args.presets if p])
+    task = task_for_dir(args.config_dir or None)  # a folder holding matrices.yaml selects the matrices domain
+    check_measure(args.objective, task.name)
+    base = task.load_config(args.config_dir or None, overrides, [p for p in args.presets if p])
     space = load_space(_space_path(args.space), base)
     return settings, base, space, overrides
 

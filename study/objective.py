@@ -17,8 +17,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from speccomp.core.config import ExperimentConfig, config_from_dict
-from speccomp.core.data import generate_datasets
+from speccomp.core.config import ExperimentConfig
+from speccomp.core.task import task_for
 from study.space import SearchSpace
 from tracking.pipeline import (
     aggregate_finals,
@@ -33,7 +33,9 @@ from tracking.pipeline import (
 from tracking.runs import RunTracker
 
 MEASURES = {
-    "test_mse": "mean test MSE of the tracked components (minimise)",
+    "test_mse": "mean test MSE of the tracked components (minimise; spectra)",
+    "test": "the domain's test measure (minimise): spectra the mean test MSE of the tracked components, "
+            "matrices the test error 1 - test/acc",
     "gap": "mean compositional gap of the tracked components (minimise)",
     "pareto": "two objectives: in-distribution (val) MSE and test MSE of the tracked components (Pareto front)",
 }
@@ -59,12 +61,26 @@ def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, floa
     }
 
 
-def objective_values(measures: dict[str, float], measure: str) -> tuple[float, ...]:
-    if measure == "test_mse":
-        return (measures["test/mse/tracked"],)
+SPECTRA_MEASURES = {"test": "test/mse/tracked", "val": "val/mse/tracked", "gap": "gap/tracked"}
+
+
+def objective_values(measures: dict[str, float], measure: str, names: dict[str, str] | None = None) -> tuple[float, ...]:
+    """The objective(s) from one seed's (or the mean) measures; `names` maps test/val/gap to the
+    domain's measure names (`Task.measure_names`, spectra by default)."""
+    names = names or SPECTRA_MEASURES
+    if measure in ("test_mse", "test"):
+        return (measures[names["test"]],)
     if measure == "gap":
-        return (measures["gap/tracked"],)
-    return (measures["val/mse/tracked"], measures["test/mse/tracked"])
+        return (measures[names["gap"]],)
+    return (measures[names["val"]], measures[names["test"]])
+
+
+def check_measure(measure: str, task_name: str) -> None:
+    """Refuse a measure the domain does not have (one line, exit 2 at the caller)."""
+    if measure == "test_mse" and task_name != "spectra":
+        from speccomp.core.config import ConfigError
+
+        raise ConfigError(f"objective: test_mse is a spectra measure; allowed for the {task_name} domain: test, gap, pareto")
 
 
 def directions(measure: str) -> list[str]:
@@ -93,7 +109,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self._check_budget(trial)
         values, overrides = self.space.suggest(trial)
-        cfg = config_from_dict(self.base.to_dict(), overrides)
+        cfg = task_for(self.base).config_from_dict(self.base.to_dict(), overrides)
         client = self.tracker.client
         run_id = self.tracker.start(
             f"trial-{trial.number}",
@@ -138,9 +154,9 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, cfg: ExperimentConfig, run_id: str, params: dict[str, str], work: Path):
         client = self.tracker.client
-        tracked = cfg.tracked_labels
+        task = task_for(cfg)
         summaries, trajectories, per_seed = [], [], {}
-        datasets = generate_datasets(cfg, self.data_seed)  # once, whatever the number of chunks
+        datasets = task.generate(cfg, self.data_seed)  # once, whatever the number of chunks
         for i, chunk in enumerate(self.seed_chunks()):
             te = run_tracked_experiment(
                 self.tracker, run_id, cfg, self.data_seed, chunk, work / f"chunk-{i}", params,
@@ -150,16 +166,17 @@ class Objective:
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
             for r in te.experiment.result.seeds:
-                per_seed[r.seed] = seed_measures(r.final, tracked)
+                per_seed[r.seed] = task.seed_measures(cfg, r.final)
             if self.pruning:
                 for seed in chunk:
-                    trial.report(objective_values(per_seed[seed], self.measure)[0], step=self.seeds.index(seed))
+                    trial.report(objective_values(per_seed[seed], self.measure, task.measure_names)[0],
+                                 step=self.seeds.index(seed))
                 if i < len(self.seed_chunks()) - 1 and trial.should_prune():
                     self._record(trial, run_id, summaries, trajectories, per_seed, work)
                     raise optuna.TrialPruned(f"pruned after seeds {list(per_seed)}")
         self._record(trial, run_id, summaries, trajectories, per_seed, work)
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
-        values = objective_values(mean, self.measure)
+        values = objective_values(mean, self.measure, task.measure_names)
         last_step = int(pd.concat(trajectories)["step"].max())
         log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v
                                          for i, v in enumerate(values)}, step=last_step)
@@ -180,8 +197,7 @@ class Objective:
         log_metric_dict(client, run_id, finals, step=last_step)
         log_mean_curves(client, run_id, trajectory, skip_step=last_step)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
-        for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked", "oracle/mse/tracked",
-                    "oracle/efficiency/tracked"):
+        for key in measures.columns:  # spectra: test/mse/tracked, ..., gap/tracked; matrices: test/error, ..., gap/acc
             values = measures[key].dropna()
             trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)
             trial.set_user_attr(key.replace("/", "_") + "_std", float(values.std(ddof=1)) if len(values) > 1 else 0.0)

@@ -46,8 +46,13 @@ def _targets(study: optuna.Study) -> dict[str, callable]:
     else:
         targets["objective/0 (val MSE)"] = lambda t: t.values[0]
         targets["objective/1 (test MSE)"] = lambda t: t.values[1]
-    targets["gap"] = lambda t: t.user_attrs.get("gap_tracked_mean", math.nan)
+    targets["gap"] = _gap_mean
     return targets
+
+
+def _gap_mean(t) -> float:
+    """A trial's across-seed mean gap: spectra `gap/tracked`, matrices `gap/acc`."""
+    return t.user_attrs.get("gap_tracked_mean", t.user_attrs.get("gap_acc_mean", math.nan))
 
 
 def importances(study: optuna.Study, seed: int = 0) -> pd.DataFrame:
@@ -89,7 +94,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         row.update({f"param.{k}": v for k, v in t.params.items()})
         for key in ("test_mse_tracked_mean", "test_mse_tracked_std", "val_mse_tracked_mean",
                     "gap_tracked_mean", "gap_tracked_std", "oracle_mse_tracked_mean",
-                    "oracle_efficiency_tracked_mean", "mlflow_run_id"):
+                    "oracle_efficiency_tracked_mean", "test_error_mean", "test_error_std", "val_error_mean",
+                    "gap_acc_mean", "gap_acc_std", "mlflow_run_id"):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         rows.append(row)
@@ -109,8 +115,8 @@ def marginal_effects(study: optuna.Study) -> pd.DataFrame:
         groups = _groups(values)
         for label, members in groups:
             chosen = [having[i] for i in members]
-            gaps = [t.user_attrs.get("gap_tracked_mean", math.nan) for t in chosen]
-            seed_stds = [t.user_attrs.get("gap_tracked_std") for t in chosen]
+            gaps = [_gap_mean(t) for t in chosen]
+            seed_stds = [t.user_attrs.get("gap_tracked_std", t.user_attrs.get("gap_acc_std")) for t in chosen]
             seed_stds = [v for v in seed_stds if v is not None and math.isfinite(v)]
             objective = [t.values[0] for t in chosen if t.values]
             efficiency = [t.user_attrs.get("oracle_efficiency_tracked_mean") for t in chosen]

@@ -83,48 +83,41 @@ def draw_accuracy_curves(path: Path, trajectory: pd.DataFrame, chance: float) ->
 
 
 def draw_matrices(path: Path, split, predictions: dict[int, np.ndarray], image_size: int, n_show: int = 3) -> Path:
-    """The first `n_show` test matrices: context, '?' and the candidates; the answer framed green
-    and the first seed's choice (when wrong) framed red."""
+    """The first `n_show` test matrices as one mosaic: the 3 × 3 context (the ninth cell '?') and
+    the candidates; the answer framed green, the first seed's choice (when wrong) framed red."""
     batch = split.batch
     n_show = min(n_show, len(split))
     n_cand = batch.values.shape[1] - N_CONTEXT
+    per_row = max(1, (n_cand + 1) // 2)
     pick = next(iter(predictions.values())).argmax(-1) if predictions else None
-    cols = 3 + 1 + (n_cand + 1) // 2
-    fig, axes = plt.subplots(3 * n_show, cols, figsize=(cols * 1.0, 3 * n_show * 1.0 + 0.4 * n_show))
-    axes = np.atleast_2d(axes)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.axis("off")
+    pad, size = 4, image_size
+    step = size + pad
+    width = (3 + per_row) * step + 2 * pad
+    height = n_show * (3 * step + 2 * pad)
+    canvas = np.full((height, width), 0.85, np.float32)
+    fig, ax = plt.subplots(figsize=(width / 60, height / 60 + 0.5))
     for m in range(n_show):
-        images = render_panels(batch.values[m], batch.positions[m], image_size)
-        desc = ", ".join(f"{a}: {RULES[r]}" for a, r in zip(ATTRIBUTES, batch.rules[m], strict=True))
-        axes[3 * m, 0].set_title(desc, fontsize=6, loc="left")
+        top = m * (3 * step + 2 * pad)
+        images = render_panels(batch.values[m], batch.positions[m], size)
         for k in range(9):
-            ax = axes[3 * m + k // 3, k % 3]
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if k < N_CONTEXT:
-                ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.text(0.5, 0.5, "?", ha="center", va="center", fontsize=18)
+            y, x = top + (k // 3) * step, (k % 3) * step
+            canvas[y : y + size, x : x + size] = images[k] if k < N_CONTEXT else 1.0
+            if k == N_CONTEXT:
+                ax.text(x + size / 2, y + size / 2, "?", ha="center", va="center", fontsize=14)
         for c in range(n_cand):
-            ax = axes[3 * m + c // ((n_cand + 1) // 2), 4 + c % ((n_cand + 1) // 2)] if n_cand > 2 else axes[3 * m, 4 + c]
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.imshow(images[N_CONTEXT + c], cmap="gray", vmin=0, vmax=1)
+            y, x = top + (c // per_row) * step + step // 2, (3 + c % per_row) * step + 2 * pad
+            canvas[y : y + size, x : x + size] = images[N_CONTEXT + c]
             colour = "green" if c == batch.target[m] else ("red" if pick is not None and c == pick[m] else None)
             if colour:
-                for side in ax.spines.values():
-                    side.set_edgecolor(colour)
-                    side.set_linewidth(3)
-            ax.set_title(f"{c + 1}", fontsize=6)
-    fig.suptitle("test matrices: context (left), candidates (right); green = answer, red = first seed's wrong pick",
-                 fontsize=7)
+                ax.add_patch(plt.Rectangle((x - 1.5, y - 1.5), size + 2, size + 2, fill=False, edgecolor=colour, linewidth=2))
+        desc = ", ".join(f"{a}: {RULES[r]}" for a, r in zip(ATTRIBUTES, batch.rules[m], strict=True))
+        ax.text(3 * step + 2 * pad, top + 3 * step - pad, desc, fontsize=6, va="top")
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title("test matrices: context (left), candidates (right)\ngreen = answer, red = first seed's wrong pick",
+                 fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
