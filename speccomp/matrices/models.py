@@ -26,6 +26,11 @@ class _Head(torch.nn.Module):
         super().__init__()
         dims = [n_in, *widths, 1]
         self.layers = torch.nn.ModuleList(EnsembleLinear(n_members, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        # A bias on the score moves every candidate alike: the loss cannot see it, its gradient is
+        # rounding noise, and Adam would turn that noise into steps. It is a fixed zero instead.
+        last = self.layers[-1]
+        del last.bias
+        last.register_buffer("bias", torch.zeros(n_members, 1, 1))
         self._owner = [owner]  # not a submodule: avoids a cycle in the module tree
 
     def reset_member(self, s: int, gen: torch.Generator, gain: float) -> None:
