@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from speccomp.core.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.core.config import ConfigError, ExperimentConfig, parse_seed_list
+from speccomp.core.task import load_any_config, task_for
 
 USER_ERROR = 2
 
@@ -55,7 +56,8 @@ def split_overrides(text: str) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    return load_config(args.config_dir, args.set_overrides, presets=[p for p in args.presets if p])
+    """The config of the folder's domain (a folder holding matrices.yaml is the matrices domain)."""
+    return load_any_config(args.config_dir, args.set_overrides, presets=[p for p in args.presets if p])
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -65,13 +67,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from speccomp.core.data import generate_datasets, save_datasets
-
     cfg = config_from_args(args)
+    if task_for(cfg).name == "matrices":
+        from speccomp.matrices.data import save_datasets
+    else:
+        from speccomp.core.data import save_datasets
     data_seeds = parse_seed_list(args.data_seeds, "--data-seeds")
     for data_seed in data_seeds:
         folder = Path(args.out) / f"data_seed-{data_seed}" if len(data_seeds) > 1 else Path(args.out)
-        datasets = generate_datasets(cfg, data_seed)
+        datasets = task_for(cfg).generate(cfg, data_seed)
         save_datasets(datasets, folder)
         sizes = ", ".join(f"{n}={len(d)}" for n, d in datasets.items())
         print(f"data seed {data_seed}: {sizes} -> {folder}")
@@ -87,7 +91,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for data_seed in data_seeds:
         out = Path(args.out) / f"data_seed-{data_seed}" if len(data_seeds) > 1 else Path(args.out)
         exp = run_experiment(cfg, data_seed, seeds, out, progress=sys.stderr.isatty())
-        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "gap/"))]
+        cols = ["seed"] + [c for c in exp.summary.columns
+                           if c.startswith(("test/mse/", "gap/")) or c in ("val/acc", "test/acc", "chance/acc")]
         print(f"data seed {data_seed} -> {out}")
         print(exp.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

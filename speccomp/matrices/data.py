@@ -3,7 +3,9 @@ name)`), so adding or resizing one split never changes another."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,3 +77,22 @@ def generate_split(cfg: MatricesExperimentConfig, name: str, data_seed: int) -> 
 def generate_datasets(cfg: MatricesExperimentConfig, data_seed: int) -> dict[str, MatrixSplit]:
     """Every split (the validation split included) for one data seed."""
     return {name: generate_split(cfg, name, data_seed) for name in cfg.data.resolved_splits()}
+
+
+def save_datasets(datasets: dict[str, MatrixSplit], folder) -> Path:
+    """Write every split to `folder`: `<split>_panels.pt` (N, 8 + C, D) float32, `<split>_target.pt`
+    (N,) int64, `<split>_symbols.pt` (values, positions, rules, variants; loadable with
+    weights_only=True) and `datasets.json`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {}
+    for name, d in datasets.items():
+        torch.save(d.panels, folder / f"{name}_panels.pt")
+        torch.save(d.target, folder / f"{name}_target.pt")
+        b = d.batch
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(getattr(b, k))) for k in ("values", "positions", "rules", "variants")},
+                   folder / f"{name}_symbols.pt")
+        index[name] = {"n_samples": len(d), "digest": d.digest, "data_seed": d.data_seed}
+    (folder / "datasets.json").write_text(json.dumps({"domain": "matrices", "attributes": list(ATTRIBUTES),
+                                                      "rules": list(RULES), "splits": index}, indent=2))
+    return folder
