@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 
 from speccomp.core.config import ExperimentConfig, default_config_dir, load_config
@@ -59,3 +61,20 @@ def edited_config_dir(tmp_path):
         return folder
 
     return make
+
+
+@dataclass
+class ListLogger:
+    """Keeps every call in memory: `records` holds (seed, step, metrics) tuples."""
+
+    records: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)
+
+    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
+        self.records.append((seed, step, dict(metrics)))
+
+    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
+        self.checkpoints.append(step)
+
+    def history(self, seed: int, name: str) -> list[tuple[int, float]]:
+        return [(step, m[name]) for s, step, m in self.records if s == seed and name in m]

@@ -13,11 +13,12 @@ import torch
 from speccomp.core.config import ConfigError
 from speccomp.core.models import load_member
 from speccomp.core.task import get_task, load_any_config, task_for, task_for_dir
-from speccomp.core.training import ListLogger, train
+from speccomp.core.training import train
 from speccomp.matrices.config import MatricesExperimentConfig
 from speccomp.matrices.data import generate_datasets
 from speccomp.matrices.generator import ATTRIBUTES, LEVELS, N_CONTEXT, RULES, SplitSpec, generate
 from speccomp.matrices.render import render_panels
+from tests.conftest import ListLogger
 
 REPO = Path(__file__).resolve().parent.parent
 RAVEN = REPO / "configs" / "raven"
@@ -308,13 +309,13 @@ def test_bad_matrices_config_is_one_line_naming_the_key(case):
 
 @pytest.mark.parametrize("case", ["unknown-rule", "every-pair-of-an-attribute", "empty-range", "one-candidate"])
 def test_bad_matrices_config_exits_2_before_any_run(case, tmp_path, monkeypatch, capsys):
-    from tracking.main import main
+    from speccomp_cli.main import main
 
     override, key = BAD[case]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert main(["--seeds", "1", "--config-dir", str(RAVEN), "--set", override]) == 2
+    assert main(["run", "--seeds", "1", "--config-dir", str(RAVEN), "--set", override]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], lines
     assert not (tmp_path / "mlruns").exists()

@@ -24,6 +24,7 @@ from speccomp.core.config import ExperimentConfig
 from speccomp.core.data import SplitData
 from speccomp.core.experiment import PLOTS_DIR, PREDICTIONS_DIR, ExperimentResult, run_experiment
 from speccomp.core.training import SeedResult, TrainingLogger
+from speccomp_compat import dataset_entity
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
 
@@ -160,7 +161,7 @@ def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets:
             source=SpeccompSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
         )
         tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=SPLIT_CONTEXT.get(name, name))
-        inputs.append(DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag]))
+        inputs.append(DatasetInput(dataset=dataset_entity(ds), tags=[tag]))
     for run_id in [run_ids] if isinstance(run_ids, str) else run_ids:
         client.log_inputs(run_id, datasets=inputs)
 

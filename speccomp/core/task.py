@@ -11,7 +11,7 @@ member per training seed (`speccomp.core.models`).
     task = task_for_dir("configs/raven")          # the folder's files pick the domain
     cfg = task.load_config("configs/raven", ["training.epochs=2"])
     data = task.generate(cfg, data_seed=42)
-    loss = task.loss(model(x), y)                 # (S,) one loss per member
+    loss = task.loss_fn(cfg)(model(x), y)         # (S,) one loss per member
 
 Implementations: `speccomp.spectra.task.SpectraTask` (regression, MSE, oracle floor) and
 `speccomp.matrices.task.MatricesTask` (multiple choice, accuracy, chance floor).
@@ -20,6 +20,7 @@ Implementations: `speccomp.spectra.task.SpectraTask` (regression, MSE, oracle fl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -83,8 +84,9 @@ class Task(ABC):
         """The model to build for these inputs."""
 
     @abstractmethod
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(S, B, ...) outputs and (S, B, ...) targets -> (S,) mean loss of each member."""
+    def loss_fn(self, cfg: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The training loss: (S, B, ...) outputs and (S, B, ...) targets -> (S,) mean loss of
+        each member (members are independent: the loop sums them before backward)."""
 
     @abstractmethod
     def split_metrics(self, cfg: Any, split_name: str, pred: torch.Tensor, split: Any) -> list[dict[str, float]]:

@@ -19,17 +19,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from speccomp.core.config import (
-    ConfigError,
-    TrainingConfig,
-    ValidationSplit,
-    _AtError,
-    _deep_merge,
-    _Strict,
-    config_from_dict,
-    read_yaml,
-    resolve_preset,
-)
+from speccomp.core.loading import _deep_merge, config_from_dict, read_yaml, resolve_preset
+from speccomp.core.schema import ConfigError, TrainingConfig, ValidationSplit, _AtError, _Strict
 from speccomp.matrices.generator import ATTRIBUTES, LEVELS, RULES, SplitSpec, family_feasible
 
 SECTION_FILES: dict[str, str] = {
@@ -186,10 +177,9 @@ class MatricesTrainingConfig(TrainingConfig):
     @field_validator("model_type")
     @classmethod
     def _registered(cls, v: str) -> str:
-        import speccomp.matrices.models  # noqa: F401  (registers the matrices models)
-        from speccomp.core.models import models_of
+        from speccomp.core.registry import known_models
 
-        known = models_of("matrices")
+        known = known_models("matrices")
         if v not in known:
             raise ValueError(f"unknown matrices model {v!r}; registered: {', '.join(known)}")
         return v

@@ -30,6 +30,13 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred.argmax(-1) == target).to(torch.float64).mean(-1)
 
 
+def cross_entropy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(S, B, C) candidate scores and (S, B) answers -> (S,) mean cross-entropy of each member."""
+    n_members = pred.shape[0]
+    per = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
+    return per.view(n_members, -1).mean(1)
+
+
 def pair_accuracies(split_name: str, pred: torch.Tensor, split: MatrixSplit, rules: list[str]) -> list[dict[str, float]]:
     """Per member, `<split>/acc/<rule>/<attribute>` for every pair that occurs in the split."""
     correct = (pred.argmax(-1) == split.target).to(torch.float64)  # (S, N)
@@ -78,14 +85,12 @@ class MatricesTask(Task):
     def model_spec(self, cfg: MatricesExperimentConfig, train: MatrixSplit) -> ModelSpec:
         return ModelSpec.from_training(cfg.training, PANEL_DIM, train.panels.shape[1] - N_CONTEXT)
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        n_members = pred.shape[0]
-        per = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
-        return per.view(n_members, -1).mean(1)
+    def loss_fn(self, cfg: MatricesExperimentConfig):
+        return cross_entropy
 
     def split_metrics(self, cfg, split_name, pred, split) -> list[dict[str, float]]:
         acc = accuracy(pred, split.target)
-        loss = self.loss(pred, split.target.expand(pred.shape[0], -1))
+        loss = cross_entropy(pred, split.target.expand(pred.shape[0], -1))
         return [{f"{split_name}/acc": float(acc[s]), f"{split_name}/loss": float(loss[s])} for s in range(pred.shape[0])]
 
     def final_metrics(self, cfg, preds, datasets) -> list[dict[str, float]]:
