@@ -17,6 +17,7 @@ from speccomp.core.data import SplitData
 from speccomp.core.models import ModelSpec
 from speccomp.core.task import FloorResult, Task, register_task
 
+
 class SpectraTask(Task):
     name = "spectra"
     section_files = SECTION_FILES
