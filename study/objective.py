@@ -193,7 +193,8 @@ class Objective:
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
         # the finals at the last step, where the mean curves leave room for them (one value a step)
         last_step = int(trajectory["step"].max())
-        finals = aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1))
+        extra = measures.drop(columns=[c for c in measures.columns if c in summary.columns])  # matrices: already finals
+        finals = aggregate_finals(pd.concat([summary, extra.reset_index(drop=True)], axis=1))
         log_metric_dict(client, run_id, finals, step=last_step)
         log_mean_curves(client, run_id, trajectory, skip_step=last_step)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})

@@ -317,12 +317,14 @@ def generate(rng: np.random.Generator, spec: SplitSpec, n: int, max_rounds: int 
 # ------------------------------------------------------------------------------------------------
 def encode(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """(…, 4) values and (…, 9) slots -> (…, PANEL_DIM) float32: per attribute a one-hot over its
-    levels and the value scaled to [0, 1], then the slot occupancies."""
-    parts = []
+    levels and the value scaled to [0, 1], then the slot occupancies (written in place, one pass)."""
+    out = np.zeros((*values.shape[:-1], PANEL_DIM), np.float32)
+    offset = 0
     for a, name in enumerate(ATTRIBUTES):
         lo, hi = LEVELS[name]
         idx = values[..., a] - lo
-        parts.append(np.eye(hi - lo + 1, dtype=np.float32)[idx])
-        parts.append((idx / (hi - lo)).astype(np.float32)[..., None])
-    parts.append(positions.astype(np.float32))
-    return np.concatenate(parts, axis=-1)
+        np.put_along_axis(out, offset + idx[..., None], 1.0, axis=-1)
+        out[..., offset + hi - lo + 1] = idx / (hi - lo)
+        offset += hi - lo + 2
+    out[..., offset:] = positions
+    return out
