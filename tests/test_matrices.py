@@ -325,3 +325,57 @@ def test_config_folder_without_the_data_file_is_refused(tmp_path):
     (tmp_path / "matrices.yaml").write_text("n_candidates: 8\n")
     with pytest.raises(ConfigError, match="config_dir: .* has no data_distribution.yaml"):
         get_task("matrices").check_config_dir(tmp_path)
+
+
+def test_the_raven_study_space_loads_against_the_raven_config():
+    from study.space import SpaceError, load_space
+
+    base = raven()
+    space = load_space(REPO / "configs" / "spaces" / "raven.yaml", base)
+    assert {p.name for p in space.params} >= {"heldout_pair", "n_train", "training.model_type"}
+    bad = REPO / "tests" / "data" / "no-such-space.yaml"
+    with pytest.raises(SpaceError):
+        load_space(bad, base)
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("progression/size", ["data.heldout_pairs=[{rule: progression, attribute: size}]"]),
+    ("none", ["data.heldout_pairs=[]"]),
+])
+def test_named_heldout_pair_setting(value, expected):
+    from study.space import overrides_for
+
+    assert overrides_for({"heldout_pair": value}) == expected
+    load_any_config(RAVEN, [*TINY, *expected])  # and the config accepts it
+
+
+# --------------------------------------------------------------------------------------------
+# the tracked `main` on configs/raven: the records it leaves
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_tracked_main_on_the_raven_folder_leaves_its_records(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from speccomp_cli.main import main
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    sets = [a for item in TINY for a in ("--set", item)]
+    assert main(["run", "--seeds", "1,2", "--config-dir", str(RAVEN), "--run-name", "raven", *sets]) == 0
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                   "attributes.run_name = 'raven'")
+    assert parent.data.tags["domain"] == "matrices" and parent.data.tags["heldout"] == "progression/size"
+    kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(int(k.data.tags["seed"]) for k in kids) == [1, 2]
+    for kid in kids:
+        assert kid.info.status == "FINISHED"
+        for name in ("val/acc", "test/acc", "gap/acc", "chance/acc", "test/acc/progression/size", "train/loss"):
+            assert name in kid.data.metrics, name
+        assert len(client.get_metric_history(kid.info.run_id, "test/acc")) == 3  # steps 0, middle, last
+    for name in ("val/acc", "std/val/acc", "test/acc", "gap/acc", "chance/acc"):
+        assert name in parent.data.metrics, name
+    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"pair_accuracy.png", "accuracy_curves.png", "matrices.png"}
