@@ -379,3 +379,11 @@ def test_tracked_main_on_the_raven_folder_leaves_its_records(tmp_path, monkeypat
         assert name in parent.data.metrics, name
     plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"pair_accuracy.png", "accuracy_curves.png", "matrices.png"}
+
+
+def test_every_pair_is_a_compositional_task_a_meta_learner_can_load():
+    cfg = raven()
+    tasks = get_task("matrices").compositional_tasks(cfg)
+    assert len(tasks) == len(RULES) * len(ATTRIBUTES)
+    held = load_any_config(RAVEN, [*TINY, *tasks["arithmetic/colour"]])
+    assert [p.label for p in held.data.heldout_pairs] == ["arithmetic/colour"]

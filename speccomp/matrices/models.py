@@ -45,6 +45,21 @@ class _Head(torch.nn.Module):
         return self.layers[-1](x)
 
 
+def context_candidate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(S, B, 8 + C, D) panels -> (S, B * C, 9 D): each candidate after the eight context panels.
+    Any (S, N, F) -> (S, N, 1) network scores matrices through this view (e.g. a NAS supernet
+    built for flat inputs); `scores_from` turns its output back into (S, B, C) scores."""
+    n_members, batch, _, dim = x.shape
+    n_cand = x.shape[2] - N_CONTEXT
+    context = x[:, :, :N_CONTEXT].reshape(n_members, batch, 1, N_CONTEXT * dim).expand(-1, -1, n_cand, -1)
+    return torch.cat([context, x[:, :, N_CONTEXT:]], dim=-1).reshape(n_members, batch * n_cand, -1)
+
+
+def scores_from(out: torch.Tensor, n_candidates: int) -> torch.Tensor:
+    """(S, B * C, 1) per-candidate outputs -> (S, B, C) scores."""
+    return out.reshape(out.shape[0], -1, n_candidates)
+
+
 @register_model("raven_mlp", domain="matrices")
 class CandidateScorer(EnsembleModel):
     """score_c = MLP([context panels 1..8, candidate c]) with `hidden_dims` hidden layers."""
@@ -57,11 +72,7 @@ class CandidateScorer(EnsembleModel):
         self.head.reset_member(s, gen, self._gain())
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
-        n_members, batch, _, dim = x.shape
-        n_cand = x.shape[2] - N_CONTEXT
-        context = x[:, :, :N_CONTEXT].reshape(n_members, batch, 1, N_CONTEXT * dim).expand(-1, -1, n_cand, -1)
-        pairs = torch.cat([context, x[:, :, N_CONTEXT:]], dim=-1)  # (S, B, C, 9D)
-        return self.head(pairs.reshape(n_members, batch * n_cand, -1)).reshape(n_members, batch, n_cand)
+        return scores_from(self.head(context_candidate_pairs(x)), x.shape[2] - N_CONTEXT)
 
 
 @register_model("raven_wren", domain="matrices")

@@ -128,6 +128,13 @@ class MatricesTask(Task):
 
         return draw_all(plots_dir, cfg, datasets, trajectory, predictions)
 
+    def compositional_tasks(self, cfg: MatricesExperimentConfig) -> dict[str, list[str]]:
+        """One task per (rule, attribute) pair, for a meta-learner: name `rule/attribute` ->
+        the overrides that hold that pair out of training (every test matrix then holds it)."""
+        return {f"{r}/{a}": [f"data.heldout_pairs=[{{rule: {r}, attribute: {a}}}]", "data.heldout_values={}"]
+                for r in cfg.matrices.rules for a in ATTRIBUTES
+                if len(cfg.matrices.rules) > 1}
+
     # --- reporting --------------------------------------------------------------------------
     def tags(self, cfg: MatricesExperimentConfig) -> dict[str, str]:
         held = [p.label for p in cfg.data.heldout_pairs]
