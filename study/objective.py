@@ -21,12 +21,11 @@ from speccomp.core.config import ExperimentConfig
 from speccomp.core.task import task_for
 from study.space import SearchSpace
 from tracking.pipeline import (
-    aggregate_finals,
     flatten,
-    log_mean_curves,
     log_metric_dict,
     log_params,
     log_parent_artifacts,
+    log_parent_summary,
     run_tracked_experiment,
     set_tags,
 )
@@ -191,12 +190,8 @@ class Objective:
         trajectory.to_csv(folder / "trajectory_data.csv", index=False)
         shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
-        # the finals at the last step, where the mean curves leave room for them (one value a step)
-        last_step = int(trajectory["step"].max())
         extra = measures.drop(columns=[c for c in measures.columns if c in summary.columns])  # matrices: already finals
-        finals = aggregate_finals(pd.concat([summary, extra.reset_index(drop=True)], axis=1))
-        log_metric_dict(client, run_id, finals, step=last_step)
-        log_mean_curves(client, run_id, trajectory, skip_step=last_step)
+        log_parent_summary(client, run_id, summary, trajectory, extra=extra)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
         for key in measures.columns:  # spectra: test/mse/tracked, ..., gap/tracked; matrices: test/error, ..., gap/acc
             values = measures[key].dropna()

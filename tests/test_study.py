@@ -101,6 +101,7 @@ def finished(study: optuna.Study) -> list:
 
 
 # --- a study, its MLflow records, its report, resuming -----------------------------------------------
+@pytest.mark.slow
 def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
     assert cli(study_argv(env)) == 0
     study = load(env)
@@ -161,6 +162,7 @@ def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
     assert sorted(r.data.tags["optuna.trial_number"] for r in children(trial_runs, later.info.run_id)) == ["3", "4"]
 
 
+@pytest.mark.slow
 def test_pruned_trial_is_recorded_as_pruned(env):
     """Three good trials, then one that cannot learn (learning rate 1e-7): the median pruner stops
     it after its first seed; Optuna and MLflow both record it as pruned."""
@@ -189,6 +191,7 @@ def test_pruned_trial_is_recorded_as_pruned(env):
     assert len(children(runs(env, "seed"), complete.info.run_id)) == 2
 
 
+@pytest.mark.slow
 def test_pareto_objective_has_two_directions_and_a_front(env):
     assert cli(study_argv(env, "--objective", "pareto")) == 0
     study = load(env)
@@ -265,6 +268,7 @@ def test_study_with_other_directions_is_refused(env, capsys):
 
 
 # --- a killed worker's trial -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dead_workers_trial_is_failed_and_retried(env, monkeypatch):
     """A RUNNING trial whose worker died (last heartbeat a minute ago) is failed by the next worker,
     re-queued with the same parameters and run; the dead trial's MLflow runs end FAILED."""
@@ -438,17 +442,20 @@ def test_two_workers_never_draw_the_same_params_with_any_sampler(name):
     assert len({params for _, params in drawn}) == len(drawn) == 16
 
 
-def test_importances_sum_to_one_for_each_target():
-    """The report on a synthetic study (no training): every (target, evaluator) sums to one."""
+def test_importances_rank_the_planted_driver_first():
+    """A synthetic study (no training) where the objective depends on the learning rate alone and
+    the gap on `combined_fraction` alone: each importance method puts that setting first."""
     from study.report import importances
 
     study = optuna.create_study(sampler=make_sampler("random", 0, 1))
-    for _ in range(12):
+    for _ in range(24):
         trial = study.ask(DISTRIBUTIONS)
-        lr = trial.params["training.learning_rate"]
-        trial.set_user_attr("gap_tracked_mean", 1.0 + trial.params["combined_fraction"])
-        study.tell(trial, math.log(lr) + (trial.params["training.model_type"] == "mlp"))
+        trial.set_user_attr("gap_tracked_mean", 1.0 + 10 * trial.params["combined_fraction"])
+        study.tell(trial, math.log(trial.params["training.learning_rate"]))
     imp = importances(study).dropna(subset=["param"])
-    assert set(imp["target"]) == {"objective", "gap"}
-    for _, group in imp.groupby(["target", "evaluator"]):
-        assert group["importance"].sum() == pytest.approx(1.0)
+    assert {"objective", "gap"} <= set(imp["target"])
+    for (target, _evaluator), group in imp.groupby(["target", "evaluator"]):
+        if target not in ("objective", "gap"):
+            continue
+        top = group.sort_values("importance", ascending=False)["param"].iloc[0]
+        assert top == ("training.learning_rate" if target == "objective" else "combined_fraction"), group

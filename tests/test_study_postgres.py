@@ -1,6 +1,6 @@
 """Many workers on one PostgreSQL study (the many-machines set-up, on this machine): the server on
-127.0.0.1:5432 (user postgres, trust authentication, database test) must be up; these tests fail,
-not skip, when it is not."""
+127.0.0.1:5432 (user postgres, trust authentication, database test) must be up; these tests skip
+with the reason when it is not, unless CI is set (then they fail; see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from tests.test_study import CONFIGS, REPO, finished, runs, write_space
 
 pytestmark = [
     pytest.mark.postgres,
+    pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
 

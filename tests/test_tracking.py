@@ -269,6 +269,7 @@ def test_trajectory_from_runs_matches_the_logged_csv(main_run, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_redraw_from_mlflow_draws_the_nine_figures(main_run, tmp_path):
 
     out = tmp_path / "redrawn"
@@ -277,6 +278,7 @@ def test_redraw_from_mlflow_draws_the_nine_figures(main_run, tmp_path):
     assert all(p.stat().st_size > 0 for p in out.iterdir())
 
 
+@pytest.mark.slow
 def test_several_data_seeds_read_back_per_data_seed(store, tmp_path):
     from tracking import readback
 

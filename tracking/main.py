@@ -119,13 +119,11 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
 
     from speccomp.core.experiment import CONFIG_FILE
     from tracking.pipeline import (
-        aggregate_finals,
         flatten,
         log_dataset_inputs,
-        log_mean_curves,
-        log_metric_dict,
         log_params,
         log_parent_artifacts,
+        log_parent_summary,
         run_tracked_experiment,
         set_tags,
     )
@@ -159,10 +157,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
         summaries.append(tracked.experiment.summary)
         trajectories.append(tracked.experiment.result.trajectory)
     summary = pd.concat(summaries, ignore_index=True)
-    last_step = tracked.experiment.result.total_steps
-    # Final means and stds at the last step; the mean curves supply every earlier step.
-    log_metric_dict(client, parent, aggregate_finals(summary), step=last_step)
-    log_mean_curves(client, parent, pd.concat(trajectories, ignore_index=True), skip_step=last_step)
+    log_parent_summary(client, parent, summary, pd.concat(trajectories, ignore_index=True))
     return summary
 
 
