@@ -379,6 +379,13 @@ def test_tracked_main_on_the_raven_folder_leaves_its_records(tmp_path, monkeypat
         assert name in parent.data.metrics, name
     plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"pair_accuracy.png", "accuracy_curves.png", "matrices.png"}
+    # and the figures redraw from MLflow alone
+    from tracking.readback import redraw_from_mlflow, trajectory_from_runs
+
+    trajectory = trajectory_from_runs(parent.info.run_id, client)
+    assert list(trajectory["step"].unique()) == [0, 7, 14] and trajectory["test/acc"].notna().all()
+    drawn = redraw_from_mlflow(parent.info.run_id, tmp_path / "redrawn", client=client)
+    assert {p.name for p in drawn.values()} == plots
 
 
 def test_every_pair_is_a_compositional_task_a_meta_learner_can_load():
