@@ -394,3 +394,33 @@ def test_every_pair_is_a_compositional_task_a_meta_learner_can_load():
     assert len(tasks) == len(RULES) * len(ATTRIBUTES)
     held = load_any_config(RAVEN, [*TINY, *tasks["arithmetic/colour"]])
     assert [p.label for p in held.data.heldout_pairs] == ["arithmetic/colour"]
+
+
+@pytest.mark.slow
+def test_mlflow_run_with_the_raven_config_dir(tmp_path):
+    """The issue's command, as a user types it (shrunk by overrides): one parent, a child per seed."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", PYTHONPATH=str(REPO),
+               PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = subprocess.run(
+        [str(bin_dir / "mlflow"), "run", str(REPO), "--env-manager", "local", "-P", "config_dir=configs/raven",
+         "-P", "seeds=123,124", "-P", f"overrides={' '.join(TINY)}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test/acc" in done.stdout and "chance accuracy 0.125" in done.stdout
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "main"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["domain"] == "matrices"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(int(k.data.tags["seed"]) for k in kids) == [123, 124]
+    assert all("gap/acc" in k.data.metrics for k in kids)
