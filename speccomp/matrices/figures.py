@@ -23,7 +23,10 @@ FIGURES = {
 
 
 def pair_accuracy(split, predictions: dict[int, np.ndarray], rules: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(rules, attributes) mean accuracy over seeds and number of matrices per pair (NaN where none)."""
+    """(rules, attributes) mean accuracy over seeds and number of matrices per pair (NaN where none
+    or without predictions)."""
+    if not predictions:
+        predictions = {0: np.full((len(split), 1), np.nan)}
     correct = np.stack([p.argmax(-1) == split.target.numpy() for p in predictions.values()])  # (S, N)
     acc = np.full((len(rules), len(ATTRIBUTES)), np.nan)
     count = np.zeros_like(acc)
@@ -37,24 +40,32 @@ def pair_accuracy(split, predictions: dict[int, np.ndarray], rules: list[str]) -
 
 
 def draw_pair_accuracy(path: Path, datasets, predictions, rules: list[str], heldout: list[str], chance: float) -> Path:
-    test = datasets["test"]
-    acc, count = pair_accuracy(test, predictions, rules)
-    fig, ax = plt.subplots(figsize=(1.6 * len(ATTRIBUTES) + 2, 0.8 * len(rules) + 1.8))
-    im = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis")
-    for i in range(len(rules)):
-        for j in range(len(ATTRIBUTES)):
-            text = "–" if np.isnan(acc[i, j]) else f"{acc[i, j]:.2f}\nn={int(count[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if np.nan_to_num(acc[i, j]) < 0.6 else "black")
-            if f"{rules[i]}/{ATTRIBUTES[j]}" in heldout:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    ax.set_xticks(range(len(ATTRIBUTES)), ATTRIBUTES)
-    ax.set_yticks(range(len(rules)), rules)
-    n_seeds = len(predictions)
-    ax.set_title(f"test accuracy by (rule, attribute) a matrix contains\nmean of {n_seeds} seed(s); "
-                 f"chance {chance:.3f}; red = held out of training", fontsize=9)
-    fig.colorbar(im, ax=ax, label="accuracy")
-    fig.tight_layout()
+    """Rule × attribute accuracy per split with predictions (`predictions`: split -> seed ->
+    (N, C) scores; the pipeline keeps the test split's), one colour scale; a cell is the accuracy
+    on the matrices whose attribute follows that rule (n of them; 'none' where the split has none)."""
+    titles = {"val": "validation (in distribution)", "test": "test (held out of training: red)"}
+    panels = [(name, titles.get(name, name)) for name in ("val", "test") if name in predictions and name in datasets]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1.6, 0.8 * len(rules) + 1.8), squeeze=False,
+                             layout="constrained")
+    im = None
+    for ax, (name, title) in zip(axes[0], panels, strict=True):
+        acc, count = pair_accuracy(datasets[name], predictions.get(name, {}), rules)
+        im = ax.imshow(acc, vmin=0, vmax=1, cmap="viridis")
+        for i in range(len(rules)):
+            for j in range(len(ATTRIBUTES)):
+                empty = np.isnan(acc[i, j])
+                text = "none" if empty else f"{acc[i, j]:.2f}\nn={int(count[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="grey" if empty else ("white" if acc[i, j] < 0.6 else "black"))
+                if f"{rules[i]}/{ATTRIBUTES[j]}" in heldout:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+        ax.set_xticks(range(len(ATTRIBUTES)), ATTRIBUTES, fontsize=8)
+        ax.set_yticks(range(len(rules)), rules, fontsize=8)
+        ax.set_title(title, fontsize=9)
+    n_seeds = len(predictions.get("test", {}))
+    fig.suptitle(f"accuracy by the (rule, attribute) pairs a matrix contains\nmean of {n_seeds} seed(s), "
+                 f"chance {chance:.3f}", fontsize=9)
+    fig.colorbar(im, ax=list(axes[0]), label="accuracy")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -127,7 +138,7 @@ def draw_all(plots_dir: Path, cfg, datasets, trajectory: pd.DataFrame, predictio
     plots_dir.mkdir(parents=True, exist_ok=True)
     heldout = [p.label for p in cfg.data.heldout_pairs]
     return {
-        "pair_accuracy": draw_pair_accuracy(plots_dir / FIGURES["pair_accuracy"], datasets, predictions,
+        "pair_accuracy": draw_pair_accuracy(plots_dir / FIGURES["pair_accuracy"], datasets, {"test": predictions},
                                             cfg.matrices.rules, heldout, cfg.chance),
         "accuracy_curves": draw_accuracy_curves(plots_dir / FIGURES["accuracy_curves"], trajectory, cfg.chance),
         "matrices": draw_matrices(plots_dir / FIGURES["matrices"], datasets["test"], predictions, cfg.matrices.image_size),
