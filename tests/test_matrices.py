@@ -424,3 +424,17 @@ def test_mlflow_run_with_the_raven_config_dir(tmp_path):
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(int(k.data.tags["seed"]) for k in kids) == [123, 124]
     assert all("gap/acc" in k.data.metrics for k in kids)
+
+
+def test_figures_are_drawn_from_a_training(trained, tmp_path):
+    from speccomp.core.experiment import predictions_by_seed
+    from speccomp.matrices.figures import FIGURES, draw_all, pair_accuracy
+
+    cfg, data, result, _ = trained
+    paths = draw_all(tmp_path, cfg, data, result.trajectory, predictions_by_seed(result))
+    assert {p.name for p in paths.values()} == set(FIGURES.values())
+    assert all(p.stat().st_size > 5_000 for p in paths.values())
+    acc, count = pair_accuracy(data["test"], predictions_by_seed(result), cfg.matrices.rules)
+    size, progression = ATTRIBUTES.index("size"), cfg.matrices.rules.index("progression")
+    assert count[progression, size] == len(data["test"])  # every test matrix holds the held-out pair
+    assert np.isnan(acc[cfg.matrices.rules.index("constant"), size])  # other rules on size: none in test
