@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from speccomp.core.loading import _deep_merge, config_from_dict, read_yaml, resolve_preset
 from speccomp.core.schema import ConfigError, TrainingConfig, ValidationSplit, _AtError, _Strict
@@ -324,7 +324,7 @@ def is_matrices_raw(raw: dict[str, Any]) -> bool:
 
 
 __all__ = [
-    "BaseModel", "MatricesExperimentConfig", "MatricesSection", "MatricesDataConfig", "MatricesTrainingConfig",
+    "MatricesExperimentConfig", "MatricesSection", "MatricesDataConfig", "MatricesTrainingConfig",
     "Pair", "SECTION_FILES", "check_config_dir", "is_matrices_dir", "load_matrices_config",
     "matrices_config_from_dict",
 ]
