@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,23 @@ from tracking.pipeline import (
 from tracking.runs import RunTracker
 
 MEASURES = {
-    "test_mse": "mean test MSE of the tracked components (minimise; spectra)",
-    "test": "the domain's test measure (minimise): spectra the mean test MSE of the tracked components, "
+    "test_mse": "mean test MSE of the tracked components (minimise)",
+    "gap": "mean compositional gap of the tracked components (minimise; reads about 1 when nothing was learned)",
+    "transfer": "mean transfer of the tracked components, combination skill ÷ in-distribution skill (maximise); "
+                "a trial in which no seed learned every tracked component has no value (FAIL, counted in the report)",
+    "pareto": "two objectives: in-distribution (val) MSE and test MSE of the tracked components, both where the "
+              "component is present (Pareto front); matrices: val and test error",
+    "test": "the domain's test measure (minimise): spectra the test MSE of the tracked components (as test_mse), "
             "matrices the test error 1 - test/acc",
-    "gap": "mean compositional gap of the tracked components (minimise)",
-    "pareto": "two objectives: in-distribution (val) MSE and test MSE of the tracked components (Pareto front)",
 }
+MATRICES_MEASURES = {"test_mse": None, "test": "test/error", "gap": "gap/acc", "transfer": None}
+"""Matrices: the measure behind each objective (None: not defined for this domain)."""
 STATE_TAG = "optuna.trial_state"
+TRIAL_MEASURES = ("test/mse/tracked", "val/mse/tracked", "val/mse_present/tracked", "test/mse_present/tracked",
+                  "gap/tracked", "skill/val/tracked", "skill/test/tracked", "transfer/tracked", "learned/tracked",
+                  "oracle/mse/tracked", "oracle/efficiency/tracked")
+"""Per-seed measures whose across-seed mean and std every trial stores (user attributes
+`<name with _>_mean` / `_std`) for the report."""
 
 
 class SurplusTrial(Exception):
@@ -46,44 +57,58 @@ class SurplusTrial(Exception):
 
 
 def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, float]:
-    """Label-independent summaries of one seed (comparable across trials with different pairs)."""
+    """Label-independent summaries of one seed (comparable across trials with different pairs).
+    `transfer/tracked` is the mean transfer of the tracked components, NaN unless every one was
+    learned in distribution; `learned/tracked` is 1 when every one was, 0 when not (NaN without a
+    validation split)."""
     def mean_of(prefix: str) -> float:
         values = [final.get(f"{prefix}/{label}", math.nan) for label in tracked]
         return float(sum(values) / len(values))
 
+    judged = all(f"skill/val/{label}" in final for label in tracked)
+    learned = all(f"transfer/{label}" in final for label in tracked)
     return {
         "test/mse/tracked": mean_of("test/mse"),
         "val/mse/tracked": mean_of("val/mse"),
+        "val/mse_present/tracked": mean_of("val/mse_present"),
+        "test/mse_present/tracked": mean_of("test/mse_present"),
         "gap/tracked": mean_of("gap"),
+        "skill/val/tracked": mean_of("skill/val"),
+        "skill/test/tracked": mean_of("skill/test"),
+        "transfer/tracked": mean_of("transfer") if learned else math.nan,
+        "learned/tracked": float(learned) if judged else math.nan,
         "oracle/mse/tracked": mean_of("oracle/mse"),
         "oracle/efficiency/tracked": mean_of("oracle/efficiency"),
     }
 
 
-SPECTRA_MEASURES = {"test": "test/mse/tracked", "val": "val/mse/tracked", "gap": "gap/tracked"}
-
-
-def objective_values(measures: dict[str, float], measure: str, names: dict[str, str] | None = None) -> tuple[float, ...]:
-    """The objective(s) from one seed's (or the mean) measures; `names` maps test/val/gap to the
-    domain's measure names (`Task.measure_names`, spectra by default)."""
-    names = names or SPECTRA_MEASURES
+def objective_values(measures: dict[str, float], measure: str, domain: str = "spectra") -> tuple[float, ...]:
+    if domain == "matrices":
+        if measure == "pareto":
+            return (measures["val/error"], measures["test/error"])
+        return (measures[MATRICES_MEASURES[measure]],)
     if measure in ("test_mse", "test"):
-        return (measures[names["test"]],)
+        return (measures["test/mse/tracked"],)
     if measure == "gap":
-        return (measures[names["gap"]],)
-    return (measures[names["val"]], measures[names["test"]])
+        return (measures["gap/tracked"],)
+    if measure == "transfer":
+        return (measures["transfer/tracked"],)
+    return (measures["val/mse_present/tracked"], measures["test/mse_present/tracked"])
 
 
-def check_measure(measure: str, task_name: str) -> None:
-    """Refuse a measure the domain does not have (one line, exit 2 at the caller)."""
-    if measure == "test_mse" and task_name != "spectra":
+def check_measure(measure: str, domain: str) -> None:
+    """Refuse an objective the domain does not define (one line naming `objective`, exit 2)."""
+    if domain == "matrices" and MATRICES_MEASURES.get(measure, "") is None:
         from speccomp.core.config import ConfigError
 
-        raise ConfigError(f"objective: test_mse is a spectra measure; allowed for the {task_name} domain: test, gap, pareto")
+        allowed = [m for m in MEASURES if MATRICES_MEASURES.get(m, "") is not None]
+        raise ConfigError(f"objective: {measure} is a spectra measure; allowed for the matrices domain: {', '.join(allowed)}")
 
 
 def directions(measure: str) -> list[str]:
-    return ["minimize", "minimize"] if measure == "pareto" else ["minimize"]
+    if measure == "pareto":
+        return ["minimize", "minimize"]
+    return ["maximize"] if measure == "transfer" else ["minimize"]
 
 
 @dataclass
@@ -137,7 +162,16 @@ class Objective:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
+        values = value if isinstance(value, tuple) else (value,)
+        if not all(math.isfinite(v) for v in values):
+            # Optuna fails a trial whose value is NaN; here that means "not learned", which the
+            # report counts per setting (the trial's measures are in its user attributes).
+            set_tags(client, run_id, {STATE_TAG: "FAIL"})
+            learned_skill = cfg.analysis.learned_skill if task_for(cfg).name == "spectra" else math.nan
+            print(f"trial {trial.number}: no seed learned every tracked component in distribution "
+                  f"(in-distribution skill < {learned_skill:g}); no {self.measure} value", file=sys.stderr)
+        else:
+            set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
         self.tracker.finish(run_id)
         return value
 
@@ -165,23 +199,24 @@ class Objective:
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
             for r in te.experiment.result.seeds:
-                per_seed[r.seed] = task.seed_measures(cfg, r.final)
+                per_seed[r.seed] = (seed_measures(r.final, cfg.tracked_labels) if task.name == "spectra"
+                                    else task.seed_measures(cfg, r.final))
             if self.pruning:
                 for seed in chunk:
-                    trial.report(objective_values(per_seed[seed], self.measure, task.measure_names)[0],
+                    trial.report(objective_values(per_seed[seed], self.measure, task.name)[0],
                                  step=self.seeds.index(seed))
                 if i < len(self.seed_chunks()) - 1 and trial.should_prune():
-                    self._record(trial, run_id, summaries, trajectories, per_seed, work)
+                    self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
                     raise optuna.TrialPruned(f"pruned after seeds {list(per_seed)}")
-        self._record(trial, run_id, summaries, trajectories, per_seed, work)
+        self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
-        values = objective_values(mean, self.measure, task.measure_names)
+        values = objective_values(mean, self.measure, task.name)
         last_step = int(pd.concat(trajectories)["step"].max())
         log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v
                                          for i, v in enumerate(values)}, step=last_step)
         return values[0] if len(values) == 1 else values
 
-    def _record(self, trial, run_id, summaries, trajectories, per_seed, folder: Path) -> None:
+    def _record(self, trial, cfg: ExperimentConfig, run_id, summaries, trajectories, per_seed, folder: Path) -> None:
         """Trial-level metrics (across-seed mean, std) and per-seed measures as user attributes."""
         client = self.tracker.client
         summary = pd.concat(summaries, ignore_index=True)
@@ -190,10 +225,13 @@ class Objective:
         trajectory.to_csv(folder / "trajectory_data.csv", index=False)
         shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
+        spectra = task_for(cfg).name == "spectra"
         extra = measures.drop(columns=[c for c in measures.columns if c in summary.columns])  # matrices: already finals
         log_parent_summary(client, run_id, summary, trajectory, extra=extra)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
-        for key in measures.columns:  # spectra: test/mse/tracked, ..., gap/tracked; matrices: test/error, ..., gap/acc
+        if spectra:
+            trial.set_user_attr("learned_skill", cfg.analysis.learned_skill)
+        for key in TRIAL_MEASURES if spectra else measures.columns:  # matrices: test/error, val/error, gap/acc
             values = measures[key].dropna()
             trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)
             trial.set_user_attr(key.replace("/", "_") + "_std", float(values.std(ddof=1)) if len(values) > 1 else 0.0)

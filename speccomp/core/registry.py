@@ -13,12 +13,18 @@ MODEL_MODULES: dict[str, str] = {
     "mlp": "speccomp.core.models",
     "cnn": "speccomp.core.models",
     "linear": "speccomp.core.models",
+    "seq": "speccomp.core.models",
+    "ridge": "speccomp.core.models",
     "raven_mlp": "speccomp.matrices.models",
     "raven_wren": "speccomp.matrices.models",
     "raven_candidates": "speccomp.matrices.models",
 }
 MODEL_DOMAINS: dict[str, str] = {"raven_mlp": "matrices", "raven_wren": "matrices", "raven_candidates": "matrices"}
 """Model name -> the task (domain) whose inputs it reads; a name not listed is a spectra model."""
+
+VALIDATION_FITTED: set[str] = {"ridge"}
+"""Models that choose a setting on the validation split (ridge: its regularisation), so a config
+naming one needs `data.validation`."""
 
 
 def register_model_module(name: str, module: str, domain: str = "spectra") -> None:

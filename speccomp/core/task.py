@@ -115,17 +115,15 @@ class Task(ABC):
     def tags(self, cfg: Any) -> dict[str, str]:
         """Run tags that say what the experiment is (domain, model, what is held out)."""
 
-    @abstractmethod
     def console_summary(self, cfg: Any, summary: pd.DataFrame) -> list[str]:
-        """Lines of the console table at the end of `main` (per seed, mean ± std, floor)."""
+        """Lines of the console table at the end of `main` (per seed, mean ± std, floor); the
+        spectra table (skill, transfer, gap per component) is `tracking.main.summary_lines`."""
+        raise NotImplementedError(f"{self.name}: no console summary")
 
-    @abstractmethod
     def seed_measures(self, cfg: Any, final: dict[str, float]) -> dict[str, float]:
-        """Label-independent measures of one seed for studies: keys `test`, `val`, `gap`
-        (each to minimise) under the domain's own metric names (see `measure_names`)."""
-
-    measure_names: ClassVar[dict[str, str]]
-    """`test`/`val`/`gap` -> the metric name a study logs for it."""
+        """Measures of one seed a study compares across trials (the spectra ones, per tracked
+        component pair, live in `study.objective.seed_measures`)."""
+        raise NotImplementedError(f"{self.name}: no study measures")
 
 
 TASKS: dict[str, Task] = {}

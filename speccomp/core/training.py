@@ -154,9 +154,14 @@ def train(
     x_train = train_split.inputs.to(device)
     y_train = train_split.targets.to(device)
     n_train, batch = x_train.shape[0], training.batch_size
-    steps_per_epoch = math.ceil(n_train / batch)
-    total_steps = training.epochs * steps_per_epoch
-    ckpt_steps = checkpoint_steps(training, total_steps)
+    closed_form = bool(getattr(model, "closed_form", False))
+    if closed_form and val_split is None:
+        raise ValueError(f"training.model_type: {spec.model_type} chooses its regularisation on the validation "
+                         "split; set data.validation.n_samples > 0")
+    # A closed-form model takes one "step", the solve: checkpoints at the initialisation and after it.
+    steps_per_epoch = 1 if closed_form else math.ceil(n_train / batch)
+    total_steps = 1 if closed_form else training.epochs * steps_per_epoch
+    ckpt_steps = [0, 1] if closed_form else checkpoint_steps(training, total_steps)
     ckpt_set = set(ckpt_steps)
     ckpt_dirs = _checkpoint_dirs(out_dir, seeds, training)
     saved: dict[int, list[Path]] = {s: [] for s in seeds}
@@ -186,7 +191,17 @@ def train(
     model.train()
     last_metrics = do_checkpoint(0, 0.0)
     step = 0
-    for _epoch in range(training.epochs):
+    fit_extra: list[dict[str, float]] = [{} for _ in seeds]
+    if closed_form:
+        chosen = model.fit_closed_form(x_train, y_train, val_split.inputs.to(device), val_split.targets.to(device))
+        lam = {f"{spec.model_type}/lambda/{label}": float(chosen[train_split.label_index(label)])
+               for label in cfg.tracked_labels}  # closed-form models are spectra models
+        fit_extra = [dict(lam) for _ in seeds]
+        with torch.no_grad():
+            losses[1] = ((predict(model, x_train) - y_train) ** 2).mean(dim=(1, 2)).cpu()
+        step = 1
+        last_metrics = do_checkpoint(1, 1.0)
+    for _epoch in range(0 if closed_form else training.epochs):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in shuffle_gens]).to(device)
         for start in range(0, n_train, batch):
             idx = order[:, start : start + batch]  # (S, B)
@@ -211,6 +226,7 @@ def train(
     finals = task.final_metrics(cfg, {"test": test_pred, "val": val_pred}, datasets)
     results = []
     for i, seed in enumerate(seeds):
+        finals[i].update(fit_extra[i])
         logger.log_metrics(seed, finals[i], total_steps)
         results.append(
             SeedResult(

@@ -54,7 +54,6 @@ def pair_accuracies(split_name: str, pred: torch.Tensor, split: MatrixSplit, rul
 class MatricesTask(Task):
     name = "matrices"
     section_files = mconfig.SECTION_FILES
-    measure_names = {"test": "test/error", "val": "val/error", "gap": "gap/acc"}
 
     # --- configuration ---------------------------------------------------------------------
     def owns_dir(self, folder: Path) -> bool:

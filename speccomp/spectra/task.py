@@ -5,7 +5,6 @@ are those the project had before the task interface."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from speccomp.core.task import FloorResult, Task, register_task
 class SpectraTask(Task):
     name = "spectra"
     section_files = SECTION_FILES
-    measure_names = {"test": "test/mse/tracked", "val": "val/mse/tracked", "gap": "gap/tracked"}
 
     # --- configuration ---------------------------------------------------------------------
     def owns_dir(self, folder: Path) -> bool:
@@ -66,13 +64,16 @@ class SpectraTask(Task):
         from speccomp.core.metrics import final_metrics
 
         return final_metrics(preds.get("val"), preds["test"], datasets.get("val"), datasets["test"],
-                             datasets["train"], cfg.tracked_labels)
+                             datasets["train"], cfg.tracked_labels, learned_skill=cfg.analysis.learned_skill)
 
     def trajectory_columns(self, cfg, metrics) -> dict[str, float]:
         row = {"val_loss": metrics.get("val/mse", float("nan")), "test_loss": metrics["test/mse"]}
         for label in cfg.tracked_labels:
             row[f"val_mse_{label}"] = metrics.get(f"val/mse/{label}", float("nan"))
             row[f"test_mse_{label}"] = metrics[f"test/mse/{label}"]
+        for label in cfg.tracked_labels:  # where the component is present: the two sides of the gap
+            row[f"val_mse_present_{label}"] = metrics.get(f"val/mse_present/{label}", float("nan"))
+            row[f"test_mse_present_{label}"] = metrics.get(f"test/mse_present/{label}", float("nan"))
         return row
 
     # --- after training ---------------------------------------------------------------------
@@ -92,35 +93,6 @@ class SpectraTask(Task):
     # --- reporting --------------------------------------------------------------------------
     def tags(self, cfg) -> dict[str, str]:
         return {"tracked": ",".join(cfg.tracked_labels), "model_type": cfg.training.model_type}
-
-    def console_summary(self, cfg, summary: pd.DataFrame) -> list[str]:
-        tracked = cfg.tracked_labels
-        cols = [f"test/mse/{t}" for t in tracked] + [f"gap/{t}" for t in tracked if f"gap/{t}" in summary]
-        table = summary[["data_seed", "seed", *cols]].copy()
-        mean = table[cols].mean()
-        std = table[cols].std(ddof=1) if len(table) > 1 else table[cols].std(ddof=0)
-        lines = [table.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
-        lines.append("mean ± std: " + "   ".join(f"{c} {mean[c]:.4f} ± {std[c]:.4f}" for c in cols))
-        floors = [(t, summary[f"oracle/mse/{t}"].mean()) for t in tracked if f"oracle/mse/{t}" in summary]
-        if floors:
-            lines.append("physical floor (oracle MSE on the test split): "
-                         + "   ".join(f"{t} {v:.2g} (test MSE {mean[f'test/mse/{t}'] / v:.0f}x that)" for t, v in floors))
-        return lines
-
-    def seed_measures(self, cfg, final: dict[str, float]) -> dict[str, float]:
-        tracked = cfg.tracked_labels
-
-        def mean_of(prefix: str) -> float:
-            values = [final.get(f"{prefix}/{label}", math.nan) for label in tracked]
-            return float(sum(values) / len(values))
-
-        return {
-            "test/mse/tracked": mean_of("test/mse"),
-            "val/mse/tracked": mean_of("val/mse"),
-            "gap/tracked": mean_of("gap"),
-            "oracle/mse/tracked": mean_of("oracle/mse"),
-            "oracle/efficiency/tracked": mean_of("oracle/efficiency"),
-        }
 
 
 SPECTRA = register_task(SpectraTask())
