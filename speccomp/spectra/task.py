@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from speccomp.core import config as core_config
 from speccomp.core.config import SECTION_FILES, ExperimentConfig
 from speccomp.core.data import SplitData
