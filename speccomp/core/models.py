@@ -46,6 +46,7 @@ class ModelSpec:
     activation: str = "relu"
     input_transform: str = "none"
     cnn: dict[str, Any] = field(default_factory=dict)
+    seq: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_training(cls, training: TrainingConfig, n_bins: int, n_outputs: int) -> ModelSpec:
@@ -58,6 +59,7 @@ class ModelSpec:
             activation=training.activation,
             input_transform=training.input_transform,
             cnn=training.cnn.model_dump(),
+            seq=training.seq.model_dump(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +173,14 @@ def ensemble_dropout(x: torch.Tensor, p: float, generators: list[torch.Generator
     return x * mask
 
 
+def max_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Max over non-overlapping windows of `factor` along the last axis (a trailing remainder is
+    dropped): the values of `F.max_pool1d(x, factor)` for any leading shape, as one reduction
+    (faster than max_pool1d on CPU, forward and backward)."""
+    length = x.shape[-1] // factor * factor
+    return x[..., :length].unflatten(-1, (-1, factor)).max(-1).values
+
+
 class EnsembleModel(nn.Module):
     """Base class. Subclasses build layers in `__init__(spec, n_members)` and implement
     `reset_member(s, gen)` (draw member s's weights) and `features(x)`; dropout masks come from
@@ -274,6 +284,68 @@ class CNN(EnsembleModel):
             h = h.reshape(n_members, batch, h.shape[1], -1)
         h = h.reshape(n_members, batch, -1)
         h = self._dropout(self.act(self.head(h)))
+        return self.out(h)
+
+
+@register_model("seq")
+class Seq(EnsembleModel):
+    """A general sequence of layers (`training.seq`, what architecture search derives): a conv
+    stage on (channels, bins) (`conv`: same-padded convolution, max-pool, activation; `pool`),
+    flattened channel-major, then a dense stage (`dense`: linear, activation, dropout), `identity`
+    and `zero` anywhere, and always a linear output layer to the C components."""
+
+    def __init__(self, spec: ModelSpec, n_members: int):
+        super().__init__(spec, n_members)
+        seq = {"layers": [], "pool": 2, **(spec.seq or {})}
+        self.pool = int(seq["pool"])
+        self.plan: list[tuple[str, int, str]] = []  # (op, index into self.blocks or -1, activation)
+        self.blocks = nn.ModuleList()
+        self.gains: list[float] = []
+        channels, length, features = 1, spec.n_bins, None
+        for layer in seq["layers"]:
+            op, act = layer["op"], layer.get("activation") or spec.activation
+            index = -1
+            if op == "conv":
+                index = self._add(EnsembleConv1d(n_members, channels, int(layer["width"]), int(layer["kernel"])), act)
+                channels, length = int(layer["width"]), length // self.pool
+            elif op == "pool":
+                length //= self.pool
+            elif op == "dense":
+                index = self._add(EnsembleLinear(n_members, features or channels * length, int(layer["width"])), act)
+                features = int(layer["width"])
+            self.plan.append((op, index, act))
+        if length < 1:
+            raise ValueError(f"training.seq.layers: the conv and pool layers leave no bins of {spec.n_bins}")
+        self.out = EnsembleLinear(n_members, features or channels * length, spec.n_outputs)
+
+    def _add(self, block: nn.Module, activation: str) -> int:
+        self.blocks.append(block)
+        self.gains.append(nn.init.calculate_gain(_GAIN_NAME[activation]))
+        return len(self.blocks) - 1
+
+    def reset_member(self, s: int, gen: torch.Generator) -> None:
+        for block, gain in zip(self.blocks, self.gains, strict=True):
+            block.reset_member(s, gen, gain)
+        self.out.reset_member(s, gen, self._gain())
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        n_members, batch, _ = x.shape
+        h = x.unsqueeze(2)  # (S, B, 1, L): the conv stage works on (channels, bins)
+        flat = False
+        for op, index, act in self.plan:
+            if op in ("conv", "pool"):
+                h = max_pool(self.blocks[index](h) if op == "conv" else h, self.pool)
+                if op == "conv":  # pool before the activation: the same for monotone ones, half the work
+                    h = ACTIVATIONS[act](h)
+                continue
+            if op == "dense":
+                if not flat:
+                    h, flat = h.reshape(n_members, batch, -1), True
+                h = self._dropout(ACTIVATIONS[act](self.blocks[index](h)))
+            elif op == "zero":
+                h = torch.zeros_like(h)
+        if not flat:
+            h = h.reshape(n_members, batch, -1)
         return self.out(h)
 
 
