@@ -105,7 +105,7 @@ class BaselinesSection(_Strict):
 class MetaConfig(_Strict):
     settings: dict[str, Any] = {}
     """Optional values of the six settings (snake_case); flags, environment and `.env` win."""
-    space: str = "configs/nas/default.yaml"
+    space: str = "configs/nas/spectra.yaml"
     """The architecture search-space file (the NAS issue's), relative to the project folder."""
     experiment: ExperimentSection = ExperimentSection()
     tasks: TasksSection = TasksSection()
