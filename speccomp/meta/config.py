@@ -56,11 +56,11 @@ class PosteriorSection(_Strict):
 
 
 class InnerSection(_Strict):
-    steps: int = Field(4, ge=1)
+    steps: int = Field(3, ge=1)
     """Adam steps of the shared supernet weights on a task's training split per meta-iteration."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
     """Training spectra per inner step."""
-    query_batch_size: int = Field(128, ge=1)
+    query_batch_size: int = Field(64, ge=1)
     """Combination spectra scored per meta-iteration."""
     learning_rate: float = Field(3e-3, gt=0, allow_inf_nan=False)
     """Adam learning rate of the inner loop."""
@@ -82,15 +82,15 @@ class AdaptSection(_Strict):
     n_train: int | None = Field(None, ge=3)
     """Small-data option: training spectra of a meta-test pair (e.g. 64, 256, 1024; split evenly
     between the bare continuum and the two components alone); null = all."""
-    candidates: int = Field(3, ge=0)
+    candidates: int = Field(2, ge=0)
     """Posterior samples judged beside the MAP architecture on the in-distribution validation split."""
-    candidate_steps: int = Field(60, ge=1)
+    candidate_steps: int = Field(40, ge=1)
     """Weight steps each candidate gets before it is judged."""
-    search_steps: int = Field(100, ge=0)
+    search_steps: int = Field(60, ge=0)
     """Alternating steps adapting α (at ARCHITECTURE_LEARNING_RATE, on validation) and the weights."""
-    finetune_steps: int = Field(300, ge=1)
+    finetune_steps: int = Field(200, ge=1)
     """Weight steps of the final architecture on the pair's training split."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
     """Adam learning rate of the weights in stage two (and of the supernet baselines)."""
 
