@@ -155,3 +155,24 @@ def test_meta_config_files_load_and_bad_keys_are_named(tmp_path):
     bad.write_text("inner: {tau_min: 3, tau_max: 1}\n")
     with pytest.raises(Exception, match=r"m.yaml: inner: tau_min 3.0 must be <= tau_max 1.0"):
         load_meta_config(bad)
+
+
+def test_meta_study_space_loads_and_splits_settings_from_config_values(tmp_path):
+    from study.meta import load_meta_space
+
+    space = load_meta_space("configs/meta/study.yaml")
+    assert {p.name for p in space.params} == {"meta_learning_rate", "architecture_learning_rate",
+                                              "posterior.prior_scale", "inner.steps"}
+    flags, overrides = space.split({"meta_learning_rate": 0.01, "inner.steps": 2})
+    assert flags == {"task_generator_seed": "1000", "meta_learning_rate": "0.01"}
+    assert overrides == ["inner.steps=2"]
+    bad = tmp_path / "s.yaml"
+    bad.write_text("params:\n  inner.stepz: {type: int, low: 1, high: 3}\n")
+    with pytest.raises(Exception, match=r"s.yaml: params.inner.stepz: unknown parameter"):
+        load_meta_space(bad)
+    bad.write_text("params:\n  inner.steps: {type: int, low: 0, high: 3}\n")
+    with pytest.raises(Exception, match=r"params.inner.steps: value 0 is refused"):
+        load_meta_space(bad)
+    bad.write_text("params:\n  meta_learning_rate: {type: float, low: -1, high: 0.1}\n")
+    with pytest.raises(Exception, match=r"params.meta_learning_rate: value -1.0 is refused: META_LEARNING_RATE=-1.0"):
+        load_meta_space(bad)
