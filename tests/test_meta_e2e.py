@@ -43,10 +43,12 @@ def mlflow_run(store, *args: str, env: dict[str, str] | None = None, timeout: fl
 
 
 def test_mlflow_run_meta_reads_environment_and_dotenv(store):
-    (store.path / ".env").write_text("# from the working directory\nNUM_META_TESTING_TASKS=2\nTASK_GENERATOR_SEED=3\n")
+    # `mlflow run` runs in the project folder, whose `.env` it reads by default; here one elsewhere
+    dotenv = store.path / "meta.env"
+    dotenv.write_text("# settings for the meta-learner\nNUM_META_TESTING_TASKS=2\nTASK_GENERATOR_SEED=3\n")
     env = {"NUM_META_TRAINING_TASKS": "4", "ARCHITECTURE_SEARCH_ITERATIONS": "6", "TASK_GENERATOR_SEED": "5"}
-    done = mlflow_run(store, "-P", "config=smoke", "-P", f"overrides={TINY_OVERRIDES}", "-P", "threads=1", env=env)
-    (store.path / ".env").unlink()
+    done = mlflow_run(store, "-P", "config=smoke", "-P", f"overrides={TINY_OVERRIDES}", "-P", "threads=1",
+                      "-P", f"env_file={dotenv}", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "median_ratio_meta_to_method" in done.stdout and "mlflow ui" in done.stdout
     (parent,) = [r for r in all_runs(store.client) if r.data.tags.get("mlflow.project.entryPoint") == "meta"]
@@ -55,7 +57,7 @@ def test_mlflow_run_meta_reads_environment_and_dotenv(store):
         "4", "environment NUM_META_TRAINING_TASKS")
     assert (p["meta.task_generator_seed"], p["meta.task_generator_seed.source"]) == ("5", "environment TASK_GENERATOR_SEED")
     assert (p["meta.num_meta_testing_tasks"], p["meta.num_meta_testing_tasks.source"]) == (
-        "2", ".env file .env NUM_META_TESTING_TASKS")
+        "2", f".env file {dotenv} NUM_META_TESTING_TASKS")
     assert p["meta.meta_learning_rate.source"] == "default"
     assert [m.step for m in store.client.get_metric_history(parent.info.run_id, "meta/elbo")] == list(range(1, 7))
     children = [r for r in all_runs(store.client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
