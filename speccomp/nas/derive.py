@@ -8,11 +8,12 @@ Position by position, the chosen op becomes `seq` layers:
     conv<i> identity  -> {op: pool}          (the supernet pools on its identity path too)
     dense<i> dense<w> -> {op: dense, width: w, activation: <dense<i>_act>}
     dense<i> identity -> {op: identity}
-    dense<i> zero     -> {op: zero}
+    dense<i> zero     -> {op: zero}      (`preset_of` only: `derive` leaves zero out, as DARTS)
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,19 @@ from speccomp.nas.supernet import Supernet
 
 
 def choices_of(space: NasSpace, alpha: dict[str, torch.Tensor]) -> dict[str, str]:
-    """{decision: argmax option} for every decision of the space."""
+    """{decision: argmax option} for every decision of the space. As in DARTS, `zero` is left out
+    of the argmax (unless it is a decision's only option): in a chain a zero position makes the
+    whole network a constant, and early in a search, while the candidates' weights are still
+    random, dropping a position lowers the loss, so first-order searches drift towards it; its
+    probability is still logged and shown."""
     options = {d.name: d.options for d in space.decisions}
-    return argmax_choices({k: v.detach() for k, v in alpha.items()}, options)
+    masked = {}
+    for name, logits in alpha.items():
+        logits = logits.detach().clone()
+        if "zero" in options[name] and len(options[name]) > 1:
+            logits[options[name].index("zero")] = -math.inf
+        masked[name] = logits
+    return argmax_choices(masked, options)
 
 
 def layers_of(space: NasSpace, choices: dict[str, str]) -> list[dict[str, Any]]:

@@ -58,10 +58,17 @@ class InputStage(nn.Module):
             z = (z - self.log_mean) / self.log_std
         return z
 
+    @torch.no_grad()
+    def candidates(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, L) inputs -> (K, N, L): every candidate transform, precomputable once per split."""
+        return torch.stack([self.candidate(x, name) for name in self.transforms])
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """(B, L) inputs, or (K, B, L) precomputed `candidates`, -> (B, L) weighted transform."""
         out = None
         for k in active:
-            term = weights[k] * self.candidate(x, self.transforms[k])
+            z = x[k] if x.dim() == 3 else self.candidate(x, self.transforms[k])
+            term = z if (not weights.requires_grad and weights[k] == 1) else weights[k] * z
             out = term if out is None else out + term
         return out
 

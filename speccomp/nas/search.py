@@ -87,6 +87,7 @@ def run_search(
     x_val, y_val = domain.task_tensors(val)
     net = Supernet(space, x_train.shape[1], y_train.shape[1], torch_generator(seed, "nas", "init"))
     net.fit_inputs(x_train)
+    z_train, z_val = net.inputs.candidates(x_train), net.inputs.candidates(x_val)  # (K, N, L) each
     alpha = alpha if alpha is not None else init_alpha(space)
     w_opt = FlatAdam(net, lr=settings.weight_learning_rate, weight_decay=settings.weight_decay)
     a_opt = torch.optim.Adam(list(alpha.values()), lr=settings.architecture_learning_rate, betas=(0.5, 0.999),
@@ -104,13 +105,13 @@ def run_search(
         idx = torch.randint(x_train.shape[0], (settings.batch_size,), generator=batch_gen)
         with torch.no_grad():
             w = sample_weights({k: v.detach() for k, v in alpha.items()}, tau, hard, gumbel_gen)
-        train_loss = domain.loss(net(x_train[idx], w), y_train[idx])
+        train_loss = domain.loss(net(z_train[:, idx], w), y_train[idx])
         w_opt.zero_grad()
         train_loss.backward()
         w_opt.step()
         # 2. α, on a validation batch (autograd.grad: no weight gradients are computed or kept)
         idx = torch.randint(x_val.shape[0], (settings.batch_size,), generator=batch_gen)
-        val_loss = domain.loss(net.sample_forward(x_val[idx], alpha, tau, hard, gumbel_gen), y_val[idx])
+        val_loss = domain.loss(net.sample_forward(z_val[:, idx], alpha, tau, hard, gumbel_gen), y_val[idx])
         grads = torch.autograd.grad(val_loss, list(alpha.values()))
         for a, g in zip(alpha.values(), grads, strict=True):
             a.grad = g

@@ -129,12 +129,10 @@ class DensePosition(nn.Module):
             kind = self.ops[j].kind
             if kind == "identity":
                 term = w[j] * (F.pad(h, (0, self.d_out - self.d_in)) if self.d_in < self.d_out else h)
-            elif kind == "zero":
-                term = w[j] * h.new_zeros(h.shape[0], self.d_out)  # carries w's gradient (zero)
-            else:
+            else:  # zero adds w_j * 0: nothing to its value, and its gradient to w_j is 0
                 continue
             out = term if out is None else out + term
-        return out
+        return out if out is not None else h.new_zeros(h.shape[0], self.d_out)
 
 
 class Supernet(nn.Module):
@@ -169,7 +167,9 @@ class Supernet(nn.Module):
         self.inputs.fit(train_inputs)
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, L) inputs, {decision: (n_options,) weights} -> (B, C) outputs."""
+        """(B, L) inputs, {decision: (n_options,) weights} -> (B, C) outputs. `x` may also be
+        (K, B, L), the K input transforms precomputed by `self.inputs.candidates` (faster when
+        the same inputs are seen many times, as in a search)."""
         acts = self.space.activations
         h = self.inputs(x, weights["input"], _active(weights["input"]))
         if self.convs:
