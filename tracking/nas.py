@@ -25,10 +25,39 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speccomp.cli import split_overrides
-from speccomp.core.config import ConfigError, ExperimentConfig, load_config, parse_seed_list, resolve_preset
+from speccomp.core.config import (
+    SECTION_FILES,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    parse_seed_list,
+    resolve_preset,
+    split_overrides,
+)
 from speccomp.nas.space import NasSpace, load_space
-from tracking.main import DEFAULT_EXPERIMENT, INTERRUPTED, TERMINATED, USER_ERROR, _check_config_dir, _threads
+from tracking.main import DEFAULT_EXPERIMENT, INTERRUPTED, TERMINATED, USER_ERROR
+
+# merge fix (meta helper, merging main into nas's code): main's tracking.main no longer has these
+# two helpers; the previous versions, kept here until the nas branch merges main itself.
+REQUIRED_SECTIONS = ("physics", "data")
+
+
+def _threads(text: str) -> int | None:
+    if not str(text).strip():
+        return None
+    if not str(text).strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty for torch's default)")
+    return int(text)
+
+
+def _check_config_dir(folder: Path) -> None:
+    allowed = (f"a folder holding {' and '.join(SECTION_FILES[s] for s in REQUIRED_SECTIONS)} "
+               f"({', '.join(f for s, f in SECTION_FILES.items() if s not in REQUIRED_SECTIONS)} optional)")
+    if not folder.is_dir():
+        raise ConfigError(f"config_dir: {folder}: folder not found; allowed: {allowed}")
+    for section in REQUIRED_SECTIONS:
+        if not (folder / SECTION_FILES[section]).is_file():
+            raise ConfigError(f"config_dir: {folder} has no {SECTION_FILES[section]}; allowed: {allowed}")
 
 DEFAULT_SPACE = "configs/nas/spectra.yaml"
 ARCHITECTURE_ARTIFACT = "nas/architecture.yaml"

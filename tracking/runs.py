@@ -80,6 +80,22 @@ def record_error(client: MlflowClient, run_id: str, message: str) -> None:
     client.set_tag(run_id, NOTE_TAG, f"**Error:** {line}")
 
 
+def fail_attached_run(message: str) -> None:
+    """`mlflow run` creates a run before our command starts (its id in MLFLOW_RUN_ID): when the
+    command refuses its input, that run ends FAILED with the one-line reason instead of RUNNING."""
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from tracking import store
+
+    store.configure()
+    client = MlflowClient()
+    record_error(client, run_id, message)
+    client.set_terminated(run_id, status="FAILED")
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block SIGTERM raises `Terminated`, so that cleanup runs as for Ctrl-C."""
