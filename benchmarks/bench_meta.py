@@ -69,8 +69,11 @@ def main() -> None:
     report.info("meta: meta-iterations per second", f"{metrics.get('time/meta_iterations_per_s', float('nan')):.2f}")
     report.info("meta: share of meta-training in the inner loop", f"{inner_s / meta_s:.0%} ({inner_s:.1f} s of {meta_s:.1f} s)")
     parts = {k.removeprefix("time/").removesuffix("_s"): v for k, v in metrics.items()
-             if k.startswith("time/") and k.endswith("_s")}
+             if k.startswith("time/") and k.endswith("_s") and k != "time/meta_iterations_per_s"}
     report.info("meta: parts (s)", ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+    science = sum(v for k, v in parts.items() if k != "inner_loop")
+    report.info("meta: rest of the wall time (interpreter, imports, MLflow store and logging, figures)",
+                f"{wall - science:.1f} s of {wall:.1f} s")
     raise SystemExit(report.finish(args.json))
 
 
