@@ -3,6 +3,7 @@
     speccomp run --seeds 123,124,125                 data, training, figures: tracked in MLflow
     speccomp study --n-trials 20 --space configs/spaces/quick.yaml     an Optuna sensitivity study
     speccomp meta --num-meta-training-tasks 50       the Bayesian meta-learner (settings also from env / .env)
+    speccomp nas --seeds 123,124,125                 architecture search, retrained and compared
     speccomp readback table RUN_ID                   a tracked run read back (also: trajectory)
     speccomp redraw RUN_ID --out figs                its nine figures, from MLflow alone
     speccomp config --set training.epochs=3          the resolved configuration
@@ -19,6 +20,7 @@ Empty values, which `mlflow run` passes for parameters left unset, mean "not giv
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -193,6 +195,57 @@ def study_cmd(
         seeds=_list(seeds), data_seed=data_seed, objective=objective, sampler=sampler, sampler_seed=sampler_seed,
         pruner=pruner, workers=workers, threads=threads, experiment_name=experiment_name, log_models=log_models,
         no_report=no_report,
+        **_config_inputs(config_dir, preset, set_, overrides),
+    ))
+
+
+def _positive_float(optional: bool = False) -> Callable[[str], float | None]:
+    def parse(text: str) -> float | None:
+        text = str(text).strip()
+        if not text and optional:
+            return None
+        allowed = "a number > 0, e.g. 0.001" + (" (or empty for the default)" if optional else "")
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number; allowed: {allowed}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise typer.BadParameter(f"{text!r} is out of range; allowed: {allowed}")
+        return value
+
+    return parse
+
+
+@app.command("nas")
+def nas_cmd(
+    seeds: Seeds = None,
+    data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of the search and the retraining")] = 42,
+    space: Annotated[str, typer.Option(help="search-space YAML (decisions and search settings)")] = "configs/nas/spectra.yaml",
+    architecture_search_iterations: Annotated[int | None, typer.Option(
+        parser=_int(1, optional=True), help="search iterations (default: the space file's, 1000)")] = None,
+    architecture_learning_rate: Annotated[float | None, typer.Option(
+        parser=_positive_float(optional=True), help="Adam step size of α (default: the space file's, 0.001)")] = None,
+    search_seed: Annotated[int | None, typer.Option(
+        parser=_int(0, optional=True), help="seed of the search (default: the first retraining seed)")] = None,
+    config_dir: ConfigDir = None,
+    preset: Presets = [],  # noqa: B006
+    set_: Sets = [],  # noqa: B006
+    overrides: Overrides = "",
+    threads: Threads = None,
+    experiment_name: Annotated[str | None, typer.Option(
+        parser=_optional_text, help="MLflow experiment (default 'speccomp', or the one `mlflow run` chose)")] = None,
+    run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
+    log_models: Annotated[bool, typer.Option(help="log every retrained model the MLflow way")] = False,
+) -> int:
+    """Differentiable architecture search (Gumbel-softmax), then the derived architecture, the default
+    and the log-linear preset retrained over the seeds and compared; all tracked in MLflow."""
+    from tracking.nas import NasOptions, run_nas
+
+    return run_nas(NasOptions(
+        seeds=_list(seeds), data_seed=data_seed, space=space,
+        architecture_search_iterations=architecture_search_iterations,
+        architecture_learning_rate=architecture_learning_rate, search_seed=search_seed, threads=threads,
+        experiment_name=experiment_name, run_name=run_name, log_models=log_models,
         **_config_inputs(config_dir, preset, set_, overrides),
     ))
 

@@ -223,3 +223,20 @@ def test_derivation_leaves_zero_out_as_darts(space):
     assert architecture_probabilities(alpha)["dense1"][options.index("zero")] > 0.9
     only_zero = space_from_dict({"conv": {"positions": 0}, "dense": {"positions": 1, "ops": ["zero"]}})
     assert choices_of(only_zero, init_alpha(only_zero))["dense1"] == "zero"
+
+
+SEQ_ERRORS = [
+    ("training.seq.layers=[{op: conv, width: 4}]", "training.seq.layers.0.kernel: a conv layer needs an odd kernel"),
+    ("training.seq.layers=[{op: dense}]", "training.seq.layers.0.width: a dense layer needs width"),
+    ("training.seq.layers=[{op: dense, width: 8}, {op: pool}]", "training.seq.layers.1.op: pool after a dense layer"),
+    ("training.seq.layers=[{op: identity, width: 8}]", "training.seq.layers.0.op: a identity layer takes no width"),
+    ("training.seq.layers=[{op: pool}, {op: pool}, {op: pool}, {op: pool}, {op: pool}, {op: pool}, {op: pool}, {op: pool}]",
+     "training.seq.layers: the conv and pool layers leave no bins of physics.n_bins=128"),
+]
+
+
+@pytest.mark.parametrize(("override", "text"), SEQ_ERRORS, ids=[t.split(":")[0] for _, t in SEQ_ERRORS])
+def test_bad_seq_layers_are_one_line_naming_the_key(override, text):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[*TINY_OVERRIDES, "training.model_type=seq", override])
+    assert text in str(info.value) and "\n" not in str(info.value), str(info.value)

@@ -48,9 +48,9 @@ def store(tmp_path_factory):
 
 
 def run_nas(store, name: str, *extra: str) -> int:
-    from tracking.nas import main
+    from speccomp_cli.main import main
 
-    args = ["--seeds", "1,2", "--run-name", name, "--config-dir", str(default_config_dir()),
+    args = ["nas", "--seeds", "1,2", "--run-name", name, "--config-dir", str(default_config_dir()),
             "--space", str(store.space), "--architecture-search-iterations", str(ITERATIONS)]
     return main([*args, *[a for item in TINY_OVERRIDES for a in ("--set", item)], *extra])
 
@@ -80,7 +80,7 @@ def test_search_metrics_every_iteration(nas_run):
     from speccomp.nas import load_space, metric_names
 
     client, run_id = nas_run.client, nas_run.parent.info.run_id
-    space = load_space(nas_run.parent.data.params["space"])
+    space = load_space(nas_run.parent.data.params["nas.space"])
     names = metric_names(space)
     assert {"nas/tau", "nas/train_loss", "nas/val_loss", "nas/entropy"} <= set(names)
     curves = {name: history(client, run_id, name) for name in names}
@@ -121,12 +121,12 @@ def test_parent_compares_the_models(nas_run):
 
 
 BAD_ARGS = [
-    (["--architecture-search-iterations", "0"], "architecture_search_iterations: '0'; allowed: an integer > 0"),
-    (["--architecture-search-iterations", "ten"], "architecture_search_iterations: 'ten'; allowed"),
-    (["--architecture-learning-rate", "0"], "architecture_learning_rate: '0'; allowed: a number > 0"),
-    (["--architecture-learning-rate", "-0.01"], "architecture_learning_rate: '-0.01'; allowed"),
-    (["--architecture-learning-rate", "fast"], "architecture_learning_rate: 'fast'; allowed"),
-    (["--architecture-learning-rate", "nan"], "architecture_learning_rate: 'nan'; allowed"),
+    (["--architecture-search-iterations", "0"], "--architecture-search-iterations: 0 is too small; allowed: an integer >= 1"),
+    (["--architecture-search-iterations", "ten"], "--architecture-search-iterations: 'ten' is not an integer"),
+    (["--architecture-learning-rate", "0"], "--architecture-learning-rate: '0' is out of range; allowed: a number > 0"),
+    (["--architecture-learning-rate", "-0.01"], "--architecture-learning-rate: '-0.01' is out of range"),
+    (["--architecture-learning-rate", "fast"], "--architecture-learning-rate: 'fast' is not a number"),
+    (["--architecture-learning-rate", "nan"], "--architecture-learning-rate: 'nan' is out of range"),
     (["--seeds", "1,,2"], "seeds: empty item"),
     (["--space", "nowhere.yaml"], "space: nowhere.yaml: file not found"),
     (["--preset", "nosuch"], "preset: nosuch: no such file or preset"),
@@ -175,9 +175,9 @@ def test_refusal_ends_the_attached_run_failed(store, capsys, monkeypatch):
     run = store.client.create_run(experiment.experiment_id)
     monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
     assert run_nas(store, "attached", "--architecture-learning-rate", "-1") == 2
-    assert "architecture_learning_rate" in capsys.readouterr().err
+    assert "--architecture-learning-rate" in capsys.readouterr().err
     done = store.client.get_run(run.info.run_id)
-    assert done.info.status == "FAILED" and done.data.tags["error"].startswith("architecture_learning_rate: '-1'")
+    assert done.info.status == "FAILED" and done.data.tags["error"].startswith("--architecture-learning-rate: '-1'")
     assert done.data.metrics == {} and not any(r.info.status == "RUNNING" for r in all_runs(store.client))
 
 
@@ -211,6 +211,6 @@ def test_mlflow_run_nas_end_to_end(tmp_path):
     assert sorted(r.data.tags.get("model") for r in runs if r.info.run_id != parent.info.run_id) == sorted(MODELS * 2)
 
     bad = mlflow_run("architecture_learning_rate=abc", f"space={space}")
-    assert bad.returncode != 0 and "error: architecture_learning_rate: 'abc'" in bad.stderr
+    assert bad.returncode != 0 and "error: --architecture-learning-rate: 'abc' is not a number" in bad.stderr
     failed = [r for r in all_runs(client) if r.info.run_id not in {x.info.run_id for x in runs}]
     assert [r.info.status for r in failed] == ["FAILED"]

@@ -1,7 +1,7 @@
 """The `nas` entry point: differentiable architecture search, tracked, retrained and compared.
 
     mlflow run . --env-manager local -e nas -P seeds=123,124,125
-    python -m tracking.nas --seeds 123,124,125            (the same, without `mlflow run`)
+    speccomp nas --seeds 123,124,125                      (the same, without `mlflow run`)
 
 One parent run: the search (metrics `nas/tau`, `nas/train_loss`, `nas/val_loss`, `nas/entropy`,
 `nas/prob/<decision>/<option>` per iteration, logged in batches), the derived architecture as
@@ -16,7 +16,6 @@ touched; a user error prints one line and exits with code 2.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -25,39 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speccomp.core.config import (
-    SECTION_FILES,
-    ConfigError,
-    ExperimentConfig,
-    load_config,
-    parse_seed_list,
-    resolve_preset,
-    split_overrides,
-)
+from speccomp.core.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
 from speccomp.nas.space import NasSpace, load_space
 from tracking.main import DEFAULT_EXPERIMENT, INTERRUPTED, TERMINATED, USER_ERROR
-
-# merge fix (meta helper, merging main into nas's code): main's tracking.main no longer has these
-# two helpers; the previous versions, kept here until the nas branch merges main itself.
-REQUIRED_SECTIONS = ("physics", "data")
-
-
-def _threads(text: str) -> int | None:
-    if not str(text).strip():
-        return None
-    if not str(text).strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty for torch's default)")
-    return int(text)
-
-
-def _check_config_dir(folder: Path) -> None:
-    allowed = (f"a folder holding {' and '.join(SECTION_FILES[s] for s in REQUIRED_SECTIONS)} "
-               f"({', '.join(f for s, f in SECTION_FILES.items() if s not in REQUIRED_SECTIONS)} optional)")
-    if not folder.is_dir():
-        raise ConfigError(f"config_dir: {folder}: folder not found; allowed: {allowed}")
-    for section in REQUIRED_SECTIONS:
-        if not (folder / SECTION_FILES[section]).is_file():
-            raise ConfigError(f"config_dir: {folder} has no {SECTION_FILES[section]}; allowed: {allowed}")
 
 DEFAULT_SPACE = "configs/nas/spectra.yaml"
 ARCHITECTURE_ARTIFACT = "nas/architecture.yaml"
@@ -65,26 +34,28 @@ COMPARED = ("nas", "default", "loglinear")
 FLUSH_EVERY_S = 2.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class NasOptions:
-    """The entry point's parameters, as given (strings from the command line; empty = not given)."""
+    """What `speccomp nas` (and the MLproject `nas` entry point) hands to `run_nas`, typed by the
+    front end (`speccomp_cli`); the space, the config and the ranges are checked here."""
 
-    seeds: str = "123,124,125"
-    """Training seeds of the retraining; the search uses `search_seed`."""
-    data_seed: str = "42"
+    seeds: list[int] | None = None
+    """Retraining seeds; None takes `training.seed` of the config (the project's: 123,124,125)."""
+    data_seed: int = 42
     space: str = DEFAULT_SPACE
     """Search-space YAML file (decisions and search settings)."""
-    architecture_search_iterations: str = ""
-    """Overrides the space file's search.architecture_search_iterations (integer > 0)."""
-    architecture_learning_rate: str = ""
-    """Overrides the space file's search.architecture_learning_rate (number > 0)."""
-    search_seed: str = ""
-    """Seed of the search (supernet weights, batches, Gumbel noise); default: the first of `seeds`."""
-    config_dir: str = ""
-    overrides: list[str] = field(default_factory=list)
+    architecture_search_iterations: int | None = None
+    """Overrides the space file's search.architecture_search_iterations (> 0)."""
+    architecture_learning_rate: float | None = None
+    """Overrides the space file's search.architecture_learning_rate (> 0)."""
+    search_seed: int | None = None
+    """Seed of the search (supernet weights, batches, Gumbel noise); default: the first retraining seed."""
+    config_dir: str | None = None
     presets: list[str] = field(default_factory=list)
     """Partial configs merged under every compared model (e.g. smoke)."""
-    threads: str = ""
+    overrides: list[str] = field(default_factory=list)
+    """Dotted KEY=VALUE items, already split, applied to every compared model."""
+    threads: int | None = None
     experiment_name: str | None = None
     run_name: str | None = None
     log_models: bool = False
@@ -100,64 +71,35 @@ class _Inputs:
     cfg: ExperimentConfig
     compare_cfgs: dict[str, ExperimentConfig]
     """Validated configs of the compared models other than `nas`."""
-    threads: int | None
     options: NasOptions
-
-
-def _positive_int(name: str, text: str) -> int | None:
-    if not str(text).strip():
-        return None
-    if not str(text).strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"{name}: {text!r}; allowed: an integer > 0")
-    return int(text)
-
-
-def _positive_float(name: str, text: str) -> float | None:
-    if not str(text).strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: {text!r}; allowed: a number > 0, e.g. 0.001")
-    return value
 
 
 def resolve(options: NasOptions) -> _Inputs:
     """Validate every input (ConfigError, one line) before any work."""
-    seeds = parse_seed_list(options.seeds, "seeds")
-    data_seed = parse_seed_list(options.data_seed, "data_seed")
-    if len(data_seed) != 1:
-        raise ConfigError(f"data_seed: {options.data_seed!r}; allowed: one non-negative integer")
-    search_seed = parse_seed_list(options.search_seed, "search_seed")[0] if str(options.search_seed).strip() else seeds[0]
-    threads = _threads(options.threads)
-    iterations = _positive_int("architecture_search_iterations", options.architecture_search_iterations)
-    lr = _positive_float("architecture_learning_rate", options.architecture_learning_rate)
     space_path = Path(options.space or DEFAULT_SPACE)
     if not space_path.is_file():
         raise ConfigError(f"space: {space_path}: file not found; allowed: a search-space YAML such as {DEFAULT_SPACE}")
-    space = load_space(space_path).with_search(architecture_search_iterations=iterations, architecture_learning_rate=lr)
-    config_dir = options.config_dir or None
-    if config_dir is not None:
-        _check_config_dir(Path(config_dir))
+    space = load_space(space_path).with_search(
+        architecture_search_iterations=options.architecture_search_iterations,
+        architecture_learning_rate=options.architecture_learning_rate,
+    )
     presets = [p for p in options.presets if p]
-    for p in presets:
-        resolve_preset(p)
-    cfg = load_config(config_dir, options.overrides, presets=presets)
+    cfg = load_config(options.config_dir or None, options.overrides, presets=presets)
+    seeds = parse_seed_list(options.seeds if options.seeds is not None else cfg.training.seeds, "seeds")
+    data_seed = parse_seed_list([options.data_seed], "data_seed")[0]
+    search_seed = parse_seed_list([options.search_seed], "search_seed")[0] if options.search_seed is not None else seeds[0]
     if "val" not in cfg.data.resolved_splits():
         raise ConfigError("data.validation.n_samples: is 0; the search needs the in-distribution validation split (> 0)")
     space.check_bins(cfg.physics.n_bins)
-    compare = {"default": cfg, "loglinear": load_config(config_dir, options.overrides, presets=[*presets, "loglinear"])}
-    return _Inputs(seeds, data_seed[0], search_seed, space, cfg, compare, threads, options)
+    compare = {"default": cfg,
+               "loglinear": load_config(options.config_dir or None, options.overrides, presets=[*presets, "loglinear"])}
+    return _Inputs(seeds, data_seed, search_seed, space, cfg, compare, options)
 
 
 def run_nas(options: NasOptions) -> int:
     """The whole pipeline; returns the exit code (0, 2 user error, 130/143 interrupted)."""
-    from mlflow import MlflowClient
-
     from tracking import store
-    from tracking.runs import RunTracker, Terminated, guarded, record_error
+    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -167,16 +109,13 @@ def run_nas(options: NasOptions) -> int:
     except ConfigError as exc:
         message = str(exc)
         print(f"error: {message}", file=sys.stderr)
-        if attached:
-            client = MlflowClient()
-            record_error(client, attached, message)
-            client.set_terminated(attached, status="FAILED")
+        fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
         return USER_ERROR
 
-    if inputs.threads is not None:
+    if options.threads is not None:
         import torch
 
-        torch.set_num_threads(inputs.threads)
+        torch.set_num_threads(options.threads)
     client = store.tracking_client()
     if attached:
         experiment_id = client.get_run(attached).info.experiment_id
@@ -247,9 +186,9 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
         "speccomp.role": "nas", "seeds": ",".join(map(str, inputs.seeds)), "data_seed": inputs.data_seed,
         "search_seed": inputs.search_seed, "space": str(space.path), "sampling": settings.sampling,
     })
-    log_params(client, parent, {
-        "seeds": ",".join(map(str, inputs.seeds)), "data_seed": str(inputs.data_seed),
-        "search_seed": str(inputs.search_seed), "space": str(space.path),
+    log_params(client, parent, {  # prefixed: `mlflow run` logs its own -P parameters unprefixed
+        "nas.seeds": ",".join(map(str, inputs.seeds)), "nas.data_seed": str(inputs.data_seed),
+        "nas.search_seed": str(inputs.search_seed), "nas.space": str(space.path),
         **{f"nas.{k}": str(v) for k, v in settings.model_dump().items()},
         "nas.decisions": ",".join(space.decision_names),
     })
@@ -270,7 +209,8 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     result = run_search(space, datasets["train"], datasets["val"], inputs.search_seed, callback=callback)
     logger.flush()
 
-    header = (f"Architecture derived by `nas` (parent run {parent}): argmax of softmax(alpha) after "
+    header = (f"Architecture derived by `nas` (parent run {parent}): argmax of softmax(alpha) (zero left out, as in "
+              f"DARTS) after "
               f"{settings.architecture_search_iterations} {settings.sampling} iterations on {space.path}, search seed "
               f"{inputs.search_seed}, data seed {inputs.data_seed}.\nA partial config: "
               f"mlflow run . --env-manager local -P preset=<this file>\n\nprobabilities at the end:\n"
@@ -284,7 +224,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     _log_history(client, parent, result, work)
     log_params(client, parent, {f"nas.arch.{k}": v for k, v in result.choices.items()}
                | {"nas.arch.layers": _layers_text(result.preset)})
-    figure = draw_probabilities(space, result.alpha_trajectory, work / "plots" / PROBABILITIES_FIGURE)
+    figure = draw_probabilities(space, result.alpha_trajectory, work / "plots" / PROBABILITIES_FIGURE, result.choices)
     client.log_artifact(parent, str(figure), "plots")
     client.log_metric(parent, "nas/search_seconds", result.seconds)
 
@@ -409,39 +349,3 @@ def _print_outcome(outcome: _Outcome, inputs: _Inputs, info, uri: str) -> None:
     print("\n".join(lines))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tracking.nas", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="123,124,125", help="comma-separated retraining seeds")
-    parser.add_argument("--data-seed", default="42", help="data seed (one)")
-    parser.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
-    parser.add_argument("--architecture-search-iterations", default="", help="override the space file's iterations")
-    parser.add_argument("--architecture-learning-rate", default="", help="override the space file's α learning rate")
-    parser.add_argument("--search-seed", default="", help="seed of the search (default: the first of --seeds)")
-    parser.add_argument("--config-dir", default="", help="folder with the four config files (default configs/)")
-    parser.add_argument("--preset", dest="presets", action="append", default=[], metavar="NAME",
-                        help="partial config merged under every compared model; repeatable")
-    parser.add_argument("--set", dest="set_overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides in one string")
-    parser.add_argument("--threads", default="", help="torch intra-op threads (default: every core)")
-    parser.add_argument("--experiment-name", default=None)
-    parser.add_argument("--run-name", default=None)
-    parser.add_argument("--log-models", action="store_true", help="log every retrained model the MLflow way")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_nas(NasOptions(
-        seeds=args.seeds, data_seed=args.data_seed, space=args.space,
-        architecture_search_iterations=args.architecture_search_iterations,
-        architecture_learning_rate=args.architecture_learning_rate, search_seed=args.search_seed,
-        config_dir=args.config_dir, overrides=[*args.set_overrides, *split_overrides(args.overrides)],
-        presets=args.presets, threads=args.threads, experiment_name=args.experiment_name,
-        run_name=args.run_name, log_models=args.log_models,
-    ))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ MODEL_MODULES: dict[str, str] = {
     "mlp": "speccomp.core.models",
     "cnn": "speccomp.core.models",
     "linear": "speccomp.core.models",
-    "seq": "speccomp.core.models",  # nas (issue #10): what architecture search derives
+    "seq": "speccomp.core.models",
 }
 
 

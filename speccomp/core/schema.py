@@ -393,7 +393,6 @@ class SeqConfig(_Strict):
         return n_bins
 # ---- end nas (issue #10) ----
 
-
 Transform = Literal["none", "log", "standardize", "log+standardize"]
 Activation = Literal["relu", "gelu", "tanh", "silu", "leaky_relu"]
 

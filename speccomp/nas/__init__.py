@@ -15,6 +15,8 @@ Stable API (additive changes only; the meta-learner, issue #12, builds on it):
     y = net.sample_forward(x, alpha, tau, hard, generator)     # the two lines above in one
     architecture_probabilities(alpha)                          # {decision: softmax(α)}
     derive(space, alpha)                                       # argmax architecture -> preset dict
+                                                               #   (zero left out of the argmax, as DARTS)
+    inherit_weights(net, choices, seq_model)                   # supernet weights -> standalone `seq` model
     result = run_search(space, train, val, seed)               # SearchResult: alpha, choices, preset,
                                                                #   alpha_trajectory, history, supernet
 

@@ -12,9 +12,13 @@ from speccomp.nas.space import NasSpace
 PROBABILITIES_FIGURE = "nas_probabilities.png"
 
 
-def draw_probabilities(space: NasSpace, trajectory: torch.Tensor, path: str | Path) -> Path:
-    """One panel per decision: softmax(α) of each option (y, 0..1) against the iteration (x), from
-    the (T + 1, n_logits) flat α trajectory; the argmax at the end is drawn bold."""
+def draw_probabilities(
+    space: NasSpace, trajectory: torch.Tensor, path: str | Path, choices: dict[str, str] | None = None
+) -> Path:
+    """One panel per decision: softmax(α) of each option (y) against the iteration (x), from the
+    (T + 1, n_logits) flat α trajectory; the derived choice (`choices`, default the final argmax)
+    drawn bold. Each y axis is zoomed to its data (a search that barely moved α still shows which
+    option leads); the dotted line is the uniform probability."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,11 +34,10 @@ def draw_probabilities(space: NasSpace, trajectory: torch.Tensor, path: str | Pa
         logits = trajectory[:, start : start + len(d.options)]
         start += len(d.options)
         probs = torch.softmax(logits, dim=1)
-        best = int(probs[-1].argmax())
+        best = d.options.index(choices[d.name]) if choices else int(probs[-1].argmax())
         for k, option in enumerate(d.options):
             ax.plot(iterations, probs[:, k], lw=2.2 if k == best else 1.0, label=option)
         ax.set_title(d.name, fontsize=10)
-        ax.set_ylim(0, 1)
         ax.axhline(1 / len(d.options), color="grey", lw=0.6, ls=":")
         ax.legend(fontsize=7, loc="upper left", ncol=2, frameon=False)
         ax.set_ylabel("softmax(α)", fontsize=8)
@@ -42,7 +45,8 @@ def draw_probabilities(space: NasSpace, trajectory: torch.Tensor, path: str | Pa
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("search iteration")
-    fig.suptitle("Architecture probabilities during the search (dotted: uniform)", fontsize=11)
+    fig.suptitle("Architecture probabilities during the search (bold: derived; dotted: uniform; y axes zoomed)",
+                 fontsize=11)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
