@@ -76,3 +76,43 @@ def test_elbo_is_query_loss_plus_scaled_kl():
     result, _ = planted_run(0, iterations=5)
     for r in result.records:
         assert r.elbo == pytest.approx(r.query_loss + r.kl / 4, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_stage_two_and_baselines_score_the_same_pair_reproducibly():
+    from speccomp.meta.adapt import (
+        StageTwo,
+        oracle,
+        preset_training,
+        prior_search,
+        single_task_nas,
+        stage_two,
+        with_floor,
+    )
+    from speccomp.meta.tasks import build_bank, draw_tasks
+    from speccomp.nas import load_space
+
+    cfg = tiny_config()
+    tasks = draw_tasks(cfg.physics.labels, 2, 1, 0)
+    bank = build_bank(cfg, tasks, 42, n_single=12, n_empty=12, n_val_single=6, n_query=8, n_test=16)
+    space = load_space("configs/nas/spectra.yaml")
+    net = Supernet(space, cfg.physics.n_bins, len(cfg.physics.labels), torch_generator(0, "net"))
+    net.fit_inputs(bank.train_x)
+    posterior = build_posterior(space, 1.0, 0.1)
+    hp = StageTwo(candidates=1, candidate_steps=2, search_steps=2, finetune_steps=3, batch_size=8)
+    assert hp.budget == 2 * 2 + 2 + 3
+    pair = tasks.meta_test[0]
+    data = bank.task_datasets(pair, final=True)
+    first = stage_two(net, posterior, data, pair, hp, 123)
+    again = stage_two(net, posterior, data, pair, hp, 123)
+    assert first.metrics == again.metrics and first.choices == again.choices
+    results = [first, prior_search(space, data, pair, hp, 123), single_task_nas(space, data, pair, hp, 123),
+               *preset_training(bank.task_config(pair, {k: len(v) for k, v in data.items()}), "loglinear", data, pair,
+                                hp, [123], "loglinear")]
+    floor = oracle(bank.task_config(pair, {k: len(v) for k, v in data.items()}), data, pair)
+    for r in results:
+        m = with_floor(r.metrics, floor, pair)
+        for label in pair:
+            assert {f"test/mse/{label}", f"gap/{label}", f"oracle/efficiency/{label}"} <= set(m)
+        assert m["oracle/ratio"] == pytest.approx(m["test/mse/pair"] / floor["oracle/mse/pair"])
+    assert results[-1].extra["steps"] >= hp.budget * 0.5  # the preset model trains about B steps
