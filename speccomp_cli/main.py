@@ -168,7 +168,7 @@ def study_cmd(
     space: Annotated[str, typer.Option(help="search-space YAML")] = "configs/spaces/quick.yaml",
     seeds: Seeds = None,
     data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of every trial")] = 42,
-    objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, gap, pareto, ... "
+    objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, transfer, gap, pareto "
                                             "(see the README)")] = "test_mse",
     sampler: Annotated[SAMPLER, typer.Option(help="Optuna sampler")] = "random",
     sampler_seed: Annotated[int, typer.Option(parser=_int(0), help="seed of the sampler")] = 0,
@@ -337,7 +337,7 @@ def train_cmd(out: Out, seeds: Seeds = None, data_seeds: DataSeeds = "42", confi
     cfg = _load(config_dir, preset, set_, overrides)
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
         exp = run_experiment(cfg, data_seed, _list(seeds) or cfg.training.seeds, folder, progress=sys.stderr.isatty())
-        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "gap/"))]
+        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))]
         print(f"data seed {data_seed} -> {folder}")
         print(exp.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

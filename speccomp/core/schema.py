@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from speccomp.core.registry import known_models
+from speccomp.core.registry import VALIDATION_FITTED, known_models
 
 SECTION_FILES: dict[str, str] = {
     "physics": "synthetic_spectra.yaml",
@@ -486,6 +486,9 @@ class AnalysisConfig(_Strict):
     oracle: Literal["split", "all", "off"] = "split"
     """The physical floor (`oracle/mse/<label>`): fit the known physics to every test spectrum,
     with the components the test split can contain (`split`) or all components (`all`)."""
+    learned_skill: float = Field(0.5, gt=0.0, lt=1.0)
+    """In-distribution skill (R² where present on the validation split) below which a component
+    counts as *not learned*: it gets the tag `not_learned` and no `transfer/<label>` value."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +552,9 @@ class ExperimentConfig(_Strict):
                 )
         if self.training.model_type == "seq" and self.training.seq.pooled_length(self.physics.n_bins) < 1:  # nas
             raise _at("training.seq.layers", f"the conv and pool layers leave no bins of physics.n_bins={self.physics.n_bins}")
+        if self.training.model_type in VALIDATION_FITTED and "val" not in self.data.resolved_splits():
+            raise _at("training.model_type", f"{self.training.model_type} chooses its regularisation on the "
+                      "validation split; set data.validation.n_samples > 0")
         tracked = self._resolve_tracked()
         self._tracked = tracked
         test = self.data.splits["test"]
