@@ -2,6 +2,7 @@
 
     speccomp run --seeds 123,124,125                 data, training, figures: tracked in MLflow
     speccomp study --n-trials 20 --space configs/spaces/quick.yaml     an Optuna sensitivity study
+    speccomp meta --num-meta-training-tasks 50       the Bayesian meta-learner (settings also from env / .env)
     speccomp nas --seeds 123,124,125                 architecture search, retrained and compared
     speccomp readback table RUN_ID                   a tracked run read back (also: trajectory)
     speccomp redraw RUN_ID --out figs                its nine figures, from MLflow alone
@@ -259,6 +260,44 @@ def nas_cmd(
     ))
 
 
+def _setting(name: str, help_text: str):
+    """A meta setting's option under both spellings; validated by `speccomp.meta.settings`, which
+    names where a bad value was set (so it stays text here; empty = not given)."""
+    return typer.Option(f"--{name}", f"--{name.replace('_', '-')}", help=help_text)
+
+
+@app.command("meta")
+def meta_cmd(
+    task_generator_seed: Annotated[str, _setting("task_generator_seed", "overrides $TASK_GENERATOR_SEED (default 0)")] = "",
+    meta_learning_rate: Annotated[str, _setting("meta_learning_rate", "overrides $META_LEARNING_RATE (default 0.001)")] = "",
+    architecture_learning_rate: Annotated[str, _setting(
+        "architecture_learning_rate", "overrides $ARCHITECTURE_LEARNING_RATE (default 0.001)")] = "",
+    num_meta_training_tasks: Annotated[str, _setting(
+        "num_meta_training_tasks", "overrides $NUM_META_TRAINING_TASKS (default 100)")] = "",
+    num_meta_testing_tasks: Annotated[str, _setting(
+        "num_meta_testing_tasks", "overrides $NUM_META_TESTING_TASKS (default 20)")] = "",
+    architecture_search_iterations: Annotated[str, _setting(
+        "architecture_search_iterations", "overrides $ARCHITECTURE_SEARCH_ITERATIONS (default 1000)")] = "",
+    config: Annotated[str, typer.Option(help="meta config file or name under configs/meta/ (default, smoke)")] = "",
+    overrides: Annotated[str, typer.Option(help="space-separated KEY=VALUE overrides of the meta config")] = "",
+    env_file: Annotated[str, typer.Option(help="the .env file read")] = ".env",
+    threads: Annotated[str, typer.Option(help="torch intra-op threads (empty: torch's default)")] = "",
+    experiment_name: Annotated[str | None, typer.Option(parser=_optional_text, help="MLflow experiment")] = None,
+    run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
+) -> int:
+    """The Bayesian meta-learner: a posterior over architectures across compositional tasks, adapted
+    to unseen pairs and compared with the baselines; tracked in MLflow. Settings: flag > environment
+    > .env > config file > default."""
+    from tracking.meta import MetaOptions, run_meta
+
+    flags = {"task_generator_seed": task_generator_seed, "meta_learning_rate": meta_learning_rate,
+             "architecture_learning_rate": architecture_learning_rate,
+             "num_meta_training_tasks": num_meta_training_tasks, "num_meta_testing_tasks": num_meta_testing_tasks,
+             "architecture_search_iterations": architecture_search_iterations}
+    return run_meta(MetaOptions(flags=flags, config=config, overrides=split_overrides(overrides), env_file=env_file,
+                                threads=threads, experiment_name=experiment_name, run_name=run_name))
+
+
 @app.command("study-worker", hidden=True)
 def study_worker_cmd(settings: Annotated[Path, typer.Argument(help="worker file written by `study --workers N`")]) -> int:
     """One more worker of a running study (started by `study --workers N`)."""
@@ -299,10 +338,10 @@ def redraw_cmd(run_id: RunId, out: Annotated[str, typer.Option(help="folder for 
 # untracked commands (no MLflow)
 # ------------------------------------------------------------------------------------------------
 def _load(config_dir: str | None, presets: list[str], sets: list[str], overrides: str):
-    from speccomp.core.config import load_config
+    from speccomp.core.task import load_any_config  # a folder holding matrices.yaml is the matrices domain
 
     inputs = _config_inputs(config_dir, presets, sets, overrides)
-    return load_config(inputs["config_dir"], inputs["overrides"], presets=inputs["presets"])
+    return load_any_config(inputs["config_dir"], inputs["overrides"], presets=inputs["presets"])
 
 
 Out = Annotated[Path, typer.Option("--out", help="output folder")]
@@ -328,11 +367,16 @@ def _per_data_seed(out: Path, data_seeds: list[int]) -> list[tuple[int, Path]]:
 def generate_cmd(out: Out, data_seeds: DataSeeds = "42", config_dir: ConfigDir = None,
                  preset: Presets = [], set_: Sets = [], overrides: Overrides = "") -> int:  # noqa: B006
     """Generate every split to a folder (tensors, loadable with weights_only=True)."""
-    from speccomp.core.data import generate_datasets, save_datasets
+    from speccomp.core.task import task_for
 
     cfg = _load(config_dir, preset, set_, overrides)
+    task = task_for(cfg)
+    if task.name == "matrices":
+        from speccomp.matrices.data import save_datasets
+    else:
+        from speccomp.core.data import save_datasets
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
-        datasets = generate_datasets(cfg, data_seed)
+        datasets = task.generate(cfg, data_seed)
         save_datasets(datasets, folder)
         print(f"data seed {data_seed}: {', '.join(f'{n}={len(d)}' for n, d in datasets.items())} -> {folder}")
     return 0
@@ -347,7 +391,8 @@ def train_cmd(out: Out, seeds: Seeds = None, data_seeds: DataSeeds = "42", confi
     cfg = _load(config_dir, preset, set_, overrides)
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
         exp = run_experiment(cfg, data_seed, _list(seeds) or cfg.training.seeds, folder, progress=sys.stderr.isatty())
-        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))]
+        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))
+                           or c in ("val/acc", "test/acc", "chance/acc")]
         print(f"data seed {data_seed} -> {folder}")
         print(exp.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

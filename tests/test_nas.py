@@ -240,3 +240,15 @@ def test_bad_seq_layers_are_one_line_naming_the_key(override, text):
     with pytest.raises(ConfigError) as info:
         load_config(overrides=[*TINY_OVERRIDES, "training.model_type=seq", override])
     assert text in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_snas_mixes_every_path_and_differs_from_gdas():
+    space = space_from_dict({"conv": {"positions": 0}, "dense": {"positions": 1},
+                             "search": {"architecture_search_iterations": 6, "batch_size": 16, "sampling": "snas"}})
+    x = _spectra(96, 32)
+    y = torch.rand(96, 3, generator=torch.Generator().manual_seed(5))
+    w = sample_weights(init_alpha(space), 0.5, space.search.hard, torch.Generator().manual_seed(0))
+    assert all(bool((v > 0).all()) and not bool((v == 1).any()) for v in w.values())  # a mixture, not a path
+    snas = run_search(space, (x[:64], y[:64]), (x[64:], y[64:]), 3)
+    gdas = run_search(space.with_search(sampling="gdas"), (x[:64], y[:64]), (x[64:], y[64:]), 3)
+    assert torch.isfinite(snas.history).all() and not torch.equal(snas.alpha_trajectory, gdas.alpha_trajectory)

@@ -23,11 +23,12 @@ from mlflow.entities import Metric, Param, RunTag
 from speccomp.core.config import ExperimentConfig
 from speccomp.core.data import SplitData
 from speccomp.core.experiment import PLOTS_DIR, PREDICTIONS_DIR, ExperimentResult, run_experiment
+from speccomp.core.task import task_for
 from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
-from tracking.ui import for_mlflow, role_alias, role_names, seed_description, set_description
+from tracking.ui import for_mlflow, role_alias, role_names, seed_description, set_description, tracked_labels
 
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 
@@ -95,7 +96,7 @@ def run_tracked_experiment(
             tags={"seed": str(seed), "data_seed": str(data_seed), "speccomp.role": "seed", **(tags or {})},
         )
         log_params(client, child_ids[seed], {**params, "seed": str(seed), "data_seed": str(data_seed)})
-    mlflow_logger = MlflowTrainingLogger(client, child_ids, tracked=tuple(cfg.tracked_labels))
+    mlflow_logger = MlflowTrainingLogger(client, child_ids, tracked=tuple(tracked_labels(cfg)))
     try:
         exp = run_experiment(
             cfg, data_seed, seeds, work_dir, logger=mlflow_logger,
@@ -109,9 +110,10 @@ def run_tracked_experiment(
         raise
     mlflow_logger.flush()
     log_dataset_inputs(client, list(child_ids.values()), exp.datasets)
+    spectra = task_for(cfg).name == "spectra"  # the learned/not-learned judgement is the spectra skill's
     for r in exp.result.seeds:
         run_id = child_ids[r.seed]
-        tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill)
+        tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill) if spectra else {}
         if tag:
             set_tags(client, run_id, tag)
         if r.checkpoint_paths:
@@ -119,7 +121,7 @@ def run_tracked_experiment(
         client.log_artifact(run_id, str(work_dir / PREDICTIONS_DIR / f"test_seed-{r.seed}.npy"), PREDICTIONS_DIR)
         if log_models:
             log_final_model(run_id, r, exp.datasets["train"], step=exp.result.total_steps, client=client)
-        set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, cfg.tracked_labels))
+        set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, tracked_labels(cfg)))
         tracker.finish(run_id)
     return TrackedExperiment(exp, child_ids)
 
@@ -134,8 +136,8 @@ def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets:
     inputs = []
     for name, split in datasets.items():
         ds = mlflow.data.from_numpy(
-            split.spectra.numpy(),  # a view, no copy; the digest is ours, so nothing is hashed again
-            targets=split.abundances.numpy(),
+            split.inputs.numpy(),  # a view, no copy; the digest is ours, so nothing is hashed again
+            targets=split.targets.numpy(),
             name=f"{name}-data_seed-{split.data_seed}",
             digest=split.digest,
             source=SpeccompSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
@@ -179,13 +181,15 @@ def log_final_model(
         params=dict(run.data.params),
         tags={"seed": str(result.seed), "data_seed": str(result.data_seed)},
     )
-    n_bins, n_out = train.spectra.shape[1], train.abundances.shape[1]
-    signature = infer_signature(np.zeros((1, n_bins), np.float32), np.zeros((1, n_out), np.float32))
+    example = train.inputs[:2]
+    with torch.no_grad():
+        n_out = tuple(result.model(example[:1]).shape[1:])
+    signature = infer_signature(np.zeros((1, *example.shape[1:]), np.float32), np.zeros((1, *n_out), np.float32))
     mlflow.pytorch.log_model(
         result.model,
         name=f"seed-{result.seed}",
         signature=signature,
-        input_example=train.spectra[:2].numpy(),  # the pt2 format traces forward() on it
+        input_example=example.numpy(),  # the pt2 format traces forward() on it
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         run_id=run_id,  # the child run, without making it the active fluent run
         model_id=model.model_id,
@@ -251,13 +255,14 @@ def log_mean_curves(
     """The parent's own curves: the across-seed mean of each checkpoint metric at each step.
     `skip_step` (the last step, where `aggregate_finals` logs the same means) is left out, so that
     no step holds two values of one metric."""
-    cols = {"test_loss": "test/mse", "val_loss": "val/mse"}
+    cols = {c: n for c, n in {"test_loss": "test/mse", "val_loss": "val/mse"}.items() if c in trajectory}
     for split in ("test", "val"):
         for c in trajectory:
             if c.startswith(f"{split}_mse_present_"):
                 cols[c] = f"{split}/mse_present/" + c.removeprefix(f"{split}_mse_present_")
             elif c.startswith(f"{split}_mse_"):
                 cols[c] = f"{split}/mse/" + c.removeprefix(f"{split}_mse_")
+    cols.update({c: c for c in trajectory if "/" in c})  # columns already named as metrics (matrices)
     mean = trajectory.groupby("step")[list(cols)].mean()
     if skip_step is not None:
         mean = mean.drop(index=skip_step, errors="ignore")

@@ -152,8 +152,9 @@ def run_params(cfg) -> dict[str, str]:
     t = cfg.training
     if t.model_type != "cnn":
         flat = {k: v for k, v in flat.items() if not k.startswith("training.cnn.")}
-    unused = "training.checkpoint_every_n_step" if t.checkpoint_by == "ratio" else "training.checkpoint_ratio"
-    flat.pop(unused, None)
+    if getattr(t, "checkpoint_by", None) is not None:
+        unused = "training.checkpoint_every_n_step" if t.checkpoint_by == "ratio" else "training.checkpoint_ratio"
+        flat.pop(unused, None)
     combos: dict[str, list[str]] = {}
     out: dict[str, str] = {}
     pattern = re.compile(r"(.*)\.distribution\.combinations\.(\d+)\.(weight|components)$")
@@ -167,7 +168,7 @@ def run_params(cfg) -> dict[str, str]:
     out.update({k: "; ".join(v) for k, v in combos.items()})
     if lines:
         by_label = {line["label"]: line for line in lines}
-        for label in cfg.tracked_labels:
+        for label in tracked_labels(cfg):
             if label in by_label:
                 line = by_label[label]
                 out[f"physics.line.{label}"] = (f"center {line['center']} nm, width {line['width']} nm, "
@@ -212,6 +213,11 @@ def rename_run(client: MlflowClient, run_id: str, name: str) -> None:
 
 def set_description(client: MlflowClient, run_id: str, markdown: str) -> None:
     client.set_tag(run_id, NOTE_TAG, markdown[:5000])
+
+
+def tracked_labels(cfg) -> list[str]:
+    """The tracked components of a spectra config; none for another domain (matrices)."""
+    return list(getattr(cfg, "tracked_labels", None) or [])
 
 
 def role_names(tracked: Sequence[str]) -> dict[str, str]:
@@ -278,6 +284,8 @@ def headline_table(mean: Mapping[str, float], tracked: Sequence[str], std: Mappi
                    n: int | None = None) -> str:
     """Markdown table, one row per tracked component: the headline measures as `mean ± std`
     (over `n` seeds) or as single values when `std` is None."""
+    if not tracked:
+        return _plain_table(mean, std)
     roles = role_names(tracked)
     columns = [(title, head, digits) for title, head, digits in HEADLINE
                if any(_finite(mean.get(f"{head}/{label}")) for label in tracked)]
@@ -298,6 +306,20 @@ def headline_table(mean: Mapping[str, float], tracked: Sequence[str], std: Mappi
         rows.append(cells)
     table = markdown_rows(header, rows)
     return table
+
+
+PLAIN_HEADLINE = ("test/acc", "val/acc", "gap/acc", "test/error", "val/error", "test/mse", "val/mse")
+"""A domain without tracked components (matrices): these whole-split measures, where logged."""
+
+
+def _plain_table(values: Mapping[str, float], std: Mapping[str, float] | None) -> str:
+    rows = []
+    for key in PLAIN_HEADLINE:
+        if _finite(values.get(key)):
+            spread = None if std is None else std.get(f"std/{key}")
+            shown = _finite(spread) and float(spread) != 0
+            rows.append([key, _number(values[key], 3) + (f" ± {_number(spread, 2)}" if shown else "")])
+    return markdown_rows(["metric", "value"], rows)
 
 
 def seed_description(seed: int, data_seed: int, final: Mapping[str, float], tracked: Sequence[str]) -> str:
@@ -326,12 +348,13 @@ def summary_description(title: str, summary, tracked: Sequence[str], extra: Sequ
 def main_description(seeds: Sequence[int], data_seeds: Sequence[int], presets: Sequence[str], cfg, summary) -> str:
     """The description of a `main` invocation's parent run."""
     t = cfg.training
+    transform = getattr(t, "input_transform", None)
     title = (f"**main** · seeds {', '.join(map(str, seeds))} · data seed{'s' if len(data_seeds) > 1 else ''} "
              f"{', '.join(map(str, data_seeds))} · preset {', '.join(_preset_name(p) for p in presets) or 'none'} · "
-             f"model {t.model_type} (input {t.input_transform}), {t.epochs} epochs")
+             f"model {t.model_type}{f' (input {transform})' if transform else ''}, {t.epochs} epochs")
     extra = ["", "Figures under `plots/`, per-seed values in `summary.csv`, curves in the child runs "
              "(one per seed) and as across-seed means here; `std/<name>` = across-seed std."]
-    return summary_description(title, summary, cfg.tracked_labels, extra)
+    return summary_description(title, summary, tracked_labels(cfg), extra)
 
 
 def _baseline_lines(values: Mapping[str, float], tracked: Sequence[str]) -> list[str]:

@@ -9,7 +9,9 @@ Folder layout (also the MLflow artifact layout of a parent run):
     summary.csv                    one row per seed: final metrics
     predictions/test_seed-<s>.npy  final test predictions per seed, (N_test, C) float32
     checkpoints/seed-<s>/step-*.pt checkpoints (torch.load(..., weights_only=True))
-    plots/*.png                    the tutorial's nine figures
+    plots/*.png                    the domain's figures (spectra: the tutorial's nine)
+
+The domain (spectra, matrices) comes from the config (`speccomp.core.task.task_for`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from speccomp.core.config import ExperimentConfig, config_from_dict
-from speccomp.core.data import SplitData, generate_datasets
+from speccomp.core.config import ExperimentConfig
+from speccomp.core.data import SplitData
+from speccomp.core.task import config_from_any_dict, task_for
 from speccomp.core.training import TrainingLogger, TrainResult, train
-from speccomp.spectra.floor import physical_floor, with_efficiency
 
 CONFIG_FILE = "config.yaml"
 TRAJECTORY_FILE = "trajectory_data.csv"
@@ -59,8 +61,9 @@ def write_config(cfg: ExperimentConfig, out_dir: Path) -> Path:
 
 
 def read_config(path: Path) -> ExperimentConfig:
-    """Read a resolved `config.yaml` back (as written by `write_config`)."""
-    return config_from_dict(yaml.safe_load(Path(path).read_text()), paths={s: Path(path) for s in ("physics", "data", "training", "analysis")})
+    """Read a resolved `config.yaml` back (as written by `write_config`), of any domain."""
+    raw = yaml.safe_load(Path(path).read_text())
+    return config_from_any_dict(raw, paths={s: Path(path) for s in raw})
 
 
 def run_experiment(
@@ -75,13 +78,14 @@ def run_experiment(
     datasets: dict[str, SplitData] | None = None,
 ) -> ExperimentResult:
     """Generate the data for `data_seed` (unless `datasets`, generated from the same config and
-    data seed, are given), train every seed, measure the physical floor (the oracle, unless
-    `analysis.oracle` is off), write tables and figures to `out_dir`. `floor` (label -> MSE)
-    replaces the oracle's line in the figures."""
+    data seed, are given), train every seed, measure the domain's floor (spectra: the oracle,
+    unless `analysis.oracle` is off; matrices: chance), write tables and figures to `out_dir`.
+    `floor` (spectra: label -> MSE) replaces the floor's line in the figures."""
+    task = task_for(cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if datasets is None:
-        datasets = generate_datasets(cfg, data_seed)
+        datasets = task.generate(cfg, data_seed)
     timings["generate"] = time.perf_counter() - t0
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -93,15 +97,15 @@ def run_experiment(
     timings["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    oracle = physical_floor(cfg, datasets["test"])
+    measured = task.floor(cfg, datasets, seeds, {r.seed: r.final for r in result.seeds})
     for r in result.seeds:
-        extra = with_efficiency(r.final, oracle, cfg.tracked_labels)
+        extra = measured.per_seed.get(r.seed, {})
         r.final.update(extra)
         if logger is not None and extra:
             logger.log_metrics(r.seed, extra, result.total_steps)
     timings["oracle"] = time.perf_counter() - t0
-    if floor is None and oracle:
-        floor = {label: oracle[f"oracle/mse/{label}"] for label in cfg.tracked_labels}
+    if floor is None and measured.figure_floor:
+        floor = measured.figure_floor
 
     if out is not None:
         t0 = time.perf_counter()
@@ -135,9 +139,7 @@ def draw_figures(
     plots_dir: Path,
     floor: dict[str, float] | None = None,
 ) -> dict[str, Path]:
-    from speccomp.spectra.figures import draw_all  # matplotlib is imported only when drawing
-
-    return draw_all(plots_dir, cfg.physics, datasets, trajectory, test_predictions, cfg.tracked_labels, floor=floor)
+    return task_for(cfg).figures(cfg, datasets, trajectory, test_predictions, plots_dir, floor)
 
 
 def read_predictions(folder: Path) -> dict[int, np.ndarray]:
@@ -157,5 +159,5 @@ def redraw(out_dir: str | Path, floor: dict[str, float] | None = None) -> dict[s
     cfg = read_config(out / CONFIG_FILE)
     trajectory = pd.read_csv(out / TRAJECTORY_FILE)
     data_seed = int(trajectory["data_seed"].iloc[0])
-    datasets = generate_datasets(cfg, data_seed)
+    datasets = task_for(cfg).generate(cfg, data_seed)
     return draw_figures(cfg, datasets, trajectory, read_predictions(out / PREDICTIONS_DIR), out / PLOTS_DIR, floor)
