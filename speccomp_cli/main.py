@@ -294,8 +294,11 @@ def meta_cmd(
              "architecture_learning_rate": architecture_learning_rate,
              "num_meta_training_tasks": num_meta_training_tasks, "num_meta_testing_tasks": num_meta_testing_tasks,
              "architecture_search_iterations": architecture_search_iterations}
-    return run_meta(MetaOptions(flags=flags, config=config, overrides=split_overrides(overrides), env_file=env_file,
-                                threads=threads, experiment_name=experiment_name, run_name=run_name))
+    flags = {k: v if _given(v) else "" for k, v in flags.items()}  # MLproject's "auto": not given
+    return run_meta(MetaOptions(flags=flags, config=config if _given(config) else "",
+                                overrides=split_overrides(overrides) if _given(overrides) else [], env_file=env_file,
+                                threads=threads if _given(threads) else "", experiment_name=experiment_name,
+                                run_name=run_name))
 
 
 @app.command("study-worker", hidden=True)
