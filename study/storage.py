@@ -130,9 +130,9 @@ def _journal(path: Path, heartbeat_interval: int, grace_period: int, retry) -> H
     """A journal file's storage, after the checks the backend would fail on with a traceback: a
     folder, a missing or read-only folder (the lock file goes beside the journal), a read-only
     file."""
-    allowed = "a journal file path (e.g. optuna.log), sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
     if path.is_dir():
-        raise StorageError(f"storage: {path} is a folder; allowed: {allowed}, e.g. {path / DEFAULT_JOURNAL}")
+        raise StorageError(f"storage: {path} is a folder; allowed: a journal file path (e.g. {path / DEFAULT_JOURNAL}), "
+                           "sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     if not path.parent.exists():
         raise StorageError(f"storage: folder {path.parent} does not exist (for journal file {path})")
     problem = folder_write_problem(path.parent)

@@ -199,6 +199,7 @@ def _auth_headers() -> dict[str, str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0].strip() if text else type(exc).__name__
+    line = " ".join(line.removeprefix("connection failed: ").split())  # libpq's padding and prefix
     return redact_url(line)[:300]
 
 

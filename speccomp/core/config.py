@@ -369,8 +369,10 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
     """Accepted for the tutorial's files; batches come from memory, so no workers are used."""
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    """Finite and > 0."""
+    weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
+    """Finite and >= 0."""
     optimizer: Literal["adamw", "adam"] = "adamw"
     loss_function: Literal["mse"] = "mse"
 
@@ -480,6 +482,10 @@ class ExperimentConfig(_Strict):
                     f"{len(cnn.channels)} pooling stages of {cnn.pool} leave no bins of physics.n_bins={self.physics.n_bins}; "
                     "use fewer stages, a smaller pool or more bins",
                 )
+        n_train = self.data.splits["train"].n_samples
+        if self.training.batch_size > n_train:
+            raise _at("training.batch_size", f"is {self.training.batch_size}, larger than the training split "
+                      f"(data.splits.train.n_samples = {n_train}); allowed: 1 to {n_train}")
         tracked = self.tracked_labels  # validates
         test = self.data.splits["test"]
         if isinstance(test.distribution, CombinationsDistribution):

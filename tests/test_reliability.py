@@ -1,0 +1,215 @@
+"""Faults and bad input that must end in one line and exit code 2 before any work: tracking
+stores and study storages that cannot be used, values refused at load, passwords given where
+MLflow would record them."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import optuna  # noqa: F401  (the warning filter below names its class)
+import pytest
+from mlflow import MlflowClient
+
+from speccomp.core.config import ConfigError, default_config_dir, load_config
+from tests.conftest import TINY_OVERRIDES
+
+ROOT = os.geteuid() == 0
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "SPECCOMP_STORAGE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def tracking_main(*argv: str) -> int:
+    from tracking.main import main
+
+    return main(["--seeds", "1", *argv])
+
+
+def study_main(folder: Path, *argv: str) -> int:
+    from study.main import main
+
+    return main(["--n-trials", "1", "--seeds", "1", "--no-report", *argv])
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """Make a file or folder read-only in the way that binds even root: the immutable attribute
+    (`chattr +i`) as root, the permission bits otherwise. (Root ignores permission bits, so a
+    check that read them would pass here and fail for users, or the reverse.)"""
+    if ROOT:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("running as root where `chattr +i` is unavailable: nothing is read-only for root")
+        try:
+            yield os.strerror(errno.EPERM)
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield os.strerror(errno.EACCES)
+        finally:
+            path.chmod(mode)
+
+
+@pytest.fixture
+def not_mlflow_server(tmp_path):
+    """A plain static-file HTTP server on 127.0.0.1 (what a wrong port often finds): its URL."""
+    (tmp_path / "index.html").write_text("<html>hello</html>")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+# --- tracking stores ---------------------------------------------------------------------------
+def test_a_server_that_is_not_mlflow_is_one_line(env, not_mlflow_server, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", not_mlflow_server)
+    assert tracking_main() == 2
+    assert one_error_line(capsys) == (
+        f"error: MLFLOW_TRACKING_URI: {not_mlflow_server}: the server answers (HTTP 404) but is not an MLflow "
+        "tracking server (no MLflow REST API under /api/2.0/mlflow/)")
+
+
+def test_sqlite_store_in_a_read_only_folder_is_one_line(env, monkeypatch, capsys):
+    folder = env / "ro"
+    folder.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+    with read_only(folder) as reason:
+        assert tracking_main() == 2
+        assert one_error_line(capsys) == (
+            f"error: MLFLOW_TRACKING_URI: sqlite:///{folder}/mlflow.db: folder {folder} is not writable ({reason}); "
+            "SQLite writes its journal beside the database")
+        assert study_main(env, "--storage", str(env / "optuna.log")) == 2
+        assert "is not writable" in one_error_line(capsys)
+        assert list(folder.iterdir()) == []  # nothing half-written
+
+
+def test_read_only_sqlite_database_file_is_one_line(env, capsys):
+    db = env / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()  # an existing store
+    capsys.readouterr()  # (MLflow's messages while creating it)
+    with read_only(db) as reason:
+        assert tracking_main() == 2
+        assert one_error_line(capsys) == (
+            f"error: MLFLOW_TRACKING_URI: sqlite:///{db}: database file {db} is not writable ({reason})")
+
+
+def test_sqlite_store_that_is_a_folder_or_not_sqlite(env, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{env}")
+    assert tracking_main() == 2
+    assert one_error_line(capsys) == (
+        f"error: MLFLOW_TRACKING_URI: sqlite:///{env}: {env} is a folder; allowed: a SQLite database file "
+        f"(new or existing), e.g. {env / 'mlflow.db'}")
+    (env / "notes.txt").write_text("not a database")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{env}/notes.txt")
+    assert tracking_main() == 2
+    assert one_error_line(capsys).endswith(f"{env / 'notes.txt'} is not a SQLite database")
+
+
+@pytest.mark.postgres
+def test_missing_postgres_tracking_database_is_one_line_with_the_password_hidden(env, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://postgres:hunter2@127.0.0.1:5432/speccomp_no_such_db")
+    assert tracking_main() == 2
+    assert one_error_line(capsys) == (
+        "error: MLFLOW_TRACKING_URI: postgresql://postgres:***@127.0.0.1:5432/speccomp_no_such_db: cannot connect "
+        '(connection to server at "127.0.0.1", port 5432 failed: FATAL: database "speccomp_no_such_db" does not exist)')
+
+
+def test_refused_postgres_connection_is_one_line(env, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://u:hunter2@127.0.0.1:1/db")
+    assert tracking_main() == 2
+    line = one_error_line(capsys)
+    assert line.startswith("error: MLFLOW_TRACKING_URI: postgresql://u:***@127.0.0.1:1/db: cannot connect (")
+    assert "hunter2" not in line
+
+
+# --- study storages ------------------------------------------------------------------------------
+def test_study_storage_that_names_a_folder(env, capsys):
+    assert study_main(env, "--storage", str(env)) == 2
+    assert one_error_line(capsys) == (
+        f"error: storage: {env} is a folder; allowed: a journal file path (e.g. {env / 'optuna.log'}), "
+        "sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    assert study_main(env, "--storage", f"sqlite:///{env}") == 2
+    assert one_error_line(capsys) == (
+        f"error: storage: sqlite:///{env}: {env} is a folder; allowed: a SQLite database file (new or existing), "
+        f"e.g. {env / 'optuna.db'}")
+
+
+def test_read_only_journal_file(env, capsys):
+    journal = env / "optuna.log"
+    journal.write_text("")
+    with read_only(journal) as reason:
+        assert study_main(env, "--storage", str(journal)) == 2
+        assert one_error_line(capsys) == f"error: storage: cannot open journal file {journal}: {reason}"
+    assert not (env / "mlflow.db").exists()  # refused before MLflow was touched
+
+
+# --- values refused at load ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.batch_size=193", "override training.batch_size=193: training.batch_size: is 193, larger than the "
+         "training split (data.splits.train.n_samples = 192); allowed: 1 to 192"),
+        ("training.learning_rate=inf", "override training.learning_rate=inf: training.learning_rate: Input should be "
+         "a finite number (got 'inf')"),
+        ("training.weight_decay=inf", "override training.weight_decay=inf: training.weight_decay: Input should be a "
+         "finite number (got 'inf')"),
+        ("training.learning_rate=.inf", "override training.learning_rate=.inf: training.learning_rate: Input should "
+         "be a finite number (got inf)"),
+    ],
+)
+def test_values_refused_at_load(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(default_config_dir(), [*TINY_OVERRIDES, override])
+    assert str(info.value) == message
+
+
+def test_batch_equal_to_the_training_split_is_allowed():
+    assert load_config(default_config_dir(), [*TINY_OVERRIDES, "training.batch_size=192"]).training.batch_size == 192
+
+
+def test_infinite_learning_rate_in_a_file_names_the_file(edited_config_dir):
+    folder = edited_config_dir("training.yaml", lambda raw: raw.update(learning_rate=float("inf")))
+    with pytest.raises(ConfigError) as info:
+        load_config(folder)
+    assert str(info.value).startswith(f"{folder / 'training.yaml'}: training.learning_rate: ")
+    assert "finite" in str(info.value)
+
+
+def test_main_refuses_a_batch_larger_than_the_training_split(env, capsys):
+    overrides = " ".join([*TINY_OVERRIDES, "training.batch_size=4096"])
+    assert tracking_main("--overrides", overrides) == 2
+    assert one_error_line(capsys) == ("error: override training.batch_size=4096: training.batch_size: is 4096, larger "
+                                      "than the training split (data.splits.train.n_samples = 192); allowed: 1 to 192")
+    assert not (env / "mlflow.db").exists() or all(
+        r.info.status != "RUNNING" for r in MlflowClient().search_runs(["0"]))
