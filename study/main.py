@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-trials", default="", help="optional study-wide budget: stop when the study holds this "
                    "many trials (complete, pruned or running), whoever ran them")
     p.add_argument("--study-name", default="speccomp-sensitivity", help="re-using a name continues that study")
-    p.add_argument("--storage", default=os.environ.get(STORAGE_ENV, ""),
-                   help=f"(or the environment variable {STORAGE_ENV}, which keeps a password out of the command "
-                   "line and of `ps`) journal file path (default optuna.log), sqlite:///PATH or "
-                   "postgresql://USER@HOST:PORT/DB")
+    p.add_argument("--storage", default="",
+                   help="journal file path (default optuna.log), sqlite:///PATH or postgresql://USER@HOST:PORT/DB, "
+                   f"without a password (refused here: give the URL in the environment variable {STORAGE_ENV}, "
+                   "used when --storage is empty, or the password in PGPASSWORD or ~/.pgpass)")
     p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
     p.add_argument("--seeds", default="123,124,125", help="training seeds of every trial (default 123,124,125)")
     p.add_argument("--data-seed", default="42", help="data seed of every trial (default 42)")
@@ -179,13 +179,15 @@ def make_pruner(name: str, n_seeds: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.storage = args.storage or os.environ.get(STORAGE_ENV, "")  # `--storage=` (MLproject's empty default)
     import tracking  # noqa: F401  (MLflow environment first)
     from speccomp.core.config import ConfigError
     from study.space import SpaceError
     from study.storage import StorageError, describe, open_storage
     from tracking import store as tracking_store
 
+    if tracking_store.has_password(args.storage):
+        return _refuse_password(args.storage)
+    args.storage = args.storage or os.environ.get(STORAGE_ENV, "")  # `--storage=` (MLproject's empty default)
     try:
         settings, base, space, overrides = _validate(args)
         storage = open_storage(args.storage, on_stale=close_dead_trial_runs)
@@ -240,6 +242,31 @@ def close_dead_trial_runs(study, trial) -> None:
             record_error(client, r.info.run_id, message)
             client.set_terminated(r.info.run_id, status="FAILED")
     client.set_tag(run_id, STATE_TAG, "FAIL")
+
+
+def _refuse_password(storage: str) -> int:
+    """A password on the command line shows in `ps` and shell history, and `mlflow run -P
+    storage=...` has already recorded it as a parameter of the run it created (MLflow logs every
+    -P value before the command starts): refused, and that run ended FAILED and deleted, with
+    what to do next."""
+    from tracking import store
+    from tracking.store import redact_url
+
+    message = (f"storage: {redact_url(storage)} carries a password, which is refused on the command line; "
+               f"give the URL in the environment ({STORAGE_ENV}, used when --storage is empty) or the password in "
+               "PGPASSWORD or ~/.pgpass, and --storage without it")
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        message += (f"; `mlflow run -P storage=...` has already logged it as a parameter of run {run_id}, which is "
+                    "now FAILED and deleted: purge it with `mlflow gc --backend-store-uri "
+                    f"{redact_url(store.tracking_uri())} --run-ids {run_id}` and change the password")
+    print(f"error: {message}", file=sys.stderr)
+    if run_id:
+        from mlflow import MlflowClient
+
+        _fail_attached_run(message)
+        MlflowClient().delete_run(run_id)
+    return USER_ERROR
 
 
 def _fail_attached_run(message: str) -> None:

@@ -27,11 +27,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
+    """A working folder with its own store; the tracking URI an entry point set in this process
+    (mlflow.set_tracking_uri) is forgotten before and after."""
+    import mlflow
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "SPECCOMP_STORAGE"):
         monkeypatch.delenv(name, raising=False)
-    return tmp_path
+    mlflow.set_tracking_uri(None)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
 
 
 def one_error_line(capsys) -> str:
@@ -213,3 +219,34 @@ def test_main_refuses_a_batch_larger_than_the_training_split(env, capsys):
                                       "than the training split (data.splits.train.n_samples = 192); allowed: 1 to 192")
     assert not (env / "mlflow.db").exists() or all(
         r.info.status != "RUNNING" for r in MlflowClient().search_runs(["0"]))
+
+
+# --- secrets --------------------------------------------------------------------------------------
+SECRET_URL = "postgresql://postgres:hunter2@127.0.0.1:5432/test"
+REFUSED = ("error: storage: postgresql://postgres:***@127.0.0.1:5432/test carries a password, which is refused on the "
+           "command line; give the URL in the environment (SPECCOMP_STORAGE, used when --storage is empty) or the "
+           "password in PGPASSWORD or ~/.pgpass, and --storage without it")
+
+
+def test_a_password_in_storage_is_refused_before_any_work(env, capsys):
+    assert study_main(env, "--storage", SECRET_URL) == 2
+    assert one_error_line(capsys) == REFUSED
+    assert sorted(p.name for p in env.iterdir()) == []  # no store, no journal, nothing
+
+
+def test_a_password_passed_by_mlflow_run_is_refused_and_its_run_deleted(env, monkeypatch, capsys):
+    """`mlflow run -P storage=...` logs the parameter before the command starts: the command
+    refuses it, ends that run FAILED, deletes it and says how to purge it."""
+    client = MlflowClient()
+    run = client.create_run("0", tags={"mlflow.project.entryPoint": "study"})
+    client.log_param(run.info.run_id, "storage", SECRET_URL)  # what `mlflow run` has done already
+    capsys.readouterr()
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    assert study_main(env, f"--storage={SECRET_URL}") == 2
+    line = one_error_line(capsys)
+    assert line == (f"{REFUSED}; `mlflow run -P storage=...` has already logged it as a parameter of run "
+                    f"{run.info.run_id}, which is now FAILED and deleted: purge it with `mlflow gc "
+                    f"--backend-store-uri sqlite:///{env}/mlflow.db --run-ids {run.info.run_id}` and change the password")
+    after = client.get_run(run.info.run_id)
+    assert after.info.status == "FAILED" and after.info.lifecycle_stage == "deleted"
+    assert "hunter2" not in after.data.tags["error"] and after.data.tags["error"].startswith("storage: ")

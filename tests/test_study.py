@@ -245,7 +245,7 @@ def test_bad_space_is_refused_in_one_line(env, capsys, case):
     ("--sampler", "grid", ("sampler", "'grid'", "random")),
     ("--pruner", "hyperband", ("pruner", "'hyperband'", "median")),
     ("--threads", "0", ("threads", ">= 1")),
-    ("--storage", "postgresql://postgres:hunter2@127.0.0.1:1/test", ("storage", "cannot open", "127.0.0.1:1")),
+    ("--storage", "postgresql://postgres@127.0.0.1:1/test", ("storage", "cannot open", "127.0.0.1:1")),
 ])
 def test_bad_option_is_refused_in_one_line(env, capsys, flag, value, words):
     rc = main([*study_argv(env), flag, value])  # the later flag wins

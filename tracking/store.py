@@ -41,6 +41,11 @@ def redact_url(url: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}{':***' if m['pw'] is not None else ''}@", url)
 
 
+def has_password(url: str) -> bool:
+    """Whether `scheme://user:password@host...` carries a password."""
+    return any(m["pw"] is not None for m in _CREDENTIALS.finditer(url or ""))
+
+
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store (bound to 127.0.0.1)."""
     if uri.startswith(("http://", "https://")):
