@@ -292,12 +292,17 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     from tracking import store
     from tracking.pipeline import flatten, log_params, set_tags
     from tracking.runs import RunTracker, guarded
+    from tracking.stale import tidy
 
     settings.threads = _set_threads(settings)
     uri = store.configure()
     client = store.tracking_client()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     parent_given = args.parent_run_id
+    if not parent_given:  # the launcher of spawned workers has looked already
+        note = tidy(client, uri, keep={attached} if attached else set())
+        if note:
+            print(note, file=sys.stderr)
     if parent_given or attached:
         experiment_id = client.get_run(parent_given or attached).info.experiment_id
     else:

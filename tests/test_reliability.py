@@ -10,7 +10,9 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -250,3 +252,95 @@ def test_a_password_passed_by_mlflow_run_is_refused_and_its_run_deleted(env, mon
     after = client.get_run(run.info.run_id)
     assert after.info.status == "FAILED" and after.info.lifecycle_stage == "deleted"
     assert "hunter2" not in after.data.tags["error"] and after.data.tags["error"].startswith("storage: ")
+
+
+# --- runs left RUNNING by a process that no longer exists ---------------------------------------------
+def dead_process_tags() -> dict[str, str]:
+    """The process tags a run would carry from a process that has since ended."""
+    from tracking.stale import process_tags
+
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        tags = {**process_tags(), "speccomp.pid": str(proc.pid)}
+        from tracking.stale import process_identity
+
+        tags["speccomp.process"] = process_identity(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    return tags
+
+
+def project_run_tags(entry_point: str = "main") -> dict[str, str]:
+    """What `mlflow run` tags its run with before the command starts (nothing of ours)."""
+    from tests.test_study import REPO
+
+    return {"mlflow.source.type": "PROJECT", "mlflow.source.name": f"file://{REPO}",
+            "mlflow.project.entryPoint": entry_point, "mlflow.project.env": "conda"}
+
+
+def test_process_liveness_from_the_tags():
+    from tracking.stale import process_gone, process_tags
+
+    mine = process_tags()
+    assert process_gone(mine) is False
+    assert process_gone(dead_process_tags()) is True
+    assert process_gone({**mine, "speccomp.process": mine["speccomp.process"] + "0"}) is True  # a reused pid
+    assert process_gone({**mine, "speccomp.host": "elsewhere"}) is None  # cannot be checked from here
+    assert process_gone({}) is None
+
+
+def test_stale_runs_are_ended_failed_and_live_ones_kept(env):
+    from tracking.stale import tidy
+
+    uri = f"sqlite:///{env}/mlflow.db"
+    client = MlflowClient(uri)
+    dead = client.create_run("0", run_name="dead", tags=dead_process_tags()).info.run_id
+    never = client.create_run("0", run_name="never-started", tags=project_run_tags()).info.run_id
+    from tracking.stale import process_tags
+
+    alive = client.create_run("0", run_name="alive", tags=process_tags()).info.run_id
+    remote = client.create_run("0", run_name="remote", tags={**dead_process_tags(), "speccomp.host": "elsewhere"}).info.run_id
+    mine = client.create_run("0", run_name="mine", tags=project_run_tags()).info.run_id  # kept: given as ours
+    other_project = client.create_run("0", run_name="other", tags={**project_run_tags(), "mlflow.source.name": "/x"}).info.run_id
+
+    # While an `mlflow run` on this store lives, a run it may still take over is not touched.
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mlflow", "run"], cwd=env,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    try:
+        line = tidy(client, uri, keep={mine})
+    finally:
+        fake.kill()
+        fake.wait()
+    assert line == f"note: 1 run(s) left RUNNING by processes that no longer exist ended FAILED: dead ({dead[:8]})"
+    assert client.get_run(never).info.status == "RUNNING"
+
+    line = tidy(client, uri, keep={mine})
+    assert line == ("note: 1 run(s) left RUNNING by processes that no longer exist ended FAILED: "
+                    f"never-started ({never[:8]})")
+    status = {r: client.get_run(r).info.status for r in (dead, never, alive, remote, mine, other_project)}
+    assert status == {dead: "FAILED", never: "FAILED", alive: "RUNNING", remote: "RUNNING", mine: "RUNNING",
+                      other_project: "RUNNING"}
+    error = client.get_run(dead).data.tags["error"]
+    pid = client.get_run(dead).data.tags["speccomp.pid"]
+    assert error.startswith(f"left RUNNING by process {pid} on {socket.gethostname()}, which no longer exists; ")
+    assert client.get_run(never).data.tags["error"].startswith(
+        "left RUNNING by an `mlflow run` that ended before its command started")
+    assert tidy(client, uri, keep=set()) == ("note: 1 run(s) left RUNNING by processes that no longer exist ended "
+                                             f"FAILED: mine ({mine[:8]})")  # once no longer kept
+    assert tidy(client, uri, keep=set()) is None
+
+
+def test_main_reports_stale_runs_in_one_line_and_tags_its_own(env, capsys):
+    client = MlflowClient(f"sqlite:///{env}/mlflow.db")
+    dead = client.create_run("0", run_name="dead", tags=dead_process_tags()).info.run_id
+    capsys.readouterr()
+    assert tracking_main("--no-models", "--no-figures", "--run-name", "now",
+                         *[a for o in TINY_OVERRIDES for a in ("--set", o)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: 1 run(s) left RUNNING by processes that no longer exist ended FAILED: dead ({dead[:8]})"]
+    assert client.get_run(dead).info.status == "FAILED"
+    (now,) = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+              if r.info.run_name == "now"]
+    assert now.data.tags["speccomp.pid"] == str(os.getpid())
+    assert now.data.tags["speccomp.host"] == socket.gethostname()

@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tracking import store
     from tracking.runs import RunTracker, Terminated, guarded, record_error
+    from tracking.stale import tidy
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(inputs.threads)
     client = store.tracking_client()
+    note = tidy(client, uri, keep={attached} if attached else set())
+    if note:
+        print(note, file=sys.stderr)
     if attached:
         experiment_id = client.get_run(attached).info.experiment_id
     else:
