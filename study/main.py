@@ -197,7 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         _fail_attached_run(str(exc))
         return USER_ERROR
-    return _run(args, settings, base, space, overrides, storage, describe(args.storage))
+    from tracking.main import INTERRUPTED, TERMINATED
+    from tracking.runs import Terminated
+
+    try:
+        return _run(args, settings, base, space, overrides, storage, describe(args.storage))
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}: the study's runs opened here ended KILLED, its running trial FAIL; what was logged is kept",
+              file=sys.stderr)
+        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
 
 
 def _check_existing_study(storage, args: argparse.Namespace) -> None:
@@ -346,6 +355,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             started = time.perf_counter()
             try:
                 ran = run_worker(study, objective, settings.n_trials, budget)
+            except BaseException:
+                for proc in helpers:  # stopped or failed: so are the workers it started (their runs end KILLED)
+                    proc.terminate()
+                raise
             finally:
                 for proc in helpers:
                     proc.wait()
@@ -432,4 +445,6 @@ def _forwarded(args) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tracking.main import leave
+
+    sys.exit(leave(main()))

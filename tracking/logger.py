@@ -21,6 +21,12 @@ class MlflowTrainingLogger:
         self._pending: dict[int, list[Metric]] = {seed: [] for seed in run_ids}
         self._last_flush = time.monotonic()
 
+    def add_runs(self, run_ids: dict[int, str]) -> None:
+        """Seeds whose runs open now (an ensemble starting)."""
+        self.run_ids.update(run_ids)
+        for seed in run_ids:
+            self._pending.setdefault(seed, [])
+
     def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
         now_ms = int(time.time() * 1000)
         self._pending[seed].extend(Metric(k, float(v), now_ms, step) for k, v in metrics.items())
@@ -31,6 +37,8 @@ class MlflowTrainingLogger:
 
     def flush(self) -> None:
         for seed, metrics in self._pending.items():
+            if not metrics:
+                continue
             for start in range(0, len(metrics), MAX_BATCH):
                 self.client.log_batch(self.run_ids[seed], metrics=metrics[start : start + MAX_BATCH])
             metrics.clear()

@@ -223,7 +223,19 @@ def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
 
 
 def entry() -> None:
-    sys.exit(main())
+    sys.exit(leave(main()))
+
+
+def leave(code: int) -> int:
+    """After Ctrl-C or SIGTERM the runs are closed and the message printed: exit at once. The
+    interpreter's own shutdown (freeing torch, MLflow, SQLAlchemy: about 1 s of CPU, 7-12 s of
+    wall time measured on a loaded machine) would otherwise eat the grace period a supervisor
+    gives between SIGTERM and SIGKILL. Other codes return for a normal exit."""
+    if code in (INTERRUPTED, TERMINATED):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
