@@ -8,7 +8,7 @@ SQLite tracking store (MLFLOW_TRACKING_URI=sqlite:///<tmp>/mlflow.db):
 1. imports: `python -c pass`, then each of torch, numpy, yaml, pandas, matplotlib, mlflow alone in
    its own process (startup subtracted), and all of them in one process in the order the
    pipeline meets them;
-2. ours: the wall time of `python -m tracking.main --seeds 123,124,125`, as a user runs it
+2. ours: the wall time of `speccomp run --seeds 123,124,125`, as a user runs it
    (a new store), again on the store the first run created, and with OMP_NUM_THREADS=1;
 3. ours, by part: the same command in a process that wraps the pipeline's functions with timers
    (`--probe`, below) and attributes each second to the innermost timed part: imports,
@@ -206,7 +206,9 @@ def probe(argv: list[str]) -> int:
     timer.add("mlflow: store set-up", time.perf_counter() - t0)
 
     t_main = time.perf_counter()
-    code = tmain.main(argv)
+    from speccomp_cli.main import main as cli
+
+    code = cli(["run", *argv])
     t_end = time.perf_counter()
     covered = sum(v for k, v in timer.spent.items() if not k.startswith("imports") and k != "mlflow: store set-up")
     timer.add("other (untimed code in main)", (t_end - t_main) - covered)
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, seconds in imports.items():
         report.info(f"import {name}" if name != "python startup" else name, f"{seconds:.2f} s")
 
-    ours_cmd = [py, "-m", "tracking.main", "--seeds", args.seeds]
+    ours_cmd = [py, "-m", "speccomp_cli", "run", "--seeds", args.seeds]
     ours, ours_again, ours_one_thread = [], [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours_one_thread.append(timed_run(ours_cmd, Path(tmp), {**_env(Path(tmp)), "OMP_NUM_THREADS": "1"})[0])
     ours_s = min(ours)
     print("\nours:")
-    report.info(f"python -m tracking.main --seeds {args.seeds} (wall, fresh process, new SQLite store)", f"{ours_s:.1f} s")
+    report.info(f"speccomp run --seeds {args.seeds} (wall, fresh process, new SQLite store)", f"{ours_s:.1f} s")
     report.info("the same again on the existing store", f"{min(ours_again):.1f} s")
     if ours_one_thread:
         report.info("the same with OMP_NUM_THREADS=1 (torch on one thread; new store)", f"{min(ours_one_thread):.1f} s")

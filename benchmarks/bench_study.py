@@ -4,7 +4,7 @@ and what seed-level pruning saves.
     python benchmarks/bench_study.py [--trials 24] [--repeats 2] [--threads N] [--log-models]
                                      [--space configs/spaces/quick.yaml] [--json PATH]
 
-Each measurement is one fresh `python -m study.main` invocation, as a user runs it: a new folder
+Each measurement is one fresh `speccomp study` invocation, as a user runs it: a new folder
 with its own MLflow database (sqlite, everything the study logs by default: one run per trial and
 per seed, metrics, checkpoints, predictions, dataset inputs) and its own Optuna journal, the
 default trial size (the space's `fixed` sizes, seeds 123,124,125, data seed 42), random sampler
@@ -14,7 +14,7 @@ with seed 0 (so every measurement draws the same parameters for the same trial n
 (b) two workers on this machine, `--workers 2 --pruner none` (the second process is spawned by the
     first, so it starts a few seconds later: that is part of what a user gets; each worker gets
     half the cores as torch threads)
-(b') two `study.main` processes started together with `--total-trials` (as on two machines), each
+(b') two `speccomp study` processes started together with `--total-trials` (as on two machines), each
     with half the cores as torch threads: the throughput two workers can reach
 (c) one worker, `--pruner median` (MedianPruner, 3 start-up trials; a pruned trial trains seed 123
     only)
@@ -68,7 +68,7 @@ class Measured:
 
 
 def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: int = 1) -> Measured:
-    """One study of `n_trials` in a fresh folder; `processes` > 1: that many `study.main`
+    """One study of `n_trials` in a fresh folder; `processes` > 1: that many `speccomp study`
     processes started together, sharing the budget with `--total-trials`."""
     import optuna
     from optuna.trial import TrialState
@@ -84,7 +84,7 @@ def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: in
         }
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
             env.pop(name, None)
-        command = [sys.executable, "-m", "study.main", "--n-trials", str(n_trials), "--study-name", STUDY,
+        command = [sys.executable, "-m", "speccomp_cli", "study", "--n-trials", str(n_trials), "--study-name", STUDY,
                    "--storage", str(folder / "optuna.log"), "--space", str(space), "--sampler-seed", "0",
                    "--no-report", *extra]
         if processes > 1:

@@ -12,14 +12,15 @@ any run or trial exists; a problem prints one line and exits with code 2.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 USER_ERROR = 2
@@ -29,35 +30,40 @@ DEFAULT_SPACE = "configs/spaces/quick.yaml"
 STORAGE_ENV = "SPECCOMP_STORAGE"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from speccomp.cli import add_config_arguments
+@dataclass
+class StudyOptions:
+    """What `speccomp study` (and the MLproject `study` entry point) hands to `main`, parsed and
+    typed by the front end (`speccomp_cli`). Spawned workers receive it as a file
+    (`write_worker_file`), with the resolved base config, instead of a rebuilt command line."""
 
-    p = argparse.ArgumentParser(prog="python -m study.main", description=__doc__.split("\n\n")[0])
-    p.add_argument("--n-trials", default="10", help="trials this invocation runs (per worker budget; default 10)")
-    p.add_argument("--total-trials", default="", help="optional study-wide budget: stop when the study holds this "
-                   "many trials (complete, pruned or running), whoever ran them")
-    p.add_argument("--study-name", default="speccomp-sensitivity", help="re-using a name continues that study")
-    p.add_argument("--storage", default="",
-                   help="journal file path (default optuna.log), sqlite:///PATH or postgresql://USER@HOST:PORT/DB, "
-                   f"without a password (refused here: give the URL in the environment variable {STORAGE_ENV}, "
-                   "used when --storage is empty, or the password in PGPASSWORD or ~/.pgpass)")
-    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
-    p.add_argument("--seeds", default="123,124,125", help="training seeds of every trial (default 123,124,125)")
-    p.add_argument("--data-seed", default="42", help="data seed of every trial (default 42)")
-    p.add_argument("--objective", default="test_mse", help="test_mse (default), gap, or pareto")
-    p.add_argument("--sampler", default="random", help=f"one of {', '.join(SAMPLERS)} (default random)")
-    p.add_argument("--sampler-seed", default="0", help="seed of the sampler (default 0)")
-    p.add_argument("--pruner", default="none", help=f"one of {', '.join(PRUNERS)} (default none)")
-    p.add_argument("--workers", default="1", help="worker processes on this machine (default 1)")
-    p.add_argument("--threads", default="", help="torch threads of each worker process (default: with several "
-                   "workers, this machine's cores divided among them; with one, torch's default)")
-    add_config_arguments(p)
-    p.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides applied to every trial")
-    p.add_argument("--experiment-name", default=None, help="MLflow experiment (default 'speccomp-studies')")
-    p.add_argument("--log-models", action="store_true", help="log every seed's final model the MLflow way")
-    p.add_argument("--parent-run-id", default=None, help=argparse.SUPPRESS)  # set for spawned workers
-    p.add_argument("--no-report", action="store_true", help="skip the sensitivity report (workers spawned by --workers)")
-    return p
+    n_trials: int = 10
+    """Trials this invocation runs (per worker budget)."""
+    total_trials: int | None = None
+    """Study-wide budget: stop when the study holds this many trials, whoever ran them."""
+    study_name: str = "speccomp-sensitivity"
+    storage: str = ""
+    """Journal file path (default optuna.log), sqlite:///PATH or postgresql://USER@HOST:PORT/DB;
+    empty: the environment variable SPECCOMP_STORAGE, else the journal file."""
+    space: str = DEFAULT_SPACE
+    seeds: list[int] | None = None
+    """Training seeds of every trial; None takes `training.seed` from the config."""
+    data_seed: int = 42
+    objective: str = "test_mse"
+    sampler: str = "random"
+    sampler_seed: int = 0
+    pruner: str = "none"
+    workers: int = 1
+    threads: int | None = None
+    config_dir: str | None = None
+    presets: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    experiment_name: str | None = None
+    log_models: bool = False
+    parent_run_id: str | None = None
+    """Set for spawned workers: the launcher owns the study run."""
+    no_report: bool = False
+    resolved_config: dict | None = None
+    """Set for spawned workers: the launcher's resolved base config (presets and overrides applied)."""
 
 
 @dataclass
@@ -71,22 +77,9 @@ class Settings:
     threads: int | None = None
 
 
-def _int(text: str, name: str, minimum: int) -> int:
-    from speccomp.core.config import ConfigError
-
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not an integer; allowed: an integer >= {minimum}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}: {value} is too small; allowed: an integer >= {minimum}")
-    return value
-
-
-def _validate(args: argparse.Namespace):
+def _validate(args: StudyOptions):
     """Everything checked before any run or trial exists. Returns what the study needs."""
-    from speccomp.cli import split_overrides
-    from speccomp.core.config import ConfigError, load_config, parse_seed_list
+    from speccomp.core.config import ConfigError, config_from_dict, load_config, parse_seed_list
     from study.objective import MEASURES, configure_trial_size
     from study.space import load_space
 
@@ -98,19 +91,22 @@ def _validate(args: argparse.Namespace):
         raise ConfigError(f"pruner: unknown {args.pruner!r}; allowed: {', '.join(PRUNERS)}")
     if args.objective == "pareto" and args.pruner != "none":
         raise ConfigError("pruner: Optuna cannot prune two-objective (pareto) studies; use --pruner none")
+    overrides = configure_trial_size(list(args.overrides))
+    if args.resolved_config is not None:  # a spawned worker: the launcher resolved it
+        base = config_from_dict(args.resolved_config)
+    else:
+        base = load_config(args.config_dir or None, overrides, presets=[p for p in args.presets if p])
     settings = Settings(
-        n_trials=_int(args.n_trials, "n_trials", 1),
-        total_trials=_int(args.total_trials, "total_trials", 1) if str(args.total_trials).strip() else None,
-        seeds=parse_seed_list(args.seeds, "seeds"),
-        data_seed=parse_seed_list(args.data_seed, "data_seed")[0],
-        workers=_int(args.workers, "workers", 1),
-        sampler_seed=_int(args.sampler_seed, "sampler_seed", 0),
-        threads=_int(args.threads, "threads", 1) if str(args.threads).strip() else None,
+        n_trials=args.n_trials,
+        total_trials=args.total_trials,
+        seeds=parse_seed_list(args.seeds if args.seeds is not None else base.training.seeds, "seeds"),
+        data_seed=args.data_seed,
+        workers=args.workers,
+        sampler_seed=args.sampler_seed,
+        threads=args.threads,
     )
     if args.pruner != "none" and len(settings.seeds) < 2:
         raise ConfigError("pruner: needs at least two seeds (results after the first seed decide); give --seeds a,b,...")
-    overrides = configure_trial_size([*args.set_overrides, *split_overrides(args.overrides)])
-    base = load_config(args.config_dir or None, overrides, presets=[p for p in args.presets if p])
     space = load_space(_space_path(args.space), base)
     return settings, base, space, overrides
 
@@ -141,24 +137,16 @@ def make_sampler(name: str, seed: int, n_objectives: int):
     return trial_seeded(optuna.samplers.NSGAIISampler, seed)
 
 
-RANDOM_STREAMS = ("_rng", "_random_sampler._rng", "_independent_sampler._rng")
-
-
 def trial_seeded(sampler_class, seed: int, **kwargs):
-    """An instance of `sampler_class` whose random states (`RANDOM_STREAMS`, reseeded in place:
-    helpers such as NSGA-II's child generation hold the same object) are reseeded from
+    """An instance of `sampler_class` whose random states are reseeded in place from
     (seed, trial number) before each trial."""
     from speccomp.core.seeding import derive_seed
+    from speccomp_compat import sampler_random_states
 
     class TrialSeeded(sampler_class):
         def before_trial(self, study, trial) -> None:
-            for path in RANDOM_STREAMS:
-                holder = self
-                for attr in path.split("."):
-                    holder = getattr(holder, attr, None)
-                if holder is not None and hasattr(holder, "rng"):  # a LazyRandomState
-                    names = ("trial", trial.number) if path == "_rng" else ("trial", trial.number, path)
-                    holder.rng.seed(derive_seed(seed, *names) % 2**32)
+            for name, state in sampler_random_states(self):
+                state.seed(derive_seed(seed, "trial", trial.number, *name) % 2**32)
             super().before_trial(study, trial)
 
     TrialSeeded.__name__ = TrialSeeded.__qualname__ = f"TrialSeeded{sampler_class.__name__}"
@@ -177,13 +165,13 @@ def make_pruner(name: str, n_seeds: int):
     return optuna.pruners.NopPruner()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(args: StudyOptions) -> int:
     import tracking  # noqa: F401  (MLflow environment first)
     from speccomp.core.config import ConfigError
     from study.space import SpaceError
     from study.storage import StorageError, describe, open_storage
     from tracking import store as tracking_store
+    from tracking.runs import fail_attached_run
 
     if tracking_store.has_password(args.storage):
         return _refuse_password(args.storage)
@@ -195,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         tracking_store.check_store(tracking_store.tracking_uri())
     except (ConfigError, SpaceError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        _fail_attached_run(str(exc))
+        fail_attached_run(str(exc))
         return USER_ERROR
     from tracking.main import INTERRUPTED, TERMINATED
     from tracking.runs import Terminated
@@ -209,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
 
 
-def _check_existing_study(storage, args: argparse.Namespace) -> None:
+def _check_existing_study(storage, args: StudyOptions) -> None:
     import optuna
 
     from study.objective import directions
@@ -273,24 +261,11 @@ def _refuse_password(storage: str) -> int:
     if run_id:
         from mlflow import MlflowClient
 
-        _fail_attached_run(message)
+        from tracking.runs import fail_attached_run
+
+        fail_attached_run(message)
         MlflowClient().delete_run(run_id)
     return USER_ERROR
-
-
-def _fail_attached_run(message: str) -> None:
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        return
-    from mlflow import MlflowClient
-
-    from tracking import store
-    from tracking.runs import record_error
-
-    store.configure()
-    client = MlflowClient()
-    record_error(client, run_id, message)
-    client.set_terminated(run_id, status="FAILED")
 
 
 def _run(args, settings: Settings, base, space, overrides, storage, storage_text: str) -> int:
@@ -345,8 +320,9 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         budget = settings.total_trials
         if settings.workers > 1 and budget is None:  # the invocation's n_trials, shared by its workers
             budget = _alive(study) + settings.n_trials
-        helpers = _spawn_workers(args, settings, parent, budget) if settings.workers > 1 else []
         with tempfile.TemporaryDirectory(prefix="speccomp-study-") as tmp:
+            helpers = (_spawn_workers(args, settings, parent, budget, base, Path(tmp))
+                       if settings.workers > 1 else [])
             objective = Objective(
                 base=base, space=space, seeds=settings.seeds, data_seed=settings.data_seed,
                 measure=args.objective, tracker=tracker, study_run_id=parent, work_root=Path(tmp),
@@ -416,35 +392,30 @@ def run_worker(study, objective, n_trials: int, budget: int | None) -> int:
     return ran
 
 
-def _spawn_workers(args, settings: Settings, parent: str, budget: int | None) -> list[subprocess.Popen]:
-    argv = [sys.executable, "-m", "study.main", *_forwarded(args), "--workers", "1",
-            "--parent-run-id", parent, "--no-report"]
-    if budget is not None:
-        argv += ["--total-trials", str(budget)]
-    if settings.threads is not None:
-        argv += ["--threads", str(settings.threads)]
+def _spawn_workers(args: StudyOptions, settings: Settings, parent: str, budget: int | None,
+                   base, folder: Path) -> list[subprocess.Popen]:
+    """Start `workers - 1` more processes on this machine, each reading the same worker file."""
+    path = write_worker_file(args, settings, parent, budget, base, folder)
+    argv = [sys.executable, "-m", "speccomp_cli", "study-worker", str(path)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    env[STORAGE_ENV] = args.storage  # not on the command line: it may hold a password
+    env[STORAGE_ENV] = args.storage  # not in the file nor on the command line: it may hold a password
     return [subprocess.Popen(argv, env=env) for _ in range(settings.workers - 1)]
 
 
-def _forwarded(args) -> list[str]:
-    out = ["--n-trials", str(args.n_trials), "--study-name", args.study_name,
-           "--space", str(args.space), "--seeds", args.seeds, "--data-seed", args.data_seed,
-           "--objective", args.objective, "--sampler", args.sampler, "--sampler-seed", str(args.sampler_seed),
-           "--pruner", args.pruner, "--overrides", args.overrides]
-    if args.config_dir:
-        out += ["--config-dir", args.config_dir]
-    for preset in getattr(args, "presets", []):
-        out += ["--preset", preset]
-    for item in args.set_overrides:
-        out += ["--set", item]
-    if args.log_models:
-        out.append("--log-models")
-    return out
+def write_worker_file(args: StudyOptions, settings: Settings, parent: str, budget: int | None, base,
+                      folder: Path) -> Path:
+    """The options of a spawned worker as JSON: the launcher's, resolved (seeds, base config), one
+    worker each, no report, attached to the launcher's study run; the storage URL left out."""
+    options = dataclasses.replace(
+        args, storage="", seeds=settings.seeds, workers=1, threads=settings.threads, total_trials=budget,
+        parent_run_id=parent, no_report=True, resolved_config=base.to_dict(), presets=[], config_dir=None,
+    )
+    path = folder / "worker.json"
+    path.write_text(json.dumps(dataclasses.asdict(options)))
+    return path
 
 
-if __name__ == "__main__":
-    from tracking.main import leave
+def read_worker_file(path: str | Path) -> StudyOptions:
+    return StudyOptions(**json.loads(Path(path).read_text()))
 
-    sys.exit(leave(main()))
+

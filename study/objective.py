@@ -21,12 +21,11 @@ from speccomp.core.config import ExperimentConfig, config_from_dict
 from speccomp.core.data import generate_datasets
 from study.space import SearchSpace
 from tracking.pipeline import (
-    aggregate_finals,
     flatten,
-    log_mean_curves,
     log_metric_dict,
     log_params,
     log_parent_artifacts,
+    log_parent_summary,
     run_tracked_experiment,
     set_tags,
 )
@@ -174,11 +173,7 @@ class Objective:
         trajectory.to_csv(folder / "trajectory_data.csv", index=False)
         shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
-        # the finals at the last step, where the mean curves leave room for them (one value a step)
-        last_step = int(trajectory["step"].max())
-        finals = aggregate_finals(pd.concat([summary, measures.reset_index(drop=True)], axis=1))
-        log_metric_dict(client, run_id, finals, step=last_step)
-        log_mean_curves(client, run_id, trajectory, skip_step=last_step)
+        log_parent_summary(client, run_id, summary, trajectory, extra=measures)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
         for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked", "oracle/mse/tracked",
                     "oracle/efficiency/tracked"):

@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 import yaml
 
-from speccomp.core.config import ConfigError, ExperimentConfig, _check_known_path, config_from_dict, read_yaml
+from speccomp.core.config import ConfigError, ExperimentConfig, check_override_key, config_from_dict, read_yaml
 
 
 class SpaceError(ValueError):
@@ -166,7 +166,7 @@ def _param(path: Path, name: str, entry: Any, earlier: list[ParamSpec]) -> Param
                 f"or a named setting: {', '.join(NAMED_SETTINGS)}"
             )
         try:
-            _check_known_path(name.split("."))
+            check_override_key(name.split("."))
         except ConfigError as exc:
             raise SpaceError(f"{where}: unknown config path ({str(exc).split(': ', 1)[-1]})") from None
     if not isinstance(entry, dict):

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from speccomp_compat import StaleTrialsByHeartbeat, optuna_base_heartbeat, trial_id
 from tracking.store import REACH_TIMEOUT_S, creation_lock, folder_write_problem, redact_url, sqlite_path, sqlite_problem
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -43,7 +43,7 @@ class StorageError(ValueError):
     """Unusable storage; one line, password redacted."""
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+class HeartbeatJournalStorage(StaleTrialsByHeartbeat, JournalStorage, optuna_base_heartbeat()):
     """A journal file with the heartbeat that RDBStorage has: the worker records a timestamp in
     the trial's system attributes every interval; a RUNNING trial whose last beat is older than
     the grace period belongs to a dead worker."""
@@ -56,14 +56,14 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     ):
         super().__init__(backend)
-        self._heartbeat_interval = heartbeat_interval
-        self._grace_period = grace_period
-        self._stale_callback = stale_trial_callback
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.stale_callback = stale_trial_callback
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
@@ -71,15 +71,15 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
             # included, until its own first beat: its start time counts as a beat.
             beat = trial.system_attrs.get(HEARTBEAT_ATTR)
             started = trial.datetime_start.timestamp() if trial.datetime_start else now
-            if now - max(beat if beat is not None else started, started) > self._grace_period:
-                stale.append(trial._trial_id)
+            if now - max(beat if beat is not None else started, started) > self.grace_period:
+                stale.append(trial_id(trial))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
-        return self._heartbeat_interval
+        return self.heartbeat_interval
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
-        return self._stale_callback
+        return self.stale_callback
 
 
 def open_storage(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from dataclasses import dataclass, field
+
 import pytest
 
 from speccomp.core.config import ExperimentConfig, default_config_dir, load_config
@@ -59,3 +63,44 @@ def edited_config_dir(tmp_path):
         return folder
 
     return make
+
+
+@dataclass
+class ListLogger:
+    """Keeps every call in memory: `records` holds (seed, step, metrics) tuples."""
+
+    records: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)
+
+    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
+        self.records.append((seed, step, dict(metrics)))
+
+    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
+        self.checkpoints.append(step)
+
+    def history(self, seed: int, name: str) -> list[tuple[int, float]]:
+        return [(step, m[name]) for s, step, m in self.records if s == seed and name in m]
+
+
+# --- PostgreSQL: tests marked `postgres` need the server on 127.0.0.1:5432 ------------------------
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+
+
+def _postgres_answers() -> bool:
+    try:
+        socket.create_connection((PG_HOST, PG_PORT), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without a server, `postgres` tests skip with one line saying why, so that a laptop runs the
+    rest; where `CI` is set they run and fail loudly instead (CI starts the server)."""
+    marked = [item for item in items if "postgres" in item.keywords]
+    if not marked or os.environ.get("CI") or _postgres_answers():
+        return
+    skip = pytest.mark.skip(reason=f"no PostgreSQL server answers on {PG_HOST}:{PG_PORT} "
+                                   "(start one, or set CI=1 to make this a failure)")
+    for item in marked:
+        item.add_marker(skip)

@@ -1,10 +1,10 @@
 """Start N study workers at the same instant (used by the fresh-database race tests).
 
-    python tests/start_together.py N -- STUDY_MAIN_ARGS...     one start, then exit
+    python tests/start_together.py N -- STUDY_ARGS...          one start, then exit
     python tests/start_together.py --serve                     one start per JSON line on stdin
 
 Imports everything a worker needs once, forks N processes that wait on one pipe, releases them
-together, and runs `study.main.main(ARGS)` in each: as if N machines started the same command at
+together, and runs `speccomp study ARGS` (`speccomp_cli.main.main(["study", *ARGS])`) in each: as if N machines started the same command at
 the same moment, without N interpreter start-ups (seconds each, and different on a loaded
 machine) spreading the moment out. The workers are separate processes with their own database
 connections; nothing is shared after the fork, and the launcher itself never opens a store.
@@ -29,6 +29,7 @@ def _preload() -> None:
     import sqlalchemy  # noqa: F401
     import torch  # noqa: F401
 
+    import speccomp_cli.main  # noqa: F401
     import study.main  # noqa: F401
     import study.objective  # noqa: F401
     import study.report  # noqa: F401
@@ -38,10 +39,10 @@ def _preload() -> None:
 
 def _worker(gate: int, argv: list[str]) -> int:
     os.read(gate, 1)  # blocks until the parent releases every worker at once
-    from study.main import main
+    from speccomp_cli.main import main
 
     try:
-        return main(argv)
+        return main(["study", *argv])
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except BaseException:

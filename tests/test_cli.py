@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
-from speccomp.cli import USER_ERROR, main
 from speccomp.core.models import load_member
 from speccomp.spectra.figures import FIGURE_NAMES
+from speccomp_cli.main import USER_ERROR, main
 from tests.conftest import TINY_OVERRIDES
 
 FIGURES = list(FIGURE_NAMES)  # the tutorial's names (checked against plots.md in test_figures)
@@ -69,7 +69,7 @@ def test_missing_config_dir(capsys, tmp_path):
     assert_user_error(capsys, code, "nowhere", "not found")
 
 
-@pytest.mark.parametrize("seeds", ["", "1,,2", "abc", "-1", "1,1"])
+@pytest.mark.parametrize("seeds", [",", "1,,2", "abc", "-1", "1,1"])
 def test_bad_seeds_exit_2_naming_the_parameter(capsys, tmp_path, seeds):
     out = tmp_path / "out"
     code = main(["train", "--out", str(out), f"--seeds={seeds}", *tiny_args()])

@@ -99,6 +99,7 @@ def test_figure_names_are_the_tutorials():
     assert set(FIGURE_NAMES) == TUTORIAL_NAMES
 
 
+@pytest.mark.slow
 def test_draw_all_writes_the_nine_figures(tmp_path, cfg, datasets):
     tracked = cfg.tracked_labels
     out = draw_all(
@@ -107,19 +108,20 @@ def test_draw_all_writes_the_nine_figures(tmp_path, cfg, datasets):
     assert_nine_pngs(out, tmp_path / "plots")
 
 
-def test_floor_and_single_seed(tmp_path, cfg, datasets):
+def test_a_single_seed_draws_one_curve_per_component_and_no_spread(cfg):
+    """With one seed there is nothing to spread: each panel of the time series holds that seed's
+    test and val curves (and the floor), no band of seeds."""
     tracked = cfg.tracked_labels
-    floor = {tracked[0]: 0.002, tracked[1]: 0.006}
-    out = draw_all(
-        tmp_path,
-        cfg.physics,
-        datasets,
-        make_trajectory(tracked, seeds=(123,)),
-        make_predictions(datasets["test"], seeds=(123,)),
-        tracked,
-        floor=floor,
-    )
-    assert_nine_pngs(out, tmp_path)
+    traj = make_trajectory(tracked, seeds=(123,))
+    fig = plot_mse_time_series(traj, tracked, floor={tracked[0]: 0.002, tracked[1]: 0.006})
+    panels = [ax for ax in fig.axes if ax.get_lines()]
+    assert len(panels) == len(tracked)
+    for ax, label in zip(panels, tracked, strict=True):
+        assert len(ax.collections) == 0  # no fill_between band
+        steps = traj["step"].to_numpy(dtype=float)
+        curves = [line for line in ax.get_lines() if len(line.get_xdata()) == len(steps)]
+        shown = {tuple(np.round(line.get_ydata(), 9)) for line in curves}
+        assert tuple(np.round(traj[f"test_mse_{label}"].to_numpy(), 9)) in shown
 
 
 def _legend_texts(fig) -> list[str]:
@@ -146,6 +148,7 @@ def test_floor_lines_are_drawn_and_labelled(cfg):
     assert 1e-3 in xs, "the x component's floor is a vertical line"
 
 
+@pytest.mark.slow
 def test_one_tracked_component_and_without_val_columns(tmp_path, cfg, datasets):
     tracked = [cfg.tracked_labels[0]]
     traj = make_trajectory(tracked).drop(columns=["val_loss", f"val_mse_{tracked[0]}"])
@@ -174,6 +177,7 @@ def test_prediction_shape_is_checked(tmp_path, cfg, datasets):
         draw_all(tmp_path, cfg.physics, datasets, make_trajectory(tracked), preds, tracked)
 
 
+@pytest.mark.slow
 def test_global_numpy_rng_is_untouched(tmp_path, cfg, datasets):
     tracked = cfg.tracked_labels
     np.random.seed(1234)
@@ -202,6 +206,7 @@ def test_example_spectra_follow_the_generator(cfg, datasets):
     assert shown(5) != shown(6)
 
 
+@pytest.mark.slow
 def test_figures_module_draws_without_pyplot_or_tracking():
     code = (
         "import sys, speccomp.spectra.figures; "

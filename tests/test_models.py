@@ -22,9 +22,10 @@ from speccomp.core.models import (
     load_member,
     register_model,
 )
+from speccomp.core.registry import MODEL_MODULES
 from speccomp.core.seeding import torch_generator
-from speccomp.core.training import ListLogger, predict, train
-from tests.conftest import tiny_config
+from speccomp.core.training import predict, train
+from tests.conftest import ListLogger, tiny_config
 
 TINY_CNN = ["training.model_type=cnn", "training.cnn.channels=[4,8]", "training.cnn.kernel_sizes=[5,3]", "training.cnn.head_dim=16"]
 MODEL_OVERRIDES = {
@@ -197,6 +198,7 @@ def pooled_linear_registered():
     register_model(name)(PooledLinear)
     yield name
     MODEL_REGISTRY.pop(name, None)
+    MODEL_MODULES.pop(name, None)
 
 
 def test_registered_model_trains_through_the_config(pooled_linear_registered, datasets, tmp_path):

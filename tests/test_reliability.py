@@ -50,15 +50,17 @@ def one_error_line(capsys) -> str:
 
 
 def tracking_main(*argv: str) -> int:
-    from tracking.main import main
+    """`speccomp run --seeds 1 ...` in this process."""
+    from speccomp_cli.main import main
 
-    return main(["--seeds", "1", *argv])
+    return main(["run", "--seeds", "1", *argv])
 
 
 def study_main(folder: Path, *argv: str) -> int:
-    from study.main import main
+    """`speccomp study --n-trials 1 --seeds 1 --no-report ...` in this process."""
+    from speccomp_cli.main import main
 
-    return main(["--n-trials", "1", "--seeds", "1", "--no-report", *argv])
+    return main(["study", "--n-trials", "1", "--seeds", "1", "--no-report", *argv])
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ def test_sigterm_on_a_long_seed_list_leaves_nothing_running(store):  # noqa: F81
     trained ends KILLED, seeds not started have no run, and nothing is left RUNNING."""
     seeds = list(range(200))
     groups = ensembles(seeds)
-    argv = [sys.executable, "-m", "tracking.main", "--seeds", ",".join(map(str, seeds)), "--run-name", "many",
+    argv = [sys.executable, "-m", "speccomp_cli", "run", "--seeds", ",".join(map(str, seeds)), "--run-name", "many",
             "--no-models", "--no-figures", "--threads", "1", "--config-dir", str(default_config_dir()),
             *[a for o in [*TINY_OVERRIDES, "training.checkpoint_retention=last"] for a in ("--set", o)]]
     proc = subprocess.Popen(argv, cwd=store.path, env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -44,10 +44,10 @@ def test_an_unusable_tracking_store_is_one_line_before_any_work(uri, words):
 
 
 def test_main_refuses_an_unreachable_server_with_exit_2(monkeypatch, capsys):
-    from tracking.main import main
+    from speccomp_cli.main import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    assert main(["--seeds", "1"]) == 2
+    assert main(["run", "--seeds", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: MLFLOW_TRACKING_URI:")

@@ -18,7 +18,9 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from study.main import main, make_sampler
+from speccomp_cli.main import main as cli
+from speccomp_compat import study_id
+from study.main import make_sampler
 from study.storage import HEARTBEAT_ATTR, open_storage
 from tests.conftest import TINY_OVERRIDES
 
@@ -68,7 +70,7 @@ def write_space(folder: Path, space: dict = SPACE, name: str = "space.yaml") -> 
 
 def study_argv(folder: Path, *extra: str, space: Path | None = None, n_trials: int = 3) -> list[str]:
     argv = [
-        "--n-trials", str(n_trials), "--study-name", STUDY, "--storage", str(folder / "optuna.log"),
+        "study", "--n-trials", str(n_trials), "--study-name", STUDY, "--storage", str(folder / "optuna.log"),
         "--config-dir", str(CONFIGS), "--space", str(space or write_space(folder)), "--seeds", "1,2",
     ]
     for item in TINY_OVERRIDES:
@@ -99,8 +101,9 @@ def finished(study: optuna.Study) -> list:
 
 
 # --- a study, its MLflow records, its report, resuming -----------------------------------------------
+@pytest.mark.slow
 def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
-    assert main(study_argv(env)) == 0
+    assert cli(study_argv(env)) == 0
     study = load(env)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
 
@@ -146,9 +149,9 @@ def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
     assert "Sensitivity report" in capsys.readouterr().out
 
     # resuming: the same study (same storage, same name) grows; a new study run holds the new trials
-    assert main(study_argv(env, n_trials=2)) == 0
+    assert cli(study_argv(env, n_trials=2)) == 0
     resumed = load(env)
-    assert resumed._study_id == study._study_id
+    assert study_id(resumed) == study_id(study)
     assert [t.number for t in resumed.trials] == [0, 1, 2, 3, 4]
     assert all(t.state == TrialState.COMPLETE for t in resumed.trials)
     parents = [r for r in runs(env, "study")]
@@ -159,6 +162,7 @@ def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
     assert sorted(r.data.tags["optuna.trial_number"] for r in children(trial_runs, later.info.run_id)) == ["3", "4"]
 
 
+@pytest.mark.slow
 def test_pruned_trial_is_recorded_as_pruned(env):
     """Three good trials, then one that cannot learn (learning rate 1e-7): the median pruner stops
     it after its first seed; Optuna and MLflow both record it as pruned."""
@@ -171,7 +175,7 @@ def test_pruned_trial_is_recorded_as_pruned(env):
     for lr in (1e-2, 9e-3, 8e-3, 1e-7):
         study.enqueue_trial({"training.model_type": "mlp", "training.learning_rate": lr})
 
-    assert main(study_argv(env, "--pruner", "median", space=path, n_trials=4)) == 0
+    assert cli(study_argv(env, "--pruner", "median", space=path, n_trials=4)) == 0
     study = load(env)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     pruned = study.trials[3]
@@ -187,8 +191,9 @@ def test_pruned_trial_is_recorded_as_pruned(env):
     assert len(children(runs(env, "seed"), complete.info.run_id)) == 2
 
 
+@pytest.mark.slow
 def test_pareto_objective_has_two_directions_and_a_front(env):
-    assert main(study_argv(env, "--objective", "pareto")) == 0
+    assert cli(study_argv(env, "--objective", "pareto")) == 0
     study = load(env)
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE] * 2
     assert all(len(t.values) == 2 for t in study.trials)
@@ -236,7 +241,7 @@ def _assert_refused(env: Path, rc: int, err: str, *words: str) -> None:
 def test_bad_space_is_refused_in_one_line(env, capsys, case):
     space, words = BAD_SPACES[case]
     path = write_space(env, space)
-    rc = main(study_argv(env, space=path))
+    rc = cli(study_argv(env, space=path))
     _assert_refused(env, rc, capsys.readouterr().err, str(path), words)
     assert not (env / "optuna.log").exists()
 
@@ -248,7 +253,7 @@ def test_bad_space_is_refused_in_one_line(env, capsys, case):
     ("--storage", "postgresql://postgres@127.0.0.1:1/test", ("storage", "cannot open", "127.0.0.1:1")),
 ])
 def test_bad_option_is_refused_in_one_line(env, capsys, flag, value, words):
-    rc = main([*study_argv(env), flag, value])  # the later flag wins
+    rc = cli([*study_argv(env), flag, value])  # the later flag wins
     err = capsys.readouterr().err
     _assert_refused(env, rc, err, *words)
     assert "hunter2" not in err
@@ -257,12 +262,13 @@ def test_bad_option_is_refused_in_one_line(env, capsys, flag, value, words):
 def test_study_with_other_directions_is_refused(env, capsys):
     optuna.create_study(study_name=STUDY, storage=open_storage(str(env / "optuna.log")),
                         directions=["minimize", "minimize"])
-    rc = main(study_argv(env))  # objective test_mse: one direction
+    rc = cli(study_argv(env))  # objective test_mse: one direction
     _assert_refused(env, rc, capsys.readouterr().err, "study_name", repr(STUDY), "directions")
     assert load(env).trials == []
 
 
 # --- a killed worker's trial -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dead_workers_trial_is_failed_and_retried(env, monkeypatch):
     """A RUNNING trial whose worker died (last heartbeat a minute ago) is failed by the next worker,
     re-queued with the same parameters and run; the dead trial's MLflow runs end FAILED."""
@@ -287,10 +293,10 @@ def test_dead_workers_trial_is_failed_and_retried(env, monkeypatch):
         system_attrs={HEARTBEAT_ATTR: time.time() - 60},  # its last beat, a minute ago
     )
     dead.datetime_start = datetime.now() - timedelta(minutes=2)
-    storage.create_new_trial(dead_study._study_id, template_trial=dead)
+    storage.create_new_trial(study_id(dead_study), template_trial=dead)
     assert [t.state for t in load(env).trials] == [TrialState.RUNNING]
 
-    assert main(study_argv(env, space=path, n_trials=2)) == 0
+    assert cli(study_argv(env, space=path, n_trials=2)) == 0
     trials = load(env).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     retried = trials[1]
@@ -311,7 +317,7 @@ def test_retried_trial_is_not_stale_before_its_first_beat(env):
     study.add_trial(optuna.create_trial(state=TrialState.WAITING, system_attrs={HEARTBEAT_ATTR: time.time() - 60}))
     running = study.ask()  # pops the waiting trial
     assert running.number == 0
-    assert storage._get_stale_trial_ids(study._study_id) == []
+    assert storage.stale_trial_ids(study_id(study)) == []
 
 
 # --- workers and samplers ----------------------------------------------------------------------------
@@ -333,20 +339,31 @@ def test_workers_share_the_cores(monkeypatch, workers, threads, expected):
     assert calls == ([] if want is None else [want])  # one worker: torch's own default
 
 
-def test_spawned_workers_get_the_launchers_settings():
-    """`--workers N` starts N-1 more processes: they must train exactly what the launcher trains."""
-    from study.main import _forwarded, build_parser
+def test_spawned_workers_get_the_launchers_settings(monkeypatch, tmp_path):
+    """`--workers N` starts N-1 more processes: they read one worker file and must train exactly
+    what the launcher trains (the resolved config, the same seeds, objective, sampler, pruner), with
+    the storage URL left out of the file (it travels in the environment: it may hold a password)."""
+    import study.main as study_main
+    from speccomp_cli.main import main as cli
 
-    argv = study_argv(Path("/x"), "--preset", "loglinear", "--objective", "gap", "--sampler", "tpe",
+    seen = []
+    monkeypatch.setattr(study_main, "main", lambda options: seen.append(options) or 0)
+    argv = study_argv(tmp_path, "--preset", "loglinear", "--objective", "gap", "--sampler", "tpe",
                       "--sampler-seed", "3", "--pruner", "median", "--data-seed", "7",
-                      "--overrides", "training.epochs=1", "--log-models", space=Path("/x/s.yaml"))
-    parser = build_parser()
-    launcher = parser.parse_args(argv)
-    worker = parser.parse_args(_forwarded(launcher))
-    assert launcher.storage not in _forwarded(launcher)  # passed in the environment, out of `ps`
-    own = {"workers", "threads", "total_trials", "parent_run_id", "no_report", "experiment_name", "storage"}
-    assert {k: v for k, v in vars(worker).items() if k not in own} == {
-        k: v for k, v in vars(launcher).items() if k not in own}
+                      "--overrides", "training.epochs=1", "--log-models", space=write_space(tmp_path))
+    argv[argv.index("--storage") + 1] = "postgresql://u:hunter2@127.0.0.1/x"
+    assert cli(argv) == 0
+    launcher = seen[0]
+    settings, base, space, _ = study_main._validate(launcher)
+    path = study_main.write_worker_file(launcher, settings, "run123", 5, base, tmp_path)
+    assert "hunter2" not in path.read_text()
+    worker = study_main.read_worker_file(path)
+    w_settings, w_base, w_space, _ = study_main._validate(worker)
+    assert w_base == base and w_settings.seeds == settings.seeds == [1, 2]
+    assert (worker.parent_run_id, worker.no_report, worker.workers, worker.total_trials) == ("run123", True, 1, 5)
+    same = ("objective", "sampler", "sampler_seed", "pruner", "data_seed", "log_models", "study_name", "space")
+    assert {k: getattr(worker, k) for k in same} == {k: getattr(launcher, k) for k in same}
+    assert [p.name for p in w_space.params] == [p.name for p in space.params]
 
 
 @pytest.mark.slow
@@ -365,7 +382,7 @@ def test_workers_opening_a_new_tracking_store_together(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_on_one_machine_run_exactly_the_budget(env):
-    assert main(study_argv(env, "--workers", "2", n_trials=4)) == 0
+    assert cli(study_argv(env, "--workers", "2", n_trials=4)) == 0
     study = load(env)
     done = finished(study)
     assert len(done) == 4
@@ -425,17 +442,20 @@ def test_two_workers_never_draw_the_same_params_with_any_sampler(name):
     assert len({params for _, params in drawn}) == len(drawn) == 16
 
 
-def test_importances_sum_to_one_for_each_target():
-    """The report on a synthetic study (no training): every (target, evaluator) sums to one."""
+def test_importances_rank_the_planted_driver_first():
+    """A synthetic study (no training) where the objective depends on the learning rate alone and
+    the gap on `combined_fraction` alone: each importance method puts that setting first."""
     from study.report import importances
 
     study = optuna.create_study(sampler=make_sampler("random", 0, 1))
-    for _ in range(12):
+    for _ in range(24):
         trial = study.ask(DISTRIBUTIONS)
-        lr = trial.params["training.learning_rate"]
-        trial.set_user_attr("gap_tracked_mean", 1.0 + trial.params["combined_fraction"])
-        study.tell(trial, math.log(lr) + (trial.params["training.model_type"] == "mlp"))
+        trial.set_user_attr("gap_tracked_mean", 1.0 + 10 * trial.params["combined_fraction"])
+        study.tell(trial, math.log(trial.params["training.learning_rate"]))
     imp = importances(study).dropna(subset=["param"])
-    assert set(imp["target"]) == {"objective", "gap"}
-    for _, group in imp.groupby(["target", "evaluator"]):
-        assert group["importance"].sum() == pytest.approx(1.0)
+    assert {"objective", "gap"} <= set(imp["target"])
+    for (target, _evaluator), group in imp.groupby(["target", "evaluator"]):
+        if target not in ("objective", "gap"):
+            continue
+        top = group.sort_values("importance", ascending=False)["param"].iloc[0]
+        assert top == ("training.learning_rate" if target == "objective" else "combined_fraction"), group

@@ -7,6 +7,7 @@ run name. The full run (`main_run`) is made once and read by several tests.
 
 from __future__ import annotations
 
+import importlib
 import math
 import shlex
 from pathlib import Path
@@ -23,6 +24,7 @@ from speccomp.core.metrics import component_mse
 from speccomp.core.models import load_member
 from speccomp.core.training import checkpoint_steps
 from speccomp.spectra.figures import FIGURE_NAMES
+from speccomp_cli.main import main as cli
 from tests.conftest import TINY_OVERRIDES, tiny_config
 
 SEEDS = (1, 2)
@@ -64,9 +66,9 @@ def store(tmp_path_factory):
 
 
 def run_main(name: str, *extra: str, seeds: str = "1,2") -> int:
-    from tracking.main import main
+    from speccomp_cli.main import main
 
-    return main(["--seeds", seeds, "--run-name", name, "--config-dir", str(default_config_dir()), *TINY_ARGS, *extra])
+    return main(["run", "--seeds", seeds, "--run-name", name, "--config-dir", str(default_config_dir()), *TINY_ARGS, *extra])
 
 
 def runs_named(client, name: str) -> list:
@@ -248,7 +250,7 @@ def test_children_table_matches_the_runs(main_run, tmp_path):
         for key, value in child.data.metrics.items():
             assert row[key] == value, key
     csv = tmp_path / "table.csv"
-    assert readback.main(["table", main_run.parent.info.run_id, "--csv", str(csv)]) == 0
+    assert cli(["readback", "table", main_run.parent.info.run_id, "--csv", str(csv)]) == 0
     assert csv.read_text() == table.to_csv(index=False)
 
 
@@ -267,15 +269,16 @@ def test_trajectory_from_runs_matches_the_logged_csv(main_run, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_redraw_from_mlflow_draws_the_nine_figures(main_run, tmp_path):
-    from tracking import readback
 
     out = tmp_path / "redrawn"
-    assert readback.main(["redraw", main_run.parent.info.run_id, "--out", str(out)]) == 0
+    assert cli(["redraw", main_run.parent.info.run_id, "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == set(FIGURE_NAMES)
     assert all(p.stat().st_size > 0 for p in out.iterdir())
 
 
+@pytest.mark.slow
 def test_several_data_seeds_read_back_per_data_seed(store, tmp_path):
     from tracking import readback
 
@@ -296,10 +299,9 @@ def test_several_data_seeds_read_back_per_data_seed(store, tmp_path):
 
 @pytest.mark.parametrize("which", ["unknown", "child"])
 def test_readback_refuses_a_bad_run_id(main_run, which, capsys):
-    from tracking import readback
 
     run_id = "0123456789abcdef" if which == "unknown" else main_run.children[SEEDS[0]].info.run_id
-    assert readback.main(["table", run_id]) == 2
+    assert cli(["readback", "table", run_id]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: run_id:") and run_id in line
 
@@ -361,7 +363,7 @@ def test_an_interrupt_ends_the_runs_killed_keeping_the_metrics(store, monkeypatc
     trajectory = readback.trajectory_from_runs(parent.info.run_id, store.client)
     assert sorted(set(trajectory["step"])) == [0, 3, 6] and len(trajectory) == 3 * len(SEEDS)
     capsys.readouterr()
-    assert readback.main(["redraw", parent.info.run_id, "--out", str(tmp_path / "figs")]) == 2
+    assert cli(["redraw", parent.info.run_id, "--out", str(tmp_path / "figs")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "predictions/test_seed-" in line and "KILLED" in line
 
@@ -377,12 +379,11 @@ def _config_dir_without_physics(tmp_path: Path) -> str:
 
 
 BAD_INPUTS = {
-    "seeds-empty": (["--seeds="], "seeds"),
     "seeds-empty-item": (["--seeds=1,,2"], "seeds"),
     "seeds-not-int": (["--seeds=abc"], "seeds"),
     "seeds-negative": (["--seeds=-1"], "seeds"),
     "seeds-duplicate": (["--seeds=1,1"], "seeds"),
-    "data-seeds": (["--data-seeds=x"], "data_seeds"),
+    "data-seeds": (["--data-seeds=x"], "data-seeds"),
     "unknown-key": (["--set", "training.epochz=3"], "training.epochz"),
     "bad-type": (["--overrides", "training.epochs=abc"], "training.epochs"),
     "missing-config-dir": (["--config-dir", "no/such/folder"], "config_dir"),
@@ -393,7 +394,7 @@ BAD_INPUTS = {
 def _bad_argv(case: str, tmp_path: Path) -> tuple[list[str], str]:
     argv, name = BAD_INPUTS[case]
     argv = [_config_dir_without_physics(tmp_path) if a == "{partial}" else a for a in argv]
-    return ["--seeds", "1", *TINY_ARGS, *argv], name
+    return ["run", "--seeds", "1", *TINY_ARGS, *argv], name
 
 
 def _one_error_line(capsys) -> str:
@@ -405,7 +406,7 @@ def _one_error_line(capsys) -> str:
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_exits_2_before_any_run(store, case, tmp_path, capsys):
-    from tracking.main import main
+    from speccomp_cli.main import main
 
     argv, name = _bad_argv(case, tmp_path)
     before = len(all_runs(store.client))
@@ -419,7 +420,7 @@ def test_bad_input_exits_2_before_any_run(store, case, tmp_path, capsys):
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_fails_the_run_mlflow_run_created(store, case, tmp_path, monkeypatch, capsys):
     """Under `mlflow run` the run exists already: it ends FAILED with the line, nothing logged into it."""
-    from tracking.main import main
+    from speccomp_cli.main import main
 
     client = store.client
     experiment = client.get_experiment_by_name("speccomp") or client.get_experiment(client.create_experiment("speccomp"))
@@ -439,44 +440,55 @@ def test_bad_input_fails_the_run_mlflow_run_created(store, case, tmp_path, monke
 # --------------------------------------------------------------------------------------------
 # the MLproject entry points, as `mlflow run` formats them
 # --------------------------------------------------------------------------------------------
+def _parsed(monkeypatch, entry_point: str, params: dict, target: str):
+    """The typed options `mlflow run -e ENTRY -P ...` hands to `target` (captured, not run)."""
+    import speccomp_cli.main as cli
+    from speccomp_compat import mlproject_command
+
+    command = mlproject_command(str(REPO), entry_point, params)
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "speccomp_cli"]
+    monkeypatch.chdir(REPO)  # where `mlflow run .` runs the command
+    seen = []
+    module, _, name = target.rpartition(".")
+    monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: seen.append((a, k)) or 0)
+    assert cli.main(argv[3:]) == 0
+    return seen[0]
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({}, {"seeds": "123,124,125", "overrides": "", "presets": [""]}),
-        ({"seeds": "1,2", "overrides": ""}, {"seeds": "1,2", "overrides": ""}),
-        ({"seeds": "-1", "overrides": "training.epochs=2 training.hidden_dims=[32,16]"},
-         {"seeds": "-1", "overrides": "training.epochs=2 training.hidden_dims=[32,16]"}),
-        ({"preset": "loglinear"}, {"presets": ["loglinear"], "overrides": ""}),
+        ({}, {"seeds": [123, 124, 125], "overrides": [], "presets": [], "threads": None}),
+        ({"seeds": "1,2", "overrides": ""}, {"seeds": [1, 2], "overrides": []}),
+        ({"seeds": "", "threads": "1", "overrides": "training.epochs=2 training.hidden_dims=[32, 16]"},
+         {"seeds": None, "threads": 1, "overrides": ["training.epochs=2", "training.hidden_dims=[32, 16]"]}),
+        ({"preset": "loglinear"}, {"presets": ["loglinear"], "overrides": []}),
     ],
 )
-def test_mlproject_main_passes_parameters_through(params, expected):
-    from mlflow.projects import _project_spec
-
-    from tracking.main import build_parser
-
-    command = _project_spec.load_project(str(REPO)).get_entry_point("main").compute_command(params, None)
-    argv = shlex.split(command)
-    assert argv[:3] == ["python", "-m", "tracking.main"]
-    args = build_parser().parse_args(argv[3:])
-    assert {k: getattr(args, k) for k in expected} == expected
-    assert args.config_dir == "configs" and args.data_seeds == "42"
+def test_mlproject_main_passes_parameters_through(monkeypatch, params, expected):
+    (options,), _ = _parsed(monkeypatch, "main", params, "tracking.main.run")
+    assert {k: getattr(options, k) for k in expected} == expected
+    assert options.config_dir == "configs" and options.data_seeds == [42]
 
 
-def test_a_preset_reaches_the_config():
-    from tracking.main import _Inputs, build_parser
+def test_empty_seeds_take_the_configs_training_seeds(monkeypatch):
+    from tracking.main import _Inputs
 
-    args = build_parser().parse_args(["--seeds=1", "--preset=loglinear", "--preset=", *TINY_ARGS])
-    cfg = _Inputs(args).cfg
+    (options,), _ = _parsed(monkeypatch, "main", {"seeds": ""}, "tracking.main.run")
+    assert _Inputs(options).seeds == [123, 124, 125]  # configs/training.yaml: seed: [123, 124, 125]
+
+
+def test_a_preset_reaches_the_config(monkeypatch):
+    from tracking.main import _Inputs
+
+    overrides = " ".join(TINY_OVERRIDES)
+    (options,), _ = _parsed(monkeypatch, "main", {"seeds": "1", "preset": "loglinear", "overrides": overrides},
+                            "tracking.main.run")
+    cfg = _Inputs(options).cfg
     assert (cfg.training.model_type, cfg.training.input_transform) == ("linear", "log")
 
 
-def test_mlproject_redraw_passes_parameters_through():
-    from mlflow.projects import _project_spec
-
-    from tracking.readback import build_parser
-
-    entry = _project_spec.load_project(str(REPO)).get_entry_point("redraw")
-    argv = shlex.split(entry.compute_command({"run_id": "abc123", "out": "figs"}, None))
-    assert argv[:3] == ["python", "-m", "tracking.readback"]
-    args = build_parser().parse_args(argv[3:])
-    assert (args.command, args.run_id, args.out) == ("redraw", "abc123", "figs")
+def test_mlproject_redraw_passes_parameters_through(monkeypatch):
+    args, kwargs = _parsed(monkeypatch, "redraw", {"run_id": "abc123", "out": "figs"}, "tracking.readback.main")
+    assert (args, kwargs) == (("redraw", "abc123"), {"out": "figs"})

@@ -87,22 +87,22 @@ def test_mlflow_run_with_bad_seeds_fails_its_run(store):
     before = {r.info.run_id for r in all_runs(store.client)}
     done = mlflow_run(store, "-P", "seeds=1,,2", "--run-name", "bad-seeds")
     assert done.returncode != 0
-    assert "error: seeds: empty item" in done.stderr
+    assert "error: --seeds: empty item" in done.stderr
     (run,) = [r for r in all_runs(store.client) if r.info.run_id not in before]
     assert run.info.run_name == "bad-seeds"
     assert run.info.status == "FAILED"
-    assert run.data.tags["error"].startswith("seeds: empty item in '1,,2'")
+    assert run.data.tags["error"].startswith("--seeds: empty item in '1,,2'")
     assert run.data.metrics == {}
-    from mlflow.projects import _project_spec
+    from speccomp_compat import mlproject_parameters
 
-    own = set(_project_spec.load_project(str(REPO)).get_entry_point("main").parameters)
+    own = set(mlproject_parameters(str(REPO), "main"))
     assert set(run.data.params) <= own  # only what `mlflow run` logs itself: its -P parameters
     assert store.client.list_artifacts(run.info.run_id) == []
 
 
 def test_sigterm_ends_parent_and_children_killed(store):
     long = [*TINY_OVERRIDES, "training.epochs=2000", "training.checkpoint_ratio=0.01"]
-    argv = [sys.executable, "-m", "tracking.main", "--seeds", "1,2", "--run-name", "sigterm", "--no-models",
+    argv = [sys.executable, "-m", "speccomp_cli", "run", "--seeds", "1,2", "--run-name", "sigterm", "--no-models",
             "--config-dir", str(default_config_dir()), *[a for o in long for a in ("--set", o)]]
     proc = subprocess.Popen(argv, cwd=store.path, env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -8,7 +8,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 FLUSH_EVERY_S = 2.0  # curves stay live in the UI without one request per value
-MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 class MlflowTrainingLogger:
@@ -39,7 +38,6 @@ class MlflowTrainingLogger:
         for seed, metrics in self._pending.items():
             if not metrics:
                 continue
-            for start in range(0, len(metrics), MAX_BATCH):
-                self.client.log_batch(self.run_ids[seed], metrics=metrics[start : start + MAX_BATCH])
+            self.client.log_batch(self.run_ids[seed], metrics=metrics)  # MLflow splits it into allowed batches
             metrics.clear()
         self._last_flush = time.monotonic()

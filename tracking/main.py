@@ -1,7 +1,7 @@
 """The `main` entry point: the whole study for every seed, tracked in MLflow.
 
     mlflow run . --env-manager local -P seeds=123,124,125
-    python -m tracking.main --seeds 123,124,125          (the same, without `mlflow run`)
+    speccomp run --seeds 123,124,125                     (the same, without `mlflow run`)
 
 One parent run per invocation (the run `mlflow run` created, when there is one), one child run per
 (data seed, training seed). Everything is validated before the first run is touched; a user error
@@ -11,92 +11,57 @@ line recorded, and nothing else logged).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from speccomp.cli import add_config_arguments, split_overrides
-from speccomp.core.config import SECTION_FILES, ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.core.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 TERMINATED = 143  # 128 + SIGTERM
-REQUIRED_SECTIONS = ("physics", "data")  # training.yaml and analysis.yaml fall back to defaults
 DEFAULT_EXPERIMENT = "speccomp"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tracking.main",
-        description="Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow.",
-    )
-    parser.add_argument("--seeds", default="123,124,125", help="comma-separated training seeds (default 123,124,125)")
-    parser.add_argument("--data-seeds", default="42", help="comma-separated data seeds (default 42)")
-    add_config_arguments(parser)
-    parser.add_argument(
-        "--overrides",
-        default="",
-        help="space-separated KEY=VALUE overrides in one string (the MLflow parameter form), e.g. "
-        "'training.epochs=2 data.splits.train.n_samples=512'",
-    )
-    parser.add_argument("--experiment-name", default=None, help=f"MLflow experiment (default {DEFAULT_EXPERIMENT!r}, "
-                        "or the one `mlflow run` chose)")
-    parser.add_argument("--run-name", default=None, help="name of the parent run")
-    parser.add_argument("--work-dir", default=None, help="where files are staged before upload (default: a temporary folder)")
-    parser.add_argument("--no-models", action="store_true", help="skip logging the final models the MLflow way")
-    parser.add_argument("--threads", default="", help="torch intra-op threads (default: torch's choice, every core; "
-                        "use 1 on a shared or loaded machine)")
-    parser.add_argument("--no-figures", action="store_true", help="skip drawing the nine figures (they can be drawn "
-                        "later from the runs: python -m tracking.readback redraw RUN_ID --out DIR)")
-    return parser
+@dataclass(frozen=True)
+class RunOptions:
+    """What `speccomp run` (and the MLproject `main` entry point) hands to `run`, parsed and typed by
+    the front end (`speccomp_cli`); the config itself is loaded and checked here, before any run."""
+
+    seeds: list[int] | None = None
+    """Training seeds; None takes `training.seed` from the config (the project's: 123,124,125)."""
+    data_seeds: list[int] = field(default_factory=lambda: [42])
+    config_dir: str | None = None
+    presets: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    """Dotted KEY=VALUE items, already split (see `speccomp.core.config.split_overrides`)."""
+    experiment_name: str | None = None
+    run_name: str | None = None
+    work_dir: str | None = None
+    no_models: bool = False
+    threads: int | None = None
+    no_figures: bool = False
 
 
 class _Inputs:
     """Everything validated up front."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.seeds = parse_seed_list(args.seeds, "seeds")
-        self.data_seeds = parse_seed_list(args.data_seeds, "data_seeds")
-        self.threads = _threads(args.threads)
-        overrides = [*args.set_overrides, *split_overrides(args.overrides)]
+    def __init__(self, args: RunOptions):
         config_dir = args.config_dir or None
-        if config_dir is not None:
-            _check_config_dir(Path(config_dir))
-        presets = [p for p in getattr(args, "presets", []) if p]
-        self.cfg: ExperimentConfig = load_config(config_dir, overrides, presets=presets)
+        self.cfg: ExperimentConfig = load_config(config_dir, args.overrides, presets=[p for p in args.presets if p])
+        self.seeds = parse_seed_list(args.seeds if args.seeds is not None else self.cfg.training.seeds, "seeds")
+        self.data_seeds = parse_seed_list(args.data_seeds, "data_seeds")
+        self.threads = args.threads
 
 
-def _threads(text: str) -> int | None:
-    if not str(text).strip():
-        return None
-    if not str(text).strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty for torch's default)")
-    return int(text)
-
-
-def _check_config_dir(folder: Path) -> None:
-    allowed = (f"a folder holding {' and '.join(SECTION_FILES[s] for s in REQUIRED_SECTIONS)} "
-               f"({', '.join(f for s, f in SECTION_FILES.items() if s not in REQUIRED_SECTIONS)} optional)")
-    if not folder.is_dir():
-        raise ConfigError(f"config_dir: {folder}: folder not found; allowed: {allowed}")
-    for section in REQUIRED_SECTIONS:
-        if not (folder / SECTION_FILES[section]).is_file():
-            raise ConfigError(f"config_dir: {folder} has no {SECTION_FILES[section]}; allowed: {allowed}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: RunOptions) -> int:
     # (the `tracking` package, imported with this module, has set the MLflow environment already)
-    from mlflow import MlflowClient
 
     from tracking import store
-    from tracking.runs import RunTracker, Terminated, guarded, record_error
+    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded
     from tracking.stale import tidy
 
     uri = store.configure()
@@ -107,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         message = str(exc)
         print(f"error: {message}", file=sys.stderr)
-        if attached:  # `mlflow run` made a run already: it ends FAILED with the reason on it
-            client = MlflowClient()
-            record_error(client, attached, message)
-            client.set_terminated(attached, status="FAILED")
+        fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
         return USER_ERROR
 
     if inputs.threads is not None:
@@ -149,19 +111,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.Namespace):
+def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions):
     import pandas as pd
     import yaml
 
     from speccomp.core.experiment import CONFIG_FILE
     from tracking.pipeline import (
-        aggregate_finals,
         flatten,
         log_dataset_inputs,
-        log_mean_curves,
-        log_metric_dict,
         log_params,
         log_parent_artifacts,
+        log_parent_summary,
         run_tracked_experiment,
         set_tags,
     )
@@ -196,10 +156,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: argparse.N
         summaries.append(tracked.experiment.summary)
         trajectories.append(tracked.experiment.result.trajectory)
     summary = pd.concat(summaries, ignore_index=True)
-    last_step = tracked.experiment.result.total_steps
-    # Final means and stds at the last step; the mean curves supply every earlier step.
-    log_metric_dict(client, parent, aggregate_finals(summary), step=last_step)
-    log_mean_curves(client, parent, pd.concat(trajectories, ignore_index=True), skip_step=last_step)
+    log_parent_summary(client, parent, summary, pd.concat(trajectories, ignore_index=True))
     return summary
 
 
@@ -222,21 +179,3 @@ def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
     print(f"open the UI: {ui_command(uri)}")
 
 
-def entry() -> None:
-    sys.exit(leave(main()))
-
-
-def leave(code: int) -> int:
-    """After Ctrl-C or SIGTERM the runs are closed and the message printed: exit at once. The
-    interpreter's own shutdown (freeing torch, MLflow, SQLAlchemy: about 1 s of CPU, 7-12 s of
-    wall time measured on a loaded machine) would otherwise eat the grace period a supervisor
-    gives between SIGTERM and SIGKILL. Other codes return for a normal exit."""
-    if code in (INTERRUPTED, TERMINATED):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-if __name__ == "__main__":
-    entry()

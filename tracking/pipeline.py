@@ -29,11 +29,11 @@ from speccomp.core.experiment import (
     run_experiment,
     write_predictions,
 )
-from speccomp.core.training import SeedResult, TrainingLogger
+from speccomp.core.training import SeedResult
+from speccomp_compat import dataset_entity
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
 
-MAX_PARAMS_PER_BATCH = 100
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 
 
@@ -52,16 +52,13 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
-    items = [Param(k, v[:6000]) for k, v in params.items()]
-    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+    client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])  # MLflow batches it
 
 
 def log_metric_dict(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
-    for start in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[start : start + 1000])
+    client.log_batch(run_id, metrics=items)
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
@@ -76,24 +73,6 @@ class TrackedExperiment:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Tee:
-    """Send the training loop's reports to MLflow and, optionally, to one more logger."""
-
-    def __init__(self, mlflow_logger: MlflowTrainingLogger, other: TrainingLogger | None):
-        self.mlflow_logger = mlflow_logger
-        self.other = other
-
-    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
-        self.mlflow_logger.log_metrics(seed, metrics, step)
-        if self.other is not None:
-            self.other.log_metrics(seed, metrics, step)
-
-    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
-        self.mlflow_logger.checkpoint(step, metrics_by_seed)
-        if self.other is not None:
-            self.other.checkpoint(step, metrics_by_seed)
-
-
 def run_tracked_experiment(
     tracker: RunTracker,
     parent_run_id: str,
@@ -103,13 +82,10 @@ def run_tracked_experiment(
     work_dir: Path,
     params: dict[str, str],
     tags: dict[str, str] | None = None,
-    extra_logger: TrainingLogger | None = None,
     log_models: bool = True,
-    log_checkpoints: bool = True,
     figures: bool = True,
     progress: bool = False,
     run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
-    floor: dict[str, float] | None = None,
     datasets: dict[str, SplitData] | None = None,
 ) -> TrackedExperiment:
     """One child run per seed under `parent_run_id`, created when its ensemble starts training
@@ -137,7 +113,7 @@ def run_tracked_experiment(
         log_dataset_inputs(client, group_ids, datasets_used)
         for r in part.seeds:
             run_id = child_ids[r.seed]
-            if log_checkpoints and r.checkpoint_paths:
+            if r.checkpoint_paths:
                 client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
             client.log_artifact(run_id, str(write_predictions(r, work_dir)), PREDICTIONS_DIR)
             if log_models:
@@ -147,8 +123,8 @@ def run_tracked_experiment(
     datasets_used = datasets if datasets is not None else generate_datasets(cfg, data_seed)
     try:
         exp = run_experiment(
-            cfg, data_seed, seeds, work_dir, logger=_Tee(mlflow_logger, extra_logger),
-            progress=progress, figures=figures, floor=floor, datasets=datasets_used,
+            cfg, data_seed, seeds, work_dir, logger=mlflow_logger,
+            progress=progress, figures=figures, datasets=datasets_used,
             on_start=start, on_done=done,
         )
     except BaseException:
@@ -177,7 +153,7 @@ def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets:
             source=SpeccompSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
         )
         tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=SPLIT_CONTEXT.get(name, name))
-        inputs.append(DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag]))
+        inputs.append(DatasetInput(dataset=dataset_entity(ds), tags=[tag]))
     for run_id in [run_ids] if isinstance(run_ids, str) else run_ids:
         client.log_inputs(run_id, datasets=inputs)
 
@@ -243,6 +219,19 @@ def aggregate_finals(children: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def log_parent_summary(
+    client: MlflowClient, run_id: str, summary: pd.DataFrame, trajectory: pd.DataFrame,
+    extra: pd.DataFrame | None = None,
+) -> None:
+    """What a parent run (a `run` invocation, a study trial) shows of its seeds: the across-seed
+    mean and std of every final metric (and of the `extra` per-seed columns) at the last step, and
+    the mean curves at every earlier checkpoint (one value per metric and step)."""
+    last_step = int(trajectory["step"].max())
+    table = summary if extra is None else pd.concat([summary, extra.reset_index(drop=True)], axis=1)
+    log_metric_dict(client, run_id, aggregate_finals(table), step=last_step)
+    log_mean_curves(client, run_id, trajectory, skip_step=last_step)
+
+
 def log_mean_curves(
     client: MlflowClient, run_id: str, trajectory: pd.DataFrame, skip_step: int | None = None
 ) -> None:
@@ -262,8 +251,7 @@ def log_mean_curves(
         for col, name in cols.items()
         if not math.isnan(v := row[col])
     ]
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    client.log_batch(run_id, metrics=metrics)
 
 
 def log_parent_artifacts(client: MlflowClient, run_id: str, work_dir: Path, subdir: str | None = None) -> None:

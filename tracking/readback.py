@@ -1,8 +1,8 @@
 """Reading a tracked `main` invocation back out of MLflow: into pandas, and into the nine figures.
 
-    python -m tracking.readback table PARENT_RUN_ID [--csv out.csv]        one row per seed
-    python -m tracking.readback trajectory PARENT_RUN_ID [--csv out.csv]   one row per (seed, checkpoint)
-    python -m tracking.readback redraw PARENT_RUN_ID --out DIR             the nine figures again
+    speccomp readback table PARENT_RUN_ID [--csv out.csv]        one row per seed
+    speccomp readback trajectory PARENT_RUN_ID [--csv out.csv]   one row per (seed, checkpoint)
+    speccomp redraw PARENT_RUN_ID --out DIR                        the nine figures again
     mlflow run . -e redraw -P run_id=PARENT_RUN_ID -P out=DIR              the same, as a tracked run
 
 Everything comes from the tracking store alone: the children's tags, params and metric histories,
@@ -12,13 +12,13 @@ regenerated from the config and the data seed. A bad run id prints one line and 
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -288,17 +288,17 @@ def _write_or_print(table: pd.DataFrame, csv: str | None) -> None:
             print(table.to_string(index=False))
 
 
-def _cmd_table(args: argparse.Namespace, client) -> int:
+def _cmd_table(args: SimpleNamespace, client) -> int:
     _write_or_print(children_table(args.run_id, client), args.csv)
     return 0
 
 
-def _cmd_trajectory(args: argparse.Namespace, client) -> int:
+def _cmd_trajectory(args: SimpleNamespace, client) -> int:
     _write_or_print(trajectory_from_runs(args.run_id, client), args.csv)
     return 0
 
 
-def _cmd_redraw(args: argparse.Namespace, client) -> int:
+def _cmd_redraw(args: SimpleNamespace, client) -> int:
     paths = redraw_from_mlflow(args.run_id, args.out, client)
     attached = os.environ.get("MLFLOW_RUN_ID")
     if attached:  # started by `mlflow run -e redraw`: that run keeps the figures it drew
@@ -311,36 +311,24 @@ def _cmd_redraw(args: argparse.Namespace, client) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, object], int], str]] = {
+COMMANDS: dict[str, tuple[Callable[[SimpleNamespace, object], int], str]] = {
     "table": (_cmd_table, "one row per seed run: ids, seeds, status, main params, final metrics"),
     "trajectory": (_cmd_trajectory, "trajectory_data.csv rebuilt from the metric histories"),
     "redraw": (_cmd_redraw, "re-draw the nine figures from the runs alone"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tracking.readback", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("run_id", help="the parent run of a `main` invocation")
-        if name == "redraw":
-            p.add_argument("--out", required=True, help="folder for the figures")
-        else:
-            p.add_argument("--csv", default=None, help="write a CSV file instead of printing")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(command: str, run_id: str, out: str | None = None, csv: str | None = None) -> int:
+    """`speccomp readback table|trajectory RUN_ID [--csv F]`, `speccomp redraw RUN_ID --out DIR`."""
     from mlflow import MlflowClient
 
     from tracking import store
 
+    args = SimpleNamespace(run_id=run_id, out=out, csv=csv)
     store.configure()
     client = MlflowClient()
     try:
-        return COMMANDS[args.command][0](args, client)
+        return COMMANDS[command][0](args, client)
     except ReadbackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         attached = os.environ.get("MLFLOW_RUN_ID")
@@ -350,11 +338,3 @@ def main(argv: list[str] | None = None) -> int:
             record_error(client, attached, str(exc))
             client.set_terminated(attached, status="FAILED")
         return USER_ERROR
-
-
-def entry() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()

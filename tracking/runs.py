@@ -84,6 +84,22 @@ def record_error(client: MlflowClient, run_id: str, message: str) -> None:
     client.set_tag(run_id, NOTE_TAG, f"**Error:** {line}")
 
 
+def fail_attached_run(message: str) -> None:
+    """`mlflow run` creates a run before our command starts (its id in MLFLOW_RUN_ID): when the
+    command refuses its input, that run ends FAILED with the one-line reason instead of RUNNING."""
+    import os
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from tracking import store
+
+    store.configure()
+    client = MlflowClient()
+    record_error(client, run_id, message)
+    client.set_terminated(run_id, status="FAILED")
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block SIGTERM raises `Terminated`, so that cleanup runs as for Ctrl-C."""
@@ -131,3 +147,18 @@ def guarded(tracker: RunTracker) -> Iterator[RunTracker]:
             with signals_deferred():
                 tracker.close_all("FAILED", error=f"{type(exc).__name__}: {exc}")
             raise
+
+
+def exit_at_once_if_stopped(code: int) -> int:
+    """After Ctrl-C or SIGTERM (exit codes 130, 143) the runs are closed and the message printed:
+    exit at once. The interpreter's own shutdown (freeing torch, MLflow, SQLAlchemy: about 1 s of
+    CPU, 7-12 s of wall time measured on a loaded machine) would otherwise eat the grace period a
+    supervisor gives between SIGTERM and SIGKILL. Any other code is returned for a normal exit."""
+    import os
+    import sys
+
+    if code in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -11,6 +11,7 @@ model section of the training config reaches them as a `ModelSpec`.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speccomp.core.config import TrainingConfig
+from speccomp.core.registry import MODEL_MODULES
+from speccomp.core.schema import TrainingConfig
 
 LOG_FLOOR = 1e-6  # spectra are positive in expectation; rare noisy bins <= 0 are clamped before log
 
@@ -72,6 +74,7 @@ def register_model(name: str) -> Callable[[type[EnsembleModel]], type[EnsembleMo
 
     def wrap(cls: type[EnsembleModel]) -> type[EnsembleModel]:
         MODEL_REGISTRY[name] = cls
+        MODEL_MODULES.setdefault(name, cls.__module__)
         return cls
 
     return wrap
@@ -280,17 +283,22 @@ class CNN(EnsembleModel):
 # ------------------------------------------------------------------------------------------------
 # construction, members, checkpoints
 # ------------------------------------------------------------------------------------------------
+def model_class(name: str) -> type[EnsembleModel]:
+    """The registered class of `name`, importing the module that defines it on first use."""
+    if name not in MODEL_REGISTRY and name in MODEL_MODULES:
+        importlib.import_module(MODEL_MODULES[name])  # registers the class
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"training.model_type: unknown model {name!r}; registered: {', '.join(sorted(MODEL_MODULES))}")
+    return MODEL_REGISTRY[name]
+
+
 def build_model(
     spec: ModelSpec,
     init_generators: list[torch.Generator],
     train_spectra: torch.Tensor | None = None,
 ) -> EnsembleModel:
     """An ensemble with one member per generator; member s's weights come from init_generators[s]."""
-    if spec.model_type not in MODEL_REGISTRY:
-        raise ValueError(
-            f"training.model_type: unknown model {spec.model_type!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}"
-        )
-    model = MODEL_REGISTRY[spec.model_type](spec, len(init_generators))
+    model = model_class(spec.model_type)(spec, len(init_generators))
     for s, gen in enumerate(init_generators):
         model.reset_member(s, gen)
     if train_spectra is not None:
@@ -313,7 +321,7 @@ class Member(nn.Module):
 
 def extract_member(model: EnsembleModel, s: int) -> Member:
     """A standalone copy of member s (weights and transform statistics)."""
-    single = MODEL_REGISTRY[model.spec.model_type](model.spec, 1)
+    single = model_class(model.spec.model_type)(model.spec, 1)
     single.load_state_dict({k: v[s : s + 1].detach().clone() for k, v in model.state_dict().items()})
     return Member(single).eval()
 
@@ -335,6 +343,6 @@ def load_member(path_or_payload: Any) -> Member:
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"not a speccomp checkpoint (format {payload.get('format')!r})")
     spec = ModelSpec(**payload["spec"])
-    net = MODEL_REGISTRY[spec.model_type](spec, 1)
+    net = model_class(spec.model_type)(spec, 1)
     net.load_state_dict(payload["state_dict"])
     return Member(net).eval()

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from speccomp_compat import fused_adam_
+
 
 class FlatAdam:
     """Adam (`decoupled_weight_decay=False`) or AdamW over `model`'s parameters.
@@ -61,9 +63,8 @@ class FlatAdam:
     @torch.no_grad()
     def step(self) -> None:
         self.step_count += 1
-        kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
-        kernel(
-            [self.params], [self.grads], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
+        fused_adam_(
+            self.decoupled, [self.params], [self.grads], [self.exp_avg], [self.exp_avg_sq], [self.step_count],
             lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay,
             eps=self.eps, amsgrad=False, maximize=False,
         )

@@ -12,7 +12,7 @@ studies with a pruning hook (an exception raised from `checkpoint` stops trainin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,23 +49,6 @@ class NullLogger:
 
 
 @dataclass
-class ListLogger:
-    """Keeps every call in memory: `records` holds (seed, step, metrics) tuples."""
-
-    records: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
-    checkpoints: list[int] = field(default_factory=list)
-
-    def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
-        self.records.append((seed, step, dict(metrics)))
-
-    def checkpoint(self, step: int, metrics_by_seed: dict[int, dict[str, float]]) -> None:
-        self.checkpoints.append(step)
-
-    def history(self, seed: int, name: str) -> list[tuple[int, float]]:
-        return [(step, m[name]) for s, step, m in self.records if s == seed and name in m]
-
-
-@dataclass
 class SeedResult:
     seed: int
     data_seed: int
@@ -87,6 +70,16 @@ class TrainResult:
 
     def by_seed(self, seed: int) -> SeedResult:
         return next(r for r in self.seeds if r.seed == seed)
+
+
+HUBER_DELTA = 0.1  # a tenth of the default abundance range [0, 1]
+
+LOSSES = {
+    # (S, B, C) predictions and targets -> (S,) per-member loss
+    "mse": lambda pred, y: ((pred - y) ** 2).mean(dim=(1, 2)),
+    "mae": lambda pred, y: (pred - y).abs().mean(dim=(1, 2)),
+    "huber": lambda pred, y: torch.nn.functional.huber_loss(pred, y, reduction="none", delta=HUBER_DELTA).mean(dim=(1, 2)),
+}
 
 
 def checkpoint_steps(training: TrainingConfig, total_steps: int) -> list[int]:
@@ -153,6 +146,7 @@ def train(
     model.dropout_generators = [torch_generator(s, "dropout") for s in seeds]
     shuffle_gens = [torch_generator(s, "shuffle") for s in seeds]
     optimizer = _optimizer(model, training)
+    loss_fn = LOSSES[training.loss_function]
 
     x_train = train_split.spectra.to(device)
     y_train = train_split.abundances.to(device)
@@ -195,7 +189,7 @@ def train(
             flat = idx.reshape(-1)
             batch_x = x_train.index_select(0, flat).view(len(seeds), -1, x_train.shape[1])
             batch_y = y_train.index_select(0, flat).view(len(seeds), -1, y_train.shape[1])
-            per_seed = ((model(batch_x) - batch_y) ** 2).mean(dim=(1, 2))
+            per_seed = loss_fn(model(batch_x), batch_y)
             optimizer.zero_grad()
             per_seed.sum().backward()  # members are independent: each gets its own loss's gradient
             optimizer.step()

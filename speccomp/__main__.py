@@ -1,3 +1,0 @@
-from speccomp.cli import entry
-
-entry()

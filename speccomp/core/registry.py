@@ -1,0 +1,25 @@
+"""Model names, without importing torch: the config schema checks `training.model_type` here, and
+`models.build_model` imports the module that defines the name on first use.
+
+A model class registers itself with `models.register_model("name")`, which also records its
+module here. Models defined in the project are listed in `MODEL_MODULES` so that a config naming
+them validates before their module is imported; a model of yours needs its module imported before
+the config is loaded (or an entry added with `register_model_module`).
+"""
+
+from __future__ import annotations
+
+MODEL_MODULES: dict[str, str] = {
+    "mlp": "speccomp.core.models",
+    "cnn": "speccomp.core.models",
+    "linear": "speccomp.core.models",
+}
+
+
+def register_model_module(name: str, module: str) -> None:
+    """Record that `module` defines model `name` (importing it registers the class)."""
+    MODEL_MODULES[name] = module
+
+
+def known_models() -> list[str]:
+    return sorted(MODEL_MODULES)

@@ -1,0 +1,3 @@
+from speccomp_cli.main import entry
+
+entry()

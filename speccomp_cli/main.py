@@ -1,0 +1,345 @@
+"""`speccomp <command>`: every command line of the project, one typed front end (typer).
+
+    speccomp run --seeds 123,124,125                 data, training, figures: tracked in MLflow
+    speccomp study --n-trials 20 --space configs/spaces/quick.yaml     an Optuna sensitivity study
+    speccomp readback table RUN_ID                   a tracked run read back (also: trajectory)
+    speccomp redraw RUN_ID --out figs                its nine figures, from MLflow alone
+    speccomp config --set training.epochs=3          the resolved configuration
+    speccomp generate --out data/                    the splits, to files (no MLflow)
+    speccomp train --out runs/exp1                   data, training, figures to a folder (no MLflow)
+    speccomp plot runs/exp1                          redraw a `train` folder's figures
+
+Options are parsed and checked here by type: a bad value ends in one line naming the option and
+what is allowed, exit code 2, before any work. Config values are set the same way everywhere:
+`--set KEY=VALUE` (repeatable) or `--overrides "KEY=VALUE KEY=VALUE"` (one string, the MLflow
+parameter form); a value may hold spaces and brackets (`--set "training.hidden_dims=[32, 16]"`).
+Empty values, which `mlflow run` passes for parameters left unset, mean "not given".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from speccomp.core.config import ConfigError, parse_seed_list, split_overrides
+
+USER_ERROR = 2
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="speccomp: compositional generalisation on synthetic spectra, tracked in MLflow, swept with Optuna.",
+)
+readback_app = typer.Typer(no_args_is_help=True, help="Read a tracked `run` back out of MLflow.")
+app.add_typer(readback_app, name="readback")
+
+
+# ------------------------------------------------------------------------------------------------
+# value parsers: "" (an unset MLflow parameter) means "not given"
+# ------------------------------------------------------------------------------------------------
+class IntList(tuple):
+    """Comma-separated integers on the command line (a tuple subclass: typer would read a list
+    annotation as a repeatable option)."""
+
+
+def _seeds(name: str) -> Callable[[str], IntList | None]:
+    def parse(text: str) -> IntList | None:
+        if isinstance(text, IntList):
+            return text
+        if not str(text).strip():
+            return None
+        try:
+            return IntList(parse_seed_list(text, name))
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc).removeprefix(f"{name}: ")) from None
+
+    return parse
+
+
+def _int(minimum: int, optional: bool = False) -> Callable[[str], int | None]:
+    def parse(text: str) -> int | None:
+        text = str(text).strip()
+        if not text and optional:
+            return None
+        allowed = f"an integer >= {minimum}" + (" (or empty for the default)" if optional else "")
+        try:
+            value = int(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not an integer; allowed: {allowed}") from None
+        if value < minimum:
+            raise typer.BadParameter(f"{value} is too small; allowed: {allowed}")
+        return value
+
+    return parse
+
+
+def _list(values: IntList | None) -> list[int] | None:
+    return None if values is None else list(values)
+
+
+def _optional_text(text: str) -> str | None:
+    return str(text).strip() or None
+
+
+def _config_inputs(config_dir: str | None, presets: list[str], sets: list[str], overrides: str) -> dict:
+    return {
+        "config_dir": config_dir,
+        "presets": [p for p in presets if p.strip()],
+        "overrides": [*sets, *split_overrides(overrides)],
+    }
+
+
+# Shared option declarations (typer reads them from the annotations).
+Seeds = Annotated[IntList | None, typer.Option(
+    "--seeds", parser=_seeds("seeds"), metavar="A,B,...",
+    help="comma-separated training seeds (default: training.seed of the config, 123,124,125)")]
+ConfigDir = Annotated[str | None, typer.Option(
+    "--config-dir", parser=_optional_text, metavar="DIR",
+    help="folder with synthetic_spectra.yaml and data_distribution.yaml (training.yaml, analysis.yaml "
+    "optional); default: the project's configs/")]
+Presets = Annotated[list[str], typer.Option(
+    "--preset", metavar="NAME", help="merge a partial config: a file, or a name under configs/presets/ "
+    "(e.g. loglinear); repeatable")]
+Sets = Annotated[list[str], typer.Option(
+    "--set", metavar="KEY=VALUE", help="override one value by dotted path, e.g. --set training.epochs=10 "
+    "(repeatable)")]
+Overrides = Annotated[str, typer.Option(
+    "--overrides", metavar="'K=V K=V'", help="several KEY=VALUE overrides in one string (the MLflow "
+    "parameter form), e.g. 'training.epochs=2 training.hidden_dims=[32, 16]'")]
+Threads = Annotated[int | None, typer.Option(
+    "--threads", parser=_int(1, optional=True), metavar="N",
+    help="torch intra-op threads (default: torch's, every core; 1 on a shared or loaded machine)")]
+
+
+# ------------------------------------------------------------------------------------------------
+# tracked commands
+# ------------------------------------------------------------------------------------------------
+@app.command("run")
+def run_cmd(
+    seeds: Seeds = None,
+    data_seeds: Annotated[IntList | None, typer.Option(
+        "--data-seeds", parser=_seeds("data_seeds"), metavar="A,B,...", help="comma-separated data seeds")] = "42",
+    config_dir: ConfigDir = None,
+    preset: Presets = [],  # noqa: B006 (typer reads, never mutates, the default)
+    set_: Sets = [],  # noqa: B006
+    overrides: Overrides = "",
+    threads: Threads = None,
+    experiment_name: Annotated[str | None, typer.Option(
+        parser=_optional_text, help="MLflow experiment (default 'speccomp', or the one `mlflow run` chose)")] = None,
+    run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
+    work_dir: Annotated[str | None, typer.Option(
+        parser=_optional_text, help="where files are staged before upload (default: a temporary folder)")] = None,
+    no_models: Annotated[bool, typer.Option(help="skip logging the final models the MLflow way")] = False,
+    no_figures: Annotated[bool, typer.Option(help="skip the nine figures (draw them later with `speccomp redraw`)")] = False,
+) -> int:
+    """Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow."""
+    from tracking.main import RunOptions, run
+
+    return run(RunOptions(
+        seeds=_list(seeds), data_seeds=_list(data_seeds) or [42], threads=threads, experiment_name=experiment_name,
+        run_name=run_name, work_dir=work_dir, no_models=no_models, no_figures=no_figures,
+        **_config_inputs(config_dir, preset, set_, overrides),
+    ))
+
+
+SAMPLER = Literal["random", "qmc", "tpe", "nsga2"]
+PRUNER = Literal["none", "median", "successive_halving", "wilcoxon"]
+
+
+@app.command("study")
+def study_cmd(
+    n_trials: Annotated[int, typer.Option(parser=_int(1), help="trials this invocation runs (per worker budget)")] = 10,
+    total_trials: Annotated[int | None, typer.Option(
+        parser=_int(1, optional=True), help="study-wide budget: stop when the study holds this many trials "
+        "(complete, pruned or running), whoever ran them")] = None,
+    study_name: Annotated[str, typer.Option(help="re-using a name continues that study")] = "speccomp-sensitivity",
+    storage: Annotated[str, typer.Option(
+        help="journal file path (default optuna.log), sqlite:///PATH or postgresql://USER@HOST:PORT/DB; "
+        "empty: the environment variable SPECCOMP_STORAGE (keeps a password off the command line)")] = "",
+    space: Annotated[str, typer.Option(help="search-space YAML")] = "configs/spaces/quick.yaml",
+    seeds: Seeds = None,
+    data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of every trial")] = 42,
+    objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, gap, pareto, ... "
+                                            "(see the README)")] = "test_mse",
+    sampler: Annotated[SAMPLER, typer.Option(help="Optuna sampler")] = "random",
+    sampler_seed: Annotated[int, typer.Option(parser=_int(0), help="seed of the sampler")] = 0,
+    pruner: Annotated[PRUNER, typer.Option(help="stop hopeless trials after the first seed")] = "none",
+    workers: Annotated[int, typer.Option(parser=_int(1), help="worker processes on this machine")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        parser=_int(1, optional=True), help="torch threads of each worker (default: with several workers, the "
+        "cores divided among them; with one, torch's default)")] = None,
+    config_dir: ConfigDir = None,
+    preset: Presets = [],  # noqa: B006
+    set_: Sets = [],  # noqa: B006
+    overrides: Overrides = "",
+    experiment_name: Annotated[str | None, typer.Option(
+        parser=_optional_text, help="MLflow experiment (default 'speccomp-studies')")] = None,
+    log_models: Annotated[bool, typer.Option(help="log every seed's final model the MLflow way")] = False,
+    no_report: Annotated[bool, typer.Option(help="skip the sensitivity report (another worker writes it)")] = False,
+) -> int:
+    """An Optuna study of how the compositional gap depends on architecture and split settings."""
+    from study.main import StudyOptions, main
+
+    return main(StudyOptions(
+        n_trials=n_trials, total_trials=total_trials, study_name=study_name, storage=storage, space=space,
+        seeds=_list(seeds), data_seed=data_seed, objective=objective, sampler=sampler, sampler_seed=sampler_seed,
+        pruner=pruner, workers=workers, threads=threads, experiment_name=experiment_name, log_models=log_models,
+        no_report=no_report,
+        **_config_inputs(config_dir, preset, set_, overrides),
+    ))
+
+
+@app.command("study-worker", hidden=True)
+def study_worker_cmd(settings: Annotated[Path, typer.Argument(help="worker file written by `study --workers N`")]) -> int:
+    """One more worker of a running study (started by `study --workers N`)."""
+    from study.main import main, read_worker_file
+
+    return main(read_worker_file(settings))
+
+
+RunId = Annotated[str, typer.Argument(help="the parent run of a `run` invocation")]
+Csv = Annotated[str | None, typer.Option(parser=_optional_text, help="write a CSV file instead of printing")]
+
+
+@readback_app.command("table")
+def table_cmd(run_id: RunId, csv: Csv = None) -> int:
+    """One row per seed run: ids, seeds, status, main params, final metrics."""
+    from tracking import readback
+
+    return readback.main("table", run_id, csv=csv)
+
+
+@readback_app.command("trajectory")
+def trajectory_cmd(run_id: RunId, csv: Csv = None) -> int:
+    """trajectory_data.csv rebuilt from the metric histories."""
+    from tracking import readback
+
+    return readback.main("trajectory", run_id, csv=csv)
+
+
+@app.command("redraw")
+def redraw_cmd(run_id: RunId, out: Annotated[str, typer.Option(help="folder for the figures")] = "redrawn") -> int:
+    """Re-draw the nine figures of a tracked run from MLflow alone."""
+    from tracking import readback
+
+    return readback.main("redraw", run_id, out=out)
+
+
+# ------------------------------------------------------------------------------------------------
+# untracked commands (no MLflow)
+# ------------------------------------------------------------------------------------------------
+def _load(config_dir: str | None, presets: list[str], sets: list[str], overrides: str):
+    from speccomp.core.config import load_config
+
+    inputs = _config_inputs(config_dir, presets, sets, overrides)
+    return load_config(inputs["config_dir"], inputs["overrides"], presets=inputs["presets"])
+
+
+Out = Annotated[Path, typer.Option("--out", help="output folder")]
+DataSeeds = Annotated[IntList | None, typer.Option(
+    "--data-seeds", parser=_seeds("data_seeds"), metavar="A,B,...", help="comma-separated data seeds")]
+
+
+@app.command("config")
+def config_cmd(config_dir: ConfigDir = None, preset: Presets = [], set_: Sets = [],  # noqa: B006
+               overrides: Overrides = "") -> int:
+    """Print the resolved configuration as YAML."""
+    import yaml
+
+    print(yaml.safe_dump(_load(config_dir, preset, set_, overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def _per_data_seed(out: Path, data_seeds: list[int]) -> list[tuple[int, Path]]:
+    return [(d, out / f"data_seed-{d}" if len(data_seeds) > 1 else out) for d in data_seeds]
+
+
+@app.command("generate")
+def generate_cmd(out: Out, data_seeds: DataSeeds = "42", config_dir: ConfigDir = None,
+                 preset: Presets = [], set_: Sets = [], overrides: Overrides = "") -> int:  # noqa: B006
+    """Generate every split to a folder (tensors, loadable with weights_only=True)."""
+    from speccomp.core.data import generate_datasets, save_datasets
+
+    cfg = _load(config_dir, preset, set_, overrides)
+    for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
+        datasets = generate_datasets(cfg, data_seed)
+        save_datasets(datasets, folder)
+        print(f"data seed {data_seed}: {', '.join(f'{n}={len(d)}' for n, d in datasets.items())} -> {folder}")
+    return 0
+
+
+@app.command("train")
+def train_cmd(out: Out, seeds: Seeds = None, data_seeds: DataSeeds = "42", config_dir: ConfigDir = None,
+              preset: Presets = [], set_: Sets = [], overrides: Overrides = "") -> int:  # noqa: B006
+    """Generate, train every seed, write tables, checkpoints and figures to a folder (no MLflow)."""
+    from speccomp.core.experiment import run_experiment
+
+    cfg = _load(config_dir, preset, set_, overrides)
+    for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
+        exp = run_experiment(cfg, data_seed, _list(seeds) or cfg.training.seeds, folder, progress=sys.stderr.isatty())
+        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "gap/"))]
+        print(f"data seed {data_seed} -> {folder}")
+        print(exp.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+@app.command("plot")
+def plot_cmd(folder: Annotated[Path, typer.Argument(help="a folder written by `speccomp train`")]) -> int:
+    """Redraw the figures of a finished `train` folder from its files."""
+    from speccomp.core.experiment import redraw
+
+    try:
+        paths = redraw(folder)
+    except FileNotFoundError as exc:  # the folder is not an experiment folder (checked before drawing)
+        raise ConfigError(str(exc)) from None
+    print(f"{len(paths)} figures -> {folder / 'plots'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code. A usage error or a bad config value prints one line
+    (`error: <option or key>: <what is wrong>; allowed: ...`) and returns 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="speccomp", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value, missing argument
+        return _refuse(_usage_message(exc))
+    except ConfigError as exc:
+        return _refuse(str(exc))
+    except typer.Exit as exc:
+        return exc.exit_code
+    return code if isinstance(code, int) else 0
+
+
+def _refuse(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made a run: it ends FAILED with the reason
+        from tracking.runs import fail_attached_run
+
+        fail_attached_run(message)
+    return USER_ERROR
+
+
+def _usage_message(exc: typer.TyperException) -> str:
+    param = getattr(exc, "param", None)
+    message = (getattr(exc, "message", None) or str(exc)).replace("Value error, ", "")
+    if param is not None and getattr(param, "opts", None):
+        return f"{param.opts[0]}: {message}"
+    return exc.format_message() if hasattr(exc, "format_message") else message
+
+
+def entry() -> None:
+    code = main()
+    if code in (130, 143):  # stopped: its runs are closed; skip the interpreter's slow shutdown
+        from tracking.runs import exit_at_once_if_stopped
+
+        exit_at_once_if_stopped(code)
+    sys.exit(code)

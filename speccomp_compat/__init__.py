@@ -1,0 +1,143 @@
+"""Every use of a private (`_`-prefixed) API of torch, Optuna or MLflow, in one place.
+
+Why: the project leans on a few library internals that have no public equivalent (a fused Adam
+kernel over one flat buffer, Optuna's heartbeat machinery for journal storages and its samplers'
+random states, MLflow's dataset entity and MLproject parser). Gathered here they are easy to find
+when a library is upgraded, and `check()` (run by the test suite) fails loudly, naming the API,
+when one of them disappears or changes shape. No other module touches a `_` name of a library (a
+test greps for it).
+
+This module imports only the standard library at import time; each wrapper imports its library
+when called, so `speccomp` (which must not import MLflow or Optuna) can use the torch wrapper.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# ------------------------------------------------------------------------------------------------
+# torch
+# ------------------------------------------------------------------------------------------------
+
+
+def fused_adam_(decoupled: bool, params: list, grads: list, exp_avg: list, exp_avg_sq: list, steps: list,
+                **hyper: Any) -> None:
+    """torch's fused (Adam|AdamW) kernel: one call updates every tensor in the lists in place (the
+    kernel behind `torch.optim.AdamW(fused=True)`, without its per-parameter bookkeeping)."""
+    import torch
+
+    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+    kernel(params, grads, exp_avg, exp_avg_sq, [], steps, **hyper)
+
+
+# ------------------------------------------------------------------------------------------------
+# Optuna
+# ------------------------------------------------------------------------------------------------
+
+
+def optuna_base_heartbeat() -> type:
+    """Optuna's heartbeat interface (`optuna.storages._heartbeat.BaseHeartbeat`): a storage that
+    subclasses it gets stale-trial detection from `study.optimize`, as RDBStorage has."""
+    return importlib.import_module("optuna.storages._heartbeat").BaseHeartbeat
+
+
+class StaleTrialsByHeartbeat:
+    """Mixin mapping Optuna's private hook onto a public-named method of the storage."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.stale_trial_ids(study_id)
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        raise NotImplementedError
+
+
+def trial_id(trial: Any) -> int:
+    """The storage's id of a FrozenTrial (Optuna keeps it private)."""
+    return trial._trial_id
+
+
+def study_id(study: Any) -> int:
+    """The storage's id of a Study (Optuna keeps it private)."""
+    return study._study_id
+
+
+# A sampler's random states: its own, and those of the samplers it delegates to.
+SAMPLER_RANDOM_STREAMS = ("_rng", "_random_sampler._rng", "_independent_sampler._rng")
+
+
+def sampler_random_states(sampler: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """[(name, numpy RandomState)] of every random stream a built-in sampler holds, to be reseeded in
+    place (helpers such as NSGA-II's child generation hold the same object). The name is () for
+    the sampler's own stream and (path,) for a delegate's, so that seeds derived from it stay
+    those of earlier versions."""
+    out = []
+    for path in SAMPLER_RANDOM_STREAMS:
+        holder = sampler
+        for attr in path.split("."):
+            holder = getattr(holder, attr, None)
+        if holder is not None and hasattr(holder, "rng"):  # a LazyRandomState
+            out.append(((), holder.rng) if path == "_rng" else ((path,), holder.rng))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# MLflow
+# ------------------------------------------------------------------------------------------------
+
+
+def dataset_entity(dataset: Any) -> Any:
+    """The entity `MlflowClient.log_inputs` takes for an `mlflow.data` dataset (the fluent API
+    converts it privately; the client API has no public converter)."""
+    return dataset._to_mlflow_entity()
+
+
+def mlproject_command(project_dir: str, entry_point: str, params: dict[str, str]) -> str:
+    """The shell command `mlflow run PROJECT -e ENTRY -P ...` runs (MLflow's own MLproject parser)."""
+    spec = importlib.import_module("mlflow.projects._project_spec")
+    return spec.load_project(project_dir).get_entry_point(entry_point).compute_command(params, None)
+
+
+def mlproject_parameters(project_dir: str, entry_point: str) -> list[str]:
+    spec = importlib.import_module("mlflow.projects._project_spec")
+    return list(spec.load_project(project_dir).get_entry_point(entry_point).parameters)
+
+
+# ------------------------------------------------------------------------------------------------
+def check() -> list[str]:
+    """Every private API above still exists with the shape used here; returns the problems (the
+    test suite asserts there are none, so a library upgrade that breaks one fails loudly)."""
+    problems = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    import mlflow.data
+    import numpy as np
+    import optuna
+    import torch
+
+    need(callable(getattr(torch, "_fused_adamw_", None)), "torch._fused_adamw_")
+    need(callable(getattr(torch, "_fused_adam_", None)), "torch._fused_adam_")
+    try:
+        base = optuna_base_heartbeat()
+        need(all(hasattr(base, m) for m in ("_get_stale_trial_ids", "record_heartbeat", "get_heartbeat_interval")),
+             "optuna.storages._heartbeat.BaseHeartbeat methods")
+    except (ImportError, AttributeError):
+        problems.append("optuna.storages._heartbeat.BaseHeartbeat")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    need(isinstance(getattr(study.trials[0], "_trial_id", None), int), "optuna FrozenTrial._trial_id")
+    need(isinstance(getattr(study, "_study_id", None), int), "optuna Study._study_id")
+    for sampler in (optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0)):
+        states = sampler_random_states(sampler)
+        need(bool(states) and all(isinstance(s, np.random.RandomState) for _, s in states),
+             f"{type(sampler).__name__}._rng (LazyRandomState)")
+    ds = mlflow.data.from_numpy(np.zeros((2, 2), np.float32), name="check")
+    need(callable(getattr(ds, "_to_mlflow_entity", None)), "mlflow Dataset._to_mlflow_entity")
+    try:
+        importlib.import_module("mlflow.projects._project_spec").load_project  # noqa: B018
+    except (ImportError, AttributeError):
+        problems.append("mlflow.projects._project_spec.load_project")
+    return problems
