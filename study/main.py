@@ -354,19 +354,13 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     return 0
 
 
-def _set_threads(settings: Settings) -> int | None:
-    """Torch's intra-op threads for this worker. Workers that each take every core slow each
-    other down many times over (OpenMP threads spin while they wait for a core), so with
-    `--workers N` each gets its share of the cores."""
-    import torch
+def _set_threads(settings: Settings) -> int:
+    """Torch's intra-op threads for this worker: `--threads`, else one
+    (`speccomp.core.threads`): threads that each want a core slow each other down many times over
+    when workers (or other processes) hold the cores (OpenMP threads spin while they wait)."""
+    from speccomp.core.threads import apply_threads
 
-    threads = settings.threads
-    if threads is None and settings.workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // settings.workers)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return threads
+    return apply_threads(settings.threads)
 
 
 def _alive(study) -> int:

@@ -23,11 +23,17 @@ from pathlib import Path
 
 
 def _preload() -> None:
+    """Imports, and the one-time set-up of SQLAlchemy's mappers, done once before the fork: the
+    workers then reach the database within milliseconds of each other."""
     import mlflow  # noqa: F401
-    import optuna  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import optuna
     import psycopg  # noqa: F401
-    import sqlalchemy  # noqa: F401
+    import sqlalchemy.orm
     import torch  # noqa: F401
+
+    optuna.storages.RDBStorage("sqlite://")  # an in-memory database: Optuna's models and migrations loaded
+    sqlalchemy.orm.configure_mappers()
 
     import speccomp_cli.main  # noqa: F401
     import study.main  # noqa: F401
