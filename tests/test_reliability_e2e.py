@@ -114,3 +114,50 @@ def test_mlflow_run_with_a_storage_password_is_refused_and_its_run_deleted(store
     assert "hunter2" not in errors[0] and "mlflow gc" in errors[0]
     (run,) = [r for r in all_runs(store.client) if r.info.run_id not in before]
     assert run.info.status == "FAILED" and run.info.lifecycle_stage == "deleted"
+
+
+def test_sigterm_stops_a_study_and_the_workers_it_started(store, tmp_path):  # noqa: F811
+    """SIGTERM to `speccomp study --workers 2` in the middle of long trials: exit 143 in the
+    grace period, every run of the study KILLED (the spawned worker's too), the trials FAIL in
+    Optuna, nothing RUNNING."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from study.storage import open_storage
+    from tests.test_study import CONFIGS, write_space
+
+    journal = tmp_path / "optuna.log"
+    long = [*TINY_OVERRIDES, "training.epochs=2000", "training.checkpoint_ratio=0.01"]
+    argv = [sys.executable, "-m", "speccomp_cli", "study", "--n-trials", "2", "--study-name", "stopped",
+            "--storage", str(journal), "--config-dir", str(CONFIGS), "--space", str(write_space(tmp_path)),
+            "--seeds", "1", "--workers", "2", "--no-report", *[a for o in long for a in ("--set", o)]]
+    proc = subprocess.Popen(argv, cwd=store.path, env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until both workers train a trial
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            trials = [r for r in all_runs(store.client) if r.data.tags.get("optuna.study_name") == "stopped"
+                      and r.data.tags.get("speccomp.role") == "seed" and r.data.metrics]
+            if len(trials) >= 2:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"still running {GRACE_S} s after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated: the study's runs opened here ended KILLED" in err
+    mine = [r for r in all_runs(store.client) if r.data.tags.get("optuna.study_name") == "stopped"
+            or r.data.tags.get("speccomp.role") == "study" and r.info.run_name.startswith("study-stopped")]
+    assert {r.data.tags.get("speccomp.role") for r in mine} == {"study", "trial", "seed"}
+    assert {r.info.status for r in mine} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in mine]
+    study = optuna.load_study(study_name="stopped", storage=open_storage(str(journal)))
+    assert {t.state for t in study.trials} == {TrialState.FAIL} and len(study.trials) == 2
