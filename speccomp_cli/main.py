@@ -2,6 +2,8 @@
 
     speccomp run --seeds 123,124,125                 data, training, figures: tracked in MLflow
     speccomp study --n-trials 20 --space configs/spaces/quick.yaml     an Optuna sensitivity study
+    speccomp meta --num-meta-training-tasks 50       the Bayesian meta-learner (settings also from env / .env)
+    speccomp nas --seeds 123,124,125                 architecture search, retrained and compared
     speccomp readback table RUN_ID                   a tracked run read back (also: trajectory)
     speccomp redraw RUN_ID --out figs                its nine figures, from MLflow alone
     speccomp config --set training.epochs=3          the resolved configuration
@@ -18,6 +20,7 @@ Empty values, which `mlflow run` passes for parameters left unset, mean "not giv
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -167,7 +170,7 @@ def study_cmd(
     space: Annotated[str, typer.Option(help="search-space YAML")] = "configs/spaces/quick.yaml",
     seeds: Seeds = None,
     data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of every trial")] = 42,
-    objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, gap, pareto, ... "
+    objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, transfer, gap, pareto "
                                             "(see the README)")] = "test_mse",
     sampler: Annotated[SAMPLER, typer.Option(help="Optuna sampler")] = "random",
     sampler_seed: Annotated[int, typer.Option(parser=_int(0), help="seed of the sampler")] = 0,
@@ -194,6 +197,95 @@ def study_cmd(
         no_report=no_report,
         **_config_inputs(config_dir, preset, set_, overrides),
     ))
+
+
+def _positive_float(optional: bool = False) -> Callable[[str], float | None]:
+    def parse(text: str) -> float | None:
+        text = str(text).strip()
+        if not text and optional:
+            return None
+        allowed = "a number > 0, e.g. 0.001" + (" (or empty for the default)" if optional else "")
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number; allowed: {allowed}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise typer.BadParameter(f"{text!r} is out of range; allowed: {allowed}")
+        return value
+
+    return parse
+
+
+@app.command("nas")
+def nas_cmd(
+    seeds: Seeds = None,
+    data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of the search and the retraining")] = 42,
+    space: Annotated[str, typer.Option(help="search-space YAML (decisions and search settings)")] = "configs/nas/spectra.yaml",
+    architecture_search_iterations: Annotated[int | None, typer.Option(
+        parser=_int(1, optional=True), help="search iterations (default: the space file's, 1000)")] = None,
+    architecture_learning_rate: Annotated[float | None, typer.Option(
+        parser=_positive_float(optional=True), help="Adam step size of α (default: the space file's, 0.001)")] = None,
+    search_seed: Annotated[int | None, typer.Option(
+        parser=_int(0, optional=True), help="seed of the search (default: the first retraining seed)")] = None,
+    config_dir: ConfigDir = None,
+    preset: Presets = [],  # noqa: B006
+    set_: Sets = [],  # noqa: B006
+    overrides: Overrides = "",
+    threads: Threads = None,
+    experiment_name: Annotated[str | None, typer.Option(
+        parser=_optional_text, help="MLflow experiment (default 'speccomp', or the one `mlflow run` chose)")] = None,
+    run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
+    log_models: Annotated[bool, typer.Option(help="log every retrained model the MLflow way")] = False,
+) -> int:
+    """Differentiable architecture search (Gumbel-softmax), then the derived architecture, the default
+    and the log-linear preset retrained over the seeds and compared; all tracked in MLflow."""
+    from tracking.nas import NasOptions, run_nas
+
+    return run_nas(NasOptions(
+        seeds=_list(seeds), data_seed=data_seed, space=space,
+        architecture_search_iterations=architecture_search_iterations,
+        architecture_learning_rate=architecture_learning_rate, search_seed=search_seed, threads=threads,
+        experiment_name=experiment_name, run_name=run_name, log_models=log_models,
+        **_config_inputs(config_dir, preset, set_, overrides),
+    ))
+
+
+def _setting(name: str, help_text: str):
+    """A meta setting's option under both spellings; validated by `speccomp.meta.settings`, which
+    names where a bad value was set (so it stays text here; empty = not given)."""
+    return typer.Option(f"--{name}", f"--{name.replace('_', '-')}", help=help_text)
+
+
+@app.command("meta")
+def meta_cmd(
+    task_generator_seed: Annotated[str, _setting("task_generator_seed", "overrides $TASK_GENERATOR_SEED (default 0)")] = "",
+    meta_learning_rate: Annotated[str, _setting("meta_learning_rate", "overrides $META_LEARNING_RATE (default 0.001)")] = "",
+    architecture_learning_rate: Annotated[str, _setting(
+        "architecture_learning_rate", "overrides $ARCHITECTURE_LEARNING_RATE (default 0.001)")] = "",
+    num_meta_training_tasks: Annotated[str, _setting(
+        "num_meta_training_tasks", "overrides $NUM_META_TRAINING_TASKS (default 100)")] = "",
+    num_meta_testing_tasks: Annotated[str, _setting(
+        "num_meta_testing_tasks", "overrides $NUM_META_TESTING_TASKS (default 20)")] = "",
+    architecture_search_iterations: Annotated[str, _setting(
+        "architecture_search_iterations", "overrides $ARCHITECTURE_SEARCH_ITERATIONS (default 1000)")] = "",
+    config: Annotated[str, typer.Option(help="meta config file or name under configs/meta/ (default, smoke)")] = "",
+    overrides: Annotated[str, typer.Option(help="space-separated KEY=VALUE overrides of the meta config")] = "",
+    env_file: Annotated[str, typer.Option(help="the .env file read")] = ".env",
+    threads: Annotated[str, typer.Option(help="torch intra-op threads (empty: torch's default)")] = "",
+    experiment_name: Annotated[str | None, typer.Option(parser=_optional_text, help="MLflow experiment")] = None,
+    run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
+) -> int:
+    """The Bayesian meta-learner: a posterior over architectures across compositional tasks, adapted
+    to unseen pairs and compared with the baselines; tracked in MLflow. Settings: flag > environment
+    > .env > config file > default."""
+    from tracking.meta import MetaOptions, run_meta
+
+    flags = {"task_generator_seed": task_generator_seed, "meta_learning_rate": meta_learning_rate,
+             "architecture_learning_rate": architecture_learning_rate,
+             "num_meta_training_tasks": num_meta_training_tasks, "num_meta_testing_tasks": num_meta_testing_tasks,
+             "architecture_search_iterations": architecture_search_iterations}
+    return run_meta(MetaOptions(flags=flags, config=config, overrides=split_overrides(overrides), env_file=env_file,
+                                threads=threads, experiment_name=experiment_name, run_name=run_name))
 
 
 @app.command("study-worker", hidden=True)
@@ -286,7 +378,7 @@ def train_cmd(out: Out, seeds: Seeds = None, data_seeds: DataSeeds = "42", confi
     apply_threads(None)  # one thread unless OMP_NUM_THREADS says otherwise (speccomp.core.threads)
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
         exp = run_experiment(cfg, data_seed, _list(seeds) or cfg.training.seeds, folder, progress=sys.stderr.isatty())
-        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "gap/"))]
+        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))]
         print(f"data seed {data_seed} -> {folder}")
         print(exp.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

@@ -203,7 +203,8 @@ def _check_existing_study(storage, args: StudyOptions) -> None:
     from study.objective import directions
     from study.storage import StorageError
 
-    wanted = [optuna.study.StudyDirection.MINIMIZE for _ in directions(args.objective)]
+    wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+              for d in directions(args.objective)]
     try:
         existing = optuna.load_study(study_name=args.study_name, storage=storage)
     except KeyError:
@@ -302,6 +303,8 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         pruner=make_pruner(args.pruner, len(settings.seeds)),
         load_if_exists=True,
     )
+    if study.user_attrs.get("objective") != args.objective:
+        study.set_user_attr("objective", args.objective)  # the report leaves out a duplicate target
     with guarded(tracker):
         if parent_given:
             parent = parent_given  # a spawned worker: the launcher owns the study run

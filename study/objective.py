@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,18 @@ from tracking.runs import RunTracker
 
 MEASURES = {
     "test_mse": "mean test MSE of the tracked components (minimise)",
-    "gap": "mean compositional gap of the tracked components (minimise)",
-    "pareto": "two objectives: in-distribution (val) MSE and test MSE of the tracked components (Pareto front)",
+    "gap": "mean compositional gap of the tracked components (minimise; reads about 1 when nothing was learned)",
+    "transfer": "mean transfer of the tracked components, combination skill ÷ in-distribution skill (maximise); "
+                "a trial in which no seed learned every tracked component has no value (FAIL, counted in the report)",
+    "pareto": "two objectives: in-distribution (val) MSE and test MSE of the tracked components, both where the "
+              "component is present (Pareto front)",
 }
 STATE_TAG = "optuna.trial_state"
+TRIAL_MEASURES = ("test/mse/tracked", "val/mse/tracked", "val/mse_present/tracked", "test/mse_present/tracked",
+                  "gap/tracked", "skill/val/tracked", "skill/test/tracked", "transfer/tracked", "learned/tracked",
+                  "oracle/mse/tracked", "oracle/efficiency/tracked")
+"""Per-seed measures whose across-seed mean and std every trial stores (user attributes
+`<name with _>_mean` / `_std`) for the report."""
 
 
 class SurplusTrial(Exception):
@@ -44,15 +53,26 @@ class SurplusTrial(Exception):
 
 
 def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, float]:
-    """Label-independent summaries of one seed (comparable across trials with different pairs)."""
+    """Label-independent summaries of one seed (comparable across trials with different pairs).
+    `transfer/tracked` is the mean transfer of the tracked components, NaN unless every one was
+    learned in distribution; `learned/tracked` is 1 when every one was, 0 when not (NaN without a
+    validation split)."""
     def mean_of(prefix: str) -> float:
         values = [final.get(f"{prefix}/{label}", math.nan) for label in tracked]
         return float(sum(values) / len(values))
 
+    judged = all(f"skill/val/{label}" in final for label in tracked)
+    learned = all(f"transfer/{label}" in final for label in tracked)
     return {
         "test/mse/tracked": mean_of("test/mse"),
         "val/mse/tracked": mean_of("val/mse"),
+        "val/mse_present/tracked": mean_of("val/mse_present"),
+        "test/mse_present/tracked": mean_of("test/mse_present"),
         "gap/tracked": mean_of("gap"),
+        "skill/val/tracked": mean_of("skill/val"),
+        "skill/test/tracked": mean_of("skill/test"),
+        "transfer/tracked": mean_of("transfer") if learned else math.nan,
+        "learned/tracked": float(learned) if judged else math.nan,
         "oracle/mse/tracked": mean_of("oracle/mse"),
         "oracle/efficiency/tracked": mean_of("oracle/efficiency"),
     }
@@ -63,11 +83,15 @@ def objective_values(measures: dict[str, float], measure: str) -> tuple[float, .
         return (measures["test/mse/tracked"],)
     if measure == "gap":
         return (measures["gap/tracked"],)
-    return (measures["val/mse/tracked"], measures["test/mse/tracked"])
+    if measure == "transfer":
+        return (measures["transfer/tracked"],)
+    return (measures["val/mse_present/tracked"], measures["test/mse_present/tracked"])
 
 
 def directions(measure: str) -> list[str]:
-    return ["minimize", "minimize"] if measure == "pareto" else ["minimize"]
+    if measure == "pareto":
+        return ["minimize", "minimize"]
+    return ["maximize"] if measure == "transfer" else ["minimize"]
 
 
 @dataclass
@@ -121,7 +145,16 @@ class Objective:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
+        values = value if isinstance(value, tuple) else (value,)
+        if not all(math.isfinite(v) for v in values):
+            # Optuna fails a trial whose value is NaN; here that means "not learned", which the
+            # report counts per setting (the trial's measures are in its user attributes).
+            set_tags(client, run_id, {STATE_TAG: "FAIL"})
+            print(f"trial {trial.number}: no seed learned every tracked component in distribution "
+                  f"(in-distribution skill < {cfg.analysis.learned_skill:g}); no {self.measure} value",
+                  file=sys.stderr)
+        else:
+            set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
         self.tracker.finish(run_id)
         return value
 
@@ -154,9 +187,9 @@ class Objective:
                 for seed in chunk:
                     trial.report(objective_values(per_seed[seed], self.measure)[0], step=self.seeds.index(seed))
                 if i < len(self.seed_chunks()) - 1 and trial.should_prune():
-                    self._record(trial, run_id, summaries, trajectories, per_seed, work)
+                    self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
                     raise optuna.TrialPruned(f"pruned after seeds {list(per_seed)}")
-        self._record(trial, run_id, summaries, trajectories, per_seed, work)
+        self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
         values = objective_values(mean, self.measure)
         last_step = int(pd.concat(trajectories)["step"].max())
@@ -164,7 +197,7 @@ class Objective:
                                          for i, v in enumerate(values)}, step=last_step)
         return values[0] if len(values) == 1 else values
 
-    def _record(self, trial, run_id, summaries, trajectories, per_seed, folder: Path) -> None:
+    def _record(self, trial, cfg: ExperimentConfig, run_id, summaries, trajectories, per_seed, folder: Path) -> None:
         """Trial-level metrics (across-seed mean, std) and per-seed measures as user attributes."""
         client = self.tracker.client
         summary = pd.concat(summaries, ignore_index=True)
@@ -175,8 +208,8 @@ class Objective:
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
         log_parent_summary(client, run_id, summary, trajectory, extra=measures)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
-        for key in ("test/mse/tracked", "val/mse/tracked", "gap/tracked", "oracle/mse/tracked",
-                    "oracle/efficiency/tracked"):
+        trial.set_user_attr("learned_skill", cfg.analysis.learned_skill)
+        for key in TRIAL_MEASURES:
             values = measures[key].dropna()
             trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)
             trial.set_user_attr(key.replace("/", "_") + "_std", float(values.std(ddof=1)) if len(values) > 1 else 0.0)

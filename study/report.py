@@ -1,22 +1,34 @@
-"""The sensitivity report of a study: which settings move the compositional gap, and how.
+"""The sensitivity report of a study: which settings move the transfer of what was learned to the
+novel combination, how much, how sure we are, and which trials learned nothing to transfer.
 
-Written to a folder (and logged to the study's MLflow run by `study.main`):
+Every claim comes with its uncertainty, and the summary states only what passes a test:
 
-    importances.csv   parameter importances (fANOVA and PED-ANOVA) for the objective(s) and the gap;
-                      each evaluator's importances are normalised to sum to one
-    marginal.csv      per parameter and value (or value bin): trials, mean gap, its across-seed
-                      spread, mean objective, mean efficiency against the physical floor
-                      (oracle MSE ÷ test MSE: 1 = as good as the physics allows)
-    marginal.png      the same, one panel per parameter, error bars = across-seed spread
+    effects.csv       per target, parameter and value (or quantile bin): trials, not-learned trials,
+                      the mean with a bootstrap 95 % interval (trials resampled), and the
+                      across-seed spread (each trial's std over its seeds, averaged)
+    significance.csv  per target and parameter: a test suited to the parameter's type (Spearman's
+                      rank correlation for numbers; Mann-Whitney U for two categories,
+                      Kruskal-Wallis H for more), its p-value, the Holm-adjusted p-value over the
+                      parameters of that target, and whether it is significant (adjusted p < 0.05)
+    importances.csv   fANOVA and PED-ANOVA importances per target (each evaluator's sum to one) with
+                      bootstrap 95 % intervals (trials resampled, importances recomputed)
+    effects.png       the effects on transfer (and in-distribution skill), one panel per parameter
     pareto.csv/.png   the Pareto front (two-objective studies)
     trials.csv        every trial: number, state, values, params, per-trial measures
-    report.md         the above as text, also printed
+    report.md         the above as text, summary first, also printed
+
+Targets: `transfer` (combination skill ÷ in-distribution skill, mean over the tracked components;
+only trials in which a seed learned every tracked component in distribution have one),
+`skill/val` (in-distribution skill, every trial) and the study's objective(s) when they are
+something else. A trial that learned nothing has no transfer: it is counted as not learned per
+setting, never scored.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +37,18 @@ import optuna
 import pandas as pd
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
 from optuna.trial import TrialState
+from scipy import stats
 
 N_BINS = 4  # numeric parameters are summarised in quantile bins
+ALPHA = 0.05  # significance level, after Holm's correction over the parameters of one target
+N_BOOT_MEAN = 2000  # bootstrap resamples of a group mean
+N_BOOT_IMPORTANCE = 20  # bootstrap resamples of the importances (each refits fANOVA's forest)
+BOOT_TREES = 16  # fANOVA's forest per bootstrap resample (64, Optuna's default, for the point estimate)
+DISAGREE = 0.3  # importances of one parameter differing by more than this (or another top parameter)
+MEASURE_ATTRS = {  # target -> (user attribute of the trial mean, of its across-seed std, direction)
+    "transfer": ("transfer_tracked_mean", "transfer_tracked_std", "maximize"),
+    "skill/val": ("skill_val_tracked_mean", "skill_val_tracked_std", "maximize"),
+}
 
 
 @dataclass
@@ -34,50 +56,63 @@ class Report:
     folder: Path
     text: str
     importances: pd.DataFrame
-    marginal: pd.DataFrame
+    effects: pd.DataFrame
+    significance: pd.DataFrame
     trials: pd.DataFrame
     files: list[Path] = field(default_factory=list)
 
 
-def _targets(study: optuna.Study) -> dict[str, callable]:
-    targets: dict[str, callable] = {}
+@dataclass
+class Target:
+    """One quantity the report explains: its value per trial (NaN = none), its across-seed std."""
+
+    name: str
+    value: Callable[[optuna.trial.FrozenTrial], float]
+    seed_std: Callable[[optuna.trial.FrozenTrial], float]
+    direction: str
+
+
+def _attr(name: str) -> Callable[[optuna.trial.FrozenTrial], float]:
+    def get(t: optuna.trial.FrozenTrial) -> float:
+        v = t.user_attrs.get(name)
+        return float(v) if v is not None and math.isfinite(float(v)) else math.nan
+
+    return get
+
+
+def _targets(study: optuna.Study) -> list[Target]:
+    out = [Target(name, _attr(mean), _attr(std), direction) for name, (mean, std, direction) in MEASURE_ATTRS.items()]
+    objective = study.user_attrs.get("objective") if hasattr(study, "user_attrs") else None
     if len(study.directions) == 1:
-        targets["objective"] = None
+        if objective != "transfer":
+            direction = "maximize" if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+            out.append(Target("objective", lambda t: _value(t, 0), lambda t: math.nan, direction))
     else:
-        targets["objective/0 (val MSE)"] = lambda t: t.values[0]
-        targets["objective/1 (test MSE)"] = lambda t: t.values[1]
-    targets["gap"] = lambda t: t.user_attrs.get("gap_tracked_mean", math.nan)
-    return targets
+        out.append(Target("objective/0 (val MSE where present)", lambda t: _value(t, 0), lambda t: math.nan, "minimize"))
+        out.append(Target("objective/1 (test MSE where present)", lambda t: _value(t, 1), lambda t: math.nan, "minimize"))
+    return out
 
 
-def importances(study: optuna.Study, seed: int = 0) -> pd.DataFrame:
-    """One row per (target, evaluator, parameter); importances of each (target, evaluator) sum to 1."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    rows = []
-    evaluators = {"fanova": FanovaImportanceEvaluator(seed=seed), "ped_anova": PedAnovaImportanceEvaluator()}
-    for target_name, target in _targets(study).items():
-        if target is not None and any(not math.isfinite(target(t)) for t in complete):
-            continue  # e.g. the gap without a validation split
-        for ev_name, evaluator in evaluators.items():
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    imp = optuna.importance.get_param_importances(
-                        study, evaluator=evaluator, target=target, normalize=True
-                    )
-            except (RuntimeError, ValueError, ZeroDivisionError) as exc:
-                rows.append({"target": target_name, "evaluator": ev_name, "param": None,
-                             "importance": math.nan, "note": f"not computed: {exc}"})
-                continue
-            total = sum(imp.values())
-            for param, value in imp.items():
-                # PED-ANOVA may return all zeros (no difference between top and all trials)
-                share = value / total if total > 0 else 1.0 / len(imp)
-                rows.append({"target": target_name, "evaluator": ev_name, "param": param,
-                             "importance": share, "note": "" if total > 0 else "no effect found: spread evenly"})
-    return pd.DataFrame(rows, columns=["target", "evaluator", "param", "importance", "note"])
+def _value(t: optuna.trial.FrozenTrial, i: int) -> float:
+    return float(t.values[i]) if t.values is not None and math.isfinite(t.values[i]) else math.nan
 
 
+def analysed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that ran to the end: complete ones, and those failed only because nothing was
+    learned (their measures are recorded; a crashed trial has none)."""
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE
+            or (t.state == TrialState.FAIL and "skill_val_tracked_mean" in t.user_attrs)]
+
+
+def not_learned(t: optuna.trial.FrozenTrial) -> bool:
+    """No seed of the trial learned every tracked component in distribution."""
+    return not math.isfinite(_attr("transfer_tracked_mean")(t)) and "skill_val_tracked_mean" in t.user_attrs
+
+
+# ------------------------------------------------------------------------------------------------
+# tables
+# ------------------------------------------------------------------------------------------------
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -87,49 +122,207 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             for i, v in enumerate(t.values):
                 row["value" if len(t.values) == 1 else f"value_{i}"] = v
         row.update({f"param.{k}": v for k, v in t.params.items()})
-        for key in ("test_mse_tracked_mean", "test_mse_tracked_std", "val_mse_tracked_mean",
-                    "gap_tracked_mean", "gap_tracked_std", "oracle_mse_tracked_mean",
-                    "oracle_efficiency_tracked_mean", "mlflow_run_id"):
-            if key in t.user_attrs:
-                row[key] = t.user_attrs[key]
+        if "skill_val_tracked_mean" in t.user_attrs:
+            row["not_learned"] = not_learned(t)
+        for key, value in sorted(t.user_attrs.items()):
+            if key.endswith(("_mean", "_std")) or key == "mlflow_run_id":
+                row[key] = value
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def marginal_effects(study: optuna.Study) -> pd.DataFrame:
-    """Per parameter and value (or quantile bin), the mean gap of the trials there and the
-    across-seed spread (each trial's standard deviation of its seeds' gaps, averaged), which is
-    the noise against which the differences between values should be read."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+def effects_table(trials: list[optuna.trial.FrozenTrial], targets: list[Target], seed: int = 0) -> pd.DataFrame:
+    """Per target, parameter and value (or quantile bin): trials, not-learned trials, mean with a
+    bootstrap 95 % interval over the trials, and the mean across-seed std of those trials."""
+    rng = np.random.default_rng(seed)
     rows = []
-    params = sorted({p for t in trials for p in t.params})
-    for param in params:
-        having = [t for t in trials if param in t.params]
-        values = [t.params[param] for t in having]
-        groups = _groups(values)
-        for label, members in groups:
-            chosen = [having[i] for i in members]
-            gaps = [t.user_attrs.get("gap_tracked_mean", math.nan) for t in chosen]
-            seed_stds = [t.user_attrs.get("gap_tracked_std") for t in chosen]
-            seed_stds = [v for v in seed_stds if v is not None and math.isfinite(v)]
-            objective = [t.values[0] for t in chosen if t.values]
-            efficiency = [t.user_attrs.get("oracle_efficiency_tracked_mean") for t in chosen]
-            efficiency = [e for e in efficiency if e is not None and math.isfinite(e)]
-            rows.append({
-                "param": param, "value": label, "n_trials": len(chosen),
-                "gap_mean": float(np.nanmean(gaps)) if chosen else math.nan,
-                "gap_seed_std": float(np.mean(seed_stds)) if seed_stds else math.nan,  # within-trial spread
-                "objective_mean": float(np.mean(objective)) if objective else math.nan,
-                "oracle_efficiency_mean": float(np.mean(efficiency)) if efficiency else math.nan,
-            })
-    columns = ["param", "value", "n_trials", "gap_mean", "gap_seed_std", "objective_mean", "oracle_efficiency_mean"]
+    for target in targets:
+        for param in sorted({p for t in trials for p in t.params}):
+            having = [t for t in trials if param in t.params]
+            for label, members in _groups([t.params[param] for t in having]):
+                chosen = [having[i] for i in members]
+                values = np.array([target.value(t) for t in chosen])
+                values = values[np.isfinite(values)]
+                spreads = np.array([target.seed_std(t) for t in chosen])
+                spreads = spreads[np.isfinite(spreads)]
+                lo, hi = bootstrap_mean_ci(values, rng)
+                rows.append({
+                    "target": target.name, "param": param, "value": label, "n_trials": len(chosen),
+                    "n_not_learned": sum(not_learned(t) for t in chosen), "n_with_value": len(values),
+                    "mean": float(values.mean()) if len(values) else math.nan, "ci_low": lo, "ci_high": hi,
+                    "seed_std": float(spreads.mean()) if len(spreads) else math.nan,
+                })
+    columns = ["target", "param", "value", "n_trials", "n_not_learned", "n_with_value", "mean", "ci_low", "ci_high",
+               "seed_std"]
     return pd.DataFrame(rows, columns=columns)
 
 
+def bootstrap_mean_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT_MEAN) -> tuple[float, float]:
+    """Percentile 95 % interval of the mean of `values` (NaN with fewer than two values)."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    means = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def significance_table(trials: list[optuna.trial.FrozenTrial], targets: list[Target]) -> pd.DataFrame:
+    """Per target and parameter, a rank test of "the target does not depend on this parameter":
+    Spearman's rank correlation for numeric parameters, Mann-Whitney U (two categories) or
+    Kruskal-Wallis H (more) for categorical ones; Holm-adjusted over the parameters of a target."""
+    rows = []
+    for target in targets:
+        block = []
+        for param in sorted({p for t in trials for p in t.params}):
+            pairs = [(t.params[param], target.value(t)) for t in trials if param in t.params]
+            pairs = [(x, y) for x, y in pairs if math.isfinite(y)]
+            block.append({"target": target.name, "param": param, "n": len(pairs), **_rank_test(pairs)})
+        for row, adjusted in zip(block, holm([r["p"] for r in block]), strict=True):
+            row["p_holm"] = adjusted
+            row["significant"] = bool(math.isfinite(adjusted) and adjusted < ALPHA)
+        rows += block
+    columns = ["target", "param", "n", "kind", "test", "statistic", "effect", "p", "p_holm", "significant"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _rank_test(pairs: list[tuple]) -> dict:
+    xs = [x for x, _ in pairs]
+    ys = np.array([y for _, y in pairs], dtype=float)
+    nan = {"statistic": math.nan, "p": math.nan, "effect": ""}
+    if _is_numeric(xs):
+        out = {"kind": "numeric", "test": "spearman", **nan}
+        if len(set(xs)) > 2 and len(pairs) >= 4 and np.ptp(ys) > 0:
+            res = stats.spearmanr(np.array(xs, dtype=float), ys)
+            out.update(statistic=float(res.statistic), p=float(res.pvalue), effect=f"rho {res.statistic:+.2f}")
+        return out
+    groups = {}
+    for x, y in pairs:
+        groups.setdefault(str(x), []).append(y)
+    groups = {k: v for k, v in groups.items() if v}
+    kind = {"kind": "categorical", "test": "mann-whitney" if len(groups) == 2 else "kruskal-wallis", **nan}
+    if len(groups) < 2 or len(pairs) < 4 or np.ptp(ys) == 0:
+        return kind
+    means = {k: float(np.mean(v)) for k, v in groups.items()}
+    lo, hi = min(means, key=means.get), max(means, key=means.get)
+    kind["effect"] = f"{hi} {means[hi]:.3g} vs {lo} {means[lo]:.3g}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if len(groups) == 2:
+            a, b = groups.values()
+            res = stats.mannwhitneyu(a, b, alternative="two-sided")
+        else:
+            res = stats.kruskal(*groups.values())
+    kind.update(statistic=float(res.statistic), p=float(res.pvalue))
+    return kind
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and does not count as a test)."""
+    finite = [(p, i) for i, p in enumerate(pvalues) if math.isfinite(p)]
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(finite)):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        out[i] = running
+    return out
+
+
+def importances(study: optuna.Study, seed: int = 0, n_boot: int = N_BOOT_IMPORTANCE) -> pd.DataFrame:
+    """One row per (target, evaluator, parameter): the importance (each (target, evaluator) sums
+    to 1) and its bootstrap 95 % interval (trials resampled with replacement, importances
+    recomputed and normalised)."""
+    trials = analysed_trials(study)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for target in _targets(study):
+        usable = [t for t in trials if math.isfinite(target.value(t))]
+        boot_sets = [[usable[i] for i in rng.integers(0, len(usable), len(usable))] for _ in range(n_boot)] \
+            if len(usable) >= 4 else []
+        for ev_name in ("fanova", "ped_anova"):
+            try:
+                point = _importance(usable, target, ev_name, seed)
+            except (RuntimeError, ValueError, ZeroDivisionError, IndexError) as exc:
+                rows.append({"target": target.name, "evaluator": ev_name, "param": None, "importance": math.nan,
+                             "ci_low": math.nan, "ci_high": math.nan, "note": f"not computed: {exc}"})
+                continue
+            draws = {p: [] for p in point}
+            for k, sample in enumerate(boot_sets):
+                try:
+                    imp = _importance(sample, target, ev_name, seed + 1 + k, n_trees=BOOT_TREES)
+                except (RuntimeError, ValueError, ZeroDivisionError, IndexError):
+                    continue
+                for p in draws:
+                    draws[p].append(imp.get(p, 0.0))
+            for param, share in point.items():
+                d = np.array(draws[param])
+                rows.append({"target": target.name, "evaluator": ev_name, "param": param, "importance": share,
+                             "ci_low": float(np.quantile(d, 0.025)) if len(d) > 1 else math.nan,
+                             "ci_high": float(np.quantile(d, 0.975)) if len(d) > 1 else math.nan,
+                             "note": "" if sum(point.values()) > 0 else "no effect found"})
+    return pd.DataFrame(rows, columns=["target", "evaluator", "param", "importance", "ci_low", "ci_high", "note"])
+
+
+def _importance(trials: list, target: Target, evaluator: str, seed: int, n_trees: int = 64) -> dict[str, float]:
+    """Normalised importances of `target` over `trials` (an in-memory study holding them)."""
+    if len(trials) < 2:
+        raise ValueError(f"{len(trials)} trial(s) with a value")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line per resample
+    try:
+        study = optuna.create_study(direction=target.direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for t in trials:
+        study.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                  value=target.value(t)))
+    ev = FanovaImportanceEvaluator(seed=seed, n_trees=n_trees) if evaluator == "fanova" else PedAnovaImportanceEvaluator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp = optuna.importance.get_param_importances(study, evaluator=ev, normalize=True)
+    total = sum(imp.values())
+    # PED-ANOVA may return all zeros (the best trials look like all trials): spread evenly
+    return {p: (v / total if total > 0 else 1.0 / len(imp)) for p, v in imp.items()}
+
+
+def disagreements(imp: pd.DataFrame) -> list[str]:
+    """A sentence per target where fANOVA and PED-ANOVA tell different stories: another parameter
+    first, or one parameter's importances more than `DISAGREE` apart."""
+    out = []
+    ok = imp.dropna(subset=["param"])
+    for target, block in ok.groupby("target", sort=False):
+        by = {ev: b.set_index("param") for ev, b in block.groupby("evaluator")}
+        if set(by) != {"fanova", "ped_anova"}:
+            continue
+        f, p = by["fanova"], by["ped_anova"]
+        common = f.index.intersection(p.index)
+        if common.empty:
+            continue
+        diff = (f.loc[common, "importance"] - p.loc[common, "importance"]).abs()
+        top_f, top_p = f["importance"].idxmax(), p["importance"].idxmax()
+        if top_f == top_p and diff.max() <= DISAGREE:
+            continue
+        worst = diff.idxmax()
+        if top_f == top_p:
+            head = (f"fANOVA and PED-ANOVA disagree on {target}: both rank {top_f} first, but for {worst} they give "
+                    f"{_imp_text(f.loc[worst])} vs {_imp_text(p.loc[worst])}.")
+        else:
+            head = (f"fANOVA and PED-ANOVA disagree on {target}: fANOVA ranks {top_f} first "
+                    f"({_imp_text(f.loc[top_f])}), PED-ANOVA ranks {top_p} first ({_imp_text(p.loc[top_p])}); "
+                    f"for {worst} they give {_imp_text(f.loc[worst])} vs {_imp_text(p.loc[worst])}.")
+        out.append(head + " fANOVA measures the share of the variance over the whole space that a parameter "
+                   "explains, PED-ANOVA how differently it is distributed among the best trials; where they "
+                   "disagree, read the rank tests above, not either ranking.")
+    return out
+
+
+def _imp_text(row: pd.Series) -> str:
+    if math.isfinite(row.get("ci_low", math.nan)):
+        return f"{row['importance']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+    return f"{row['importance']:.2f}"
+
+
 def _groups(values: list) -> list[tuple[str, list[int]]]:
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     distinct = sorted(set(values), key=str)
-    if not numeric or len(distinct) <= N_BINS:
+    if not _is_numeric(values) or len(distinct) <= N_BINS:
         return [(_label(v), [i for i, x in enumerate(values) if x == v]) for v in distinct]
     edges = np.unique(np.quantile(values, np.linspace(0, 1, N_BINS + 1)))
     out = []
@@ -141,80 +334,152 @@ def _groups(values: list) -> list[tuple[str, list[int]]]:
     return out
 
 
+def _is_numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def _label(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def build_report(study: optuna.Study, folder: str | Path) -> Report:
+# ------------------------------------------------------------------------------------------------
+# the report
+# ------------------------------------------------------------------------------------------------
+def build_report(study: optuna.Study, folder: str | Path, n_boot_importance: int = N_BOOT_IMPORTANCE) -> Report:
     """Compute every table and figure of the report into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     trials = trials_table(study)
-    imp = importances(study)
-    marginal = marginal_effects(study)
+    analysed = analysed_trials(study)
+    targets = _targets(study)
+    effects = effects_table(analysed, targets)
+    significance = significance_table(analysed, targets)
+    imp = importances(study, n_boot=n_boot_importance)
     files = []
-    for name, table in (("trials.csv", trials), ("importances.csv", imp), ("marginal.csv", marginal)):
+    for name, table in (("trials.csv", trials), ("effects.csv", effects), ("significance.csv", significance),
+                        ("importances.csv", imp)):
         table.to_csv(folder / name, index=False)
         files.append(folder / name)
-    if not marginal.empty:
-        files.append(_plot_marginal(marginal, folder / "marginal.png"))
+    if not effects.empty:
+        files.append(_plot_effects(effects, significance, folder / "effects.png"))
     pareto = None
-    if len(study.directions) > 1:
-        pareto = pd.DataFrame([{"number": t.number, "val_mse": t.values[0], "test_mse": t.values[1], **t.params}
-                               for t in study.best_trials])
+    if len(study.directions) > 1 and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        pareto = pd.DataFrame([{"number": t.number, "val_mse_present": t.values[0], "test_mse_present": t.values[1],
+                                **t.params} for t in study.best_trials])
         pareto.to_csv(folder / "pareto.csv", index=False)
         files += [folder / "pareto.csv", _plot_pareto(study, folder / "pareto.png")]
-    text = _text(study, trials, imp, marginal, pareto)
+    text = _text(study, trials, analysed, imp, effects, significance, pareto)
     (folder / "report.md").write_text(text)
     files.append(folder / "report.md")
-    return Report(folder, text, imp, marginal, trials, files)
+    return Report(folder, text, imp, effects, significance, trials, files)
 
 
-def _text(study, trials: pd.DataFrame, imp: pd.DataFrame, marginal: pd.DataFrame, pareto) -> str:
+def summary_lines(analysed: list, effects: pd.DataFrame, significance: pd.DataFrame) -> list[str]:
+    """What the study shows, and only that: the significant effects with their intervals, and
+    for every target without one, that none was found."""
+    lines = []
+    n_nl = sum(not_learned(t) for t in analysed)
+    if analysed:
+        threshold = analysed[0].user_attrs.get("learned_skill", 0.5)
+        lines.append(f"- {len(analysed) - n_nl} of {len(analysed)} trials learned every tracked component in "
+                     f"distribution (in-distribution skill >= {threshold:g} in at least one seed); the {n_nl} others "
+                     "have no transfer value and are counted as not learned per setting below.")
+    for target, block in significance.groupby("target", sort=False):
+        sig = block[block["significant"]]
+        if sig.empty:
+            tested = block.dropna(subset=["p_holm"])
+            if tested.empty:
+                lines.append(f"- {target}: not enough trials with a value to test any setting.")
+            else:
+                best = tested.loc[tested["p_holm"].idxmin()]
+                lines.append(f"- {target}: no setting has a significant effect (smallest Holm-adjusted p = "
+                             f"{best['p_holm']:.2g}, for {best['param']}; n = {int(best['n'])} trials).")
+            continue
+        for _, row in sig.sort_values("p_holm").iterrows():
+            groups = effects[(effects["target"] == target) & (effects["param"] == row["param"])]
+            detail = "; ".join(f"{g['value']}: {_ci_text(g)}" for _, g in groups.iterrows())
+            lines.append(f"- {target} depends on {row['param']} ({row['test']}, {row['effect']}, "
+                         f"Holm-adjusted p = {row['p_holm']:.2g}, n = {int(row['n'])}): {detail}.")
+    return lines
+
+
+def _ci_text(g: pd.Series) -> str:
+    if not math.isfinite(g["mean"]):
+        return f"no value ({int(g['n_not_learned'])} of {int(g['n_trials'])} not learned)"
+    ci = f" [{g['ci_low']:.3g}, {g['ci_high']:.3g}]" if math.isfinite(g["ci_low"]) else ""
+    nl = f", {int(g['n_not_learned'])} of {int(g['n_trials'])} not learned" if g["n_not_learned"] else ""
+    return f"{g['mean']:.3g}{ci}{nl}"
+
+
+def _text(study, trials, analysed, imp, effects, significance, pareto) -> str:
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
+    n_nl = sum(not_learned(t) for t in analysed)
+    states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
     lines = [f"# Sensitivity report: study {study.study_name}", "",
-             "trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())), ""]
+             f"trials: {states}" + (f" (of the failed, {n_nl} learned nothing to transfer)" if n_nl else ""), "",
+             "## Summary (only effects significant at Holm-adjusted p < 0.05)", ""]
+    lines += summary_lines(analysed, effects, significance)
+    lines.append("")
     if counts.get("PRUNED"):
-        lines += [f"Note: importances and marginal effects use the {counts.get('COMPLETE', 0)} complete trials; "
-                  f"the {counts['PRUNED']} pruned ones (the poorer settings) are left out, so they describe "
-                  "the better part of the space. Run without a pruner for an unbiased sensitivity estimate.", ""]
+        lines += [f"Note: the {counts['PRUNED']} pruned trials (the poorer settings) are left out, so the tables "
+                  "describe the better part of the space. Run without a pruner for an unbiased estimate.", ""]
+    fmt = lambda v: f"{v:.4g}"  # noqa: E731
+    if not significance.empty:
+        lines += ["## Significance (rank tests; p_holm adjusted over the parameters of each target)", "",
+                  significance.to_string(index=False, float_format=fmt), ""]
+    if not effects.empty:
+        lines += ["## Effects (mean over trials with a bootstrap 95 % interval; seed_std = across-seed std;",
+                  "## n_not_learned = trials in which no seed learned every tracked component)", "",
+                  effects.to_string(index=False, float_format=fmt), ""]
     ok = imp.dropna(subset=["param"])
     if not ok.empty:
-        lines += ["## Parameter importances (each column sums to 1)", ""]
-        table = ok.pivot_table(index="param", columns=["target", "evaluator"], values="importance")
-        lines += [table.sort_values(table.columns[0], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"), ""]
-    notes = imp[imp["param"].isna()]
-    for _, row in notes.iterrows():
-        lines.append(f"- {row['target']} / {row['evaluator']}: {row['note']}")
-    if not marginal.empty:
-        lines += ["", "## Marginal effect on the gap (mean over trials; spread = across-seed std;",
-                  "## efficiency = oracle MSE ÷ test MSE, the fraction of the physical limit reached)", ""]
-        lines += [marginal.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
+        lines += ["## Parameter importances (each evaluator's sum to 1; bootstrap 95 % intervals)", ""]
+        shown = ok.assign(importance=[_imp_text(r) for _, r in ok.iterrows()])
+        table = shown.pivot_table(index="param", columns=["target", "evaluator"], values="importance", aggfunc="first")
+        lines += [table.to_string(), ""]
+    for sentence in disagreements(imp):
+        lines += [sentence, ""]
+    for _, row in imp[imp["param"].isna()].iterrows():
+        lines.append(f"- importances of {row['target']} / {row['evaluator']}: {row['note']}")
     if pareto is not None:
-        lines += ["## Pareto front (val MSE vs test MSE)", "", pareto.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
-    elif study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        best = study.best_trial
-        lines += [f"best trial: #{best.number} value {best.value:.4g} params {best.params}", ""]
+        lines += ["", "## Pareto front (val vs test MSE, where the component is present)", "",
+                  pareto.to_string(index=False, float_format=fmt), ""]
     return "\n".join(lines)
 
 
-def _plot_marginal(marginal: pd.DataFrame, path: Path) -> Path:
+def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    params = list(dict.fromkeys(marginal["param"]))
-    cols = min(3, len(params))
-    rows = math.ceil(len(params) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), dpi=100, layout="constrained")
-    for k, param in enumerate(params):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        sub = marginal[marginal["param"] == param]
-        x = np.arange(len(sub))
-        ax.errorbar(x, sub["gap_mean"], yerr=sub["gap_seed_std"].fillna(0), fmt="o", capsize=4)
-        ax.set_xticks(x, sub["value"], rotation=30, ha="right", fontsize=8)
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_title(param, fontsize=10)
-        ax.set_ylabel("gap (test ÷ in-dist MSE)")
-    fig.suptitle("Marginal effect of each setting on the compositional gap (error bars: across-seed std)")
+    shown = [t for t in ("transfer", "skill/val") if t in set(effects["target"])]
+    params = list(dict.fromkeys(effects["param"]))
+    fig = Figure(figsize=(3.6 * len(params) + 0.5, 3.2 * len(shown) + 0.8), dpi=100, layout="constrained")
+    axes = fig.subplots(len(shown), len(params), squeeze=False)
+    for r, target in enumerate(shown):
+        for c, param in enumerate(params):
+            ax = axes[r, c]
+            sub = effects[(effects["target"] == target) & (effects["param"] == param)]
+            x = np.arange(len(sub))
+            mean = sub["mean"].to_numpy(dtype=float)
+            err = np.vstack([mean - sub["ci_low"].to_numpy(dtype=float), sub["ci_high"].to_numpy(dtype=float) - mean])
+            ax.errorbar(x, mean, yerr=np.nan_to_num(err), fmt="o", capsize=4, label="mean, bootstrap 95 %")
+            ax.errorbar(x + 0.15, mean, yerr=sub["seed_std"].fillna(0).to_numpy(), fmt="none", ecolor="grey",
+                        capsize=2, label="across-seed std")
+            for xi, (_, g) in zip(x, sub.iterrows(), strict=True):
+                if g["n_not_learned"]:
+                    ax.annotate(f"{int(g['n_not_learned'])}/{int(g['n_trials'])} n.l.", (xi, 0), xycoords=("data", "axes fraction"),
+                                ha="center", va="bottom", fontsize=7, color="C3")
+            ax.set_xticks(x, sub["value"], rotation=30, ha="right", fontsize=8)
+            row = significance[(significance["target"] == target) & (significance["param"] == param)]
+            p = row["p_holm"].iloc[0] if not row.empty else math.nan
+            ax.set_title(f"{param}\n(p_holm {p:.2g}{', significant' if math.isfinite(p) and p < ALPHA else ''})",
+                         fontsize=9)
+            if target == "transfer":
+                ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            if c == 0:
+                ax.set_ylabel(target)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Effect of each setting (n.l. = trials that learned nothing in distribution)", fontsize=10)
     fig.savefig(path)
     return path
 
@@ -229,8 +494,8 @@ def _plot_pareto(study: optuna.Study, path: Path) -> Path:
     ax.scatter([t.values[0] for t in complete], [t.values[1] for t in complete], c="lightgrey", label="trials")
     front = sorted((t.values for t in complete if t.number in best), key=lambda v: v[0])
     ax.plot([v[0] for v in front], [v[1] for v in front], "o-", color="C3", label="Pareto front")
-    ax.set_xlabel("in-distribution (val) MSE, tracked components")
-    ax.set_ylabel("test MSE (novel combination)")
+    ax.set_xlabel("in-distribution (val) MSE where present, tracked components")
+    ax.set_ylabel("test MSE where present (novel combination)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.legend()

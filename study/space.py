@@ -28,6 +28,7 @@ import optuna
 import yaml
 
 from speccomp.core.config import ConfigError, ExperimentConfig, check_override_key, config_from_dict, read_yaml
+from speccomp.core.pairs import pair_overrides, parse_pair
 
 
 class SpaceError(ValueError):
@@ -35,22 +36,8 @@ class SpaceError(ValueError):
 
 
 # --- named split settings: one value -> a few config overrides -------------------------------
-def _pair(value: str) -> list[str]:
-    a, b = _split_pair(value)
-    return [
-        "data.splits.train.distribution.combinations="
-        f"[{{weight: 1.0, components: []}}, {{weight: 1.0, components: [{a}]}}, {{weight: 1.0, components: [{b}]}}]",
-        f"data.splits.test.distribution.combinations=[{{weight: 1.0, components: [{a}, {b}]}}]",
-        f"data.splits.train.combined_components=[{a}, {b}]",
-        f"analysis.tracked=[{a}, {b}]",
-    ]
-
-
-def _split_pair(value: str) -> tuple[str, str]:
-    parts = [p.strip() for p in str(value).split("+")]
-    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise ValueError(f"a pair is two different labels joined by '+', e.g. 'comp10+comp4', got {value!r}")
-    return parts[0], parts[1]
+_pair = pair_overrides
+_split_pair = parse_pair
 
 
 def _depth_width(depth: int, width: int) -> list[str]:

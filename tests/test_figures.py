@@ -216,3 +216,22 @@ def test_figures_module_draws_without_pyplot_or_tracking():
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr or result.stdout
+
+
+def test_mse_time_series_compares_present_only_mse_when_the_trajectory_has_it(cfg):
+    tracked = cfg.tracked_labels
+    traj = make_trajectory(tracked)
+    for label in tracked:  # the diluted all-sample val MSE is 3x smaller than where present
+        traj[f"val_mse_present_{label}"] = 3.0 * traj[f"val_mse_{label}"]
+        traj[f"test_mse_present_{label}"] = traj[f"test_mse_{label}"]
+    fig = plot_mse_time_series(traj, tracked)
+    texts = _legend_texts(fig)
+    assert any(t.startswith("val (in-distribution) where present") for t in texts), texts
+    ys = {round(float(y), 9) for ax in fig.axes for line in ax.get_lines() for y in np.atleast_1d(line.get_ydata())}
+    present_val = traj.groupby("step")[f"val_mse_present_{tracked[0]}"].mean()
+    diluted_val = traj.groupby("step")[f"val_mse_{tracked[0]}"].mean()
+    assert round(float(present_val.iloc[-1]), 9) in ys and round(float(diluted_val.iloc[-1]), 9) not in ys
+    assert "where present" in fig.axes[0].get_title()
+    # an old trajectory without the present-only columns says what it shows
+    old = plot_mse_time_series(make_trajectory(tracked), tracked)
+    assert any("(all samples)" in t for t in _legend_texts(old))

@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize"),
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
 ]
-REPORT_FILES = ("trials.csv", "importances.csv", "marginal.csv", "marginal.png", "report.md")
+REPORT_FILES = ("trials.csv", "importances.csv", "effects.csv", "significance.csv", "effects.png", "report.md")
 
 SPACE = {
     "name": "tiny",
@@ -141,7 +141,7 @@ def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
     assert set(REPORT_FILES) <= logged
     imp = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/importances.csv", str(env)))
     imp = imp.dropna(subset=["param"])
-    assert set(imp["target"]) == {"objective", "gap"}
+    assert {"objective", "skill/val"} <= set(imp["target"]) <= {"objective", "skill/val", "transfer"}
     assert set(imp["param"]) == set(SPACE["params"])
     for _, group in imp.groupby(["target", "evaluator"]):
         assert group["importance"].sum() == pytest.approx(1.0)
@@ -189,6 +189,40 @@ def test_pruned_trial_is_recorded_as_pruned(env):
     assert [r.data.tags["seed"] for r in children(runs(env, "seed"), run.info.run_id)] == ["1"]
     complete = trial_runs[study.trials[0].user_attrs["mlflow_run_id"]]
     assert len(children(runs(env, "seed"), complete.info.run_id)) == 2
+
+
+@pytest.mark.slow
+def test_transfer_objective_maximises_and_a_trial_that_learned_nothing_fails_with_its_measures(env, capsys):
+    """Ridge on log-spectra learns both components even on tiny data, the tiny MLP learns
+    neither: one trial of each, the MLP's has no transfer value."""
+    space = write_space(env, {"name": "t", "params": {
+        "training.model_type": {"type": "categorical", "choices": ["ridge", "mlp"]}}})
+    assert cli(study_argv(env, "--objective", "transfer", "--set", "training.input_transform=log",
+                           "--sampler", "tpe", space=space, n_trials=4)) == 0
+    study = load(env)
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE]
+    by_model = {t.params["training.model_type"]: t for t in study.trials}
+    assert set(by_model) == {"ridge", "mlp"}, "the sampler tried both"
+    ridge, mlp = by_model["ridge"], by_model["mlp"]
+    assert ridge.state == TrialState.COMPLETE and ridge.value == pytest.approx(ridge.user_attrs["transfer_tracked_mean"])
+    assert ridge.user_attrs["learned_tracked_mean"] == 1.0 and ridge.user_attrs["skill_val_tracked_mean"] > 0.5
+    assert mlp.state == TrialState.FAIL and mlp.user_attrs["transfer_tracked_mean"] is None
+    assert mlp.user_attrs["learned_tracked_mean"] == 0.0 and mlp.user_attrs["skill_val_tracked_mean"] < 0.5
+    all_runs = runs(env)
+    trial_runs = {r.info.run_id: r for r in all_runs if r.data.tags.get("speccomp.role") == "trial"}
+    ridge_run, mlp_run = (trial_runs[t.user_attrs["mlflow_run_id"]] for t in (ridge, mlp))
+    assert ridge_run.data.metrics["objective"] == pytest.approx(ridge.value)
+    assert {"transfer/tracked", "std/transfer/tracked", "skill/val/tracked", "transfer/comp10"} <= set(ridge_run.data.metrics)
+    assert ridge_run.data.metrics["not_learned/comp4"] == 0 and ridge_run.data.tags["optuna.trial_state"] == "COMPLETE"
+    assert "transfer/tracked" not in mlp_run.data.metrics and mlp_run.data.metrics["not_learned/comp4"] == 2
+    assert mlp_run.data.tags["optuna.trial_state"] == "FAIL" and mlp_run.data.tags["not_learned"] == "comp10,comp4"
+    for seed_run in children(all_runs, mlp_run.info.run_id):
+        assert seed_run.data.tags["not_learned"] == "comp10,comp4" and "transfer/comp4" not in seed_run.data.metrics
+    for seed_run in children(all_runs, ridge_run.info.run_id):
+        assert seed_run.data.tags["not_learned"] == "" and "transfer/comp4" in seed_run.data.metrics
+    out = capsys.readouterr()
+    assert f"trial {mlp.number}: no seed learned every tracked component" in out.err
+    assert "learned every tracked component in distribution" in out.out  # the report's count
 
 
 @pytest.mark.slow
@@ -453,12 +487,11 @@ def test_importances_rank_the_planted_driver_first():
     study = optuna.create_study(sampler=make_sampler("random", 0, 1))
     for _ in range(24):
         trial = study.ask(DISTRIBUTIONS)
-        trial.set_user_attr("gap_tracked_mean", 1.0 + 10 * trial.params["combined_fraction"])
+        trial.set_user_attr("skill_val_tracked_mean", 1.0 - 10 * trial.params["combined_fraction"])
         study.tell(trial, math.log(trial.params["training.learning_rate"]))
-    imp = importances(study).dropna(subset=["param"])
-    assert {"objective", "gap"} <= set(imp["target"])
+    imp = importances(study, n_boot=2).dropna(subset=["param"])
+    assert {"objective", "skill/val"} <= set(imp["target"])
     for (target, _evaluator), group in imp.groupby(["target", "evaluator"]):
-        if target not in ("objective", "gap"):
-            continue
+        assert group["importance"].sum() == pytest.approx(1.0)
         top = group.sort_values("importance", ascending=False)["param"].iloc[0]
         assert top == ("training.learning_rate" if target == "objective" else "combined_fraction"), group

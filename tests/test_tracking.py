@@ -32,8 +32,9 @@ DATA_SEED = 42
 TINY_ARGS = [arg for item in TINY_OVERRIDES for arg in ("--set", item)]
 CHECKPOINT_METRICS = ("val/mse", "test/mse")
 LABELS = tiny_config().tracked_labels
-PER_LABEL = tuple(f"{split}/mse/{label}" for label in LABELS for split in ("val", "test"))
-END_METRICS = tuple(f"{name}/{label}" for label in LABELS for name in ("gap", "test/r2"))
+PER_LABEL = tuple(f"{split}/{mse}/{label}" for label in LABELS for split in ("val", "test")
+                  for mse in ("mse", "mse_present"))
+END_METRICS = tuple(f"{name}/{label}" for label in LABELS for name in ("gap", "test/r2", "skill/val", "skill/test"))
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -179,6 +180,28 @@ def test_parent_logs_mean_and_std_across_seeds(main_run):
     # the parent's curves: one value per checkpoint step (the final mean at the last step, once)
     for key in (*CHECKPOINT_METRICS, *PER_LABEL):
         assert [s for s, _ in history(client, parent.info.run_id, key)] == main_run.ckpt_steps, key
+
+
+def test_not_learned_is_tagged_on_each_seed_and_counted_on_the_parent(main_run):
+    parent, children = main_run.parent, list(main_run.children.values())
+    threshold = main_run.cfg.analysis.learned_skill
+    for child in children:
+        m, tag = child.data.metrics, child.data.tags["not_learned"]
+        for label in LABELS:
+            learned = m[f"skill/val/{label}"] >= threshold
+            assert (f"transfer/{label}" in m) == learned, label
+            assert (label in tag.split(",")) == (not learned), (label, tag)
+            if learned:
+                assert m[f"transfer/{label}"] == pytest.approx(m[f"skill/test/{label}"] / m[f"skill/val/{label}"])
+    for label in LABELS:
+        missed = sum(label in c.data.tags["not_learned"].split(",") for c in children)
+        assert parent.data.metrics[f"not_learned/{label}"] == missed
+        learned = [c.data.metrics[f"transfer/{label}"] for c in children if f"transfer/{label}" in c.data.metrics]
+        assert (f"transfer/{label}" in parent.data.metrics) == bool(learned)
+        if learned:
+            assert parent.data.metrics[f"transfer/{label}"] == pytest.approx(np.mean(learned))
+    expected = [label for label in LABELS if parent.data.metrics[f"not_learned/{label}"] > 0]
+    assert parent.data.tags["not_learned"] == ",".join(expected)
 
 
 def test_artifacts(main_run):

@@ -113,6 +113,9 @@ def run_tracked_experiment(
         log_dataset_inputs(client, group_ids, datasets_used)
         for r in part.seeds:
             run_id = child_ids[r.seed]
+            tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill)
+            if tag:
+                set_tags(client, run_id, tag)
             if r.checkpoint_paths:
                 client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
             client.log_artifact(run_id, str(write_predictions(r, work_dir)), PREDICTIONS_DIR)
@@ -207,7 +210,9 @@ def log_final_model(
 
 
 def aggregate_finals(children: pd.DataFrame) -> dict[str, float]:
-    """Across-seed mean (same metric name) and std (`std/<name>`) of every final metric."""
+    """Across-seed mean (same metric name) and std (`std/<name>`) of every final metric, over the
+    seeds that have it: `transfer/<label>` is the mean of the seeds that learned the component,
+    and `not_learned/<label>` counts the seeds that did not (skill/val but no transfer value)."""
     out: dict[str, float] = {}
     numeric = children.drop(columns=[c for c in ("seed", "data_seed") if c in children], errors="ignore")
     for col in numeric.columns:
@@ -216,7 +221,23 @@ def aggregate_finals(children: pd.DataFrame) -> dict[str, float]:
             continue
         out[col] = float(values.mean())
         out[f"std/{col}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    for col in numeric.columns:
+        if col.startswith("skill/val/"):
+            label = col.removeprefix("skill/val/")
+            judged = pd.to_numeric(numeric[col], errors="coerce").notna()
+            has_transfer = (pd.to_numeric(numeric[f"transfer/{label}"], errors="coerce").notna()
+                            if f"transfer/{label}" in numeric else pd.Series(False, index=numeric.index))
+            out[f"not_learned/{label}"] = float((judged & ~has_transfer).sum())
     return out
+
+
+def not_learned_tag(final: dict[str, float], tracked: list[str], threshold: float) -> dict[str, str]:
+    """The seed run's `not_learned` tag: comma-separated tracked labels whose in-distribution
+    skill is below the threshold, empty when every one was learned ({} without a validation split)."""
+    from speccomp.core.metrics import not_learned
+
+    labels = not_learned(final, tracked, threshold)
+    return {} if labels is None else {"not_learned": ",".join(labels)}
 
 
 def log_parent_summary(
@@ -228,8 +249,12 @@ def log_parent_summary(
     the mean curves at every earlier checkpoint (one value per metric and step)."""
     last_step = int(trajectory["step"].max())
     table = summary if extra is None else pd.concat([summary, extra.reset_index(drop=True)], axis=1)
-    log_metric_dict(client, run_id, aggregate_finals(table), step=last_step)
+    finals = aggregate_finals(table)
+    log_metric_dict(client, run_id, finals, step=last_step)
     log_mean_curves(client, run_id, trajectory, skip_step=last_step)
+    labels = [k.removeprefix("not_learned/") for k in finals if k.startswith("not_learned/") and "/tracked" not in k]
+    if labels:  # the tracked components that at least one seed did not learn (empty: all learned)
+        set_tags(client, run_id, {"not_learned": ",".join(label for label in labels if finals[f"not_learned/{label}"] > 0)})
 
 
 def log_mean_curves(
@@ -239,8 +264,12 @@ def log_mean_curves(
     `skip_step` (the last step, where `aggregate_finals` logs the same means) is left out, so that
     no step holds two values of one metric."""
     cols = {"test_loss": "test/mse", "val_loss": "val/mse"}
-    cols.update({c: c.replace("test_mse_", "test/mse/") for c in trajectory if c.startswith("test_mse_")})
-    cols.update({c: c.replace("val_mse_", "val/mse/") for c in trajectory if c.startswith("val_mse_")})
+    for split in ("test", "val"):
+        for c in trajectory:
+            if c.startswith(f"{split}_mse_present_"):
+                cols[c] = f"{split}/mse_present/" + c.removeprefix(f"{split}_mse_present_")
+            elif c.startswith(f"{split}_mse_"):
+                cols[c] = f"{split}/mse/" + c.removeprefix(f"{split}_mse_")
     mean = trajectory.groupby("step")[list(cols)].mean()
     if skip_step is not None:
         mean = mean.drop(index=skip_step, errors="ignore")

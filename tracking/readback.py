@@ -147,7 +147,8 @@ def _steps_per_epoch(params: dict[str, str]) -> float:
 def trajectory_from_runs(parent_run_id: str, client=None) -> pd.DataFrame:
     """speccomp's `trajectory_data.csv`, rebuilt from the children's metric histories: one row per
     (data seed, seed, checkpoint) with columns data_seed, seed, checkpoint, step, epoch, train_loss,
-    val_loss, test_loss, then val_mse_<label>, test_mse_<label> per tracked label.
+    val_loss, test_loss, then val_mse_<label>, test_mse_<label> per tracked label, then
+    val_mse_present_<label>, test_mse_present_<label> (NaN at steps where a run did not log them).
 
     Checkpoints are the steps at which `test/mse` was logged. `epoch` is step ÷ steps per epoch
     (from the `data.splits.train.n_samples` and `training.batch_size` params); `train_loss` is the
@@ -169,6 +170,10 @@ def trajectory_from_runs(parent_run_id: str, client=None) -> pd.DataFrame:
         per_label = {
             (split, label): _history(client, run_id, f"{split}/mse/{label}") for label in tracked for split in ("val", "test")
         }
+        present = {
+            (split, label): _history(client, run_id, f"{split}/mse_present/{label}")
+            for label in tracked for split in ("val", "test")
+        }
         per_epoch = _steps_per_epoch(run.data.params)
         train_steps = np.array(list(train), dtype=np.int64)
         train_values = np.array(list(train.values()), dtype=np.float64)
@@ -188,6 +193,9 @@ def trajectory_from_runs(parent_run_id: str, client=None) -> pd.DataFrame:
             for label in tracked:
                 row[f"val_mse_{label}"] = per_label["val", label].get(step, math.nan)
                 row[f"test_mse_{label}"] = per_label["test", label].get(step, math.nan)
+            for label in tracked:
+                row[f"val_mse_present_{label}"] = present["val", label].get(step, math.nan)
+                row[f"test_mse_present_{label}"] = present["test", label].get(step, math.nan)
             rows.append(row)
             previous = step
     if not rows:

@@ -48,6 +48,7 @@ class ModelSpec:
     activation: str = "relu"
     input_transform: str = "none"
     cnn: dict[str, Any] = field(default_factory=dict)
+    seq: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_training(cls, training: TrainingConfig, n_bins: int, n_outputs: int) -> ModelSpec:
@@ -60,6 +61,7 @@ class ModelSpec:
             activation=training.activation,
             input_transform=training.input_transform,
             cnn=training.cnn.model_dump(),
+            seq=training.seq.model_dump(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +111,13 @@ class InputTransform(nn.Module):
         x = self._log(x)
         if "standardize" in self.kind:
             x = (x - self.mean) / self.std
+        return x
+
+    def for_member(self, x: torch.Tensor, s: int = 0) -> torch.Tensor:
+        """(N, L) spectra -> (N, L) transformed with member s's statistics."""
+        x = self._log(x)
+        if "standardize" in self.kind:
+            x = (x - self.mean[s]) / self.std[s]
         return x
 
 
@@ -172,6 +181,14 @@ def ensemble_dropout(x: torch.Tensor, p: float, generators: list[torch.Generator
     # 1/keep where the draw is below keep, else 0: one fused pass instead of compare, cast, scale
     mask = torch.where(draws < keep, 1.0 / keep, 0.0).to(device=x.device, dtype=x.dtype)
     return x * mask
+
+
+def max_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Max over non-overlapping windows of `factor` along the last axis (a trailing remainder is
+    dropped): the values of `F.max_pool1d(x, factor)` for any leading shape, as one reduction
+    (faster than max_pool1d on CPU, forward and backward)."""
+    length = x.shape[-1] // factor * factor
+    return x[..., :length].unflatten(-1, (-1, factor)).max(-1).values
 
 
 class EnsembleModel(nn.Module):
@@ -240,6 +257,53 @@ class Linear(EnsembleModel):
         return self.layer(x)
 
 
+RIDGE_GRID = torch.logspace(-9.0, 3.0, 49, dtype=torch.float64)
+"""Regularisation strengths tried by `ridge`, relative to the mean eigenvalue of the centred
+training Gram matrix (so the grid follows the scale of the input transform)."""
+
+
+@register_model("ridge")
+class Ridge(Linear):
+    """Closed-form ridge regression on the input transform: the linear reference, limited by
+    nothing but the model class and the data. Fitted in one solve (float64, eigendecomposition of
+    the centred training Gram matrix), with the regularisation chosen per output on the
+    in-distribution validation split from `RIDGE_GRID`. Deterministic: every member (seed) gets
+    the same weights. The training loop calls `fit_closed_form` instead of taking optimiser steps."""
+
+    closed_form = True
+
+    def reset_member(self, s: int, gen: torch.Generator) -> None:
+        with torch.no_grad():  # the initialisation (checkpoint 0) predicts 0 everywhere
+            self.layer.weight[s].zero_()
+            self.layer.bias[s].zero_()
+
+    @torch.no_grad()
+    def fit_closed_form(
+        self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor
+    ) -> torch.Tensor:
+        """Fit every member from (N, L) spectra and (N, C) targets; returns the (C,) chosen
+        regularisation strengths (absolute, in the units of the transformed inputs squared)."""
+        z = self.transform.for_member(train_x).to(torch.float64)  # members share the statistics
+        zv = self.transform.for_member(val_x).to(torch.float64)
+        y, yv = train_y.to(torch.float64), val_y.to(torch.float64)
+        z_mean, y_mean = z.mean(0), y.mean(0)
+        zc = z - z_mean
+        evals, evecs = torch.linalg.eigh(zc.T @ zc)  # (L,), (L, L)
+        evals = evals.clamp_min(0.0)
+        proj = evecs.T @ (zc.T @ (y - y_mean))  # (L, C)
+        val_basis = (zv - z_mean) @ evecs  # (Nv, L)
+        lambdas = RIDGE_GRID * evals.mean().clamp_min(1e-30)  # (K,)
+        coef = proj.unsqueeze(0) / (evals.unsqueeze(0) + lambdas.unsqueeze(1)).unsqueeze(-1)  # (K, L, C)
+        val_mse = ((val_basis @ coef + y_mean - yv) ** 2).mean(dim=1)  # (K, C)
+        best = val_mse.argmin(dim=0)  # (C,)
+        chosen = lambdas[best]
+        weight = evecs @ (proj / (evals.unsqueeze(1) + chosen.unsqueeze(0)))  # (L, C)
+        bias = y_mean - z_mean @ weight
+        self.layer.weight.copy_(weight.to(self.layer.weight.dtype).expand_as(self.layer.weight))
+        self.layer.bias.copy_(bias.to(self.layer.bias.dtype).expand_as(self.layer.bias))
+        return chosen
+
+
 @register_model("cnn")
 class CNN(EnsembleModel):
     """The tutorial's 1-D CNN: conv (channels, kernels) + activation + max-pool per stage, then an
@@ -277,6 +341,68 @@ class CNN(EnsembleModel):
             h = h.reshape(n_members, batch, h.shape[1], -1)
         h = h.reshape(n_members, batch, -1)
         h = self._dropout(self.act(self.head(h)))
+        return self.out(h)
+
+
+@register_model("seq")
+class Seq(EnsembleModel):
+    """A general sequence of layers (`training.seq`, what architecture search derives): a conv
+    stage on (channels, bins) (`conv`: same-padded convolution, max-pool, activation; `pool`),
+    flattened channel-major, then a dense stage (`dense`: linear, activation, dropout), `identity`
+    and `zero` anywhere, and always a linear output layer to the C components."""
+
+    def __init__(self, spec: ModelSpec, n_members: int):
+        super().__init__(spec, n_members)
+        seq = {"layers": [], "pool": 2, **(spec.seq or {})}
+        self.pool = int(seq["pool"])
+        self.plan: list[tuple[str, int, str]] = []  # (op, index into self.blocks or -1, activation)
+        self.blocks = nn.ModuleList()
+        self.gains: list[float] = []
+        channels, length, features = 1, spec.n_bins, None
+        for layer in seq["layers"]:
+            op, act = layer["op"], layer.get("activation") or spec.activation
+            index = -1
+            if op == "conv":
+                index = self._add(EnsembleConv1d(n_members, channels, int(layer["width"]), int(layer["kernel"])), act)
+                channels, length = int(layer["width"]), length // self.pool
+            elif op == "pool":
+                length //= self.pool
+            elif op == "dense":
+                index = self._add(EnsembleLinear(n_members, features or channels * length, int(layer["width"])), act)
+                features = int(layer["width"])
+            self.plan.append((op, index, act))
+        if length < 1:
+            raise ValueError(f"training.seq.layers: the conv and pool layers leave no bins of {spec.n_bins}")
+        self.out = EnsembleLinear(n_members, features or channels * length, spec.n_outputs)
+
+    def _add(self, block: nn.Module, activation: str) -> int:
+        self.blocks.append(block)
+        self.gains.append(nn.init.calculate_gain(_GAIN_NAME[activation]))
+        return len(self.blocks) - 1
+
+    def reset_member(self, s: int, gen: torch.Generator) -> None:
+        for block, gain in zip(self.blocks, self.gains, strict=True):
+            block.reset_member(s, gen, gain)
+        self.out.reset_member(s, gen, self._gain())
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        n_members, batch, _ = x.shape
+        h = x.unsqueeze(2)  # (S, B, 1, L): the conv stage works on (channels, bins)
+        flat = False
+        for op, index, act in self.plan:
+            if op in ("conv", "pool"):
+                h = max_pool(self.blocks[index](h) if op == "conv" else h, self.pool)
+                if op == "conv":  # pool before the activation: the same for monotone ones, half the work
+                    h = ACTIVATIONS[act](h)
+                continue
+            if op == "dense":
+                if not flat:
+                    h, flat = h.reshape(n_members, batch, -1), True
+                h = self._dropout(ACTIVATIONS[act](self.blocks[index](h)))
+            elif op == "zero":
+                h = torch.zeros_like(h)
+        if not flat:
+            h = h.reshape(n_members, batch, -1)
         return self.out(h)
 
 

@@ -13,7 +13,13 @@ MODEL_MODULES: dict[str, str] = {
     "mlp": "speccomp.core.models",
     "cnn": "speccomp.core.models",
     "linear": "speccomp.core.models",
+    "seq": "speccomp.core.models",
+    "ridge": "speccomp.core.models",
 }
+
+VALIDATION_FITTED: set[str] = {"ridge"}
+"""Models that choose a setting on the validation split (ridge: its regularisation), so a config
+naming one needs `data.validation`."""
 
 
 def register_model_module(name: str, module: str) -> None:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from speccomp.core.registry import known_models
+from speccomp.core.registry import VALIDATION_FITTED, known_models
 
 SECTION_FILES: dict[str, str] = {
     "physics": "synthetic_spectra.yaml",
@@ -340,6 +340,59 @@ class CNNConfig(_Strict):
         return self
 
 
+# ---- nas (issue #10): the general sequential model `seq` (what architecture search derives) ----
+class SeqLayer(_Strict):
+    """One layer of `model_type: seq`. Convolution-stage layers (`conv`, `pool`) come first and
+    work on (channels, bins); the first dense-stage layer flattens. `identity` passes its input
+    on; `zero` outputs zeros of its input's shape (the position dropped, as in DARTS)."""
+
+    op: Literal["conv", "pool", "dense", "identity", "zero"]
+    """`conv` (same-padded 1-D convolution, max-pool by `seq.pool`, activation), `pool` (max-pool
+    only), `dense` (linear, activation, dropout), `identity` or `zero`."""
+    width: int | None = Field(None, gt=0)
+    """Units of a `dense` layer, output channels of a `conv` layer (required for both)."""
+    kernel: int | None = Field(None, gt=0)
+    """Kernel size of a `conv` layer (odd, required)."""
+    activation: Literal["relu", "gelu", "tanh", "silu", "leaky_relu"] | None = None
+    """Activation after a `conv` or `dense` layer; default `training.activation`."""
+
+    @model_validator(mode="after")
+    def _fields(self) -> SeqLayer:
+        if self.op in ("conv", "dense") and self.width is None:
+            raise _at("width", f"a {self.op} layer needs width (units or channels, an integer > 0)")
+        if self.op == "conv" and (self.kernel is None or self.kernel % 2 == 0):
+            raise _at("kernel", f"a conv layer needs an odd kernel size (same padding), got {self.kernel}")
+        if self.op not in ("conv", "dense") and (self.width, self.kernel, self.activation) != (None, None, None):
+            raise _at("op", f"a {self.op} layer takes no width, kernel or activation")
+        return self
+
+
+class SeqConfig(_Strict):
+    layers: list[SeqLayer] = []
+    """Hidden layers in order (conv-stage first, then dense-stage); a linear output layer to the
+    components always follows. [] is the linear model."""
+    pool: int = Field(2, ge=1)
+    """Max-pool factor of `conv` and `pool` layers (the CNN's 2)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> SeqConfig:
+        conv_stage = ("conv", "pool")
+        seen_dense = False
+        for i, layer in enumerate(self.layers):
+            if layer.op == "dense":
+                seen_dense = True
+            elif layer.op in conv_stage and seen_dense:
+                raise _at(f"layers.{i}.op", f"{layer.op} after a dense layer; conv and pool layers come first")
+        return self
+
+    def pooled_length(self, n_bins: int) -> int:
+        """Bins left after the conv stage."""
+        for layer in self.layers:
+            if layer.op in ("conv", "pool"):
+                n_bins //= self.pool
+        return n_bins
+# ---- end nas (issue #10) ----
+
 Transform = Literal["none", "log", "standardize", "log+standardize"]
 Activation = Literal["relu", "gelu", "tanh", "silu", "leaky_relu"]
 
@@ -365,6 +418,8 @@ class TrainingConfig(_Strict):
     """Applied inside the model so that a checkpoint is self-contained."""
     cnn: CNNConfig = CNNConfig()
     """Used when model_type is `cnn`."""
+    seq: SeqConfig = SeqConfig()
+    """Used when model_type is `seq` (nas, issue #10): the layers an architecture search derives."""
 
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -433,6 +488,9 @@ class AnalysisConfig(_Strict):
     oracle: Literal["split", "all", "off"] = "split"
     """The physical floor (`oracle/mse/<label>`): fit the known physics to every test spectrum,
     with the components the test split can contain (`split`) or all components (`all`)."""
+    learned_skill: float = Field(0.5, gt=0.0, lt=1.0)
+    """In-distribution skill (R² where present on the validation split) below which a component
+    counts as *not learned*: it gets the tag `not_learned` and no `transfer/<label>` value."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,6 +556,11 @@ class ExperimentConfig(_Strict):
         if self.training.batch_size > n_train:
             raise _at("training.batch_size", f"is {self.training.batch_size}, larger than the training split "
                       f"(data.splits.train.n_samples = {n_train}); allowed: 1 to {n_train}")
+        if self.training.model_type == "seq" and self.training.seq.pooled_length(self.physics.n_bins) < 1:  # nas
+            raise _at("training.seq.layers", f"the conv and pool layers leave no bins of physics.n_bins={self.physics.n_bins}")
+        if self.training.model_type in VALIDATION_FITTED and "val" not in self.data.resolved_splits():
+            raise _at("training.model_type", f"{self.training.model_type} chooses its regularisation on the "
+                      "validation split; set data.validation.n_samples > 0")
         tracked = self._resolve_tracked()
         self._tracked = tracked
         test = self.data.splits["test"]

@@ -151,9 +151,14 @@ def train(
     x_train = train_split.spectra.to(device)
     y_train = train_split.abundances.to(device)
     n_train, batch = x_train.shape[0], training.batch_size
-    steps_per_epoch = math.ceil(n_train / batch)
-    total_steps = training.epochs * steps_per_epoch
-    ckpt_steps = checkpoint_steps(training, total_steps)
+    closed_form = bool(getattr(model, "closed_form", False))
+    if closed_form and val_split is None:
+        raise ValueError(f"training.model_type: {spec.model_type} chooses its regularisation on the validation "
+                         "split; set data.validation.n_samples > 0")
+    # A closed-form model takes one "step", the solve: checkpoints at the initialisation and after it.
+    steps_per_epoch = 1 if closed_form else math.ceil(n_train / batch)
+    total_steps = 1 if closed_form else training.epochs * steps_per_epoch
+    ckpt_steps = [0, 1] if closed_form else checkpoint_steps(training, total_steps)
     ckpt_set = set(ckpt_steps)
     ckpt_dirs = _checkpoint_dirs(out_dir, seeds, training)
     saved: dict[int, list[Path]] = {s: [] for s in seeds}
@@ -182,7 +187,16 @@ def train(
     model.train()
     last_metrics = do_checkpoint(0, 0.0)
     step = 0
-    for _epoch in range(training.epochs):
+    fit_extra: list[dict[str, float]] = [{} for _ in seeds]
+    if closed_form:
+        chosen = model.fit_closed_form(x_train, y_train, val_split.spectra.to(device), val_split.abundances.to(device))
+        lam = {f"{spec.model_type}/lambda/{label}": float(chosen[train_split.label_index(label)]) for label in tracked}
+        fit_extra = [dict(lam) for _ in seeds]
+        with torch.no_grad():
+            losses[1] = ((predict(model, x_train) - y_train) ** 2).mean(dim=(1, 2)).cpu()
+        step = 1
+        last_metrics = do_checkpoint(1, 1.0)
+    for _epoch in range(0 if closed_form else training.epochs):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in shuffle_gens]).to(device)
         for start in range(0, n_train, batch):
             idx = order[:, start : start + batch]  # (S, B)
@@ -204,9 +218,11 @@ def train(
 
     test_pred = predict(model, test_split.spectra.to(device)).cpu()
     val_pred = predict(model, val_split.spectra.to(device)).cpu() if val_split is not None else None
-    finals = final_metrics(val_pred, test_pred, val_split, test_split, train_split, tracked)
+    finals = final_metrics(val_pred, test_pred, val_split, test_split, train_split, tracked,
+                           learned_skill=cfg.analysis.learned_skill)
     results = []
     for i, seed in enumerate(seeds):
+        finals[i].update(fit_extra[i])
         logger.log_metrics(seed, finals[i], total_steps)
         results.append(
             SeedResult(
@@ -264,6 +280,9 @@ def _trajectory_row(
     for label in tracked:
         row[f"val_mse_{label}"] = metrics.get(f"val/mse/{label}", float("nan"))
         row[f"test_mse_{label}"] = metrics[f"test/mse/{label}"]
+    for label in tracked:  # where the component is present: the two sides of the gap
+        row[f"val_mse_present_{label}"] = metrics.get(f"val/mse_present/{label}", float("nan"))
+        row[f"test_mse_present_{label}"] = metrics.get(f"test/mse_present/{label}", float("nan"))
     return row
 
 

@@ -528,7 +528,13 @@ def plot_mse_time_series(
     floor: Mapping[str, float] | None = None,
     baseline: Mapping[str, float] | None = None,
 ) -> Figure:
-    """One panel per tracked component: test MSE vs step (seeds thin, mean thick), val dotted."""
+    """One panel per tracked component: test MSE vs step (seeds thin, mean thick), val dotted.
+
+    Both curves are the MSE *where the component is present* (`test_mse_present_<label>`,
+    `val_mse_present_<label>`), the two quantities the gap divides: two thirds of the validation
+    samples lack any one component, and over all of them the val curve would sit far below the
+    test curve without any gap. Trajectories without those columns fall back to the all-sample
+    MSE (and say so in the legend)."""
     floor = floor or {}
     baseline = baseline or {}
     runs = _runs(trajectory)
@@ -540,8 +546,9 @@ def plot_mse_time_series(
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
     values = []
     handles: dict[str, Line2D] = {}
+    present_all = all(_present_columns(trajectory, label)[2] == " where present" for label in tracked)
     for ax, label in zip(axes, tracked, strict=False):
-        tcol, vcol = f"test_mse_{label}", f"val_mse_{label}"
+        tcol, vcol, where = _present_columns(trajectory, label)
         for (name, _, run), color in zip(runs, colors, strict=True):
             ok = run[tcol].notna()
             (h,) = ax.plot(
@@ -550,7 +557,7 @@ def plot_mse_time_series(
                 color=color,
                 lw=1.2,
                 alpha=0.8,
-                label=name if len(runs) > 1 else f"test (novel combination), {name}",
+                label=name if len(runs) > 1 else f"test (novel combination){where}, {name}",
             )
             handles.setdefault(h.get_label(), h)
         values.append(trajectory[tcol].to_numpy())
@@ -561,12 +568,12 @@ def plot_mse_time_series(
                 mean[tcol],
                 color="black",
                 lw=THICK,
-                label=f"test (novel combination), mean of {len(runs)} seeds",
+                label=f"test (novel combination){where}, mean of {len(runs)} seeds",
             )
             handles.setdefault(h.get_label(), h)
         if vcol in trajectory and trajectory[vcol].notna().any():
             mean = _mean_over_runs(trajectory, vcol)
-            name = f"val (in-distribution), mean of {len(runs)} seeds" if len(runs) > 1 else "val (in-distribution)"
+            name = f"val (in-distribution){where}" + (f", mean of {len(runs)} seeds" if len(runs) > 1 else "")
             (h,) = ax.plot(mean["step"], mean[vcol], color=VAL_COLOR, lw=2.2, ls=":", label=name)
             handles.setdefault(h.get_label(), h)
             values.append(trajectory[vcol].to_numpy())
@@ -580,7 +587,11 @@ def plot_mse_time_series(
             values.append(np.array([baseline[label]]))
         final = _mean_over_runs(trajectory, tcol)[tcol].dropna()
         final_text = f" (final {final.iloc[-1]:.3g})" if len(final) else ""
-        ax.set_title(f"{label}: test MSE{final_text}", fontsize=10)
+        if vcol in trajectory and len(final):
+            final_val = _mean_over_runs(trajectory, vcol)[vcol].dropna()
+            if len(final_val) and final_val.iloc[-1] > 0:
+                final_text = f" (final {final.iloc[-1]:.3g}; ÷ val {final_val.iloc[-1]:.3g} = {final.iloc[-1] / final_val.iloc[-1]:.2g})"
+        ax.set_title(f"{label}: test MSE{where}{final_text}", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     _log_if_positive(axes[0], "y", np.concatenate([np.ravel(v) for v in values]))
     for ax in axes[n:]:
@@ -594,8 +605,17 @@ def plot_mse_time_series(
     ordered += [h for k, h in handles.items() if k.startswith("seed ")]
     ncol = min(len(ordered), 4)
     fig.legend(handles=_row_major(ordered, ncol), loc="outside lower center", ncol=ncol, fontsize=9, frameon=False)
-    fig.suptitle("Per-component MSE during training", fontsize=11)
+    fig.suptitle("Per-component MSE during training" + (", where the component is present" if present_all else ""),
+                 fontsize=11)
     return fig
+
+
+def _present_columns(trajectory: pd.DataFrame, label: str) -> tuple[str, str, str]:
+    """(test column, val column, legend note): the present-only MSE where the trajectory has it."""
+    tcol, vcol = f"test_mse_present_{label}", f"val_mse_present_{label}"
+    if tcol in trajectory and trajectory[tcol].notna().any():
+        return tcol, vcol, " where present"
+    return f"test_mse_{label}", f"val_mse_{label}", " (all samples)"
 
 
 def plot_test_abundance_mse(

@@ -1,0 +1,81 @@
+"""The meta-learner end to end (`python -m tracking.meta`) in a fresh process: wall time, peak
+memory, meta-iterations per second and the share of meta-training spent in the inner loop (read
+back from the run's `time/*` metrics). Reports only; nothing is asserted.
+
+    python benchmarks/bench_meta.py                          # smoke preset, target < 60 s
+    python benchmarks/bench_meta.py --config default         # the default run (100/20/1000), target < 10 min
+    python benchmarks/bench_meta.py --config default --json benchmarks/results/meta.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import Report, machine_line
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_S = {"smoke": 60.0, "default": 600.0}
+MEMORY_TARGET_MB = 2048.0
+
+
+def run_once(config: str, threads: str, extra: list[str]) -> tuple[float, float, dict[str, float], str]:
+    """(wall s, peak RSS MB of the child, parent-run metrics, run id) of one fresh-process run."""
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix="bench-meta-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+        cmd = [sys.executable, "-m", "tracking.meta", "--config", config, "--threads", threads,
+               "--run-name", "bench", *extra]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"meta run failed ({done.returncode}): {done.stderr[-2000:]}")
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        client = MlflowClient(uri)
+        exps = [e.experiment_id for e in client.search_experiments()]
+        (run,) = [r for r in client.search_runs(exps) if r.info.run_name == "bench"]
+        print(done.stdout)
+        return wall, peak_mb, dict(run.data.metrics), run.info.run_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="smoke", help="meta config name or file (smoke, default)")
+    parser.add_argument("--threads", default="2", help="torch threads of the run (default 2, the machine's cores)")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("extra", nargs="*", help="more arguments for tracking.meta (after --)")
+    args = parser.parse_args()
+    print("start:", machine_line())
+    report = Report(f"meta-{args.config}")
+    report.context["machine_start"] = machine_line()
+    wall, peak_mb, metrics, _ = run_once(args.config, args.threads, args.extra)
+    target = TARGET_S.get(Path(args.config).stem)
+    if target is not None:
+        report.target(f"meta ({args.config}): end to end, fresh process", wall, "{:.1f} s", f"< {target:.0f} s", wall < target)
+    else:
+        report.info(f"meta ({args.config}): end to end, fresh process", f"{wall:.1f} s")
+    report.target("meta: peak RSS of the run", peak_mb, "{:.0f} MB", f"< {MEMORY_TARGET_MB:.0f} MB", peak_mb < MEMORY_TARGET_MB)
+    meta_s, inner_s = metrics.get("time/meta_train_s", float("nan")), metrics.get("time/inner_loop_s", float("nan"))
+    report.info("meta: meta-iterations per second", f"{metrics.get('time/meta_iterations_per_s', float('nan')):.2f}")
+    report.info("meta: share of meta-training in the inner loop", f"{inner_s / meta_s:.0%} ({inner_s:.1f} s of {meta_s:.1f} s)")
+    parts = {k.removeprefix("time/").removesuffix("_s"): v for k, v in metrics.items()
+             if k.startswith("time/") and k.endswith("_s") and k != "time/meta_iterations_per_s"}
+    report.info("meta: parts (s)", ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+    science = sum(v for k, v in parts.items() if k != "inner_loop")
+    report.info("meta: rest of the wall time (interpreter, imports, MLflow store and logging, figures)",
+                f"{wall - science:.1f} s of {wall:.1f} s")
+    raise SystemExit(report.finish(args.json))
+
+
+if __name__ == "__main__":
+    main()

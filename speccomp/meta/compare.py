@@ -1,0 +1,123 @@
+"""The paired comparison over meta-test pairs and the two figures of a meta run.
+
+Per pair and method the scalar compared is the test MSE on the pair's combination, averaged over
+the pair's two components (and over seeds): `test_mse`. Against each baseline, over the pairs:
+the median of the per-pair ratios meta ÷ baseline (< 1: the meta-learner is better), how many pairs
+the meta-learner wins, and the two-sided Wilcoxon signed-rank p-value of the paired differences.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.stats import wilcoxon  # noqa: E402
+
+REFERENCE = "meta"
+ORDER = ("meta", "prior", "nas", "default", "loglinear", "oracle")
+
+
+def method_order(methods) -> list[str]:
+    known = [m for m in ORDER if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+def comparison_table(per_pair: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """`per_pair`: one row per (pair, method) with `test_mse`, `oracle_mse`, `gap` (mean of the two
+    components' gaps). One row per method: n_pairs, median test MSE, median test MSE ÷ oracle MSE,
+    median gap, and against the reference: median ratio, wins, Wilcoxon p (NaN for the reference)."""
+    wide = per_pair.pivot(index="pair", columns="method", values="test_mse")
+    rows = []
+    for method in method_order(wide.columns):
+        sub = per_pair[per_pair.method == method]
+        row = {
+            "method": method,
+            "n_pairs": int(sub["test_mse"].notna().sum()),
+            "median_test_mse": float(sub["test_mse"].median()),
+            "median_ratio_to_oracle": float((sub["test_mse"] / sub["oracle_mse"]).median()),
+            "median_gap": float(sub["gap"].median()) if sub["gap"].notna().any() else math.nan,
+        }
+        if reference in wide.columns and method != reference:
+            ref, other = wide[reference], wide[method]
+            ok = ref.notna() & other.notna()
+            row[f"median_ratio_{reference}_to_method"] = float((ref[ok] / other[ok]).median())
+            row[f"{reference}_wins"] = f"{int((ref[ok] < other[ok]).sum())}/{int(ok.sum())}"
+            row["wilcoxon_p"] = paired_p(ref[ok].to_numpy(), other[ok].to_numpy())
+        else:
+            row[f"median_ratio_{reference}_to_method"] = math.nan
+            row[f"{reference}_wins"] = ""
+            row["wilcoxon_p"] = math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired samples (NaN when undefined: fewer than
+    two pairs or all differences zero)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if len(d) < 2 or np.all(d == 0):
+        return math.nan
+    return float(wilcoxon(a, b, alternative="two-sided").pvalue)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The console form of `comparison_table`."""
+    shown = table.copy()
+    for col in shown.columns:
+        if shown[col].dtype.kind == "f":
+            digits = 2 if col == "wilcoxon_p" else 3
+            shown[col] = shown[col].map(lambda v, d=digits: f"{v:.{d}g}" if np.isfinite(v) else "")
+    return shown.to_string(index=False)
+
+
+def plot_posterior(probabilities: dict[str, np.ndarray], options: dict[str, tuple[str, ...]]) -> plt.Figure:
+    """`probabilities[decision]`: (T, K) posterior-mean probabilities over meta-iterations; one panel
+    per decision, one line per option."""
+    names = list(probabilities)
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False, sharex=True)
+    for ax, name in zip(axes.flat, names, strict=False):
+        probs = probabilities[name]
+        steps = np.arange(1, len(probs) + 1)
+        for k, option in enumerate(options[name]):
+            ax.plot(steps, probs[:, k], label=option, lw=1.2)
+        ax.axhline(1 / probs.shape[1], color="0.6", lw=0.8, ls=":")
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6, loc="upper left", ncol=2)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("meta-iteration")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("posterior-mean probability")
+    fig.suptitle("Posterior over architectures during meta-training (dotted: uniform)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_meta_test(per_pair: pd.DataFrame) -> plt.Figure:
+    """Per method, the distribution over meta-test pairs of test MSE ÷ oracle MSE (log scale; 1 =
+    the physical floor), each pair a dot, the median a bar."""
+    methods = [m for m in method_order(per_pair.method.unique()) if m != "oracle"]
+    fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.5, 4))
+    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
+    for i, method in enumerate(methods):
+        sub = per_pair[per_pair.method == method]
+        ratio = (sub["test_mse"] / sub["oracle_mse"]).to_numpy()
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(ratio)), ratio, s=14, alpha=0.7)
+        ax.hlines(np.median(ratio), i - 0.3, i + 0.3, color="k", lw=2)
+    ax.axhline(1.0, color="0.4", ls="--", lw=1, label="physical floor (oracle)")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel("test MSE ÷ oracle MSE (pair's combination)")
+    ax.set_title(f"Meta-test pairs (n = {per_pair.pair.nunique()}): novel combinations, never trained on", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

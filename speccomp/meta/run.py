@@ -1,0 +1,192 @@
+"""A whole meta run without I/O: validate everything (`plan_meta`), then generate the tasks,
+meta-train, run stage two and every baseline on each meta-test pair (`run_meta`). The tracked
+entry point (`tracking/meta.py`) passes callbacks that log as the run goes."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from speccomp.core.config import ConfigError, ExperimentConfig, load_config
+from speccomp.core.seeding import torch_generator
+from speccomp.meta.adapt import (
+    MethodResult,
+    StageTwo,
+    oracle,
+    preset_training,
+    prior_search,
+    single_task_nas,
+    stage_two,
+    with_floor,
+)
+from speccomp.meta.config import MetaConfig, load_meta_config, project_dir
+from speccomp.meta.metatrain import IterationRecord, MetaHyper, MetaTrainResult, build_posterior, meta_train
+from speccomp.meta.settings import ResolvedSettings, check_task_counts, resolve_settings
+from speccomp.meta.tasks import Pair, TaskBank, TaskSets, all_pairs, build_bank, draw_tasks, pair_name
+from speccomp.nas import NasSpace, Supernet, load_space
+
+
+@dataclass
+class MetaPlan:
+    """Everything validated before any run is created."""
+
+    settings: ResolvedSettings
+    meta: MetaConfig
+    meta_path: Path
+    cfg: ExperimentConfig
+    space: NasSpace
+    tasks: TaskSets
+
+
+def plan_meta(
+    flags: dict[str, str | None] | None = None,
+    meta_config: str | Path | None = None,
+    meta_overrides: list[str] | tuple[str, ...] = (),
+    env_file: str | Path | None = ".env",
+) -> MetaPlan:
+    """Resolve the settings, load the meta config, the experiment config and the search space,
+    check the task counts against the pairs, draw the tasks. Raises ConfigError (one line)."""
+    meta, meta_path = load_meta_config(meta_config, meta_overrides)
+    settings = resolve_settings(flags or {}, env_file=env_file, file_values=meta.settings, file_name=meta_path)
+    config_dir = meta.experiment.config_dir
+    if config_dir is not None and not Path(config_dir).is_absolute():
+        config_dir = project_dir() / config_dir
+    cfg = load_config(config_dir, list(meta.experiment.overrides))
+    labels = cfg.physics.labels
+    held = meta.tasks.held_out_components
+    if held and not 2 <= held <= len(labels) - 2:
+        raise ConfigError(f"{meta_path}: tasks.held_out_components: {held}; allowed: 0, or 2..{len(labels) - 2}")
+    check_task_counts(settings, len(all_pairs(labels)), len(labels), held)
+    space_path = Path(meta.space)
+    if not space_path.is_absolute() and not space_path.is_file():
+        space_path = project_dir() / space_path
+    space = load_space(space_path)
+    space.check_bins(cfg.physics.n_bins)
+    s = settings.values
+    tasks = draw_tasks(labels, s.num_meta_training_tasks, s.num_meta_testing_tasks, s.task_generator_seed, held)
+    return MetaPlan(settings, meta, meta_path, cfg, space, tasks)
+
+
+def meta_hyper(plan: MetaPlan) -> MetaHyper:
+    s, inner, post = plan.settings.values, plan.meta.inner, plan.meta.posterior
+    return MetaHyper(
+        iterations=s.architecture_search_iterations, meta_learning_rate=s.meta_learning_rate,
+        n_tasks=s.num_meta_training_tasks, inner_steps=inner.steps, inner_batch=inner.batch_size,
+        query_batch=inner.query_batch_size, inner_learning_rate=inner.learning_rate, meta_step=inner.meta_step,
+        tau_max=inner.tau_max, tau_min=inner.tau_min, kl_weight=post.kl_weight,
+    )
+
+
+def stage_two_hyper(plan: MetaPlan) -> StageTwo:
+    a = plan.meta.adapt
+    return StageTwo(
+        candidates=a.candidates, candidate_steps=a.candidate_steps, search_steps=a.search_steps,
+        finetune_steps=a.finetune_steps, batch_size=a.batch_size, learning_rate=a.learning_rate,
+        architecture_learning_rate=plan.settings.values.architecture_learning_rate, tau=plan.meta.inner.tau_min,
+        prior_scale=plan.meta.posterior.prior_scale, nas_iterations=plan.meta.baselines.nas_iterations,
+    )
+
+
+@dataclass
+class MetaOutcome:
+    plan: MetaPlan
+    training: MetaTrainResult
+    results: list[MethodResult]
+    floors: dict[Pair, dict[str, float]]
+    per_pair: pd.DataFrame
+    """One row per (pair, method): test_mse, oracle_mse, gap, plus every metric (seed means)."""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def build_task_bank(plan: MetaPlan) -> TaskBank:
+    t = plan.meta.tasks
+    return build_bank(plan.cfg, plan.tasks, plan.meta.experiment.data_seed, t.n_single, t.n_empty,
+                      t.n_val_single, t.n_query, t.n_test)
+
+
+def run_meta(
+    plan: MetaPlan,
+    on_iteration: Callable[[IterationRecord], None] | None = None,
+    on_pair: Callable[[Pair, dict[str, dict[str, float]]], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> MetaOutcome:
+    """Generate, meta-train, evaluate every method on every meta-test pair. `on_pair(pair, {method:
+    metrics})` is called as each pair is done (metrics averaged over the seeds, floor included)."""
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bank = build_task_bank(plan)
+    timings["generate"] = time.perf_counter() - t0
+    seeds = list(plan.meta.experiment.seeds)
+    net = Supernet(plan.space, plan.cfg.physics.n_bins, len(plan.cfg.physics.labels),
+                   torch_generator(seeds[0], "meta", "supernet", "init"))
+    net.fit_inputs(bank.train_x)
+    posterior = build_posterior(plan.space, plan.meta.posterior.prior_scale, plan.meta.posterior.init_std)
+    say(f"meta-training: {plan.settings.values.architecture_search_iterations} iterations over "
+        f"{len(plan.tasks.meta_train)} pairs ...")
+    training = meta_train(net, posterior, bank, plan.tasks.meta_train, meta_hyper(plan), seeds[0], on_iteration)
+    timings["meta_train"] = training.seconds
+    timings["inner_loop"] = training.inner_seconds
+
+    hp = stage_two_hyper(plan)
+    methods = plan.meta.baselines.methods
+    results: list[MethodResult] = []
+    floors: dict[Pair, dict[str, float]] = {}
+    rows = []
+    t1 = time.perf_counter()
+    for k, pair in enumerate(plan.tasks.meta_test, start=1):
+        say(f"meta-test pair {k}/{len(plan.tasks.meta_test)}: {pair_name(pair)}")
+        data = bank.task_datasets(pair, plan.meta.adapt.n_train, final=True)
+        task_cfg = bank.task_config(pair, {name: len(split) for name, split in data.items()})
+        floors[pair] = oracle(task_cfg, data, pair)
+        pair_results: list[MethodResult] = []
+        for seed in seeds:
+            pair_results.append(stage_two(net, posterior, data, pair, hp, seed))
+            if "prior" in methods:
+                pair_results.append(prior_search(plan.space, data, pair, hp, seed))
+            if "nas" in methods:
+                pair_results.append(single_task_nas(plan.space, data, pair, hp, seed))
+        if "default" in methods:
+            pair_results += preset_training(task_cfg, None, data, pair, hp, seeds, "default")
+        if "loglinear" in methods:
+            pair_results += preset_training(task_cfg, "loglinear", data, pair, hp, seeds, "loglinear")
+        results += pair_results
+        by_method = _mean_by_method(pair_results, floors[pair], pair)
+        for method, metrics in by_method.items():
+            rows.append(_row(pair, method, metrics))
+        if on_pair is not None:
+            on_pair(pair, by_method)
+    timings["meta_test"] = time.perf_counter() - t1
+    return MetaOutcome(plan, training, results, floors, pd.DataFrame(rows), timings)
+
+
+def _mean_by_method(results: list[MethodResult], floor: dict[str, float], pair: Pair) -> dict[str, dict[str, float]]:
+    """Seed means per method, the floor metrics added; and the oracle itself as a method."""
+    out: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r.method for r in results):
+        runs = [r.metrics for r in results if r.method == method]
+        keys = [k for k in runs[0] if all(k in m for m in runs)]
+        mean = {k: sum(m[k] for m in runs) / len(runs) for k in keys}
+        out[method] = with_floor(mean, floor, pair)
+    oracle_metrics = {f"test/mse/{c}": floor[f"oracle/mse/{c}"] for c in pair}
+    oracle_metrics["test/mse/pair"] = floor["oracle/mse/pair"]
+    out["oracle"] = with_floor(oracle_metrics, floor, pair)
+    return out
+
+
+def _row(pair: Pair, method: str, metrics: dict[str, float]) -> dict[str, float | str]:
+    gaps = [metrics.get(f"gap/{c}", math.nan) for c in pair]
+    return {"pair": pair_name(pair), "method": method, "test_mse": metrics["test/mse/pair"],
+            "oracle_mse": metrics["oracle/mse/pair"], "gap": sum(gaps) / 2, **metrics}
+
+
+def posterior_history(training: MetaTrainResult) -> dict[str, torch.Tensor]:
+    """{decision: (T, K)} posterior-mean probabilities over the meta-iterations."""
+    names = list(training.records[0].probabilities)
+    return {n: torch.stack([r.probabilities[n] for r in training.records]) for n in names}

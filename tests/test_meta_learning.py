@@ -1,0 +1,118 @@
+"""Meta-training behaviour: a planted preference is found, runs are reproducible, stage two and the
+baselines produce the usual metrics on the same data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speccomp.core.data import SplitData
+from speccomp.core.seeding import torch_generator
+from speccomp.meta.metatrain import MetaHyper, build_posterior, meta_train, posterior_probabilities
+from speccomp.meta.tasks import TaskBank, TaskSets
+from speccomp.nas import Supernet, space_from_dict
+from tests.conftest import tiny_config
+
+# One decision that matters: the input transform. Targets are linear in the log-spectrum, so the
+# path `log` (then the linear head) can fit every task exactly and `none` cannot.
+PLANTED_SPACE = {"input_transforms": ["none", "log"], "conv": {"positions": 0},
+                 "dense": {"positions": 1, "ops": ["identity"]}}
+
+
+def _pool(name: str, n: int, n_bins: int, weights: torch.Tensor, gen: torch.Generator, labels) -> SplitData:
+    z = torch.randn(n, n_bins, generator=gen)
+    y = z @ weights  # (n, C): exactly linear in log x
+    return SplitData(name, torch.exp(z), y, torch.ones_like(y, dtype=torch.bool), torch.zeros(n, dtype=torch.float64),
+                     torch.zeros(n, dtype=torch.float64), list(labels), 0)
+
+
+def planted_bank(seed: int) -> tuple[TaskBank, TaskSets]:
+    cfg = tiny_config()
+    labels, n_bins = cfg.physics.labels, 16
+    gen = torch_generator(seed, "planted")
+    weights = torch.randn(n_bins, len(labels), generator=gen) / n_bins**0.5
+    pairs = [(labels[i], labels[i + 1]) for i in range(0, 8, 2)]
+    used = sorted({c for p in pairs for c in p}, key=labels.index)
+    bank = TaskBank(
+        cfg=cfg,
+        empty={r: _pool(f"empty-{r}", 32, n_bins, weights, gen, labels) for r in ("train", "val")},
+        single={r: {c: _pool(f"{c}-{r}", 32, n_bins, weights, gen, labels) for c in used} for r in ("train", "val")},
+        query={p: _pool(f"{p}-q", 64, n_bins, weights, gen, labels) for p in pairs},
+        test={},
+    )
+    return bank, TaskSets(meta_train=pairs, meta_test=[])
+
+
+def planted_run(seed: int, iterations: int = 80):
+    bank, tasks = planted_bank(seed)
+    space = space_from_dict(PLANTED_SPACE)
+    net = Supernet(space, bank.train_x.shape[1], len(bank.labels), torch_generator(seed, "net"))
+    net.fit_inputs(bank.train_x)
+    posterior = build_posterior(space, prior_scale=3.0, init_std=0.1)
+    hyper = MetaHyper(iterations=iterations, meta_learning_rate=0.1, n_tasks=len(tasks.meta_train), inner_steps=2,
+                      inner_batch=32, query_batch=32, inner_learning_rate=0.02, tau_max=1.0, tau_min=0.5)
+    return meta_train(net, posterior, bank, tasks.meta_train, hyper, seed), space
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_preference_is_found(seed):
+    result, space = planted_run(seed)
+    probs = posterior_probabilities(space, result.posterior)["input"]
+    assert probs[1] > 0.9, f"P(log) = {probs[1]:.3f} after {len(result.records)} meta-iterations"
+    # and it was learned, not given: uniform at the start
+    assert abs(result.records[0].probabilities["input"][1] - 0.5) < 0.05
+
+
+def test_meta_training_is_reproducible_and_seed_dependent():
+    a, _ = planted_run(0, iterations=15)
+    b, _ = planted_run(0, iterations=15)
+    c, _ = planted_run(5, iterations=15)
+    assert [r.elbo for r in a.records] == [r.elbo for r in b.records]
+    assert torch.equal(a.posterior.mean, b.posterior.mean)
+    assert [r.elbo for r in a.records] != [r.elbo for r in c.records]
+
+
+def test_elbo_is_query_loss_plus_scaled_kl():
+    result, _ = planted_run(0, iterations=5)
+    for r in result.records:
+        assert r.elbo == pytest.approx(r.query_loss + r.kl / 4, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_stage_two_and_baselines_score_the_same_pair_reproducibly():
+    from speccomp.meta.adapt import (
+        StageTwo,
+        oracle,
+        preset_training,
+        prior_search,
+        single_task_nas,
+        stage_two,
+        with_floor,
+    )
+    from speccomp.meta.tasks import build_bank, draw_tasks
+    from speccomp.nas import load_space
+
+    cfg = tiny_config()
+    tasks = draw_tasks(cfg.physics.labels, 2, 1, 0)
+    bank = build_bank(cfg, tasks, 42, n_single=12, n_empty=12, n_val_single=6, n_query=8, n_test=16)
+    space = load_space("configs/nas/spectra.yaml")
+    net = Supernet(space, cfg.physics.n_bins, len(cfg.physics.labels), torch_generator(0, "net"))
+    net.fit_inputs(bank.train_x)
+    posterior = build_posterior(space, 1.0, 0.1)
+    hp = StageTwo(candidates=1, candidate_steps=2, search_steps=2, finetune_steps=3, batch_size=8)
+    assert hp.budget == 2 * 2 + 2 + 3
+    pair = tasks.meta_test[0]
+    data = bank.task_datasets(pair, final=True)
+    first = stage_two(net, posterior, data, pair, hp, 123)
+    again = stage_two(net, posterior, data, pair, hp, 123)
+    assert first.metrics == again.metrics and first.choices == again.choices
+    results = [first, prior_search(space, data, pair, hp, 123), single_task_nas(space, data, pair, hp, 123),
+               *preset_training(bank.task_config(pair, {k: len(v) for k, v in data.items()}), "loglinear", data, pair,
+                                hp, [123], "loglinear")]
+    floor = oracle(bank.task_config(pair, {k: len(v) for k, v in data.items()}), data, pair)
+    for r in results:
+        m = with_floor(r.metrics, floor, pair)
+        for label in pair:
+            assert {f"test/mse/{label}", f"gap/{label}", f"oracle/efficiency/{label}"} <= set(m)
+        assert m["oracle/ratio"] == pytest.approx(m["test/mse/pair"] / floor["oracle/mse/pair"])
+    assert results[-1].extra["steps"] >= hp.budget * 0.5  # the preset model trains about B steps

@@ -1,0 +1,276 @@
+"""The `meta` entry point: the Bayesian meta-learner, tracked in MLflow.
+
+    mlflow run . --env-manager local -e meta                     (settings from env / .env / defaults)
+    mlflow run . --env-manager local -e meta -P config=smoke     (a run of well under a minute)
+    python -m tracking.meta --num-meta-training-tasks 50         (the same, without `mlflow run`)
+
+Records: one parent run (the settings' effective values and sources as params `meta.<name>` and
+`meta.<name>.source`, the pairs of each role, per meta-iteration `meta/elbo`, `meta/query_loss`,
+`meta/kl`, `meta/tau`, `meta/prob/<decision>/<option>`; artifacts `meta/posterior.pt`,
+`meta/tasks.json`, `meta/comparison.csv`, `meta/per_pair.csv`, `meta/architecture_map.yaml`,
+`plots/meta_posterior.png`, `plots/meta_test.png`) and one nested child per (meta-test pair,
+method), tagged `pair` and `method`, with `test/mse/<label>`, `gap/<label>`,
+`oracle/efficiency/<label>` and the rest. Every bad setting is one line and exit code 2 before any
+run is created (a run `mlflow run` made already ends FAILED with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from speccomp.core.config import ConfigError
+from speccomp.meta.settings import FIELDS, add_setting_flags
+
+USER_ERROR = 2
+INTERRUPTED = 130
+TERMINATED = 143
+DEFAULT_EXPERIMENT = "speccomp-meta"
+
+
+@dataclass
+class MetaOptions:
+    """The command line, typed."""
+
+    flags: dict[str, str | None] = field(default_factory=dict)
+    """The six settings as given on the command line (None or "" = not given)."""
+    config: str = ""
+    """Meta config file or name under configs/meta/ (empty = default)."""
+    overrides: list[str] = field(default_factory=list)
+    """Dotted `key=value` overrides of the meta config (e.g. `inner.steps=2`)."""
+    env_file: str = ".env"
+    threads: str = ""
+    experiment_name: str | None = None
+    run_name: str | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracking.meta",
+        description="Meta-learn a posterior over architectures across compositional tasks and adapt it to unseen "
+        "pairs; tracked in MLflow. Settings: flags > environment > .env > config file > defaults.",
+    )
+    add_setting_flags(parser)
+    parser.add_argument("--config", default="", help="meta config file or name under configs/meta/ (default, smoke)")
+    parser.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides of the meta config")
+    parser.add_argument("--env-file", default=".env", help="the .env file read (default .env in the working directory)")
+    parser.add_argument("--threads", default="", help="torch intra-op threads (empty: torch's default)")
+    parser.add_argument("--experiment-name", default=None)
+    parser.add_argument("--run-name", default=None)
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> MetaOptions:
+    return MetaOptions(
+        flags={name: getattr(args, name) for name in FIELDS},
+        config=args.config or "",
+        overrides=[o for o in str(args.overrides or "").split() if o],
+        env_file=args.env_file,
+        threads=args.threads or "",
+        experiment_name=args.experiment_name,
+        run_name=args.run_name,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_meta(options_from_args(build_parser().parse_args(argv)))
+
+
+def _threads(text: str) -> int | None:
+    if not str(text).strip():
+        return None
+    if not str(text).strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty for torch's default)")
+    return int(text)
+
+
+def run_meta(options: MetaOptions) -> int:
+    """Validate, then run and track; returns the exit code."""
+    from mlflow import MlflowClient
+
+    from speccomp.meta.run import plan_meta
+    from tracking import store
+    from tracking.runs import RunTracker, Terminated, guarded, record_error
+
+    uri = store.configure()
+    attached = os.environ.get("MLFLOW_RUN_ID") or None
+    try:
+        store.check_store(uri)
+        threads = _threads(options.threads)
+        plan = plan_meta(options.flags, options.config or None, options.overrides, options.env_file)
+    except ConfigError as exc:
+        message = str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        if attached:
+            client = MlflowClient()
+            record_error(client, attached, message)
+            client.set_terminated(attached, status="FAILED")
+        return USER_ERROR
+
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    client = store.tracking_client()
+    if attached:
+        experiment_id = client.get_run(attached).info.experiment_id
+    else:
+        name = options.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        experiment_id = store.experiment_id(client, name)
+    tracker = RunTracker(client, experiment_id)
+    parent = None
+    try:
+        with guarded(tracker):
+            parent = tracker.adopt(attached) if attached else tracker.start(
+                options.run_name or f"meta-{time.strftime('%Y%m%d-%H%M%S')}")
+            with tempfile.TemporaryDirectory(prefix="speccomp-meta-") as tmp:
+                outcome, table = _run_tracked(tracker, parent, plan, Path(tmp))
+            tracker.finish(parent)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}: parent run {parent} and its children ended KILLED; what was logged is kept", file=sys.stderr)
+        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
+    _print_summary(outcome, table, client.get_run(parent).info, uri)
+    return 0
+
+
+class _BatchedMetrics:
+    """Collects per-iteration metrics and sends them with `log_batch` every `every` iterations."""
+
+    def __init__(self, client, run_id: str, space, every: int):
+        from speccomp.nas import metric_label
+
+        self.client, self.run_id, self.every = client, run_id, every
+        self.names = {d.name: [f"meta/prob/{d.name}/{metric_label(o)}" for o in d.options] for d in space.decisions}
+        self.pending: list = []
+
+    def __call__(self, record) -> None:
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), record.iteration + 1
+        values = {"meta/elbo": record.elbo, "meta/query_loss": record.query_loss, "meta/kl": record.kl,
+                  "meta/tau": record.tau}
+        for decision, probs in record.probabilities.items():
+            values.update(zip(self.names[decision], probs.tolist(), strict=True))
+        self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
+        if step % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        for start in range(0, len(self.pending), 1000):
+            self.client.log_batch(self.run_id, metrics=self.pending[start : start + 1000])
+        self.pending = []
+
+
+def _run_tracked(tracker, parent: str, plan, work: Path):
+    import matplotlib.pyplot as plt
+    import torch
+    import yaml
+
+    from speccomp.meta.compare import comparison_table, format_table, plot_meta_test, plot_posterior
+    from speccomp.meta.run import posterior_history, run_meta
+    from speccomp.meta.tasks import pair_name
+    from speccomp.nas import choices_of, preset_of, unflatten_alpha
+    from tracking.pipeline import flatten, log_metric_dict, log_params, set_tags
+
+    client = tracker.client
+    s = plan.settings.values
+    params = {**plan.settings.as_params(), **{f"meta_config.{k}": v for k, v in flatten(plan.meta.model_dump(mode="json")).items()}}
+    params["meta_config.file"] = str(plan.meta_path)
+    log_params(client, parent, params)
+    set_tags(client, parent, {
+        "speccomp.role": "meta",
+        **{f"meta.source.{name}": plan.settings.sources[name] for name in FIELDS},
+        "meta.pairs.train": ",".join(pair_name(p) for p in plan.tasks.meta_train)[:5000],
+        "meta.pairs.test": ",".join(pair_name(p) for p in plan.tasks.meta_test),
+        "meta.held_out": ",".join(plan.tasks.held_out),
+    })
+    tasks = {"task_generator_seed": s.task_generator_seed, "meta_train": [pair_name(p) for p in plan.tasks.meta_train],
+             "meta_test": [pair_name(p) for p in plan.tasks.meta_test], "held_out_components": plan.tasks.held_out}
+    client.log_text(parent, json.dumps(tasks, indent=1), "meta/tasks.json")
+    client.log_text(parent, yaml.safe_dump(plan.cfg.to_dict(), sort_keys=False), "meta/experiment_config.yaml")
+
+    logger = _BatchedMetrics(client, parent, plan.space, plan.meta.log_every)
+
+    def on_pair(pair, by_method):
+        for method, metrics in by_method.items():
+            child = tracker.start(f"{pair_name(pair)}-{method}", parent_id=parent,
+                                  tags={"pair": pair_name(pair), "method": method, "speccomp.role": "meta-test"})
+            log_metric_dict(client, child, metrics)
+            tracker.finish(child)
+
+    def progress(msg: str) -> None:
+        logger.flush()
+        print(msg, file=sys.stderr, flush=True)
+
+    outcome = run_meta(plan, on_iteration=logger, on_pair=on_pair, progress=progress)
+    logger.flush()
+
+    # posterior, MAP architecture, tables, figures
+    posterior = outcome.training.posterior
+    buf = io.BytesIO()
+    torch.save({**posterior.state(), "decisions": [d.name for d in plan.space.decisions]}, buf)
+    (work / "meta").mkdir(exist_ok=True)
+    (work / "meta" / "posterior.pt").write_bytes(buf.getvalue())
+    choices = choices_of(plan.space, unflatten_alpha(plan.space, posterior.mean.detach()))
+    (work / "meta" / "architecture_map.yaml").write_text(
+        "# MAP architecture of the meta-learned posterior (a preset: main can train it)\n"
+        + yaml.safe_dump(preset_of(plan.space, choices), sort_keys=False))
+    table = comparison_table(outcome.per_pair)
+    table.to_csv(work / "meta" / "comparison.csv", index=False)
+    outcome.per_pair.to_csv(work / "meta" / "per_pair.csv", index=False)
+    client.log_artifacts(parent, str(work / "meta"), "meta")
+    (work / "plots").mkdir(exist_ok=True)
+    history = {k: v.numpy() for k, v in posterior_history(outcome.training).items()}
+    fig = plot_posterior(history, {d.name: d.options for d in plan.space.decisions})
+    fig.savefig(work / "plots" / "meta_posterior.png", dpi=110)
+    plt.close(fig)
+    fig = plot_meta_test(outcome.per_pair)
+    fig.savefig(work / "plots" / "meta_test.png", dpi=110)
+    plt.close(fig)
+    client.log_artifacts(parent, str(work / "plots"), "plots")
+
+    summary: dict[str, float] = {}
+    for _, row in table.iterrows():
+        summary[f"comparison/{row['method']}/median_test_mse"] = row["median_test_mse"]
+        summary[f"comparison/{row['method']}/median_ratio_to_oracle"] = row["median_ratio_to_oracle"]
+        if row["method"] != "meta":
+            summary[f"comparison/{row['method']}/median_ratio_meta_to_method"] = row["median_ratio_meta_to_method"]
+            summary[f"comparison/{row['method']}/wilcoxon_p"] = row["wilcoxon_p"]
+    summary.update({f"time/{k}_s": v for k, v in outcome.timings.items()})
+    summary["time/meta_iterations_per_s"] = s.architecture_search_iterations / max(outcome.timings["meta_train"], 1e-9)
+    log_metric_dict(client, parent, summary, step=s.architecture_search_iterations)
+    set_tags(client, parent, {f"meta.map.{k}": v for k, v in choices.items()})
+    client.log_text(parent, format_table(table), "meta/comparison.txt")
+    return outcome, table
+
+
+def _print_summary(outcome, table, info, uri: str) -> None:
+    from speccomp.meta.compare import format_table
+    from tracking.store import ui_command
+
+    plan = outcome.plan
+    s = plan.settings.values
+    print(f"meta-learner: {s.num_meta_training_tasks} meta-training pairs, {s.num_meta_testing_tasks} meta-test pairs, "
+          f"{s.architecture_search_iterations} meta-iterations ({outcome.timings['meta_train']:.0f} s), "
+          f"seeds {plan.meta.experiment.seeds}")
+    print("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
+          "medians over pairs; p: two-sided Wilcoxon signed-rank, meta vs method")
+    print(format_table(table))
+    print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
+    print(f"open the UI: {ui_command(uri)}")
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
