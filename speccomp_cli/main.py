@@ -125,7 +125,8 @@ Overrides = Annotated[str, typer.Option(
     "parameter form), e.g. 'training.epochs=2 training.hidden_dims=[32, 16]'")]
 Threads = Annotated[int | None, typer.Option(
     "--threads", parser=_int(1, optional=True), metavar="N",
-    help="torch intra-op threads (default: torch's, every core; 1 on a shared or loaded machine)")]
+    help="torch intra-op threads (default: 1, or OMP_NUM_THREADS; one thread is never much slower, every core "
+    "can be several times slower on a busy machine, see the README)")]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,8 +186,7 @@ def study_cmd(
     pruner: Annotated[PRUNER, typer.Option(help="stop hopeless trials after the first seed")] = "none",
     workers: Annotated[int, typer.Option(parser=_int(1), help="worker processes on this machine")] = 1,
     threads: Annotated[int | None, typer.Option(
-        parser=_int(1, optional=True), help="torch threads of each worker (default: with several workers, the "
-        "cores divided among them; with one, torch's default)")] = None,
+        parser=_int(1, optional=True), help="torch threads of each worker (default: 1, or OMP_NUM_THREADS)")] = None,
     config_dir: ConfigDir = None,
     preset: Presets = [],  # noqa: B006
     set_: Sets = [],  # noqa: B006
@@ -390,8 +390,10 @@ def train_cmd(out: Out, seeds: Seeds = None, data_seeds: DataSeeds = "42", confi
               preset: Presets = [], set_: Sets = [], overrides: Overrides = "") -> int:  # noqa: B006
     """Generate, train every seed, write tables, checkpoints and figures to a folder (no MLflow)."""
     from speccomp.core.experiment import run_experiment
+    from speccomp.core.threads import apply_threads
 
     cfg = _load(config_dir, preset, set_, overrides)
+    apply_threads(None)  # one thread unless OMP_NUM_THREADS says otherwise (speccomp.core.threads)
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
         exp = run_experiment(cfg, data_seed, _list(seeds) or cfg.training.seeds, folder, progress=sys.stderr.isatty())
         cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))
@@ -448,4 +450,9 @@ def _usage_message(exc: typer.TyperException) -> str:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if code in (130, 143):  # stopped: its runs are closed; skip the interpreter's slow shutdown
+        from tracking.runs import exit_at_once_if_stopped
+
+        exit_at_once_if_stopped(code)
+    sys.exit(code)

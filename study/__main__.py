@@ -1,5 +1,6 @@
 import sys
 
 from study.main import main
+from tracking.main import leave
 
-sys.exit(main())
+sys.exit(leave(main()))

@@ -181,8 +181,6 @@ def make_pruner(name: str, n_seeds: int):
 
 
 def main(args: StudyOptions) -> int:
-    if args.storage.strip().lower() in ("", "auto"):  # not given (MLproject's default is the word auto)
-        args.storage = os.environ.get(STORAGE_ENV, "")
     import tracking  # noqa: F401  (MLflow environment first)
     from speccomp.core.config import ConfigError
     from study.space import SpaceError
@@ -190,6 +188,10 @@ def main(args: StudyOptions) -> int:
     from tracking import store as tracking_store
     from tracking.runs import fail_attached_run
 
+    if tracking_store.has_password(args.storage):
+        return _refuse_password(args.storage)
+    if args.storage.strip().lower() in ("", "auto"):  # not given (MLproject's default is the word auto)
+        args.storage = os.environ.get(STORAGE_ENV, "")
     try:
         settings, base, space, overrides = _validate(args)
         storage = open_storage(args.storage, on_stale=close_dead_trial_runs)
@@ -199,7 +201,16 @@ def main(args: StudyOptions) -> int:
         print(f"error: {exc}", file=sys.stderr)
         fail_attached_run(str(exc))
         return USER_ERROR
-    return _run(args, settings, base, space, overrides, storage, describe(args.storage))
+    from tracking.main import INTERRUPTED, TERMINATED
+    from tracking.runs import Terminated
+
+    try:
+        return _run(args, settings, base, space, overrides, storage, describe(args.storage))
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}: the study's runs opened here ended KILLED, its running trial FAIL; what was logged is kept",
+              file=sys.stderr)
+        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
 
 
 def _check_existing_study(storage, args: StudyOptions) -> None:
@@ -247,6 +258,33 @@ def close_dead_trial_runs(study, trial) -> None:
     client.set_tag(run_id, STATE_TAG, "FAIL")
 
 
+def _refuse_password(storage: str) -> int:
+    """A password on the command line shows in `ps` and shell history, and `mlflow run -P
+    storage=...` has already recorded it as a parameter of the run it created (MLflow logs every
+    -P value before the command starts): refused, and that run ended FAILED and deleted, with
+    what to do next."""
+    from tracking import store
+    from tracking.store import redact_url
+
+    message = (f"storage: {redact_url(storage)} carries a password, which is refused on the command line; "
+               f"give the URL in the environment ({STORAGE_ENV}, used when --storage is empty) or the password in "
+               "PGPASSWORD or ~/.pgpass, and --storage without it")
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        message += (f"; `mlflow run -P storage=...` has already logged it as a parameter of run {run_id}, which is "
+                    "now FAILED and deleted: purge it with `mlflow gc --backend-store-uri "
+                    f"{redact_url(store.tracking_uri())} --run-ids {run_id}` and change the password")
+    print(f"error: {message}", file=sys.stderr)
+    if run_id:
+        from mlflow import MlflowClient
+
+        from tracking.runs import fail_attached_run
+
+        fail_attached_run(message)
+        MlflowClient().delete_run(run_id)
+    return USER_ERROR
+
+
 def _run(args, settings: Settings, base, space, overrides, storage, storage_text: str) -> int:
     import optuna
 
@@ -256,12 +294,17 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     from tracking import store, ui
     from tracking.pipeline import log_params, set_tags
     from tracking.runs import RunTracker, guarded
+    from tracking.stale import tidy
 
     settings.threads = _set_threads(settings)
     uri = store.configure()
     client = store.tracking_client()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     parent_given = args.parent_run_id
+    if not parent_given:  # the launcher of spawned workers has looked already
+        note = tidy(client, uri, keep={attached} if attached else set())
+        if note:
+            print(note, file=sys.stderr)
     if parent_given or attached:
         experiment_id = client.get_run(parent_given or attached).info.experiment_id
     else:
@@ -311,6 +354,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             try:
                 ran = run_worker(study, objective, settings.n_trials, budget,
                                  callbacks=[StudyProgress(client, parent)])
+            except BaseException:
+                for proc in helpers:  # stopped or failed: so are the workers it started (their runs end KILLED)
+                    proc.terminate()
+                raise
             finally:
                 for proc in helpers:
                     proc.wait()
@@ -333,19 +380,13 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     return 0
 
 
-def _set_threads(settings: Settings) -> int | None:
-    """Torch's intra-op threads for this worker. Workers that each take every core slow each
-    other down many times over (OpenMP threads spin while they wait for a core), so with
-    `--workers N` each gets its share of the cores."""
-    import torch
+def _set_threads(settings: Settings) -> int:
+    """Torch's intra-op threads for this worker: `--threads`, else one
+    (`speccomp.core.threads`): threads that each want a core slow each other down many times over
+    when workers (or other processes) hold the cores (OpenMP threads spin while they wait)."""
+    from speccomp.core.threads import apply_threads
 
-    threads = settings.threads
-    if threads is None and settings.workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // settings.workers)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return threads
+    return apply_threads(settings.threads)
 
 
 def _alive(study) -> int:

@@ -15,6 +15,7 @@ re-queued once (RetryHeartbeatStaleTrialCallback), never left RUNNING.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -27,7 +28,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from speccomp_compat import StaleTrialsByHeartbeat, optuna_base_heartbeat, trial_id
-from tracking.store import redact_url
+from tracking.store import REACH_TIMEOUT_S, creation_lock, folder_write_problem, redact_url, sqlite_path, sqlite_problem
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -101,24 +102,45 @@ def open_storage(
             )
         if scheme == "postgres":
             spec = "postgresql" + spec[len("postgres"):]
+        if scheme == "sqlite":
+            problem = sqlite_problem(sqlite_path(spec), example="optuna.db")
+            if problem:
+                raise StorageError(f"storage: {redact_url(spec)}: {problem}")
         engine_kwargs = {"pool_pre_ping": True}
         if scheme.startswith("postgres"):
-            engine_kwargs["connect_args"] = {"connect_timeout": 5}
+            engine_kwargs["connect_args"] = {"connect_timeout": int(REACH_TIMEOUT_S)}
         try:
-            return RDBStorage(
-                spec,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=retry,
-            )
+            # Workers started together on a fresh database would all create the tables at once.
+            with creation_lock(spec, "optuna"):
+                return RDBStorage(
+                    spec,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=retry,
+                )
         except Exception as exc:  # sqlalchemy/psycopg errors: unreachable host, bad db, no driver
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = getattr(exc, "orig", None) or exc
+            reason = str(reason).strip().splitlines()[0] if str(reason).strip() else type(exc).__name__
             raise StorageError(f"storage: cannot open {redact_url(spec)}: {redact_url(reason)[:300]}") from None
-    path = Path(spec.removeprefix("journal:"))
+    return _journal(Path(spec.removeprefix("journal:")), heartbeat_interval, grace_period, retry)
+
+
+def _journal(path: Path, heartbeat_interval: int, grace_period: int, retry) -> HeartbeatJournalStorage:
+    """A journal file's storage, after the checks the backend would fail on with a traceback: a
+    folder, a missing or read-only folder (the lock file goes beside the journal), a read-only
+    file."""
+    if path.is_dir():
+        raise StorageError(f"storage: {path} is a folder; allowed: a journal file path (e.g. {path / DEFAULT_JOURNAL}), "
+                           "sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     if not path.parent.exists():
         raise StorageError(f"storage: folder {path.parent} does not exist (for journal file {path})")
+    problem = folder_write_problem(path.parent)
+    if problem:
+        raise StorageError(f"storage: folder {path.parent} is not writable ({problem}; for journal file {path})")
     try:
+        if path.exists():
+            os.close(os.open(path, os.O_RDWR | os.O_APPEND))
         backend = JournalFileBackend(str(path))
     except OSError as exc:
         raise StorageError(f"storage: cannot open journal file {path}: {exc.strerror or exc}") from None

@@ -98,7 +98,7 @@ def test_adding_a_split_leaves_the_others_bit_identical(data42):
 
 
 def test_resizing_one_split_leaves_the_others_unchanged(data42):
-    cfg = load_config(None, [*SMALL, "data.splits.train.n_samples=40"])
+    cfg = load_config(None, [*SMALL, "data.splits.train.n_samples=40", "training.batch_size=40"])
     resized = generate_datasets(cfg, 42)
     assert len(resized["train"]) == 40
     assert same(resized["test"], data42["test"]) and same(resized["val"], data42["val"])
@@ -132,7 +132,7 @@ def test_validation_split_can_be_turned_off(cfg):
 
 @pytest.mark.parametrize(("fraction", "n"), [(0.1, 96), (0.25, 190), (1.0, 20)])
 def test_combined_fraction_adds_exactly_round_f_n_combined_samples(fraction, n):
-    base = [*SMALL, f"data.splits.train.n_samples={n}"]
+    base = [*SMALL, f"data.splits.train.n_samples={n}", "training.batch_size=16"]
     strict = load_config(None, base)
     mixed = load_config(
         None, [*base, f"data.splits.train.combined_fraction={fraction}", "data.splits.train.combined_components=[comp10, comp4]"]

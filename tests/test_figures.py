@@ -24,6 +24,7 @@ from speccomp.spectra.figures import (
 SMALL = [
     "physics.n_bins=128",
     "data.splits.train.n_samples=60",
+    "training.batch_size=32",
     "data.splits.test.n_samples=30",
     "data.validation.n_samples=20",
 ]

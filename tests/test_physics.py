@@ -131,7 +131,7 @@ def test_zero_abundances_give_the_bare_continuum(cfg, forward):
 
 
 def test_noise_free_split_with_no_components_peaks_at_one():
-    cfg = load_config(None, ["physics.n_bins=128", *NOISE_OFF, "data.splits.train.n_samples=60"])
+    cfg = load_config(None, ["physics.n_bins=128", *NOISE_OFF, "data.splits.train.n_samples=60", "training.batch_size=32"])
     split = generate_split(cfg.physics, cfg.data.splits["train"], "train", data_seed=3)
     bare = ~split.present.any(dim=1)
     assert 5 < int(bare.sum()) < 55
@@ -176,7 +176,7 @@ def test_multiplicative_noise_has_unit_variance_at_fixed_sigma():
 
 
 def test_noise_level_follows_each_spectrum_sigma():
-    cfg = load_config(None, ["physics.n_bins=1024", "data.splits.train.n_samples=40"])
+    cfg = load_config(None, ["physics.n_bins=1024", "data.splits.train.n_samples=40", "training.batch_size=32"])
     split = generate_split(cfg.physics, cfg.data.splits["train"], "train", data_seed=5)
     forward = ForwardModel.from_config(cfg.physics)
     rel = split.spectra.double() / forward.clean(split.temperature_k, split.abundances.double()) - 1.0
@@ -185,7 +185,7 @@ def test_noise_level_follows_each_spectrum_sigma():
 
 
 def test_additive_noise_default_zero_equals_explicit_zero():
-    base = ["physics.n_bins=64", "data.splits.train.n_samples=32"]
+    base = ["physics.n_bins=64", "data.splits.train.n_samples=32", "training.batch_size=32"]
     a = load_config(None, base)
     b = load_config(None, [*base, "physics.sampling.noise.additive=0"])
     assert a.physics.sampling.noise.additive == 0.0

@@ -284,7 +284,7 @@ def test_bad_space_is_refused_in_one_line(env, capsys, case):
     ("--sampler", "grid", ("sampler", "'grid'", "random")),
     ("--pruner", "hyperband", ("pruner", "'hyperband'", "median")),
     ("--threads", "0", ("threads", ">= 1")),
-    ("--storage", "postgresql://postgres:hunter2@127.0.0.1:1/test", ("storage", "cannot open", "127.0.0.1:1")),
+    ("--storage", "postgresql://postgres@127.0.0.1:1/test", ("storage", "cannot open", "127.0.0.1:1")),
 ])
 def test_bad_option_is_refused_in_one_line(env, capsys, flag, value, words):
     rc = cli([*study_argv(env), flag, value])  # the later flag wins
@@ -355,22 +355,25 @@ def test_retried_trial_is_not_stale_before_its_first_beat(env):
 
 
 # --- workers and samplers ----------------------------------------------------------------------------
-@pytest.mark.parametrize(("workers", "threads", "expected"), [(2, None, "half"), (2, 1, 1), (1, 1, 1), (1, None, None)])
-def test_workers_share_the_cores(monkeypatch, workers, threads, expected):
-    """With several workers each takes its share of the cores as torch threads (workers that each
-    take every core slow each other down several-fold)."""
+@pytest.mark.parametrize(("workers", "threads", "omp", "expected"),
+                         [(2, None, None, 1), (1, None, None, 1), (1, 3, None, 3), (2, None, "2", 2), (1, 1, "4", 1)])
+def test_worker_threads_one_unless_told(monkeypatch, workers, threads, omp, expected):
+    """Each worker uses one torch thread unless --threads or OMP_NUM_THREADS says otherwise
+    (threads that each want a core collapse when other processes hold the cores)."""
     import torch
 
     from study.main import Settings, _set_threads
 
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
     settings = Settings(n_trials=1, total_trials=None, seeds=[1], data_seed=0, workers=workers, sampler_seed=0,
                         threads=threads)
-    cores = len(os.sched_getaffinity(0))
-    want = max(1, cores // 2) if expected == "half" else expected
-    assert _set_threads(settings) == want
-    assert calls == ([] if want is None else [want])  # one worker: torch's own default
+    assert _set_threads(settings) == expected
+    assert calls == [expected]
 
 
 def test_spawned_workers_get_the_launchers_settings(monkeypatch, tmp_path):

@@ -26,6 +26,12 @@ class MlflowTrainingLogger:
         self._pending: dict[int, list[Metric]] = {seed: [] for seed in run_ids}
         self._last_flush = time.monotonic()
 
+    def add_runs(self, run_ids: dict[int, str]) -> None:
+        """Seeds whose runs open now (an ensemble starting)."""
+        self.run_ids.update(run_ids)
+        for seed in run_ids:
+            self._pending.setdefault(seed, [])
+
     def log_metrics(self, seed: int, metrics: dict[str, float], step: int) -> None:
         now_ms = int(time.time() * 1000)
         if self.tracked:
@@ -38,6 +44,8 @@ class MlflowTrainingLogger:
 
     def flush(self) -> None:
         for seed, metrics in self._pending.items():
+            if not metrics:
+                continue
             self.client.log_batch(self.run_ids[seed], metrics=metrics)  # MLflow splits it into allowed batches
             metrics.clear()
         self._last_flush = time.monotonic()

@@ -65,8 +65,10 @@ class _Inputs:
 def run(args: RunOptions) -> int:
     # (the `tracking` package, imported with this module, has set the MLflow environment already)
 
+    from speccomp.core.threads import apply_threads
     from tracking import store, ui
     from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded
+    from tracking.stale import tidy
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -79,11 +81,11 @@ def run(args: RunOptions) -> int:
         fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
         return USER_ERROR
 
-    if inputs.threads is not None:
-        import torch
-
-        torch.set_num_threads(inputs.threads)
+    apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
     client = store.tracking_client()
+    note = tidy(client, uri, keep={attached} if attached else set())
+    if note:
+        print(note, file=sys.stderr)
     if attached:
         experiment_id = client.get_run(attached).info.experiment_id
     else:

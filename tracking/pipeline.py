@@ -22,7 +22,13 @@ from mlflow.entities import Metric, Param, RunTag
 
 from speccomp.core.config import ExperimentConfig
 from speccomp.core.data import SplitData
-from speccomp.core.experiment import PLOTS_DIR, PREDICTIONS_DIR, ExperimentResult, run_experiment
+from speccomp.core.experiment import (
+    PLOTS_DIR,
+    PREDICTIONS_DIR,
+    ExperimentResult,
+    run_experiment,
+    write_predictions,
+)
 from speccomp.core.task import task_for
 from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
@@ -84,23 +90,50 @@ def run_tracked_experiment(
     run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
     datasets: dict[str, SplitData] | None = None,
 ) -> TrackedExperiment:
-    """Create one child run per seed under `parent_run_id`, train, and log each seed's metrics,
-    checkpoints, predictions, inputs and final model. Children end FINISHED here; on an exception
-    they stay open in `tracker` for the caller's guard to close as FAILED or KILLED."""
+    """One child run per seed under `parent_run_id`, created when its ensemble starts training
+    (see `speccomp.core.experiment.ensembles`), and ended FINISHED with its metrics, checkpoints,
+    predictions, inputs and final model as soon as that ensemble is done: so a run stopped at any
+    point holds at most one ensemble's runs open, and seeds not started have no run. On an
+    exception the open runs stay in `tracker` for the caller's guard to close FAILED or KILLED."""
     client = tracker.client
-    child_ids = {}
-    for seed in seeds:
-        child_ids[seed] = tracker.start(
-            run_name(seed),
-            parent_id=parent_run_id,
-            tags={"seed": str(seed), "data_seed": str(data_seed), "speccomp.role": "seed", **(tags or {})},
-        )
-        log_params(client, child_ids[seed], {**params, "seed": str(seed), "data_seed": str(data_seed)})
-    mlflow_logger = MlflowTrainingLogger(client, child_ids, tracked=tuple(tracked_labels(cfg)))
+    child_ids: dict[int, str] = {}
+    mlflow_logger = MlflowTrainingLogger(client, {}, tracked=tuple(tracked_labels(cfg)))
+
+    def start(group: list[int]) -> None:
+        for seed in group:
+            child_ids[seed] = tracker.start(
+                run_name(seed),
+                parent_id=parent_run_id,
+                tags={"seed": str(seed), "data_seed": str(data_seed), "speccomp.role": "seed", **(tags or {})},
+            )
+            log_params(client, child_ids[seed], {**params, "seed": str(seed), "data_seed": str(data_seed)})
+        mlflow_logger.add_runs({seed: child_ids[seed] for seed in group})
+
+    def done(part) -> None:
+        mlflow_logger.flush()
+        group_ids = [child_ids[r.seed] for r in part.seeds]
+        log_dataset_inputs(client, group_ids, datasets_used)
+        for r in part.seeds:
+            run_id = child_ids[r.seed]
+            tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill) if spectra else {}
+            if tag:
+                set_tags(client, run_id, tag)
+            if r.checkpoint_paths:
+                client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
+            client.log_artifact(run_id, str(write_predictions(r, work_dir)), PREDICTIONS_DIR)
+            if log_models:
+                log_final_model(run_id, r, datasets_used["train"], step=part.total_steps, client=client)
+            set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, tracked_labels(cfg)))
+            tracker.finish(run_id)
+
+    task = task_for(cfg)
+    spectra = task.name == "spectra"  # the learned/not-learned judgement is the spectra skill's
+    datasets_used = datasets if datasets is not None else task.generate(cfg, data_seed)
     try:
         exp = run_experiment(
             cfg, data_seed, seeds, work_dir, logger=mlflow_logger,
-            progress=progress, figures=figures, datasets=datasets,
+            progress=progress, figures=figures, datasets=datasets_used,
+            on_start=start, on_done=done,
         )
     except BaseException:
         # Interrupted or failed: what was measured so far still reaches the runs (the caller's
@@ -108,21 +141,6 @@ def run_tracked_experiment(
         with contextlib.suppress(Exception):
             mlflow_logger.flush()
         raise
-    mlflow_logger.flush()
-    log_dataset_inputs(client, list(child_ids.values()), exp.datasets)
-    spectra = task_for(cfg).name == "spectra"  # the learned/not-learned judgement is the spectra skill's
-    for r in exp.result.seeds:
-        run_id = child_ids[r.seed]
-        tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill) if spectra else {}
-        if tag:
-            set_tags(client, run_id, tag)
-        if r.checkpoint_paths:
-            client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
-        client.log_artifact(run_id, str(work_dir / PREDICTIONS_DIR / f"test_seed-{r.seed}.npy"), PREDICTIONS_DIR)
-        if log_models:
-            log_final_model(run_id, r, exp.datasets["train"], step=exp.result.total_steps, client=client)
-        set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, tracked_labels(cfg)))
-        tracker.finish(run_id)
     return TrackedExperiment(exp, child_ids)
 
 

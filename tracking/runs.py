@@ -10,8 +10,10 @@ import time
 from collections.abc import Iterator
 
 from mlflow import MlflowClient
+from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from tracking.stale import process_tags
 from tracking.store import redact_url
 
 ERROR_TAG = "error"
@@ -37,7 +39,7 @@ class RunTracker:
         parent_id: str | None = None,
         tags: dict[str, str] | None = None,
     ) -> str:
-        all_tags = {MLFLOW_RUN_NAME: run_name, **(tags or {})}
+        all_tags = {MLFLOW_RUN_NAME: run_name, **process_tags(), **(tags or {})}
         if parent_id is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
@@ -46,7 +48,9 @@ class RunTracker:
         return run.info.run_id
 
     def adopt(self, run_id: str) -> str:
-        """Take over a run that someone else created (the one `mlflow run` made)."""
+        """Take over a run that someone else created (the one `mlflow run` made), tagged with this
+        process so that a later start can tell whether it is still alive."""
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
         self.open.append(run_id)
         return run_id
 
@@ -143,3 +147,18 @@ def guarded(tracker: RunTracker) -> Iterator[RunTracker]:
             with signals_deferred():
                 tracker.close_all("FAILED", error=f"{type(exc).__name__}: {exc}")
             raise
+
+
+def exit_at_once_if_stopped(code: int) -> int:
+    """After Ctrl-C or SIGTERM (exit codes 130, 143) the runs are closed and the message printed:
+    exit at once. The interpreter's own shutdown (freeing torch, MLflow, SQLAlchemy: about 1 s of
+    CPU, 7-12 s of wall time measured on a loaded machine) would otherwise eat the grace period a
+    supervisor gives between SIGTERM and SIGKILL. Any other code is returned for a normal exit."""
+    import os
+    import sys
+
+    if code in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from speccomp.core.config import ConfigError
@@ -39,6 +41,11 @@ def redact_url(url: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}{':***' if m['pw'] is not None else ''}@", url)
 
 
+def has_password(url: str) -> bool:
+    """Whether `scheme://user:password@host...` carries a password."""
+    return any(m["pw"] is not None for m in _CREDENTIALS.finditer(url or ""))
+
+
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store (bound to 127.0.0.1)."""
     if uri.startswith(("http://", "https://")):
@@ -51,6 +58,8 @@ def ui_command(uri: str) -> str:
 
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks")
 REACH_TIMEOUT_S = 5.0
+"""Bound on every check made before work starts (HTTP request, database connection)."""
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class TrackingStoreError(ConfigError):
@@ -58,50 +67,204 @@ class TrackingStoreError(ConfigError):
 
 
 def check_store(uri: str) -> None:
-    """Refuse, before any work, a tracking URI MLflow cannot use: an unknown scheme, a SQLite file
-    in a folder that does not exist, a server that does not answer (MLflow itself would retry for
-    minutes and then end in a traceback)."""
+    """Refuse, before any work and within seconds, a tracking URI MLflow cannot use: an unknown
+    scheme; a SQLite file that is a folder, not a SQLite database, or cannot be written (read-only
+    file or folder); a database server that refuses the connection or has no such database; an
+    HTTP URL where no MLflow tracking server answers. (MLflow itself would retry for minutes and
+    then end in a traceback.)"""
     allowed = "sqlite:///PATH, postgresql://USER@HOST/DB, http(s)://HOST:PORT (a tracking server), or a folder"
     scheme = uri.split("://", 1)[0].split("+")[0] if "://" in uri else "file"
     where = f"MLFLOW_TRACKING_URI: {redact_url(uri)}"
     if scheme not in STORE_SCHEMES:
         raise TrackingStoreError(f"{where}: unsupported scheme {scheme!r}; allowed: {allowed}")
+    problem = None
     if scheme == "sqlite":
-        folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve().parent
-        if not folder.is_dir():
-            raise TrackingStoreError(f"{where}: folder {folder} does not exist")
-    if scheme in ("http", "https"):
-        import urllib.error
-        import urllib.request
+        problem = sqlite_problem(sqlite_path(uri))
+    elif scheme in ("postgresql", "mysql"):
+        problem = database_problem(uri)
+    elif scheme in ("http", "https"):
+        problem = tracking_server_problem(uri)
+    if problem:
+        raise TrackingStoreError(f"{where}: {problem}")
 
+
+def sqlite_path(uri: str) -> Path:
+    """The file of `sqlite:///relative` or `sqlite:////absolute` (query string dropped)."""
+    return Path(uri.split("://", 1)[1].removeprefix("/").split("?")[0])
+
+
+def sqlite_problem(path: Path, example: str = DEFAULT_DB) -> str | None:
+    """Why a SQLite database at `path` cannot be used for writing, or None. Tried the way the
+    kernel decides (opening for writing, creating a file beside it: SQLite writes its journal
+    there), not from permission bits, which root ignores and which miss read-only mounts and
+    immutable files."""
+    if str(path) in ("", ".", ":memory:"):
+        return None  # an in-memory database
+    path = path.resolve()
+    folder = path.parent
+    if not folder.is_dir():
+        return f"folder {folder} does not exist"
+    if path.is_dir():
+        return f"{path} is a folder; allowed: a SQLite database file (new or existing), e.g. {path / example}"
+    reason = folder_write_problem(folder)
+    if reason:
+        return f"folder {folder} is not writable ({reason}); SQLite writes its journal beside the database"
+    if path.exists():
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).close()
-        except urllib.error.HTTPError:
-            pass  # it answered (auth proxies may refuse /health): reachable
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingStoreError(f"{where}: no tracking server answers ({redact_url(str(reason))})") from None
+            fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            return f"database file {path} is not writable ({exc.strerror or exc})"
+        try:
+            header = os.read(fd, len(SQLITE_HEADER))
+        finally:
+            os.close(fd)
+        if header and header != SQLITE_HEADER[: len(header)]:
+            return f"{path} is not a SQLite database"
+    return None
 
 
-def tracking_client():
-    """An MlflowClient on the configured store, opened. Workers started together on a new SQLite
-    store would all create its tables and run its migrations at once, and all but one fail
-    ("table experiments already exists", "duplicate column name"): on SQLite the first opening
-    holds a lock on the database's folder, so one worker creates the store and the others find it."""
-    import mlflow
-    from mlflow import MlflowClient
+def folder_write_problem(folder: Path) -> str | None:
+    """None if a file can be created in `folder`, else the system's reason."""
+    import tempfile
 
-    uri = mlflow.get_tracking_uri()
-    folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve().parent
-    if not uri.startswith("sqlite:///") or not folder.is_dir():
-        return MlflowClient()
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".speccomp-write-check-")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def database_problem(uri: str) -> str | None:
+    """Connect once, bounded by REACH_TIMEOUT_S (a missing database, a refused login, no server);
+    None if the connection works."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool,
+                                          connect_args={"connect_timeout": int(REACH_TIMEOUT_S)})
+    except Exception as exc:  # no driver for the scheme, a malformed URL
+        return f"cannot use the URL ({_first_line(exc)})"
+    try:
+        with engine.connect():
+            return None
+    except Exception as exc:
+        return f"cannot connect ({_first_line(getattr(exc, 'orig', None) or exc)})"
+    finally:
+        engine.dispose()
+
+
+def tracking_server_problem(uri: str) -> str | None:
+    """Ask the server for an experiment, the MLflow REST way: an MLflow tracking server answers
+    JSON (the experiment, or an error code); anything else is not one."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + urllib.parse.urlencode(
+        {"experiment_name": "Default"})
+    request = urllib.request.Request(url, headers=_auth_headers())
+    try:
+        with urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S) as response:
+            status, body = response.status, response.read(65536)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(65536)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"no tracking server answers ({redact_url(str(reason))})"
+    if status in (401, 403):
+        return (f"the server refuses access (HTTP {status}); set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not ({"experiment", "error_code"} & set(answer)):
+        return (f"the server answers (HTTP {status}) but is not an MLflow tracking server "
+                "(no MLflow REST API under /api/2.0/mlflow/)")
+    return None
+
+
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's own client would send."""
+    import base64
+
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    line = " ".join(line.removeprefix("connection failed: ").split())  # libpq's padding and prefix
+    return redact_url(line)[:300]
+
+
+def libpq_url(uri: str) -> str:
+    """A SQLAlchemy PostgreSQL URL (`postgresql+psycopg://...`) as libpq reads it."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(uri).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key of its own for `name`."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"speccomp:create:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def creation_lock(uri: str, name: str) -> Iterator[None]:
+    """Held while a store's tables are created or migrated, so that workers started together
+    (on one machine or many) create them one at a time and the others find them made. Without it
+    N workers on a fresh PostgreSQL database all run CREATE TABLE at once and all but one fail
+    (`UniqueViolation ... pg_type_typname_nsp_index`, DuplicateTable), and on SQLite ("table
+    experiments already exists", "duplicate column name").
+    PostgreSQL: a session-level advisory lock on that database (released if the holder dies, its
+    session ends); SQLite: an exclusive lock on the database's folder; other stores: nothing."""
+    scheme = uri.split("://", 1)[0].split("+")[0] if "://" in uri else ""
+    if scheme in ("postgresql", "postgres"):
+        import psycopg
+
+        with psycopg.connect(libpq_url(uri), connect_timeout=int(REACH_TIMEOUT_S), autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
+        return
+    folder = sqlite_path(uri).resolve().parent if scheme == "sqlite" else None
+    if folder is None or not folder.is_dir():
+        yield
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        client = MlflowClient()  # may open the store already
-        client.search_experiments(max_results=1)
+        yield
     finally:
         os.close(fd)  # and with it the lock
+
+
+def tracking_client():
+    """An MlflowClient on the configured store, opened under `creation_lock`: workers started
+    together on a new store (SQLite or PostgreSQL) would all create its tables and run its
+    migrations at once; with the lock one creates the store and the others find it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    with creation_lock(mlflow.get_tracking_uri(), "mlflow"):
+        client = MlflowClient()  # may open the store already
+        client.search_experiments(max_results=1)
     return client
 
 

@@ -423,8 +423,10 @@ class TrainingConfig(_Strict):
 
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    """Finite and > 0."""
+    weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
+    """Finite and >= 0."""
     optimizer: Literal["adamw", "adam"] = "adamw"
     loss_function: Literal["mse", "mae", "huber"] = "mse"
     """Training loss on the abundances: `mse` (the tutorial's), `mae` (L1) or `huber` (delta 0.1,
@@ -550,6 +552,10 @@ class ExperimentConfig(_Strict):
                     f"{len(cnn.channels)} pooling stages of {cnn.pool} leave no bins of physics.n_bins={self.physics.n_bins}; "
                     "use fewer stages, a smaller pool or more bins",
                 )
+        n_train = self.data.splits["train"].n_samples
+        if self.training.batch_size > n_train:
+            raise _at("training.batch_size", f"is {self.training.batch_size}, larger than the training split "
+                      f"(data.splits.train.n_samples = {n_train}); allowed: 1 to {n_train}")
         if self.training.model_type == "seq" and self.training.seq.pooled_length(self.physics.n_bins) < 1:  # nas
             raise _at("training.seq.layers", f"the conv and pool layers leave no bins of physics.n_bins={self.physics.n_bins}")
         if self.training.model_type in VALIDATION_FITTED and "val" not in self.data.resolved_splits():
