@@ -328,10 +328,10 @@ def redraw_cmd(run_id: RunId, out: Annotated[str, typer.Option(help="folder for 
 # untracked commands (no MLflow)
 # ------------------------------------------------------------------------------------------------
 def _load(config_dir: str | None, presets: list[str], sets: list[str], overrides: str):
-    from speccomp.core.config import load_config
+    from speccomp.core.task import load_any_config  # a folder holding matrices.yaml is the matrices domain
 
     inputs = _config_inputs(config_dir, presets, sets, overrides)
-    return load_config(inputs["config_dir"], inputs["overrides"], presets=inputs["presets"])
+    return load_any_config(inputs["config_dir"], inputs["overrides"], presets=inputs["presets"])
 
 
 Out = Annotated[Path, typer.Option("--out", help="output folder")]
@@ -357,11 +357,16 @@ def _per_data_seed(out: Path, data_seeds: list[int]) -> list[tuple[int, Path]]:
 def generate_cmd(out: Out, data_seeds: DataSeeds = "42", config_dir: ConfigDir = None,
                  preset: Presets = [], set_: Sets = [], overrides: Overrides = "") -> int:  # noqa: B006
     """Generate every split to a folder (tensors, loadable with weights_only=True)."""
-    from speccomp.core.data import generate_datasets, save_datasets
+    from speccomp.core.task import task_for
 
     cfg = _load(config_dir, preset, set_, overrides)
+    task = task_for(cfg)
+    if task.name == "matrices":
+        from speccomp.matrices.data import save_datasets
+    else:
+        from speccomp.core.data import save_datasets
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
-        datasets = generate_datasets(cfg, data_seed)
+        datasets = task.generate(cfg, data_seed)
         save_datasets(datasets, folder)
         print(f"data seed {data_seed}: {', '.join(f'{n}={len(d)}' for n, d in datasets.items())} -> {folder}")
     return 0
@@ -378,7 +383,8 @@ def train_cmd(out: Out, seeds: Seeds = None, data_seeds: DataSeeds = "42", confi
     apply_threads(None)  # one thread unless OMP_NUM_THREADS says otherwise (speccomp.core.threads)
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
         exp = run_experiment(cfg, data_seed, _list(seeds) or cfg.training.seeds, folder, progress=sys.stderr.isatty())
-        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))]
+        cols = ["seed"] + [c for c in exp.summary.columns if c.startswith(("test/mse/", "skill/val/", "transfer/", "gap/"))
+                           or c in ("val/acc", "test/acc", "chance/acc")]
         print(f"data seed {data_seed} -> {folder}")
         print(exp.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

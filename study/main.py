@@ -79,8 +79,9 @@ class Settings:
 
 def _validate(args: StudyOptions):
     """Everything checked before any run or trial exists. Returns what the study needs."""
-    from speccomp.core.config import ConfigError, config_from_dict, load_config, parse_seed_list
-    from study.objective import MEASURES, configure_trial_size
+    from speccomp.core.config import ConfigError, parse_seed_list
+    from speccomp.core.task import config_from_any_dict, task_for, task_for_dir
+    from study.objective import MEASURES, check_measure, configure_trial_size
     from study.space import load_space
 
     if args.objective not in MEASURES:
@@ -93,9 +94,11 @@ def _validate(args: StudyOptions):
         raise ConfigError("pruner: Optuna cannot prune two-objective (pareto) studies; use --pruner none")
     overrides = configure_trial_size(list(args.overrides))
     if args.resolved_config is not None:  # a spawned worker: the launcher resolved it
-        base = config_from_dict(args.resolved_config)
-    else:
-        base = load_config(args.config_dir or None, overrides, presets=[p for p in args.presets if p])
+        base = config_from_any_dict(args.resolved_config)
+    else:  # a folder holding matrices.yaml selects the matrices domain
+        base = task_for_dir(args.config_dir or None).load_config(args.config_dir or None, overrides,
+                                                                 [p for p in args.presets if p])
+    check_measure(args.objective, task_for(base).name)
     settings = Settings(
         n_trials=args.n_trials,
         total_trials=args.total_trials,

@@ -18,8 +18,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from speccomp.core.config import ExperimentConfig, config_from_dict
-from speccomp.core.data import generate_datasets
+from speccomp.core.config import ExperimentConfig
+from speccomp.core.task import task_for
 from study.space import SearchSpace
 from tracking.pipeline import (
     flatten,
@@ -38,8 +38,12 @@ MEASURES = {
     "transfer": "mean transfer of the tracked components, combination skill ÷ in-distribution skill (maximise); "
                 "a trial in which no seed learned every tracked component has no value (FAIL, counted in the report)",
     "pareto": "two objectives: in-distribution (val) MSE and test MSE of the tracked components, both where the "
-              "component is present (Pareto front)",
+              "component is present (Pareto front); matrices: val and test error",
+    "test": "the domain's test measure (minimise): spectra the test MSE of the tracked components (as test_mse), "
+            "matrices the test error 1 - test/acc",
 }
+MATRICES_MEASURES = {"test_mse": None, "test": "test/error", "gap": "gap/acc", "transfer": None}
+"""Matrices: the measure behind each objective (None: not defined for this domain)."""
 STATE_TAG = "optuna.trial_state"
 TRIAL_MEASURES = ("test/mse/tracked", "val/mse/tracked", "val/mse_present/tracked", "test/mse_present/tracked",
                   "gap/tracked", "skill/val/tracked", "skill/test/tracked", "transfer/tracked", "learned/tracked",
@@ -78,14 +82,27 @@ def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, floa
     }
 
 
-def objective_values(measures: dict[str, float], measure: str) -> tuple[float, ...]:
-    if measure == "test_mse":
+def objective_values(measures: dict[str, float], measure: str, domain: str = "spectra") -> tuple[float, ...]:
+    if domain == "matrices":
+        if measure == "pareto":
+            return (measures["val/error"], measures["test/error"])
+        return (measures[MATRICES_MEASURES[measure]],)
+    if measure in ("test_mse", "test"):
         return (measures["test/mse/tracked"],)
     if measure == "gap":
         return (measures["gap/tracked"],)
     if measure == "transfer":
         return (measures["transfer/tracked"],)
     return (measures["val/mse_present/tracked"], measures["test/mse_present/tracked"])
+
+
+def check_measure(measure: str, domain: str) -> None:
+    """Refuse an objective the domain does not define (one line naming `objective`, exit 2)."""
+    if domain == "matrices" and MATRICES_MEASURES.get(measure, "") is None:
+        from speccomp.core.config import ConfigError
+
+        allowed = [m for m in MEASURES if MATRICES_MEASURES.get(m, "") is not None]
+        raise ConfigError(f"objective: {measure} is a spectra measure; allowed for the matrices domain: {', '.join(allowed)}")
 
 
 def directions(measure: str) -> list[str]:
@@ -116,7 +133,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self._check_budget(trial)
         values, overrides = self.space.suggest(trial)
-        cfg = config_from_dict(self.base.to_dict(), overrides)
+        cfg = task_for(self.base).config_from_dict(self.base.to_dict(), overrides)
         client = self.tracker.client
         run_id = self.tracker.start(
             f"trial-{trial.number}",
@@ -150,9 +167,9 @@ class Objective:
             # Optuna fails a trial whose value is NaN; here that means "not learned", which the
             # report counts per setting (the trial's measures are in its user attributes).
             set_tags(client, run_id, {STATE_TAG: "FAIL"})
+            learned_skill = cfg.analysis.learned_skill if task_for(cfg).name == "spectra" else math.nan
             print(f"trial {trial.number}: no seed learned every tracked component in distribution "
-                  f"(in-distribution skill < {cfg.analysis.learned_skill:g}); no {self.measure} value",
-                  file=sys.stderr)
+                  f"(in-distribution skill < {learned_skill:g}); no {self.measure} value", file=sys.stderr)
         else:
             set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
         self.tracker.finish(run_id)
@@ -170,9 +187,9 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, cfg: ExperimentConfig, run_id: str, params: dict[str, str], work: Path):
         client = self.tracker.client
-        tracked = cfg.tracked_labels
+        task = task_for(cfg)
         summaries, trajectories, per_seed = [], [], {}
-        datasets = generate_datasets(cfg, self.data_seed)  # once, whatever the number of chunks
+        datasets = task.generate(cfg, self.data_seed)  # once, whatever the number of chunks
         for i, chunk in enumerate(self.seed_chunks()):
             te = run_tracked_experiment(
                 self.tracker, run_id, cfg, self.data_seed, chunk, work / f"chunk-{i}", params,
@@ -182,16 +199,18 @@ class Objective:
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
             for r in te.experiment.result.seeds:
-                per_seed[r.seed] = seed_measures(r.final, tracked)
+                per_seed[r.seed] = (seed_measures(r.final, cfg.tracked_labels) if task.name == "spectra"
+                                    else task.seed_measures(cfg, r.final))
             if self.pruning:
                 for seed in chunk:
-                    trial.report(objective_values(per_seed[seed], self.measure)[0], step=self.seeds.index(seed))
+                    trial.report(objective_values(per_seed[seed], self.measure, task.name)[0],
+                                 step=self.seeds.index(seed))
                 if i < len(self.seed_chunks()) - 1 and trial.should_prune():
                     self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
                     raise optuna.TrialPruned(f"pruned after seeds {list(per_seed)}")
         self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
-        values = objective_values(mean, self.measure)
+        values = objective_values(mean, self.measure, task.name)
         last_step = int(pd.concat(trajectories)["step"].max())
         log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v
                                          for i, v in enumerate(values)}, step=last_step)
@@ -206,10 +225,13 @@ class Objective:
         trajectory.to_csv(folder / "trajectory_data.csv", index=False)
         shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
-        log_parent_summary(client, run_id, summary, trajectory, extra=measures)
+        spectra = task_for(cfg).name == "spectra"
+        extra = measures.drop(columns=[c for c in measures.columns if c in summary.columns])  # matrices: already finals
+        log_parent_summary(client, run_id, summary, trajectory, extra=extra)
         trial.set_user_attr("seeds", {str(k): v for k, v in per_seed.items()})
-        trial.set_user_attr("learned_skill", cfg.analysis.learned_skill)
-        for key in TRIAL_MEASURES:
+        if spectra:
+            trial.set_user_attr("learned_skill", cfg.analysis.learned_skill)
+        for key in TRIAL_MEASURES if spectra else measures.columns:  # matrices: test/error, val/error, gap/acc
             values = measures[key].dropna()
             trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)
             trial.set_user_attr(key.replace("/", "_") + "_std", float(values.std(ddof=1)) if len(values) > 1 else 0.0)

@@ -27,8 +27,9 @@ from typing import Any
 import optuna
 import yaml
 
-from speccomp.core.config import ConfigError, ExperimentConfig, check_override_key, config_from_dict, read_yaml
+from speccomp.core.config import ConfigError, ExperimentConfig, check_override_key, read_yaml
 from speccomp.core.pairs import pair_overrides, parse_pair
+from speccomp.core.task import task_for
 
 
 class SpaceError(ValueError):
@@ -38,6 +39,27 @@ class SpaceError(ValueError):
 # --- named split settings: one value -> a few config overrides -------------------------------
 _pair = pair_overrides
 _split_pair = parse_pair
+
+
+def _heldout_pair(value: str) -> list[str]:
+    """Matrices: 'rule/attribute' held out of training (every test matrix holds it); 'none' = neutral."""
+    if str(value).strip() == "none":
+        return ["data.heldout_pairs=[]"]
+    parts = [p.strip() for p in str(value).split("/")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"a held-out pair is 'rule/attribute', e.g. 'progression/size', or 'none'; got {value!r}")
+    return [f"data.heldout_pairs=[{{rule: {parts[0]}, attribute: {parts[1]}}}]"]
+
+
+def _heldout_values(value: str) -> list[str]:
+    """Matrices: 'attribute=min..max' values held out of training (extrapolation); 'none' = none."""
+    if str(value).strip() == "none":
+        return ["data.heldout_values={}"]
+    name, _, span = str(value).partition("=")
+    lo, _, hi = span.partition("..")
+    if not name.strip() or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise ValueError(f"held-out values are 'attribute=min..max', e.g. 'size=4..5', or 'none'; got {value!r}")
+    return [f"data.heldout_values={{{name.strip()}: [{int(lo)}, {int(hi)}]}}"]
 
 
 def _depth_width(depth: int, width: int) -> list[str]:
@@ -56,6 +78,10 @@ NAMED_SETTINGS: dict[str, tuple[str, Callable[..., list[str]]]] = {
         "upper bound of the multiplicative noise level (lower bound min(0.01, value))",
         lambda v: [f"physics.sampling.noise.range=[{min(0.01, float(v))}, {float(v)}]"],
     ),
+    "heldout_pair": ("matrices: the (rule, attribute) pair held out of training, 'rule/attribute' or 'none'",
+                     _heldout_pair),
+    "heldout_values": ("matrices: attribute values held out of training, 'attribute=min..max' or 'none'",
+                       _heldout_values),
     "depth": ("number of hidden layers of the MLP (widths halve from `width`)", None),  # paired below
     "width": ("width of the first hidden layer of the MLP", None),
 }
@@ -137,23 +163,24 @@ def load_space(path: str | Path, base: ExperimentConfig) -> SearchSpace:
     if not isinstance(params_raw, dict) or not params_raw:
         raise SpaceError(f"{path}: params: must map at least one parameter to a distribution")
     params: list[ParamSpec] = []
+    root = task_for(base).schema()
     for name, entry in params_raw.items():
-        params.append(_param(path, str(name), entry, params))
+        params.append(_param(path, str(name), entry, params, root))
     space = SearchSpace(str(raw.get("name") or path.stem), path, params, list(fixed))
     _check_against_config(space, base)
     return space
 
 
-def _param(path: Path, name: str, entry: Any, earlier: list[ParamSpec]) -> ParamSpec:
+def _param(path: Path, name: str, entry: Any, earlier: list[ParamSpec], root: Any = ExperimentConfig) -> ParamSpec:
     where = f"{path}: params.{name}"
     if name not in NAMED_SETTINGS:
-        if name.split(".")[0] not in ("physics", "data", "training", "analysis"):
+        if name.split(".")[0] not in root.model_fields:
             raise SpaceError(
                 f"{where}: unknown parameter; use a dotted config path (training.learning_rate, ...) "
                 f"or a named setting: {', '.join(NAMED_SETTINGS)}"
             )
         try:
-            check_override_key(name.split("."))
+            check_override_key(name.split("."), root)
         except ConfigError as exc:
             raise SpaceError(f"{where}: unknown config path ({str(exc).split(': ', 1)[-1]})") from None
     if not isinstance(entry, dict):
@@ -213,6 +240,7 @@ def _when(where: str, raw: Any, earlier: list[ParamSpec]) -> dict[str, list[Any]
 def _check_against_config(space: SearchSpace, base: ExperimentConfig) -> None:
     """Every categorical choice and both ends of every range must give a valid config."""
     raw = base.to_dict()
+    config_from_dict = task_for(base).config_from_dict
     try:
         config_from_dict(raw, space.fixed)
     except ConfigError as exc:

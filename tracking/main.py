@@ -1,6 +1,7 @@
 """The `main` entry point: the whole study for every seed, tracked in MLflow.
 
     mlflow run . --env-manager local -P seeds=123,124,125
+    mlflow run . --env-manager local -P config_dir=configs/raven   (the matrices domain)
     speccomp run --seeds 123,124,125                     (the same, without `mlflow run`)
 
 One parent run per invocation (the run `mlflow run` created, when there is one), one child run per
@@ -18,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speccomp.core.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.core.config import ConfigError, ExperimentConfig, parse_seed_list
+from speccomp.core.task import task_for_dir
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -51,7 +53,11 @@ class _Inputs:
 
     def __init__(self, args: RunOptions):
         config_dir = args.config_dir or None
-        self.cfg: ExperimentConfig = load_config(config_dir, args.overrides, presets=[p for p in args.presets if p])
+        self.task = task_for_dir(config_dir)  # a folder holding matrices.yaml selects the matrices domain
+        if config_dir is not None:
+            self.task.check_config_dir(Path(config_dir))
+        presets = [p for p in args.presets if p]
+        self.cfg: ExperimentConfig = self.task.load_config(config_dir, args.overrides, presets)
         self.seeds = parse_seed_list(args.seeds if args.seeds is not None else self.cfg.training.seeds, "seeds")
         self.data_seeds = parse_seed_list(args.data_seeds, "data_seeds")
         self.threads = args.threads
@@ -133,8 +139,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
         "speccomp.role": "main",
         "seeds": ",".join(map(str, inputs.seeds)),
         "data_seeds": ",".join(map(str, inputs.data_seeds)),
-        "tracked": ",".join(cfg.tracked_labels),
-        "model_type": cfg.training.model_type,
+        **inputs.task.tags(cfg),
     })
     log_params(client, parent, params)
     several = len(inputs.data_seeds) > 1
@@ -212,7 +217,11 @@ def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
     from tracking.store import ui_command
 
     cfg = inputs.cfg
-    print("\n".join(summary_lines(summary, cfg.tracked_labels, cfg.analysis.learned_skill)))
+    if inputs.task.name == "spectra":
+        lines = summary_lines(summary, cfg.tracked_labels, cfg.analysis.learned_skill)
+    else:  # another domain says what its results are
+        lines = inputs.task.console_summary(cfg, summary)
+    print("\n".join(lines))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")
 

@@ -21,7 +21,7 @@ from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.entities import Metric, Param, RunTag
 
 from speccomp.core.config import ExperimentConfig
-from speccomp.core.data import SplitData, generate_datasets
+from speccomp.core.data import SplitData
 from speccomp.core.experiment import (
     PLOTS_DIR,
     PREDICTIONS_DIR,
@@ -29,6 +29,7 @@ from speccomp.core.experiment import (
     run_experiment,
     write_predictions,
 )
+from speccomp.core.task import task_for
 from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
 from tracking.logger import MlflowTrainingLogger
@@ -113,7 +114,7 @@ def run_tracked_experiment(
         log_dataset_inputs(client, group_ids, datasets_used)
         for r in part.seeds:
             run_id = child_ids[r.seed]
-            tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill)
+            tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill) if spectra else {}
             if tag:
                 set_tags(client, run_id, tag)
             if r.checkpoint_paths:
@@ -123,7 +124,9 @@ def run_tracked_experiment(
                 log_final_model(run_id, r, datasets_used["train"], step=part.total_steps, client=client)
             tracker.finish(run_id)
 
-    datasets_used = datasets if datasets is not None else generate_datasets(cfg, data_seed)
+    task = task_for(cfg)
+    spectra = task.name == "spectra"  # the learned/not-learned judgement is the spectra skill's
+    datasets_used = datasets if datasets is not None else task.generate(cfg, data_seed)
     try:
         exp = run_experiment(
             cfg, data_seed, seeds, work_dir, logger=mlflow_logger,
@@ -149,8 +152,8 @@ def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets:
     inputs = []
     for name, split in datasets.items():
         ds = mlflow.data.from_numpy(
-            split.spectra.numpy(),  # a view, no copy; the digest is ours, so nothing is hashed again
-            targets=split.abundances.numpy(),
+            split.inputs.numpy(),  # a view, no copy; the digest is ours, so nothing is hashed again
+            targets=split.targets.numpy(),
             name=f"{name}-data_seed-{split.data_seed}",
             digest=split.digest,
             source=SpeccompSource(f"speccomp://data_seed={split.data_seed}/split={name}/n={len(split)}"),
@@ -214,13 +217,15 @@ def log_final_model(
         params=dict(run.data.params),
         tags={"seed": str(result.seed), "data_seed": str(result.data_seed)},
     )
-    n_bins, n_out = train.spectra.shape[1], train.abundances.shape[1]
-    signature = infer_signature(np.zeros((1, n_bins), np.float32), np.zeros((1, n_out), np.float32))
+    example = train.inputs[:2]
+    with torch.no_grad():
+        n_out = tuple(result.model(example[:1]).shape[1:])
+    signature = infer_signature(np.zeros((1, *example.shape[1:]), np.float32), np.zeros((1, *n_out), np.float32))
     mlflow.pytorch.log_model(
         result.model,
         name="model",
         signature=signature,
-        input_example=train.spectra[:2].numpy(),  # the pt2 format traces forward() on it
+        input_example=example.numpy(),  # the pt2 format traces forward() on it
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         run_id=run_id,  # the child run, without making it the active fluent run
         model_id=model.model_id,
@@ -283,13 +288,14 @@ def log_mean_curves(
     """The parent's own curves: the across-seed mean of each checkpoint metric at each step.
     `skip_step` (the last step, where `aggregate_finals` logs the same means) is left out, so that
     no step holds two values of one metric."""
-    cols = {"test_loss": "test/mse", "val_loss": "val/mse"}
+    cols = {c: n for c, n in {"test_loss": "test/mse", "val_loss": "val/mse"}.items() if c in trajectory}
     for split in ("test", "val"):
         for c in trajectory:
             if c.startswith(f"{split}_mse_present_"):
                 cols[c] = f"{split}/mse_present/" + c.removeprefix(f"{split}_mse_present_")
             elif c.startswith(f"{split}_mse_"):
                 cols[c] = f"{split}/mse/" + c.removeprefix(f"{split}_mse_")
+    cols.update({c: c for c in trajectory if "/" in c})  # columns already named as metrics (matrices)
     mean = trajectory.groupby("step")[list(cols)].mean()
     if skip_step is not None:
         mean = mean.drop(index=skip_step, errors="ignore")

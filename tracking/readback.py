@@ -158,6 +158,8 @@ def trajectory_from_runs(parent_run_id: str, client=None) -> pd.DataFrame:
     client = _client(client)
     parent = _parent(client, parent_run_id)
     children = _children(client, parent)
+    if parent.data.tags.get("domain") == "matrices":
+        return _matrices_trajectory(client, parent, children)
     tracked = _tracked_labels(parent, children)
     rows = []
     for run in children:
@@ -203,6 +205,32 @@ def trajectory_from_runs(parent_run_id: str, client=None) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["data_seed", "checkpoint", "seed"], kind="stable").reset_index(drop=True)
 
 
+MATRICES_CURVES = ("val/acc", "test/acc", "val/loss", "test/loss")
+
+
+def _matrices_trajectory(client, parent, children) -> pd.DataFrame:
+    """The matrices domain's trajectory (columns named as the metrics: val/acc, test/acc, val/loss,
+    test/loss), checkpoints being the steps at which `test/acc` was logged."""
+    rows = []
+    for run in children:
+        curves = {name: _history(client, run.info.run_id, name) for name in MATRICES_CURVES}
+        train = _history(client, run.info.run_id, "train/loss")
+        per_epoch = _steps_per_epoch(run.data.params)
+        previous = None
+        for checkpoint, step in enumerate(curves["test/acc"]):
+            losses = [v for s, v in train.items() if previous is not None and previous < s <= step]
+            rows.append({
+                "data_seed": int(run.data.tags["data_seed"]), "seed": int(run.data.tags["seed"]),
+                "checkpoint": checkpoint, "step": step, "epoch": step / per_epoch if per_epoch else math.nan,
+                "train_loss": float(np.mean(losses)) if losses else math.nan,
+                **{name: curves[name].get(step, math.nan) for name in MATRICES_CURVES},
+            })
+            previous = step
+    if not rows:
+        raise ReadbackError(f"run_id: the children of run {parent.info.run_id} have no checkpoint metrics yet")
+    return pd.DataFrame(rows).sort_values(["data_seed", "checkpoint", "seed"], kind="stable").reset_index(drop=True)
+
+
 def _download(client, run_id: str, path: str, dst: Path, what: str) -> Path:
     from mlflow.exceptions import MlflowException
 
@@ -235,8 +263,8 @@ def redraw_from_mlflow(
     several data seeds, into `out_dir/data_seed-<d>/`). Returns figure name -> path (names are
     prefixed `data_seed-<d>/` with several data seeds). `floor` (label -> oracle MSE) defaults to
     the `oracle/mse/<label>` metrics the children of each data seed logged, when they have them."""
-    from speccomp.core.data import generate_datasets
     from speccomp.core.experiment import draw_figures, read_config
+    from speccomp.core.task import task_for
 
     client = _client(client)
     parent = _parent(client, parent_run_id)
@@ -259,10 +287,14 @@ def redraw_from_mlflow(
                     _download(client, run.info.run_id, path, work / f"seed-{seed}",
                               f"final test predictions; the run is {run.info.status}")
                 )
-            seed_floor = floor if floor is not None else _oracle_floor(runs, cfg.tracked_labels)
+            task = task_for(cfg)
+            if floor is not None or task.name != "spectra":
+                seed_floor = floor
+            else:
+                seed_floor = _oracle_floor(runs, cfg.tracked_labels)
             drawn = draw_figures(
                 cfg,
-                generate_datasets(cfg, data_seed),
+                task.generate(cfg, data_seed),
                 trajectory[trajectory["data_seed"] == data_seed].reset_index(drop=True),
                 predictions,
                 out / f"data_seed-{data_seed}" if several else out,

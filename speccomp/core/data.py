@@ -55,6 +55,16 @@ class SplitData:
     def __len__(self) -> int:
         return self.spectra.shape[0]
 
+    @property
+    def inputs(self) -> torch.Tensor:
+        """What a model reads (the task interface's name for the spectra)."""
+        return self.spectra
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """What a model predicts (the task interface's name for the abundances)."""
+        return self.abundances
+
     def label_index(self, label: str) -> int:
         return self.labels.index(label)
 

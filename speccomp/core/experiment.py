@@ -9,7 +9,9 @@ Folder layout (also the MLflow artifact layout of a parent run):
     summary.csv                    one row per seed: final metrics
     predictions/test_seed-<s>.npy  final test predictions per seed, (N_test, C) float32
     checkpoints/seed-<s>/step-*.pt checkpoints (torch.load(..., weights_only=True))
-    plots/*.png                    the tutorial's nine figures
+    plots/*.png                    the domain's figures (spectra: the tutorial's nine)
+
+The domain (spectra, matrices) comes from the config (`speccomp.core.task.task_for`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from speccomp.core.config import ExperimentConfig, config_from_dict
-from speccomp.core.data import SplitData, generate_datasets
+from speccomp.core.config import ExperimentConfig
+from speccomp.core.data import SplitData
+from speccomp.core.task import config_from_any_dict, task_for
 from speccomp.core.training import SeedResult, TrainingLogger, TrainResult, train
-from speccomp.spectra.floor import physical_floor, with_efficiency
 
 CONFIG_FILE = "config.yaml"
 TRAJECTORY_FILE = "trajectory_data.csv"
@@ -66,8 +68,9 @@ def write_config(cfg: ExperimentConfig, out_dir: Path) -> Path:
 
 
 def read_config(path: Path) -> ExperimentConfig:
-    """Read a resolved `config.yaml` back (as written by `write_config`)."""
-    return config_from_dict(yaml.safe_load(Path(path).read_text()), paths={s: Path(path) for s in ("physics", "data", "training", "analysis")})
+    """Read a resolved `config.yaml` back (as written by `write_config`), of any domain."""
+    raw = yaml.safe_load(Path(path).read_text())
+    return config_from_any_dict(raw, paths={s: Path(path) for s in raw})
 
 
 def ensembles(seeds: list[int], max_size: int = MAX_ENSEMBLE) -> list[list[int]]:
@@ -98,26 +101,21 @@ def run_experiment(
     on_done: Callable[[TrainResult], None] | None = None,
 ) -> ExperimentResult:
     """Generate the data for `data_seed` (unless `datasets`, generated from the same config and
-    data seed, are given), measure the physical floor (the oracle, unless `analysis.oracle` is
-    off), train every seed (in `ensembles` of at most `max_ensemble`), write tables and figures
-    to `out_dir`. `floor` (label -> MSE) replaces the oracle's line in the figures.
-    `on_start(seeds)` is called before each ensemble trains, `on_done(result)` after it, with its
-    seeds' final metrics complete (the oracle's included)."""
-    timings: dict[str, float] = {"train": 0.0}
+    data seed, are given), train every seed (in `ensembles` of at most `max_ensemble`), measure
+    the domain's floor (spectra: the oracle, unless `analysis.oracle` is off; matrices: chance),
+    write tables and figures to `out_dir`. `floor` (spectra: label -> MSE) replaces the floor's
+    line in the figures. `on_start(seeds)` is called before each ensemble trains, `on_done(result)`
+    after it, with its seeds' final metrics complete (the floor's included)."""
+    task = task_for(cfg)
+    timings: dict[str, float] = {"train": 0.0, "oracle": 0.0}
     t0 = time.perf_counter()
     if datasets is None:
-        datasets = generate_datasets(cfg, data_seed)
+        datasets = task.generate(cfg, data_seed)
     timings["generate"] = time.perf_counter() - t0
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_config(cfg, out)
-
-    t0 = time.perf_counter()
-    oracle = physical_floor(cfg, datasets["test"])
-    timings["oracle"] = time.perf_counter() - t0
-    if floor is None and oracle:
-        floor = {label: oracle[f"oracle/mse/{label}"] for label in cfg.tracked_labels}
 
     parts = []
     for group in ensembles(seeds, max_ensemble):
@@ -126,11 +124,16 @@ def run_experiment(
         t0 = time.perf_counter()
         part = train(cfg, datasets, group, logger=logger, out_dir=out, progress=progress)
         timings["train"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        measured = task.floor(cfg, datasets, group, {r.seed: r.final for r in part.seeds})  # cached per dataset
+        timings["oracle"] += time.perf_counter() - t0
         for r in part.seeds:
-            extra = with_efficiency(r.final, oracle, cfg.tracked_labels)
+            extra = measured.per_seed.get(r.seed, {})
             r.final.update(extra)
             if logger is not None and extra:
                 logger.log_metrics(r.seed, extra, part.total_steps)
+        if floor is None and measured.figure_floor:
+            floor = measured.figure_floor
         if on_done is not None:
             on_done(part)
         parts.append(part)
@@ -185,9 +188,7 @@ def draw_figures(
     plots_dir: Path,
     floor: dict[str, float] | None = None,
 ) -> dict[str, Path]:
-    from speccomp.spectra.figures import draw_all  # matplotlib is imported only when drawing
-
-    return draw_all(plots_dir, cfg.physics, datasets, trajectory, test_predictions, cfg.tracked_labels, floor=floor)
+    return task_for(cfg).figures(cfg, datasets, trajectory, test_predictions, plots_dir, floor)
 
 
 def read_predictions(folder: Path) -> dict[int, np.ndarray]:
@@ -207,5 +208,5 @@ def redraw(out_dir: str | Path, floor: dict[str, float] | None = None) -> dict[s
     cfg = read_config(out / CONFIG_FILE)
     trajectory = pd.read_csv(out / TRAJECTORY_FILE)
     data_seed = int(trajectory["data_seed"].iloc[0])
-    datasets = generate_datasets(cfg, data_seed)
+    datasets = task_for(cfg).generate(cfg, data_seed)
     return draw_figures(cfg, datasets, trajectory, read_predictions(out / PREDICTIONS_DIR), out / PLOTS_DIR, floor)

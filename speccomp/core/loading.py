@@ -145,15 +145,18 @@ def config_from_dict(
     raw: dict[str, Any],
     overrides: list[str] | tuple[str, ...] = (),
     paths: dict[str, Path] | None = None,
+    root: type[BaseModel] | None = None,
 ) -> ExperimentConfig:
-    """Validate a raw nested dict (after applying overrides); errors name file and dotted key."""
+    """Validate a raw nested dict (after applying overrides); errors name file and dotted key.
+    `root` is the schema: the spectra `ExperimentConfig` unless another domain passes its own."""
+    root = root or ExperimentConfig
     raw = copy.deepcopy(raw)
     for item in overrides:
-        apply_override(raw, item)
+        apply_override(raw, item, root)
     try:
-        return ExperimentConfig.model_validate(raw)
+        return root.model_validate(raw)
     except ValidationError as exc:
-        message = _format_validation_error(exc, paths or {})
+        message = _format_validation_error(exc, paths or {}, root)
     except _AtError as exc:  # raised outside pydantic's wrapping (properties)
         message = _locate(exc.loc, exc.msg, paths or {})
     raise ConfigError(_blame_override(message, overrides, paths or {}))
@@ -183,8 +186,10 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply `a.b.c=value` to a nested dict in place. The key must name an existing field."""
+def apply_override(raw: dict[str, Any], item: str, root: type[BaseModel] | None = None) -> None:
+    """Apply `a.b.c=value` to a nested dict in place. The key must name an existing field of
+    `root` (default the spectra `ExperimentConfig`)."""
+    sections = list((root or ExperimentConfig).model_fields)
     if "=" not in item:
         raise ConfigError(f"override {item!r}: must be key=value, e.g. training.epochs=10")
     key, _, text = item.partition("=")
@@ -192,9 +197,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = key.split(".")
     if not key or any(not p for p in parts):
         raise ConfigError(f"override {item!r}: key must be a dotted path such as training.epochs")
-    if parts[0] not in SECTION_FILES:
-        raise ConfigError(f"override {key}: unknown section {parts[0]!r}; allowed: {', '.join(SECTION_FILES)}")
-    check_override_key(parts)
+    if parts[0] not in sections:
+        raise ConfigError(f"override {key}: unknown section {parts[0]!r}; allowed: {', '.join(sections)}")
+    check_override_key(parts, root)
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -245,9 +250,9 @@ def _step(annotation: Any, part: str) -> Any:
     return None
 
 
-def check_override_key(parts: list[str]) -> None:
+def check_override_key(parts: list[str], root: type[BaseModel] | None = None) -> None:
     """Refuse a dotted key that names no field of the schema (typos must not pass silently)."""
-    annotation: Any = ExperimentConfig
+    annotation: Any = root or ExperimentConfig
     for i, part in enumerate(parts):
         below = _step(annotation, part)
         if below is None:
@@ -265,7 +270,8 @@ def _fields_of(annotation: Any) -> list[str]:
             for name in m.model_fields]
 
 
-def _format_validation_error(exc: ValidationError, paths: dict[str, Path]) -> str:
+def _format_validation_error(exc: ValidationError, paths: dict[str, Path], root: type[BaseModel] | None = None) -> str:
+    sections = (root or ExperimentConfig).model_fields
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"] if not _is_tag(p)]
     msg = err["msg"]
@@ -273,13 +279,13 @@ def _format_validation_error(exc: ValidationError, paths: dict[str, Path]) -> st
     if isinstance(ctx_error, _AtError):
         loc = loc + ctx_error.loc.split(".")
         msg = ctx_error.msg
-        if loc and loc[0] in SECTION_FILES and ctx_error.loc.split(".")[0] in SECTION_FILES:
+        if loc and loc[0] in sections and ctx_error.loc.split(".")[0] in sections:
             loc = ctx_error.loc.split(".")
     else:
         msg = msg.removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-            fields = _fields_at(loc[:-1])
+            fields = _fields_at(loc[:-1], root)
             if fields:
                 msg += f"; allowed: {', '.join(fields)}"
         elif err["type"] == "missing":
@@ -295,8 +301,8 @@ def _is_tag(part: Any) -> bool:
     return part in ("component_combinations", "custom") or (isinstance(part, str) and part.startswith("function-"))
 
 
-def _fields_at(loc: list[str]) -> list[str]:
-    annotation: Any = ExperimentConfig
+def _fields_at(loc: list[str], root: type[BaseModel] | None = None) -> list[str]:
+    annotation: Any = root or ExperimentConfig
     for part in loc:
         annotation = _step(annotation, part)
         if annotation in (None, Any):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speccomp.core.registry import MODEL_MODULES
+from speccomp.core.registry import MODEL_DOMAINS, MODEL_MODULES
 from speccomp.core.schema import TrainingConfig
 
 LOG_FLOOR = 1e-6  # spectra are positive in expectation; rare noisy bins <= 0 are clamped before log
@@ -71,12 +71,14 @@ class ModelSpec:
 MODEL_REGISTRY: dict[str, type[EnsembleModel]] = {}
 
 
-def register_model(name: str) -> Callable[[type[EnsembleModel]], type[EnsembleModel]]:
-    """Class decorator: make an `EnsembleModel` subclass selectable as `training.model_type`."""
+def register_model(name: str, domain: str = "spectra") -> Callable[[type[EnsembleModel]], type[EnsembleModel]]:
+    """Class decorator: make an `EnsembleModel` subclass selectable as `training.model_type` in
+    the configs of `domain`."""
 
     def wrap(cls: type[EnsembleModel]) -> type[EnsembleModel]:
         MODEL_REGISTRY[name] = cls
         MODEL_MODULES.setdefault(name, cls.__module__)
+        MODEL_DOMAINS.setdefault(name, domain)
         return cls
 
     return wrap
@@ -472,3 +474,4 @@ def load_member(path_or_payload: Any) -> Member:
     net = model_class(spec.model_type)(spec, 1)
     net.load_state_dict(payload["state_dict"])
     return Member(net).eval()
+

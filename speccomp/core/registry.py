@@ -15,17 +15,24 @@ MODEL_MODULES: dict[str, str] = {
     "linear": "speccomp.core.models",
     "seq": "speccomp.core.models",
     "ridge": "speccomp.core.models",
+    "raven_mlp": "speccomp.matrices.models",
+    "raven_wren": "speccomp.matrices.models",
+    "raven_candidates": "speccomp.matrices.models",
 }
+MODEL_DOMAINS: dict[str, str] = {"raven_mlp": "matrices", "raven_wren": "matrices", "raven_candidates": "matrices"}
+"""Model name -> the task (domain) whose inputs it reads; a name not listed is a spectra model."""
 
 VALIDATION_FITTED: set[str] = {"ridge"}
 """Models that choose a setting on the validation split (ridge: its regularisation), so a config
 naming one needs `data.validation`."""
 
 
-def register_model_module(name: str, module: str) -> None:
-    """Record that `module` defines model `name` (importing it registers the class)."""
+def register_model_module(name: str, module: str, domain: str = "spectra") -> None:
+    """Record that `module` defines model `name` (importing it registers the class) for `domain`."""
     MODEL_MODULES[name] = module
+    MODEL_DOMAINS[name] = domain
 
 
-def known_models() -> list[str]:
-    return sorted(MODEL_MODULES)
+def known_models(domain: str = "spectra") -> list[str]:
+    """Model names of one domain (spectra or matrices), sorted."""
+    return sorted(n for n in MODEL_MODULES if MODEL_DOMAINS.get(n, "spectra") == domain)

@@ -22,10 +22,10 @@ import torch
 
 from speccomp.core.config import ExperimentConfig, TrainingConfig
 from speccomp.core.data import SplitData
-from speccomp.core.metrics import final_metrics, split_metrics
 from speccomp.core.models import EnsembleModel, Member, ModelSpec, build_model, checkpoint_payload, extract_member
 from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
+from speccomp.core.task import Task, task_for
 
 EVAL_CHUNK = 2048  # spectra per evaluation forward pass; bounds memory for large splits
 
@@ -55,7 +55,7 @@ class SeedResult:
     final: dict[str, float]
     """Last checkpoint's metrics plus the end-of-training ones (gap, R², baseline)."""
     test_predictions: np.ndarray
-    """(N_test, C) predictions of the final model."""
+    """(N_test, C) predictions of the final model (spectra: abundances; matrices: candidate scores)."""
     model: Member
     checkpoint_paths: list[Path]
 
@@ -108,14 +108,15 @@ def _optimizer(model: EnsembleModel, training: TrainingConfig) -> FlatAdam:
 
 
 @torch.no_grad()
-def predict(model: EnsembleModel, spectra: torch.Tensor) -> torch.Tensor:
-    """(N, L) spectra -> (S, N, C) predictions of every member, in evaluation mode."""
+def predict(model: EnsembleModel, inputs: torch.Tensor) -> torch.Tensor:
+    """(N, ...) inputs (spectra (N, L), matrices (N, 16, D)) -> (S, N, ...) predictions of every
+    member, in evaluation mode."""
     was_training = model.training
     model.eval()
     out = []
-    for start in range(0, spectra.shape[0], EVAL_CHUNK):
-        chunk = spectra[start : start + EVAL_CHUNK]
-        out.append(model(chunk.unsqueeze(0).expand(model.n_members, -1, -1)))
+    for start in range(0, inputs.shape[0], EVAL_CHUNK):
+        chunk = inputs[start : start + EVAL_CHUNK]
+        out.append(model(chunk.unsqueeze(0).expand(model.n_members, *chunk.shape)))
     model.train(was_training)
     return torch.cat(out, dim=1)
 
@@ -130,6 +131,8 @@ def train(
 ) -> TrainResult:
     """Train one member per seed on `datasets['train']`; evaluate `val` (if present) and `test` at
     every checkpoint. Checkpoints go to `out_dir/checkpoints/seed-<seed>/` (if `out_dir` is given).
+    The loss and metrics come from the config's task (`speccomp.core.task`); a split supplies
+    `inputs` and `targets`.
     """
     if not seeds:
         raise ValueError("seeds: give at least one training seed")
@@ -137,19 +140,19 @@ def train(
         raise ValueError(f"seeds: duplicates in {seeds}")
     logger = logger or NullLogger()
     training = cfg.training
-    tracked = cfg.tracked_labels
+    task = task_for(cfg)
     train_split, test_split, val_split = datasets["train"], datasets["test"], datasets.get("val")
     device = resolve_device(training.device)
 
-    spec = ModelSpec.from_training(training, train_split.spectra.shape[1], train_split.abundances.shape[1])
-    model = build_model(spec, [torch_generator(s, "init") for s in seeds], train_split.spectra).to(device)
+    spec = task.model_spec(cfg, train_split)
+    model = build_model(spec, [torch_generator(s, "init") for s in seeds], train_split.inputs).to(device)
     model.dropout_generators = [torch_generator(s, "dropout") for s in seeds]
     shuffle_gens = [torch_generator(s, "shuffle") for s in seeds]
     optimizer = _optimizer(model, training)
-    loss_fn = LOSSES[training.loss_function]
+    loss_fn = task.loss_fn(cfg)
 
-    x_train = train_split.spectra.to(device)
-    y_train = train_split.abundances.to(device)
+    x_train = train_split.inputs.to(device)
+    y_train = train_split.targets.to(device)
     n_train, batch = x_train.shape[0], training.batch_size
     closed_form = bool(getattr(model, "closed_form", False))
     if closed_form and val_split is None:
@@ -171,13 +174,14 @@ def train(
     def do_checkpoint(step: int, epoch: float) -> dict[int, dict[str, float]]:
         nonlocal last_flushed
         _flush_train_loss(logger, seeds, losses, last_flushed, step, training.log_every_n_step)
-        metrics = _evaluate(model, seeds, test_split, val_split, tracked, device)
+        metrics = _evaluate(task, cfg, model, seeds, test_split, val_split, device)
         train_loss = losses[last_flushed + 1 : step + 1].mean(0) if step > last_flushed else None
         last_flushed = step
         for i, seed in enumerate(seeds):
             logger.log_metrics(seed, metrics[seed], step)
             rows.append(_trajectory_row(train_split.data_seed, seed, ckpt_steps.index(step), step, epoch,
-                                        None if train_loss is None else float(train_loss[i]), metrics[seed], tracked))
+                                        None if train_loss is None else float(train_loss[i]),
+                                        task.trajectory_columns(cfg, metrics[seed])))
             path = _save_checkpoint(model, optimizer, i, seed, step, step == total_steps, ckpt_dirs, training)
             if path is not None:
                 saved[seed].append(path)
@@ -189,8 +193,9 @@ def train(
     step = 0
     fit_extra: list[dict[str, float]] = [{} for _ in seeds]
     if closed_form:
-        chosen = model.fit_closed_form(x_train, y_train, val_split.spectra.to(device), val_split.abundances.to(device))
-        lam = {f"{spec.model_type}/lambda/{label}": float(chosen[train_split.label_index(label)]) for label in tracked}
+        chosen = model.fit_closed_form(x_train, y_train, val_split.inputs.to(device), val_split.targets.to(device))
+        lam = {f"{spec.model_type}/lambda/{label}": float(chosen[train_split.label_index(label)])
+               for label in cfg.tracked_labels}  # closed-form models are spectra models
         fit_extra = [dict(lam) for _ in seeds]
         with torch.no_grad():
             losses[1] = ((predict(model, x_train) - y_train) ** 2).mean(dim=(1, 2)).cpu()
@@ -201,8 +206,8 @@ def train(
         for start in range(0, n_train, batch):
             idx = order[:, start : start + batch]  # (S, B)
             flat = idx.reshape(-1)
-            batch_x = x_train.index_select(0, flat).view(len(seeds), -1, x_train.shape[1])
-            batch_y = y_train.index_select(0, flat).view(len(seeds), -1, y_train.shape[1])
+            batch_x = x_train.index_select(0, flat).view(len(seeds), -1, *x_train.shape[1:])
+            batch_y = y_train.index_select(0, flat).view(len(seeds), -1, *y_train.shape[1:])
             per_seed = loss_fn(model(batch_x), batch_y)
             optimizer.zero_grad()
             per_seed.sum().backward()  # members are independent: each gets its own loss's gradient
@@ -216,10 +221,9 @@ def train(
     if bar is not None:
         bar.close()
 
-    test_pred = predict(model, test_split.spectra.to(device)).cpu()
-    val_pred = predict(model, val_split.spectra.to(device)).cpu() if val_split is not None else None
-    finals = final_metrics(val_pred, test_pred, val_split, test_split, train_split, tracked,
-                           learned_skill=cfg.analysis.learned_skill)
+    test_pred = predict(model, test_split.inputs.to(device)).cpu()
+    val_pred = predict(model, val_split.inputs.to(device)).cpu() if val_split is not None else None
+    finals = task.final_metrics(cfg, {"test": test_pred, "val": val_pred}, datasets)
     results = []
     for i, seed in enumerate(seeds):
         finals[i].update(fit_extra[i])
@@ -238,16 +242,17 @@ def train(
 
 
 def _evaluate(
+    task: Task,
+    cfg: ExperimentConfig,
     model: EnsembleModel,
     seeds: list[int],
     test: SplitData,
     val: SplitData | None,
-    tracked: list[str],
     device: torch.device,
 ) -> dict[int, dict[str, float]]:
-    test_rows = split_metrics("test", predict(model, test.spectra.to(device)).cpu(), test, tracked)
+    test_rows = task.split_metrics(cfg, "test", predict(model, test.inputs.to(device)).cpu(), test)
     val_rows = (
-        split_metrics("val", predict(model, val.spectra.to(device)).cpu(), val, tracked)
+        task.split_metrics(cfg, "val", predict(model, val.inputs.to(device)).cpu(), val)
         if val is not None
         else [{} for _ in seeds]
     )
@@ -265,25 +270,17 @@ def _flush_train_loss(
 
 def _trajectory_row(
     data_seed: int, seed: int, checkpoint: int, step: int, epoch: float,
-    train_loss: float | None, metrics: dict[str, float], tracked: list[str],
+    train_loss: float | None, task_columns: dict[str, float],
 ) -> dict[str, Any]:
-    row: dict[str, Any] = {
+    return {
         "data_seed": data_seed,
         "seed": seed,
         "checkpoint": checkpoint,
         "step": step,
         "epoch": epoch,
         "train_loss": float("nan") if train_loss is None else train_loss,
-        "val_loss": metrics.get("val/mse", float("nan")),
-        "test_loss": metrics["test/mse"],
+        **task_columns,
     }
-    for label in tracked:
-        row[f"val_mse_{label}"] = metrics.get(f"val/mse/{label}", float("nan"))
-        row[f"test_mse_{label}"] = metrics[f"test/mse/{label}"]
-    for label in tracked:  # where the component is present: the two sides of the gap
-        row[f"val_mse_present_{label}"] = metrics.get(f"val/mse_present/{label}", float("nan"))
-        row[f"test_mse_present_{label}"] = metrics.get(f"test/mse_present/{label}", float("nan"))
-    return row
 
 
 def _checkpoint_dirs(out_dir: str | Path | None, seeds: list[int], training: TrainingConfig) -> dict[int, Path]:

@@ -1,0 +1,179 @@
+"""The task (domain) interface: what the shared training loop, experiment, tracking and study code
+need from a domain, and the registry that picks the domain of a config.
+
+A domain provides its config schema (a pydantic model with sections, loaded from a folder), its
+splits (`generate`, one seeded generator per split), the loss, the per-checkpoint and final
+metrics (the gap definition among them), the optional floor, its figures and what the console and
+a study report. A split object has `inputs` (N, ...) and `targets` (N, ...) tensors, `name`,
+`data_seed`, `digest` and `len()`; a model maps (S, B, ...) inputs to (S, B, ...) outputs, one
+member per training seed (`speccomp.core.models`).
+
+    task = task_for_dir("configs/raven")          # the folder's files pick the domain
+    cfg = task.load_config("configs/raven", ["training.epochs=2"])
+    data = task.generate(cfg, data_seed=42)
+    loss = task.loss_fn(cfg)(model(x), y)         # (S,) one loss per member
+
+Implementations: `speccomp.spectra.task.SpectraTask` (regression, MSE, oracle floor) and
+`speccomp.matrices.task.MatricesTask` (multiple choice, accuracy, chance floor).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+from pydantic import BaseModel
+
+from speccomp.core.models import ModelSpec
+
+
+@dataclass
+class FloorResult:
+    """What a domain's floor adds after training: per-seed final metrics (e.g. the oracle's MSE or
+    the chance accuracy) and the value drawn as the floor line in the figures."""
+
+    per_seed: dict[int, dict[str, float]] = field(default_factory=dict)
+    figure_floor: Any = None
+
+
+class Task(ABC):
+    """One domain. Subclasses are stateless; the config object carries everything."""
+
+    name: ClassVar[str]
+    section_files: ClassVar[dict[str, str]]
+    """Section -> file name in a config folder."""
+
+    # --- configuration -------------------------------------------------------------------
+    @abstractmethod
+    def owns_dir(self, folder: Path) -> bool:
+        """Whether a config folder is of this domain (by the files it holds)."""
+
+    @abstractmethod
+    def owns_raw(self, raw: dict[str, Any]) -> bool:
+        """Whether a resolved config dict (a `config.yaml` read back) is of this domain."""
+
+    @abstractmethod
+    def schema(self) -> type[BaseModel]:
+        """The root config model (dotted override paths and study spaces are checked against it)."""
+
+    @abstractmethod
+    def check_config_dir(self, folder: Path) -> None:
+        """Raise ConfigError (one line, key `config_dir`) if required files are missing."""
+
+    @abstractmethod
+    def load_config(self, config_dir: str | Path | None, overrides=(), presets=()) -> Any:
+        """The validated config; raises ConfigError (one line naming file and key)."""
+
+    @abstractmethod
+    def config_from_dict(self, raw: dict[str, Any], overrides=(), paths=None) -> Any:
+        """Validate a raw dict (after dotted overrides)."""
+
+    # --- data -----------------------------------------------------------------------------
+    @abstractmethod
+    def generate(self, cfg: Any, data_seed: int) -> dict[str, Any]:
+        """Every split (`train`, `test`, `val` when enabled), each from its own seeded generator."""
+
+    # --- model and training --------------------------------------------------------------
+    @abstractmethod
+    def model_spec(self, cfg: Any, train: Any) -> ModelSpec:
+        """The model to build for these inputs."""
+
+    @abstractmethod
+    def loss_fn(self, cfg: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The training loss: (S, B, ...) outputs and (S, B, ...) targets -> (S,) mean loss of
+        each member (members are independent: the loop sums them before backward)."""
+
+    @abstractmethod
+    def split_metrics(self, cfg: Any, split_name: str, pred: torch.Tensor, split: Any) -> list[dict[str, float]]:
+        """Per-checkpoint metrics of one split for every member; pred (S, N, ...)."""
+
+    @abstractmethod
+    def final_metrics(self, cfg: Any, preds: dict[str, torch.Tensor], datasets: dict[str, Any]) -> list[dict[str, float]]:
+        """End-of-training metrics for every member (the gap among them); preds: split -> (S, N, ...)."""
+
+    @abstractmethod
+    def trajectory_columns(self, cfg: Any, metrics: dict[str, float]) -> dict[str, float]:
+        """The domain's columns of one trajectory row (after data_seed, seed, step, ... train_loss)."""
+
+    # --- after training -------------------------------------------------------------------
+    def floor(self, cfg: Any, datasets: dict[str, Any], seeds: list[int], finals: dict[int, dict[str, float]]) -> FloorResult:
+        """Optional: a floor to report beside the results (default: none)."""
+        return FloorResult()
+
+    @abstractmethod
+    def figures(self, cfg: Any, datasets: dict[str, Any], trajectory: pd.DataFrame,
+                predictions: dict[int, Any], plots_dir: Path, floor: Any = None) -> dict[str, Path]:
+        """Draw the domain's figures into `plots_dir`; returns name -> path."""
+
+    # --- reporting ------------------------------------------------------------------------
+    @abstractmethod
+    def tags(self, cfg: Any) -> dict[str, str]:
+        """Run tags that say what the experiment is (domain, model, what is held out)."""
+
+    def console_summary(self, cfg: Any, summary: pd.DataFrame) -> list[str]:
+        """Lines of the console table at the end of `main` (per seed, mean ± std, floor); the
+        spectra table (skill, transfer, gap per component) is `tracking.main.summary_lines`."""
+        raise NotImplementedError(f"{self.name}: no console summary")
+
+    def seed_measures(self, cfg: Any, final: dict[str, float]) -> dict[str, float]:
+        """Measures of one seed a study compares across trials (the spectra ones, per tracked
+        component pair, live in `study.objective.seed_measures`)."""
+        raise NotImplementedError(f"{self.name}: no study measures")
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    TASKS[task.name] = task
+    return task
+
+
+def _load() -> None:
+    import speccomp.matrices.task  # noqa: F401
+    import speccomp.spectra.task  # noqa: F401
+
+
+def get_task(name: str) -> Task:
+    _load()
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def task_for(cfg: Any) -> Task:
+    """The task of a validated config (its class's DOMAIN, spectra by default)."""
+    return get_task(getattr(type(cfg), "DOMAIN", "spectra"))
+
+
+def task_for_dir(folder: str | Path | None) -> Task:
+    """The domain a config folder selects: matrices when it holds `matrices.yaml`, else spectra."""
+    _load()
+    if folder is not None:
+        for task in TASKS.values():
+            if task.name != "spectra" and task.owns_dir(Path(folder)):
+                return task
+    return TASKS["spectra"]
+
+
+def task_for_raw(raw: dict[str, Any]) -> Task:
+    _load()
+    for task in TASKS.values():
+        if task.name != "spectra" and task.owns_raw(raw):
+            return task
+    return TASKS["spectra"]
+
+
+def load_any_config(config_dir: str | Path | None, overrides=(), presets=()) -> Any:
+    """Load a config folder of any domain (the domain chosen by the folder's files)."""
+    return task_for_dir(config_dir).load_config(config_dir, overrides, presets)
+
+
+def config_from_any_dict(raw: dict[str, Any], overrides=(), paths=None) -> Any:
+    """Validate a resolved config dict of any domain."""
+    return task_for_raw(raw).config_from_dict(raw, overrides, paths)

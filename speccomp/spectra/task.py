@@ -1,0 +1,96 @@
+"""Spectra as a task: regression of abundances from spectra, MSE loss, per-component metrics, the
+gap as a ratio of MSEs, the oracle as the floor, the tutorial's nine figures. A thin wrapper over
+`speccomp.core.{config,data,metrics}` and `speccomp.spectra.{floor,figures}`: numbers and names
+are those the project had before the task interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from speccomp.core import config as core_config
+from speccomp.core.config import SECTION_FILES, ExperimentConfig
+from speccomp.core.data import SplitData
+from speccomp.core.models import ModelSpec
+from speccomp.core.task import FloorResult, Task, register_task
+
+
+class SpectraTask(Task):
+    name = "spectra"
+    section_files = SECTION_FILES
+
+    # --- configuration ---------------------------------------------------------------------
+    def owns_dir(self, folder: Path) -> bool:
+        return (folder / SECTION_FILES["physics"]).is_file()
+
+    def owns_raw(self, raw: dict[str, Any]) -> bool:
+        return "physics" in raw
+
+    def schema(self) -> type[ExperimentConfig]:
+        return ExperimentConfig
+
+    def check_config_dir(self, folder: Path) -> None:
+        pass  # `load_config` checks the folder and its required files (one line, key config_dir)
+
+    def load_config(self, config_dir=None, overrides=(), presets=()) -> ExperimentConfig:
+        return core_config.load_config(config_dir, list(overrides), presets=list(presets))
+
+    def config_from_dict(self, raw, overrides=(), paths=None) -> ExperimentConfig:
+        return core_config.config_from_dict(raw, overrides, paths)
+
+    # --- data -------------------------------------------------------------------------------
+    def generate(self, cfg: ExperimentConfig, data_seed: int) -> dict[str, SplitData]:
+        from speccomp.core.data import generate_datasets
+
+        return generate_datasets(cfg, data_seed)
+
+    # --- model and training -----------------------------------------------------------------
+    def model_spec(self, cfg: ExperimentConfig, train: SplitData) -> ModelSpec:
+        return ModelSpec.from_training(cfg.training, train.spectra.shape[1], train.abundances.shape[1])
+
+    def loss_fn(self, cfg: ExperimentConfig):
+        from speccomp.core.training import LOSSES
+
+        return LOSSES[cfg.training.loss_function]
+
+    def split_metrics(self, cfg, split_name, pred, split) -> list[dict[str, float]]:
+        from speccomp.core.metrics import split_metrics
+
+        return split_metrics(split_name, pred, split, cfg.tracked_labels)
+
+    def final_metrics(self, cfg, preds, datasets) -> list[dict[str, float]]:
+        from speccomp.core.metrics import final_metrics
+
+        return final_metrics(preds.get("val"), preds["test"], datasets.get("val"), datasets["test"],
+                             datasets["train"], cfg.tracked_labels, learned_skill=cfg.analysis.learned_skill)
+
+    def trajectory_columns(self, cfg, metrics) -> dict[str, float]:
+        row = {"val_loss": metrics.get("val/mse", float("nan")), "test_loss": metrics["test/mse"]}
+        for label in cfg.tracked_labels:
+            row[f"val_mse_{label}"] = metrics.get(f"val/mse/{label}", float("nan"))
+            row[f"test_mse_{label}"] = metrics[f"test/mse/{label}"]
+        for label in cfg.tracked_labels:  # where the component is present: the two sides of the gap
+            row[f"val_mse_present_{label}"] = metrics.get(f"val/mse_present/{label}", float("nan"))
+            row[f"test_mse_present_{label}"] = metrics.get(f"test/mse_present/{label}", float("nan"))
+        return row
+
+    # --- after training ---------------------------------------------------------------------
+    def floor(self, cfg, datasets, seeds, finals) -> FloorResult:
+        from speccomp.spectra.floor import physical_floor, with_efficiency
+
+        oracle = physical_floor(cfg, datasets["test"])
+        per_seed = {seed: with_efficiency(finals[seed], oracle, cfg.tracked_labels) for seed in seeds}
+        figure_floor = {label: oracle[f"oracle/mse/{label}"] for label in cfg.tracked_labels} if oracle else None
+        return FloorResult(per_seed, figure_floor)
+
+    def figures(self, cfg, datasets, trajectory, predictions, plots_dir, floor=None) -> dict[str, Path]:
+        from speccomp.spectra.figures import draw_all  # matplotlib is imported only when drawing
+
+        return draw_all(plots_dir, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels, floor=floor)
+
+    # --- reporting --------------------------------------------------------------------------
+    def tags(self, cfg) -> dict[str, str]:
+        return {"tracked": ",".join(cfg.tracked_labels), "model_type": cfg.training.model_type}
+
+
+SPECTRA = register_task(SpectraTask())
