@@ -346,3 +346,29 @@ def test_main_reports_stale_runs_in_one_line_and_tags_its_own(env, capsys):
               if r.info.run_name == "now"]
     assert now.data.tags["speccomp.pid"] == str(os.getpid())
     assert now.data.tags["speccomp.host"] == socket.gethostname()
+
+
+def test_dataset_inputs_logged_together_by_two_workers_are_retried():
+    """Two workers logging the same dataset at the same moment: MLflow's insert fails on the
+    unique key for one of them (seen with four workers started together); the retry links it.
+    Any other error is not retried."""
+    from mlflow.exceptions import MlflowException
+
+    from tracking.pipeline import log_inputs_retrying
+
+    class Client:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def log_inputs(self, run_id, datasets):
+            self.calls += 1
+            if self.errors:
+                raise MlflowException(self.errors.pop(0))
+
+    lost_race = Client(["(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name"])
+    log_inputs_retrying(lost_race, "run", [])
+    assert lost_race.calls == 2
+    other = Client(["RESOURCE_DOES_NOT_EXIST: run 'x' not found"])
+    with pytest.raises(MlflowException):
+        log_inputs_retrying(other, "run", [])
+    assert other.calls == 1

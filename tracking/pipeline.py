@@ -163,7 +163,27 @@ def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets:
         tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=SPLIT_CONTEXT.get(name, name))
         inputs.append(DatasetInput(dataset=dataset_entity(ds), tags=[tag]))
     for run_id in [run_ids] if isinstance(run_ids, str) else run_ids:
-        client.log_inputs(run_id, datasets=inputs)
+        log_inputs_retrying(client, run_id, inputs)
+
+
+DUPLICATE_WORDS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+
+
+def log_inputs_retrying(client: MlflowClient, run_id: str, inputs: list, attempts: int = 3) -> None:
+    """`client.log_inputs`, again when another worker registered the same dataset in the same
+    experiment at the same moment: MLflow looks the dataset up, finds it missing and inserts it,
+    so the second of two workers logging one dataset together fails on the unique key (seen with
+    four study workers started at once); the retry finds the dataset and only links it. The
+    failed attempt's transaction was rolled back whole, so nothing is logged twice."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as exc:
+            if attempt == attempts - 1 or not any(w in str(exc) for w in DUPLICATE_WORDS):
+                raise
 
 
 class SpeccompSource(HTTPDatasetSource):
