@@ -80,22 +80,38 @@ def test_the_private_apis_the_compat_module_wraps_still_exist():
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")))
 def test_every_yaml_under_configs_loads(path):
-    """Section files load as the project's config, presets merge over it, spaces load against it;
-    other folders (a domain's own config folder, NAS spaces, ...) are checked by their own loaders."""
+    """Each file through the loader that reads it: section files as the project's config (or a
+    domain's folder), presets over it, study spaces against it, NAS spaces, meta configs and the
+    meta-learner's own study space."""
     full = REPO / path
-    parts = Path(path).parts
-    if parts[1] == "presets":
+    folder = Path(path).parts[1] if len(Path(path).parts) > 2 else ""
+    if folder == "presets":
         load_config(presets=[full])
-    elif parts[1] == "spaces":
+    elif folder == "spaces":
+        from speccomp.core.task import load_any_config
         from study.space import load_space
 
-        base = load_config()
-        if "raven" not in full.stem:
-            assert load_space(full, base).params
-    elif len(parts) == 2:
-        assert load_config(full.parent).physics.labels
+        base = load_any_config(REPO / "configs" / "raven") if "raven" in full.stem else load_config()
+        assert load_space(full, base).params
+    elif folder == "nas":
+        from speccomp.nas.space import load_space as load_nas_space
+
+        assert load_nas_space(full)
+    elif folder == "meta":
+        if full.stem == "study":
+            from study.meta import load_meta_space
+
+            assert load_meta_space(full)
+        else:
+            from speccomp.meta.config import load_meta_config
+
+            assert load_meta_config(full)[0]
+    elif folder:
+        from speccomp.core.task import load_any_config
+
+        assert load_any_config(full.parent)
     else:
-        pytest.skip(f"{parts[1]}/ has its own loader and tests")
+        assert load_config(full.parent).physics.labels
 
 
 LAYERS = {"speccomp": set(), "speccomp_compat": set(), "tracking": {"speccomp"},
