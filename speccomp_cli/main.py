@@ -337,6 +337,41 @@ def redraw_cmd(run_id: RunId, out: Annotated[str, typer.Option(help="folder for 
     return readback.main("redraw", run_id, out=out)
 
 
+@app.command("redraw-docs")
+def redraw_docs_cmd(
+    main_run: Annotated[str | None, typer.Option("--main", parser=_optional_text, help="parent run of a `run` "
+                                                 "whose figure goes to the README (default: the latest)")] = None,
+    study_run: Annotated[str | None, typer.Option("--study", parser=_optional_text, help="study run whose report "
+                                                  "goes to docs/ (default: the latest)")] = None,
+    compare: Annotated[list[str], typer.Option(help="`run` parent runs for the results table (repeatable; "
+                                               "default: the latest per model)")] = [],  # noqa: B006
+    out: Annotated[str, typer.Option(help="folder to write")] = "docs",
+) -> int:
+    """Redraw the README's figure, results table and study report from the tracked runs."""
+    from tracking import redraw_docs
+
+    return redraw_docs.main(main_run, study_run, list(compare), out)
+
+
+@app.command("meta-study")
+def meta_study_cmd(
+    space: Annotated[str, typer.Option(help="the meta-learner's search space")] = "configs/meta/study.yaml",
+    n_trials: Annotated[int, typer.Option(parser=_int(1), help="trials to run")] = 8,
+    config: Annotated[str, typer.Option(help="meta config the trials start from")] = "smoke",
+    overrides: Annotated[str, typer.Option(help="meta-config overrides for every trial")] = "",
+    study_name: Annotated[str, typer.Option(help="re-using a name continues that study")] = "speccomp-meta-hyper",
+    storage: Annotated[str, typer.Option(help="Optuna storage (default: journal file optuna.log)")] = "",
+    sampler: Annotated[Literal["random", "qmc", "tpe"], typer.Option(help="Optuna sampler")] = "random",
+    sampler_seed: Annotated[int, typer.Option(parser=_int(0), help="seed of the sampler")] = 0,
+    threads: Annotated[int, typer.Option(parser=_int(1), help="torch threads")] = 1,
+) -> int:
+    """An Optuna study of the meta-learner's own hyper-parameters (learning rates, prior scale, inner steps)."""
+    from study import meta
+
+    return meta.main(space, str(n_trials), config, overrides, study_name, storage, sampler, str(sampler_seed),
+                     str(threads))
+
+
 # ------------------------------------------------------------------------------------------------
 # untracked commands (no MLflow)
 # ------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """An Optuna study of the meta-learner's own hyper-parameters, on the study machinery's storage and
 samplers (`study.storage.open_storage`, `study.main.make_sampler`), each trial a tracked meta run.
 
-    python -m study.meta --space configs/meta/study.yaml --n-trials 8 [--config smoke]
+    speccomp meta-study --space configs/meta/study.yaml --n-trials 8 [--config smoke]
 
 The space file has the study spaces' form; a parameter is one of the six settings
 (`meta_learning_rate`, `architecture_learning_rate`, ...) or a dotted path of the meta config
@@ -21,12 +21,12 @@ meta-test pairs play no part in choosing the hyper-parameters.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -158,22 +158,12 @@ def suggest(trial: optuna.Trial, space: MetaSpace) -> dict[str, Any]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m study.meta", description=__doc__.splitlines()[0])
-    p.add_argument("--space", default="configs/meta/study.yaml")
-    p.add_argument("--n-trials", default="8")
-    p.add_argument("--config", default="smoke", help="meta config the trials start from (default smoke)")
-    p.add_argument("--overrides", default="", help="space-separated meta-config overrides for every trial")
-    p.add_argument("--study-name", default="speccomp-meta-hyper")
-    p.add_argument("--storage", default="", help="Optuna storage (default: journal file optuna.log)")
-    p.add_argument("--sampler", default="random", choices=["random", "qmc", "tpe"])
-    p.add_argument("--sampler-seed", default="0")
-    p.add_argument("--threads", default="1")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(space: str = "configs/meta/study.yaml", n_trials: str = "8", config: str = "smoke", overrides: str = "",
+         study_name: str = "speccomp-meta-hyper", storage: str = "", sampler: str = "random",
+         sampler_seed: str = "0", threads: str = "1") -> int:
+    """`speccomp meta-study`: an Optuna study of the meta-learner's own hyper-parameters."""
+    args = SimpleNamespace(space=space, n_trials=n_trials, config=config, overrides=overrides, study_name=study_name,
+                           storage=storage, sampler=sampler, sampler_seed=sampler_seed, threads=threads)
     from study.main import make_sampler
     from study.storage import StorageError, open_storage
     from tracking import store

@@ -1,8 +1,8 @@
 """Redraw the README's figures and results table under `docs/` from runs in the tracking store, so
 that they cannot go stale silently: every file names the runs (and code commit) it came from.
 
-    python -m tracking.redraw_docs                        the latest finished runs of the store
-    python -m tracking.redraw_docs --main RUN_ID --study RUN_ID --compare RUN_ID RUN_ID ...
+    speccomp redraw-docs                        the latest finished runs of the store
+    speccomp redraw-docs --main RUN_ID --study RUN_ID --compare RUN_ID RUN_ID ...
 
 Writes into `--out` (default `docs/`):
 
@@ -19,12 +19,12 @@ Writes into `--out` (default `docs/`):
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 USER_ERROR = 2
 MEASURES = (("test/mse", "test MSE", ".2g"), ("skill/val", "in-dist skill", ".3f"),
@@ -86,17 +86,11 @@ def _source(run, what: str) -> str:
     return f"- {what}: run `{run.info.run_id}` ({run.info.run_name}), started {started}, commit `{commit}`"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tracking.redraw_docs", description=__doc__.split("\n\n")[0])
-    p.add_argument("--main", default=None, help="parent run of a `main` invocation whose figure goes to the README")
-    p.add_argument("--study", default=None, help="study run whose effect plot and report go to docs/")
-    p.add_argument("--compare", nargs="*", default=None, help="`main` parent runs for the results table")
-    p.add_argument("--out", default="docs", help="folder to write (default docs/)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(main_run: str | None = None, study_run: str | None = None, compare: list[str] | None = None,
+         out: str = "docs") -> int:
+    """`speccomp redraw-docs`: the README's figure, results table and study report from the runs
+    named (default: the latest finished ones)."""
+    args = SimpleNamespace(main=main_run, study=study_run, compare=compare or None, out=out)
     from tracking import store
     from tracking.readback import ReadbackError, redraw_from_mlflow
 
@@ -117,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return USER_ERROR
     sources = ["# Where the figures and tables in docs/ come from", "",
-               f"Written by `python -m tracking.redraw_docs` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+               f"Written by `speccomp redraw-docs` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
     with tempfile.TemporaryDirectory(prefix="speccomp-docs-") as tmp:
         try:
             drawn = redraw_from_mlflow(main_run.info.run_id, tmp, client)
