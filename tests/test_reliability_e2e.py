@@ -129,7 +129,7 @@ def test_sigterm_stops_a_study_and_the_workers_it_started(store, tmp_path):  # n
     from tests.test_study import CONFIGS, write_space
 
     journal = tmp_path / "optuna.log"
-    long = [*TINY_OVERRIDES, "training.epochs=2000", "training.checkpoint_ratio=0.01"]
+    long = [*TINY_OVERRIDES, "training.epochs=100000", "training.checkpoint_ratio=0.01"]
     argv = [sys.executable, "-m", "speccomp_cli", "study", "--n-trials", "2", "--study-name", "stopped",
             "--storage", str(journal), "--config-dir", str(CONFIGS), "--space", str(write_space(tmp_path)),
             "--seeds", "1", "--workers", "2", "--no-report", *[a for o in long for a in ("--set", o)]]

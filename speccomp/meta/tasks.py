@@ -164,6 +164,9 @@ class TaskBank:
         for split, n in (sizes or {}).items():
             key = "data.validation.n_samples" if split == "val" else f"data.splits.{split}.n_samples"
             overrides.append(f"{key}={n}")
+        n_train = (sizes or {}).get("train")
+        if n_train is not None and n_train < self.cfg.training.batch_size:  # a batch cannot exceed the data
+            overrides.append(f"training.batch_size={n_train}")
         return config_from_dict(self.cfg.to_dict(), overrides)
 
 
