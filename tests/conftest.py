@@ -94,9 +94,18 @@ def _postgres_answers() -> bool:
         return False
 
 
+# Shared end-to-end fixtures (a tracked run, a NAS run, a meta run, a study report): every test that
+# uses one is in the slow tier, so that the fast tier (`-m "not slow"`) stays under 90 s.
+END_TO_END_FIXTURES = {"main_run", "nas_run", "meta_run", "report"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Without a server, `postgres` tests skip with one line saying why, so that a laptop runs the
-    rest; where `CI` is set they run and fail loudly instead (CI starts the server)."""
+    """Tests on a shared end-to-end fixture are marked slow. Without a server, `postgres` tests
+    skip with one line saying why, so that a laptop runs the rest; where `CI` is set they run and
+    fail loudly instead (CI starts the server)."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     marked = [item for item in items if "postgres" in item.keywords]
     if not marked or os.environ.get("CI") or _postgres_answers():
         return

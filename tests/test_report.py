@@ -91,6 +91,7 @@ def test_importances_have_bootstrap_intervals_and_sum_to_one(report):
         p.name for p in report.files}
 
 
+@pytest.mark.slow
 def test_no_significant_effect_is_said_as_such(tmp_path):
     rng = np.random.default_rng(1)
     study = optuna.create_study(direction="minimize")

@@ -158,6 +158,7 @@ def test_study_names_draw_different_trials_unless_the_seed_is_pinned():
     assert draws(7) == draws(7)  # a pinned seed: the same trials whatever the name
 
 
+@pytest.mark.slow
 def test_report_renders_markdown_tables_and_labelled_figures(tmp_path):
     from study.report import build_report
 
