@@ -93,11 +93,10 @@ def _threads(text: str) -> int | None:
 
 def run_meta(options: MetaOptions) -> int:
     """Validate, then run and track; returns the exit code."""
-    from mlflow import MlflowClient
 
     from speccomp.meta.run import plan_meta
     from tracking import store
-    from tracking.runs import RunTracker, Terminated, guarded, record_error
+    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -108,10 +107,7 @@ def run_meta(options: MetaOptions) -> int:
     except ConfigError as exc:
         message = str(exc)
         print(f"error: {message}", file=sys.stderr)
-        if attached:
-            client = MlflowClient()
-            record_error(client, attached, message)
-            client.set_terminated(attached, status="FAILED")
+        fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
         return USER_ERROR
 
     import torch
