@@ -98,6 +98,11 @@ def _optional_text(text: str) -> str | None:
     return str(text).strip() or None
 
 
+def _optional_choice(text: str) -> str | None:
+    """Text, or None for an unset value ('', none, auto: what `mlflow run` passes by default)."""
+    return str(text).strip() if _given(text) else None
+
+
 def _config_inputs(config_dir: str | None, presets: list[str], sets: list[str], overrides: str) -> dict:
     return {
         "config_dir": config_dir,
@@ -230,7 +235,9 @@ def _positive_float(optional: bool = False) -> Callable[[str], float | None]:
 def nas_cmd(
     seeds: Seeds = None,
     data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of the search and the retraining")] = 42,
-    space: Annotated[str, typer.Option(help="search-space YAML (decisions and search settings)")] = "configs/nas/spectra.yaml",
+    space: Annotated[str | None, typer.Option(parser=_optional_choice, help=(
+        "search-space YAML (decisions and search settings); default: the domain's, configs/nas/spectra.yaml "
+        "or, for a matrices config folder, configs/nas/raven.yaml"))] = None,
     architecture_search_iterations: Annotated[int | None, typer.Option(
         parser=_int(1, optional=True), help="search iterations (default: the space file's, 1000)")] = None,
     architecture_learning_rate: Annotated[float | None, typer.Option(
@@ -247,8 +254,9 @@ def nas_cmd(
     run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
     log_models: Annotated[bool, typer.Option(help="log every retrained model the MLflow way")] = False,
 ) -> int:
-    """Differentiable architecture search (Gumbel-softmax), then the derived architecture, the default
-    and the log-linear preset retrained over the seeds and compared; all tracked in MLflow."""
+    """Differentiable architecture search (Gumbel-softmax), then the derived architecture and the
+    domain's reference models (spectra: the default and the log-linear preset; matrices: raven_mlp and
+    raven_wren) retrained over the seeds and compared; all tracked in MLflow."""
     from tracking.nas import NasOptions, run_nas
 
     return run_nas(NasOptions(

@@ -238,7 +238,7 @@ def test_checkpoint_reloads_to_the_same_scores(trained):
     np.testing.assert_allclose(scores, result.by_seed(1).test_predictions, atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["raven_mlp", "raven_wren", "raven_candidates"])
+@pytest.mark.parametrize("model", ["raven_mlp", "raven_wren", "raven_candidates", "raven_seq"])
 def test_every_matrices_model_maps_panels_to_candidate_scores(model):
     from speccomp.core.models import build_model
     from speccomp.core.seeding import torch_generator

@@ -1,17 +1,24 @@
 """The `nas` entry point: differentiable architecture search, tracked, retrained and compared.
 
     mlflow run . --env-manager local -e nas -P seeds=123,124,125
+    mlflow run . --env-manager local -e nas -P config_dir=configs/raven   (the matrices domain)
     speccomp nas --seeds 123,124,125                      (the same, without `mlflow run`)
 
 One parent run: the search (metrics `nas/tau`, `nas/train_loss`, `nas/val_loss`, `nas/entropy`,
 `nas/prob/<decision>/<option>` per iteration, logged in batches), the derived architecture as
 params (`nas.arch.<decision>`) and as the preset artifact `nas/architecture.yaml`, the figure
-`plots/nas_probabilities.png`; then the derived architecture, the default config and the
-`loglinear` preset retrained from scratch over the seeds on the same data, one nested child per
-(model, seed) tagged `model` (`nas`, `default`, `loglinear`), compared side by side (test MSE per
-tracked component, gap, oracle efficiency, seed spread) in `nas/comparison.csv`, as parent metrics
-`compare/<model>/<metric>` and on the console. Every input is validated before the first run is
-touched; a user error prints one line and exits with code 2.
+`plots/nas_probabilities.png`; then the derived architecture and the domain's reference models
+retrained from scratch over the seeds on the same data, one nested child per (model, seed) tagged
+`model`, compared side by side with the seed spread in `nas/comparison.csv`, as parent metrics
+`compare/<model>/<metric>` and on the console:
+
+- spectra (`configs/`): `nas`, `default` (the config's model) and the `loglinear` preset; test MSE
+  per tracked component, gap, oracle efficiency;
+- matrices (`configs/raven`, space `configs/nas/raven.yaml`): `nas` (model `raven_seq`), `default`
+  (`raven_mlp`) and `wren` (`raven_wren`); in-distribution and held-out accuracy, `gap/acc`, chance.
+
+Every input is validated before the first run is touched; a user error prints one line and exits
+with code 2.
 """
 
 from __future__ import annotations
@@ -23,14 +30,23 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from speccomp.core.config import ConfigError, ExperimentConfig, load_config, parse_seed_list
+from speccomp.core.config import ConfigError, default_config_dir, parse_seed_list
+from speccomp.core.task import load_any_config
+from speccomp.nas.domain import SearchDomain, domain_for_config
 from speccomp.nas.space import NasSpace, load_space
 from tracking.main import DEFAULT_EXPERIMENT, INTERRUPTED, TERMINATED, USER_ERROR
 
 DEFAULT_SPACE = "configs/nas/spectra.yaml"
+DEFAULT_SPACES = {"spectra": DEFAULT_SPACE, "matrices": "configs/nas/raven.yaml"}
 ARCHITECTURE_ARTIFACT = "nas/architecture.yaml"
-COMPARED = ("nas", "default", "loglinear")
+REFERENCES: dict[str, dict[str, dict[str, list[str]]]] = {
+    "spectra": {"loglinear": {"presets": ["loglinear"], "overrides": []}},
+    "matrices": {"wren": {"presets": [], "overrides": ["training.model_type=raven_wren"]}},
+}
+"""The models retrained beside `nas` and `default` per domain: name -> presets and overrides added
+to the run's own."""
 FLUSH_EVERY_S = 2.0
 
 
@@ -42,8 +58,8 @@ class NasOptions:
     seeds: list[int] | None = None
     """Retraining seeds; None takes `training.seed` of the config (the project's: 123,124,125)."""
     data_seed: int = 42
-    space: str = DEFAULT_SPACE
-    """Search-space YAML file (decisions and search settings)."""
+    space: str | None = None
+    """Search-space YAML file (decisions and search settings); None: the domain's (`DEFAULT_SPACES`)."""
     architecture_search_iterations: int | None = None
     """Overrides the space file's search.architecture_search_iterations (> 0)."""
     architecture_learning_rate: float | None = None
@@ -68,32 +84,43 @@ class _Inputs:
     data_seed: int
     search_seed: int
     space: NasSpace
-    cfg: ExperimentConfig
-    compare_cfgs: dict[str, ExperimentConfig]
+    cfg: Any
+    compare_cfgs: dict[str, Any]
     """Validated configs of the compared models other than `nas`."""
     options: NasOptions
+    domain: SearchDomain
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        return ("nas", *self.compare_cfgs)
 
 
 def resolve(options: NasOptions) -> _Inputs:
     """Validate every input (ConfigError, one line) before any work."""
-    space_path = Path(options.space or DEFAULT_SPACE)
+    presets = [p for p in options.presets if p]
+    cfg = load_any_config(options.config_dir or None, options.overrides, presets=presets)
+    domain = domain_for_config(cfg)
+    space_path = Path(options.space or DEFAULT_SPACES[domain.name])
+    if options.space is None and not space_path.is_file():  # run from elsewhere: the project's file
+        space_path = default_config_dir().parent / space_path
     if not space_path.is_file():
-        raise ConfigError(f"space: {space_path}: file not found; allowed: a search-space YAML such as {DEFAULT_SPACE}")
+        raise ConfigError(f"space: {space_path}: file not found; allowed: a search-space YAML such as "
+                          f"{DEFAULT_SPACES[domain.name]}")
     space = load_space(space_path).with_search(
         architecture_search_iterations=options.architecture_search_iterations,
         architecture_learning_rate=options.architecture_learning_rate,
     )
-    presets = [p for p in options.presets if p]
-    cfg = load_config(options.config_dir or None, options.overrides, presets=presets)
     seeds = parse_seed_list(options.seeds if options.seeds is not None else cfg.training.seeds, "seeds")
     data_seed = parse_seed_list([options.data_seed], "data_seed")[0]
     search_seed = parse_seed_list([options.search_seed], "search_seed")[0] if options.search_seed is not None else seeds[0]
     if "val" not in cfg.data.resolved_splits():
         raise ConfigError("data.validation.n_samples: is 0; the search needs the in-distribution validation split (> 0)")
-    space.check_bins(cfg.physics.n_bins)
-    compare = {"default": cfg,
-               "loglinear": load_config(options.config_dir or None, options.overrides, presets=[*presets, "loglinear"])}
-    return _Inputs(seeds, data_seed, search_seed, space, cfg, compare, options)
+    domain.check(space, domain.features_of(cfg))
+    compare = {"default": cfg}
+    for name, extra in REFERENCES[domain.name].items():
+        compare[name] = load_any_config(options.config_dir or None, [*options.overrides, *extra["overrides"]],
+                                        presets=[*presets, *extra["presets"]])
+    return _Inputs(seeds, data_seed, search_seed, space, cfg, compare, options, domain)
 
 
 def run_nas(options: NasOptions) -> int:
@@ -174,7 +201,7 @@ class _Outcome:
 def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     import yaml
 
-    from speccomp.core.data import generate_datasets
+    from speccomp.core.task import task_for
     from speccomp.nas import preset_yaml, run_search
     from speccomp.nas.figures import PROBABILITIES_FIGURE, draw_probabilities
     from tracking.pipeline import log_dataset_inputs, log_params, set_tags
@@ -185,6 +212,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     set_tags(client, parent, {
         "speccomp.role": "nas", "seeds": ",".join(map(str, inputs.seeds)), "data_seed": inputs.data_seed,
         "search_seed": inputs.search_seed, "space": str(space.path), "sampling": settings.sampling,
+        "domain": inputs.domain.name,
     })
     log_params(client, parent, {  # prefixed: `mlflow run` logs its own -P parameters unprefixed
         "nas.seeds": ",".join(map(str, inputs.seeds)), "nas.data_seed": str(inputs.data_seed),
@@ -193,7 +221,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
         "nas.decisions": ",".join(space.decision_names),
     })
     print(f"data seed {inputs.data_seed}: generating ...", file=sys.stderr, flush=True)
-    datasets = generate_datasets(cfg, inputs.data_seed)
+    datasets = task_for(cfg).generate(cfg, inputs.data_seed)
     log_dataset_inputs(client, parent, datasets)
     print(f"searching {space.path} ({settings.architecture_search_iterations} iterations, {settings.sampling}, "
           f"seed {inputs.search_seed}) ...", file=sys.stderr, flush=True)
@@ -213,7 +241,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
               f"DARTS) after "
               f"{settings.architecture_search_iterations} {settings.sampling} iterations on {space.path}, search seed "
               f"{inputs.search_seed}, data seed {inputs.data_seed}.\nA partial config: "
-              f"mlflow run . --env-manager local -P preset=<this file>\n\nprobabilities at the end:\n"
+              f"mlflow run . --env-manager local{_config_dir_flag(inputs)} -P preset=<this file>\n\nprobabilities at the end:\n"
               + "\n".join(f"  {d}: " + ", ".join(f"{o} {p:.2f}" for o, p in probs.items())
                           for d, probs in result.probabilities().items()))
     text = preset_yaml(result.preset, header)
@@ -231,6 +259,11 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     table = _retrain_and_compare(tracker, parent, inputs, work, datasets, arch_path)
     return _Outcome(result.choices, result.probabilities(), text, table, result.seconds,
                     settings.architecture_search_iterations)
+
+
+def _config_dir_flag(inputs: _Inputs) -> str:
+    """` -P config_dir=<dir>` when the run's config folder is not the project's default."""
+    return f" -P config_dir={inputs.options.config_dir}" if inputs.options.config_dir not in (None, "configs") else ""
 
 
 def _layers_text(preset: dict) -> str:
@@ -267,14 +300,15 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
     client = tracker.client
     options = inputs.options
     configs = {
-        "nas": load_config(options.config_dir or None, options.overrides,
-                           presets=[*[p for p in options.presets if p], arch_path]),
+        "nas": load_any_config(options.config_dir or None, options.overrides,
+                               presets=[*[p for p in options.presets if p], arch_path]),
         **inputs.compare_cfgs,
     }
+    data_sections = {k: v for k, v in inputs.cfg.to_dict().items() if k != "training"}
     rows = []
-    for model in COMPARED:
+    for model in inputs.compared:
         cfg = configs[model]
-        same_data = cfg.physics == inputs.cfg.physics and cfg.data == inputs.cfg.data
+        same_data = {k: v for k, v in cfg.to_dict().items() if k != "training"} == data_sections
         print(f"retraining {model} ({cfg.training.model_type}) for seeds {', '.join(map(str, inputs.seeds))} ...",
               file=sys.stderr, flush=True)
         tracked = run_tracked_experiment(
@@ -287,7 +321,7 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
         summary.insert(0, "model", model)
         rows.append(summary)
     per_seed = pd.concat(rows, ignore_index=True)
-    table = comparison_table(per_seed, inputs.cfg.tracked_labels)
+    table = comparison_table(per_seed, compared_columns(inputs.cfg))
     path = work / "nas" / "comparison.csv"
     table.to_csv(path)
     per_seed.to_csv(work / "nas" / "comparison_per_seed.csv", index=False)
@@ -295,24 +329,32 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
     client.log_artifact(parent, str(work / "nas" / "comparison_per_seed.csv"), "nas")
     metrics = {f"compare/{model}/{col}": float(v) for model, row in table.iterrows() for col, v in row.items()}
     log_metric_dict(client, parent, metrics)
-    log_params(client, parent, {"compared_models": ",".join(COMPARED)})
+    log_params(client, parent, {"compared_models": ",".join(inputs.compared)})
     return table
 
 
-def comparison_table(per_seed, labels: list[str]):
-    """One row per model: across-seed mean and std (the seed spread) of the test MSE and the gap
-    per tracked component, and the mean oracle efficiency (oracle MSE / test MSE)."""
+def compared_columns(cfg) -> list[str]:
+    """The per-seed measures the comparison reports: spectra, per tracked component, the test MSE,
+    the gap and the oracle efficiency; matrices the in-distribution and held-out accuracy and
+    `gap/acc`."""
+    if domain_for_config(cfg).name == "matrices":
+        return ["val/acc", "test/acc", "gap/acc"]
+    return [f"{kind}/{label}" for label in cfg.tracked_labels for kind in ("test/mse", "gap", "oracle/efficiency")]
+
+
+def comparison_table(per_seed, columns: list[str]):
+    """One row per model: across-seed mean and std (the seed spread) of each of `columns` (e.g.
+    `compared_columns(cfg)`)."""
     import pandas as pd
 
     out = {}
     for model, group in per_seed.groupby("model", sort=False):
         row = {}
-        for label in labels:
-            for name in (f"test/mse/{label}", f"gap/{label}", f"oracle/efficiency/{label}"):
-                if name in group:
-                    values = pd.to_numeric(group[name], errors="coerce").dropna()
-                    row[name] = float(values.mean())
-                    row[f"std/{name}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        for name in columns:
+            if name in group:
+                values = pd.to_numeric(group[name], errors="coerce").dropna()
+                row[name] = float(values.mean())
+                row[f"std/{name}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         out[model] = row
     return pd.DataFrame.from_dict(out, orient="index")
 
@@ -320,7 +362,6 @@ def comparison_table(per_seed, labels: list[str]):
 def _print_outcome(outcome: _Outcome, inputs: _Inputs, info, uri: str) -> None:
     from tracking.store import ui_command
 
-    labels = inputs.cfg.tracked_labels
     lines = [f"derived architecture ({outcome.iterations} iterations, {outcome.search_seconds:.1f} s; "
              f"artifact {ARCHITECTURE_ARTIFACT}):"]
     for decision, option in outcome.choices.items():
@@ -330,9 +371,38 @@ def _print_outcome(outcome: _Outcome, inputs: _Inputs, info, uri: str) -> None:
                      f"next best {runner_up:.2f})")
     lines.append("")
     lines.append(f"retrained over seeds {','.join(map(str, inputs.seeds))} (mean ± std across seeds):")
+    if inputs.domain.name == "matrices":
+        lines += _matrices_lines(outcome.table, inputs)
+    else:
+        lines += _spectra_lines(outcome.table, inputs.cfg.tracked_labels)
+    print("\n".join(lines))
+    print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
+    print(f"open the UI: {ui_command(uri)}")
+
+
+def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]]
+
+
+def _matrices_lines(table, inputs: _Inputs) -> list[str]:
+    cfg = inputs.cfg
+    models = {name: c.training.model_type for name, c in inputs.compare_cfgs.items()}
+    header = ["model", "in-distribution acc", "held-out acc", "gap/acc"]
+    body = []
+    for model, row in table.iterrows():
+        name = f"{model} ({models.get(str(model), 'raven_seq')})"
+        body.append([name, *(f"{row.get(c, math.nan):.3f} ± {row.get('std/' + c, math.nan):.3f}"
+                             for c in ("val/acc", "test/acc", "gap/acc"))])
+    held = ", ".join(p.label for p in cfg.data.heldout_pairs) or "none"
+    return [*_aligned(header, body),
+            f"chance accuracy {cfg.chance:.3f} ({cfg.matrices.n_candidates} candidates); in-distribution = val, "
+            f"held out = test ({held}); gap/acc = in-distribution - held-out accuracy"]
+
+
+def _spectra_lines(table, labels: list[str]) -> list[str]:
     header = ["model"] + [f"test MSE {label}" for label in labels] + [f"gap {label}" for label in labels] \
         + [f"efficiency {label}" for label in labels]
-    table = outcome.table
     body = []
     for model, row in table.iterrows():
         cells = [str(model)]
@@ -341,11 +411,6 @@ def _print_outcome(outcome: _Outcome, inputs: _Inputs, info, uri: str) -> None:
         for x in labels:
             cells.append(f"{row.get(f'oracle/efficiency/{x}', math.nan):.3f}")
         body.append(cells)
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    for r in [header, *body]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    lines.append("gap = test MSE on the novel combination / in-distribution MSE; efficiency = oracle MSE / test MSE "
-                 "(1 = the physical floor)")
-    print("\n".join(lines))
-    print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
-    print(f"open the UI: {ui_command(uri)}")
+    return [*_aligned(header, body),
+            "gap = test MSE on the novel combination / in-distribution MSE; efficiency = oracle MSE / test MSE "
+            "(1 = the physical floor)"]

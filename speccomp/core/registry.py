@@ -18,8 +18,10 @@ MODEL_MODULES: dict[str, str] = {
     "raven_mlp": "speccomp.matrices.models",
     "raven_wren": "speccomp.matrices.models",
     "raven_candidates": "speccomp.matrices.models",
+    "raven_seq": "speccomp.matrices.models",
 }
-MODEL_DOMAINS: dict[str, str] = {"raven_mlp": "matrices", "raven_wren": "matrices", "raven_candidates": "matrices"}
+MODEL_DOMAINS: dict[str, str] = {"raven_mlp": "matrices", "raven_wren": "matrices", "raven_candidates": "matrices",
+                                 "raven_seq": "matrices"}
 """Model name -> the task (domain) whose inputs it reads; a name not listed is a spectra model."""
 
 VALIDATION_FITTED: set[str] = {"ridge"}

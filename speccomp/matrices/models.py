@@ -5,15 +5,19 @@
 - `raven_wren`: relational (WReN-like): panels embedded by a shared layer, a shared function `g`
   over the ordered panel pairs of each row (with the pair's place in the row), summed per row;
   a head scores the three row summaries, the third row being completed by the candidate.
+- `raven_seq`: the layers of `training.seq` (what architecture search derives, `speccomp.nas`)
+  as a candidate scorer over (the eight context panels, one candidate), like `raven_mlp`.
 - `raven_candidates`: sees the candidates only (each candidate with the mean of all candidates):
   the shortcut probe; on a bias-free answer set it cannot beat chance by much.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from speccomp.core.models import ACTIVATIONS, EnsembleLinear, EnsembleModel, ModelSpec, register_model
+from speccomp.core.models import ACTIVATIONS, EnsembleLinear, EnsembleModel, ModelSpec, Seq, register_model
 
 N_CONTEXT = 8
 ROW_PAIRS = ((0, 1), (0, 2), (1, 2))
@@ -117,6 +121,19 @@ class RelationalScorer(EnsembleModel):
         row3 = self._row(third.reshape(n_members, batch * n_cand, 3, -1)).reshape(n_members, batch, n_cand, -1)
         rows = torch.cat([rows12.expand(-1, -1, n_cand, -1), row3], dim=-1)  # (S, B, C, 3E)
         return self.head(rows.reshape(n_members, batch * n_cand, -1)).reshape(n_members, batch, n_cand)
+
+
+@register_model("raven_seq", domain="matrices")
+class SeqScorer(Seq):
+    """score_c = seq([context panels 1..8, candidate c]): the `seq` model on the (9 D,) view of
+    `context_candidate_pairs` with one output, so the NAS supernet's one-hot path computes it."""
+
+    def __init__(self, spec: ModelSpec, n_members: int):
+        super().__init__(replace(spec, n_bins=(N_CONTEXT + 1) * spec.n_bins, n_outputs=1), n_members)
+        self.spec = spec  # the spec as given (checkpoints rebuild from it)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return scores_from(super().body(context_candidate_pairs(x)), x.shape[2] - N_CONTEXT)
 
 
 @register_model("raven_candidates", domain="matrices")

@@ -60,18 +60,19 @@ def layers_of(space: NasSpace, choices: dict[str, str]) -> list[dict[str, Any]]:
     return layers
 
 
-def preset_of(space: NasSpace, choices: dict[str, str]) -> dict[str, Any]:
-    """A valid partial config (merge it like `configs/presets/*.yaml`)."""
+def preset_of(space: NasSpace, choices: dict[str, str], model_type: str = "seq") -> dict[str, Any]:
+    """A valid partial config (merge it like `configs/presets/*.yaml`); `model_type` is the
+    domain's `seq` model (`seq` for spectra, `raven_seq` for matrices)."""
     return {"training": {
-        "model_type": "seq",
+        "model_type": model_type,
         "input_transform": choices["input"],
         "seq": {"pool": space.pool, "layers": layers_of(space, choices)},
     }}
 
 
-def derive(space: NasSpace, alpha: dict[str, torch.Tensor]) -> dict[str, Any]:
+def derive(space: NasSpace, alpha: dict[str, torch.Tensor], model_type: str = "seq") -> dict[str, Any]:
     """The argmax architecture of α as a preset dict."""
-    return preset_of(space, choices_of(space, alpha))
+    return preset_of(space, choices_of(space, alpha), model_type)
 
 
 def preset_yaml(preset: dict[str, Any], header: str = "") -> str:

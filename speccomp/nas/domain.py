@@ -1,11 +1,21 @@
-"""Every assumption the architecture search makes about the spectra domain, in one place, so that
-another domain (the matrices, issue #11) can plug in its own version:
+"""What the architecture search assumes about a domain, in one place. A `SearchDomain` says what
+the supernet reads, what it outputs and how it is scored:
 
-- inputs are (B, L) float32 spectra, positive in expectation (so `log` makes sense), targets (B, C)
-  abundances, and a split is a `SplitData` (`.spectra`, `.abundances`);
-- the loss is the mean squared error over samples and components;
-- the `input` decision chooses among the model registry's input transforms, with per-bin
-  statistics fitted on the training spectra exactly as `speccomp.core.models.InputTransform` does.
+- `spectra`: rows are (L,) spectra, positive in expectation (so `log` makes sense); the supernet
+  maps (B, L) -> (B, C) abundances; the loss is the MSE over samples and components; the `input`
+  decision chooses among the registry's input transforms, with per-bin statistics fitted on the
+  training spectra exactly as `speccomp.core.models.InputTransform` does. Derived model: `seq`.
+- `matrices`: rows are matrices (8 + C, D) of encoded panels; the supernet scores each candidate
+  after the eight context panels, (B·C, 9·D) -> (B·C, 1) (the view of
+  `speccomp.matrices.models.context_candidate_pairs`), read back as (B, C) scores; the loss is the
+  cross-entropy over the candidates. Panels are encoded already, so the `input` decision may only
+  hold `none` (the matrices configs refuse other transforms). Derived model: `raven_seq`.
+
+    dom = domain_of(split)                   # or search_domain("matrices")
+    x, y = dom.tensors(split)                # rows and targets
+    z = dom.prepare(net, x)                  # precomputed once per split (input transforms)
+    pred = dom.forward(net, dom.rows(z, idx), weights)   # (B, C) predictions / scores
+    loss = dom.loss(pred, y[idx])
 """
 
 from __future__ import annotations
@@ -13,23 +23,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from speccomp.core.config import ConfigError
 from speccomp.core.models import LOG_FLOOR
 
 
-def task_tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs (N, L), targets (N, C)) of a `SplitData` or of an (x, y) pair."""
-    if isinstance(split, tuple):
-        return split[0], split[1]
-    return split.spectra, split.abundances
-
-
-def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over samples and components (the training loop's loss)."""
-    return ((prediction - target) ** 2).mean()
-
-
+# ------------------------------------------------------------------------------------------------
+# the candidate input transforms (spectra)
+# ------------------------------------------------------------------------------------------------
 class InputStage(nn.Module):
     """The candidate input transforms of the `input` decision: (B, L) -> weighted sum of the
     active candidates, (B, L). Statistics are buffers of shape (1, L)."""
@@ -79,3 +82,140 @@ class InputStage(nn.Module):
         if name == "log+standardize":
             return self.log_mean, self.log_std
         return None
+
+
+# ------------------------------------------------------------------------------------------------
+# domains
+# ------------------------------------------------------------------------------------------------
+class SearchDomain:
+    """The spectra domain; `MatricesSearch` overrides what differs."""
+
+    name = "spectra"
+    model_type = "seq"
+    """The registry model a derived architecture is trained as."""
+    transforms: tuple[str, ...] | None = None
+    """Input transforms the domain allows in a space (None: every one)."""
+
+    def tensors(self, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, targets) of a split object (`.inputs` / `.targets`) or of an (x, y) pair."""
+        if isinstance(split, tuple):
+            return split[0], split[1]
+        return split.inputs, split.targets
+
+    def n_features(self, x: torch.Tensor) -> int:
+        """Length of the vector the supernet reads per row (its `n_bins`)."""
+        return x.shape[1]
+
+    def n_outputs(self, y: torch.Tensor) -> int:
+        return y.shape[1]
+
+    def features_of(self, cfg: Any) -> int:
+        """`n_features` from a validated config, before any data exists."""
+        return cfg.physics.n_bins
+
+    def supernet(self, space: Any, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> nn.Module:
+        """A supernet for these rows and targets, its input statistics fitted on `x`."""
+        from speccomp.nas.supernet import Supernet
+
+        net = Supernet(space, self.n_features(x), self.n_outputs(y), generator)
+        self.fit_inputs(net, x)
+        return net
+
+    def fit_inputs(self, net: Any, x: torch.Tensor) -> None:
+        net.fit_inputs(x)
+
+    def prepare(self, net: Any, x: torch.Tensor) -> torch.Tensor:
+        """The rows of a split as the search indexes them: (K, N, L), every input transform
+        computed once."""
+        return net.inputs.candidates(x)
+
+    def rows(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return z[:, idx]
+
+    def forward(self, net: Any, rows: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Predictions of the architecture `weights` for a batch of rows: (B, C) abundances."""
+        return net(rows, weights)
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over samples and components (the training loop's loss)."""
+        return ((prediction - target) ** 2).mean()
+
+    def check(self, space: Any, n_features: int) -> None:
+        """A space this domain cannot search is a ConfigError (one line naming the key)."""
+        if self.transforms is not None:
+            extra = [t for t in space.input_transforms if t not in self.transforms]
+            if extra:
+                raise ConfigError(
+                    f"{space.path}: input_transforms: {', '.join(extra)} cannot be used on the {self.name} domain; "
+                    f"allowed: {', '.join(self.transforms)}")
+        space.check_bins(n_features)
+
+
+class MatricesSearch(SearchDomain):
+    """Candidate scoring: each candidate after the eight context panels (see module doc)."""
+
+    name = "matrices"
+    model_type = "raven_seq"
+    transforms = ("none",)
+
+    def n_features(self, x: torch.Tensor) -> int:
+        from speccomp.matrices.models import N_CONTEXT
+
+        return (N_CONTEXT + 1) * x.shape[2]
+
+    def n_outputs(self, y: torch.Tensor) -> int:
+        return 1
+
+    def features_of(self, cfg: Any) -> int:
+        from speccomp.matrices.generator import PANEL_DIM
+        from speccomp.matrices.models import N_CONTEXT
+
+        return (N_CONTEXT + 1) * PANEL_DIM
+
+    def fit_inputs(self, net: Any, x: torch.Tensor) -> None:
+        """Nothing to fit: panels are encoded already and `none` is the only transform."""
+
+    def prepare(self, net: Any, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def rows(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return z[idx]
+
+    def forward(self, net: Any, rows: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 8 + C, D) matrices -> (B, C) candidate scores."""
+        from speccomp.matrices.models import N_CONTEXT, context_candidate_pairs, scores_from
+
+        pairs = context_candidate_pairs(rows.unsqueeze(0))[0]  # (B * C, 9 D)
+        return scores_from(net(pairs, weights).unsqueeze(0), rows.shape[1] - N_CONTEXT)[0]
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the answer over the candidates' scores (the matrices training loss)."""
+        return F.cross_entropy(prediction, target)
+
+
+SPECTRA, MATRICES = SearchDomain(), MatricesSearch()
+DOMAINS = {d.name: d for d in (SPECTRA, MATRICES)}
+
+
+def search_domain(name: str) -> SearchDomain:
+    return DOMAINS[name]
+
+
+def domain_of(split: Any) -> SearchDomain:
+    """The domain of a split object (or an (x, y) pair: 3-D rows are matrices)."""
+    x = split[0] if isinstance(split, tuple) else split.inputs
+    return MATRICES if x.dim() == 3 else SPECTRA
+
+
+def domain_for_config(cfg: Any) -> SearchDomain:
+    """The domain of a validated experiment config."""
+    return DOMAINS[getattr(type(cfg), "DOMAIN", "spectra")]
+
+
+# The spectra functions under their historic names (benchmarks and older callers).
+def task_tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return SPECTRA.tensors(split)
+
+
+def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return SPECTRA.loss(prediction, target)

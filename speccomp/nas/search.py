@@ -23,8 +23,8 @@ import torch
 
 from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
-from speccomp.nas import domain
 from speccomp.nas.derive import choices_of, preset_of
+from speccomp.nas.domain import SearchDomain, domain_of
 from speccomp.nas.gumbel import mean_entropy, sample_weights, temperature
 from speccomp.nas.space import NasSpace, SearchSettings, flatten_alpha, init_alpha, metric_label
 from speccomp.nas.supernet import Supernet
@@ -54,6 +54,8 @@ class SearchResult:
     """(T, len(metric_names(space))) per-iteration metrics, float64."""
     supernet: Supernet
     seconds: float
+    domain: SearchDomain | None = None
+    """The domain searched (spectra when None)."""
 
     @property
     def choices(self) -> dict[str, str]:
@@ -61,7 +63,8 @@ class SearchResult:
 
     @property
     def preset(self) -> dict[str, Any]:
-        return preset_of(self.space, self.choices)
+        """The derived architecture as a partial config of the domain's `seq` model."""
+        return preset_of(self.space, self.choices, self.domain.model_type if self.domain else "seq")
 
     def probabilities(self) -> dict[str, dict[str, float]]:
         """Final softmax(α): {decision: {option: probability}}."""
@@ -78,16 +81,18 @@ def run_search(
     callback: Callable[[int, dict[str, float]], None] | None = None,
     alpha: dict[str, torch.Tensor] | None = None,
 ) -> SearchResult:
-    """Search `space` on (train, val) — `SplitData` or (inputs, targets) pairs — from `seed`.
+    """Search `space` on (train, val) — split objects of either domain (`SplitData`, `MatrixSplit`)
+    or (inputs, targets) pairs; the domain is that of the splits (`domain.domain_of`) — from `seed`.
     `settings` default to the space file's; `alpha` (leaf tensors) to zeros. `callback(t, metrics)`
     is called after every iteration t = 1..T with the metrics of `metric_names(space)`."""
     settings = settings or space.search
     t0 = time.perf_counter()
-    x_train, y_train = domain.task_tensors(train)
-    x_val, y_val = domain.task_tensors(val)
-    net = Supernet(space, x_train.shape[1], y_train.shape[1], torch_generator(seed, "nas", "init"))
-    net.fit_inputs(x_train)
-    z_train, z_val = net.inputs.candidates(x_train), net.inputs.candidates(x_val)  # (K, N, L) each
+    domain = domain_of(train)
+    x_train, y_train = domain.tensors(train)
+    x_val, y_val = domain.tensors(val)
+    domain.check(space, domain.n_features(x_train))
+    net = domain.supernet(space, x_train, y_train, torch_generator(seed, "nas", "init"))
+    z_train, z_val = domain.prepare(net, x_train), domain.prepare(net, x_val)  # spectra: (K, N, L) each
     alpha = alpha if alpha is not None else init_alpha(space)
     w_opt = FlatAdam(net, lr=settings.weight_learning_rate, weight_decay=settings.weight_decay)
     a_opt = torch.optim.Adam(list(alpha.values()), lr=settings.architecture_learning_rate, betas=(0.5, 0.999),
@@ -105,13 +110,14 @@ def run_search(
         idx = torch.randint(x_train.shape[0], (settings.batch_size,), generator=batch_gen)
         with torch.no_grad():
             w = sample_weights({k: v.detach() for k, v in alpha.items()}, tau, hard, gumbel_gen)
-        train_loss = domain.loss(net(z_train[:, idx], w), y_train[idx])
+        train_loss = domain.loss(domain.forward(net, domain.rows(z_train, idx), w), y_train[idx])
         w_opt.zero_grad()
         train_loss.backward()
         w_opt.step()
         # 2. α, on a validation batch (autograd.grad: no weight gradients are computed or kept)
         idx = torch.randint(x_val.shape[0], (settings.batch_size,), generator=batch_gen)
-        val_loss = domain.loss(net.sample_forward(z_val[:, idx], alpha, tau, hard, gumbel_gen), y_val[idx])
+        w = sample_weights(alpha, tau, hard, gumbel_gen)
+        val_loss = domain.loss(domain.forward(net, domain.rows(z_val, idx), w), y_val[idx])
         grads = torch.autograd.grad(val_loss, list(alpha.values()))
         for a, g in zip(alpha.values(), grads, strict=True):
             a.grad = g
@@ -126,4 +132,4 @@ def run_search(
         if callback is not None:
             callback(t + 1, dict(zip(names, row.tolist(), strict=True)))
     final = {k: v.detach().clone() for k, v in alpha.items()}
-    return SearchResult(space, seed, final, trajectory, history, net, time.perf_counter() - t0)
+    return SearchResult(space, seed, final, trajectory, history, net, time.perf_counter() - t0, domain)
