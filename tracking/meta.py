@@ -170,10 +170,11 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     import torch
     import yaml
 
-    from speccomp.meta.compare import comparison_table, format_table, plot_meta_test, plot_posterior
+    from speccomp.meta.compare import comparison_table, format_table, measure_of, plot_meta_test, plot_posterior
     from speccomp.meta.run import posterior_history, run_meta
     from speccomp.meta.tasks import pair_name
     from speccomp.nas import choices_of, preset_of, unflatten_alpha
+    from speccomp.nas.domain import domain_for_config
     from tracking.pipeline import flatten, log_metric_dict, log_params, set_tags
 
     client = tracker.client
@@ -218,7 +219,7 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     choices = choices_of(plan.space, unflatten_alpha(plan.space, posterior.mean.detach()))
     (work / "meta" / "architecture_map.yaml").write_text(
         "# MAP architecture of the meta-learned posterior (a preset: main can train it)\n"
-        + yaml.safe_dump(preset_of(plan.space, choices), sort_keys=False))
+        + yaml.safe_dump(preset_of(plan.space, choices, domain_for_config(plan.cfg).model_type), sort_keys=False))
     table = comparison_table(outcome.per_pair)
     table.to_csv(work / "meta" / "comparison.csv", index=False)
     outcome.per_pair.to_csv(work / "meta" / "per_pair.csv", index=False)
@@ -234,9 +235,13 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     client.log_artifacts(parent, str(work / "plots"), "plots")
 
     summary: dict[str, float] = {}
+    measure = measure_of(outcome.per_pair)
     for _, row in table.iterrows():
-        summary[f"comparison/{row['method']}/median_test_mse"] = row["median_test_mse"]
-        summary[f"comparison/{row['method']}/median_ratio_to_oracle"] = row["median_ratio_to_oracle"]
+        summary[f"comparison/{row['method']}/median_{measure}"] = row[f"median_{measure}"]
+        if measure == "test_mse":
+            summary[f"comparison/{row['method']}/median_ratio_to_oracle"] = row["median_ratio_to_oracle"]
+        else:
+            summary[f"comparison/{row['method']}/median_test_acc"] = row["median_test_acc"]
         if row["method"] != "meta":
             summary[f"comparison/{row['method']}/median_ratio_meta_to_method"] = row["median_ratio_meta_to_method"]
             summary[f"comparison/{row['method']}/wilcoxon_p"] = row["wilcoxon_p"]
@@ -254,11 +259,17 @@ def _print_summary(outcome, table, info, uri: str) -> None:
 
     plan = outcome.plan
     s = plan.settings.values
-    print(f"meta-learner: {s.num_meta_training_tasks} meta-training pairs, {s.num_meta_testing_tasks} meta-test pairs, "
+    unit = "tasks" if "test_error" in outcome.per_pair else "pairs"
+    print(f"meta-learner: {s.num_meta_training_tasks} meta-training {unit}, {s.num_meta_testing_tasks} meta-test {unit}, "
           f"{s.architecture_search_iterations} meta-iterations ({outcome.timings['meta_train']:.0f} s), "
           f"seeds {plan.meta.experiment.seeds}")
-    print("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
-          "medians over pairs; p: two-sided Wilcoxon signed-rank, meta vs method")
+    if "test_error" in outcome.per_pair:
+        print("held-out error (1 - accuracy) on each meta-test task's matrices, all holding its (rule, attribute) "
+              f"pair; chance accuracy {plan.cfg.chance:.3f}; ratios are per task, medians over tasks; p: two-sided "
+              "Wilcoxon signed-rank, meta vs method")
+    else:
+        print("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
+              "medians over pairs; p: two-sided Wilcoxon signed-rank, meta vs method")
     print(format_table(table))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")

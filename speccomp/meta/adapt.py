@@ -18,6 +18,11 @@ steps is the same for every method:
 - `default`, `loglinear`: the project's MLP and the log-linear preset through the ordinary
   training loop, with the epochs that give about B steps;
 - `oracle`: the physical floor (fit of the known physics to every test spectrum).
+
+On the matrices domain (a task = one held-out (rule, attribute) pair, `speccomp.meta.matrices`)
+the same methods run on matrices with the candidates' cross-entropy; `loglinear` has no meaning
+there and `wren` (the relational `raven_wren`) takes its place; the floor is chance (1 / C);
+the measure compared is the held-out error `test/error` = 1 − `test/acc`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 
 import torch
 
-from speccomp.core.config import ExperimentConfig, config_from_dict, read_yaml, resolve_preset
+from speccomp.core.config import ExperimentConfig, read_yaml, resolve_preset
 from speccomp.core.data import SplitData
 from speccomp.core.metrics import final_metrics, split_metrics
 from speccomp.core.seeding import derive_seed, torch_generator
@@ -46,6 +51,7 @@ from speccomp.nas import (
     sample_weights,
     unflatten_alpha,
 )
+from speccomp.nas.domain import MATRICES, SearchDomain, domain_of
 from speccomp.spectra.floor import physical_floor, with_efficiency
 
 EVAL_CHUNK = 1024
@@ -88,9 +94,11 @@ class MethodResult:
 # evaluation
 # ------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict_path(net: Supernet, path: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """(N, L) -> (N, C) predictions of a fixed path."""
-    return torch.cat([net(x[i : i + EVAL_CHUNK], path) for i in range(0, len(x), EVAL_CHUNK)])
+def predict_path(net: Supernet, path: dict[str, torch.Tensor], x: torch.Tensor,
+                 domain: SearchDomain | None = None) -> torch.Tensor:
+    """(N, L) -> (N, C) predictions of a fixed path (matrices: (N, 8 + C, D) -> (N, C) scores)."""
+    domain = domain or domain_of((x, None))
+    return torch.cat([domain.forward(net, x[i : i + EVAL_CHUNK], path) for i in range(0, len(x), EVAL_CHUNK)])
 
 
 def score(val_pred: torch.Tensor, test_pred: torch.Tensor, data: dict[str, SplitData], pair: Pair) -> dict[str, float]:
@@ -105,24 +113,40 @@ def score(val_pred: torch.Tensor, test_pred: torch.Tensor, data: dict[str, Split
     return out
 
 
-def evaluate_path(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, SplitData], pair: Pair) -> dict[str, float]:
+def score_any(val_pred: torch.Tensor, test_pred: torch.Tensor, data: dict[str, Any], pair: Pair) -> dict[str, float]:
+    """`score` on spectra, `meta.matrices.matrices_score` on matrices."""
+    if domain_of(data["train"]) is MATRICES:
+        from speccomp.meta.matrices import matrices_score
+
+        return matrices_score(val_pred, test_pred, data)
+    return score(val_pred, test_pred, data, pair)
+
+
+def evaluate_path(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, Any], pair: Pair) -> dict[str, float]:
     net.eval()
-    out = score(predict_path(net, path, data["val"].spectra), predict_path(net, path, data["test"].spectra), data, pair)
+    out = score_any(predict_path(net, path, data["val"].inputs), predict_path(net, path, data["test"].inputs), data, pair)
     net.train()
     return out
 
 
-def _val_loss(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, SplitData], cols: torch.Tensor) -> float:
-    """In-distribution validation MSE of the pair's components (how candidates are judged)."""
-    return float(pair_mse(predict_path(net, path, data["val"].spectra), data["val"].abundances, cols))
+def _val_loss(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, Any], cols: torch.Tensor | None) -> float:
+    """How candidates are judged: the in-distribution validation MSE of the pair's components
+    (matrices: the validation cross-entropy)."""
+    pred = predict_path(net, path, data["val"].inputs)
+    if cols is None:
+        return float(MATRICES.loss(pred, data["val"].targets))
+    return float(pair_mse(pred, data["val"].abundances, cols))
 
 
 def _train_all(net, path, data, steps, hp: StageTwo, gen) -> None:
-    x, y = data["train"].spectra, data["train"].abundances
-    adapt_weights(net, path, x, y, torch.arange(len(x)), steps, hp.batch_size, hp.learning_rate, gen)
+    domain = domain_of(data["train"])
+    x, y = domain.tensors(data["train"])
+    adapt_weights(net, path, x, y, torch.arange(len(x)), steps, hp.batch_size, hp.learning_rate, gen, domain)
 
 
-def _cols(data: dict[str, SplitData], pair: Pair) -> torch.Tensor:
+def _cols(data: dict[str, Any], pair: Pair) -> torch.Tensor | None:
+    if domain_of(data["train"]) is MATRICES:
+        return None
     return torch.tensor([data["train"].labels.index(c) for c in pair])
 
 
@@ -169,31 +193,31 @@ def _adapt_alpha(net: Supernet, alpha: dict[str, torch.Tensor], data, hp: StageT
     α on a validation batch (straight-through) with Adam at ARCHITECTURE_LEARNING_RATE."""
     if hp.search_steps == 0:
         return
-    x, y = data["train"].spectra, data["train"].abundances
-    xv, yv = data["val"].spectra, data["val"].abundances
+    domain = domain_of(data["train"])
+    x, y = domain.tensors(data["train"])
+    xv, yv = domain.tensors(data["val"])
     opt = torch.optim.Adam(list(alpha.values()), lr=hp.architecture_learning_rate)
     w_opt = torch.optim.Adam([p for p in net.parameters()], lr=hp.learning_rate, foreach=True)
     for _ in range(hp.search_steps):
         idx = torch.randint(len(x), (hp.batch_size,), generator=gen)
         with torch.no_grad():
             path = sample_weights({k: v.detach() for k, v in alpha.items()}, hp.tau, True, gen)
-        loss = ((net(x[idx], path) - y[idx]) ** 2).mean()
+        loss = domain.loss(domain.forward(net, x[idx], path), y[idx])
         w_opt.zero_grad(set_to_none=True)
         loss.backward()
         w_opt.step()
         idx = torch.randint(len(xv), (hp.batch_size,), generator=gen)
-        val = ((net(xv[idx], sample_weights(alpha, hp.tau, True, gen)) - yv[idx]) ** 2).mean()
+        val = domain.loss(domain.forward(net, xv[idx], sample_weights(alpha, hp.tau, True, gen)), yv[idx])
         grads = torch.autograd.grad(val, list(alpha.values()))
         for a, g in zip(alpha.values(), grads, strict=True):
             a.grad = g
         opt.step()
 
 
-def fresh_supernet(space: NasSpace, data: dict[str, SplitData], seed: int, purpose: str) -> Supernet:
-    x = data["train"].spectra
-    net = Supernet(space, x.shape[1], data["train"].abundances.shape[1], torch_generator(seed, "meta", purpose, "init"))
-    net.fit_inputs(x)
-    return net
+def fresh_supernet(space: NasSpace, data: dict[str, Any], seed: int, purpose: str) -> Supernet:
+    domain = domain_of(data["train"])
+    x, y = domain.tensors(data["train"])
+    return domain.supernet(space, x, y, torch_generator(seed, "meta", purpose, "init"))
 
 
 def prior_search(space: NasSpace, data: dict[str, SplitData], pair: Pair, hp: StageTwo, seed: int) -> MethodResult:
@@ -227,10 +251,13 @@ def single_task_nas(space: NasSpace, data: dict[str, SplitData], pair: Pair, hp:
     return MethodResult("nas", pair, seed, evaluate_path(net, path, data, pair), choices)
 
 
-def preset_training(task_cfg: ExperimentConfig, preset: str | None, data: dict[str, SplitData], pair: Pair,
-                    hp: StageTwo, seeds: list[int], method: str) -> list[MethodResult]:
-    """The project's own model (`preset` None = the default MLP) trained by the ordinary loop, with
-    the epochs that give about B steps, every seed at once."""
+def preset_training(task_cfg: ExperimentConfig, preset: str | None, data: dict[str, Any], pair: Pair,
+                    hp: StageTwo, seeds: list[int], method: str, overrides: tuple[str, ...] = ()) -> list[MethodResult]:
+    """The project's own model (`preset` None = the default MLP; matrices: `raven_mlp`, or
+    `raven_wren` through `overrides`) trained by the ordinary loop, with the epochs that give about
+    B steps, every seed at once."""
+    from speccomp.core.task import config_from_any_dict
+
     raw = task_cfg.to_dict()
     if preset:
         layer = read_yaml(resolve_preset(preset))
@@ -238,14 +265,14 @@ def preset_training(task_cfg: ExperimentConfig, preset: str | None, data: dict[s
             raw.setdefault(section, {}).update(values)
     steps_per_epoch = math.ceil(len(data["train"]) / raw["training"]["batch_size"])
     epochs = max(1, round(hp.budget / steps_per_epoch))
-    cfg = config_from_dict(raw, [f"training.epochs={epochs}", "training.checkpoint_retention=none",
-                                 "training.checkpoint_ratio=1.0"])
+    cfg = config_from_any_dict(raw, [*overrides, f"training.epochs={epochs}", "training.checkpoint_retention=none",
+                                     "training.checkpoint_ratio=1.0"])
     result = train(cfg, data, seeds)
     out = []
     for seed_result in result.seeds:
         test_pred = torch.from_numpy(seed_result.test_predictions)
-        val_pred = _member_predict(seed_result.model, data["val"].spectra)
-        out.append(MethodResult(method, pair, seed_result.seed, score(val_pred, test_pred, data, pair),
+        val_pred = _member_predict(seed_result.model, data["val"].inputs)
+        out.append(MethodResult(method, pair, seed_result.seed, score_any(val_pred, test_pred, data, pair),
                                 extra={"epochs": epochs, "steps": result.total_steps}))
     return out
 
@@ -256,9 +283,11 @@ def _member_predict(member: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([member(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
 
 
-def oracle(task_cfg: ExperimentConfig, data: dict[str, SplitData], pair: Pair) -> dict[str, float]:
+def oracle(task_cfg: ExperimentConfig, data: dict[str, Any], pair: Pair) -> dict[str, float]:
     """`oracle/mse/<label>` (and `oracle/crb/<label>`) of the pair's test split, plus
-    `oracle/mse/pair` (mean over the two components)."""
+    `oracle/mse/pair` (mean over the two components). Matrices: the chance floor `chance/acc`."""
+    if domain_of(data["train"]) is MATRICES:
+        return {"chance/acc": task_cfg.chance}
     floor = physical_floor(task_cfg, data["test"])
     floor["oracle/mse/pair"] = sum(floor[f"oracle/mse/{c}"] for c in pair) / 2
     return floor
@@ -266,7 +295,10 @@ def oracle(task_cfg: ExperimentConfig, data: dict[str, SplitData], pair: Pair) -
 
 def with_floor(metrics: dict[str, float], floor: dict[str, float], pair: Pair) -> dict[str, float]:
     """Add `oracle/mse/<label>`, `oracle/efficiency/<label>` (oracle ÷ test MSE) and
-    `oracle/ratio` (test MSE ÷ oracle MSE of the pair, the quantity of `plots/meta_test.png`)."""
+    `oracle/ratio` (test MSE ÷ oracle MSE of the pair, the quantity of `plots/meta_test.png`).
+    Matrices: `chance/acc` beside the accuracies."""
+    if "chance/acc" in floor:
+        return {**metrics, **floor}
     out = {**metrics, **with_efficiency(metrics, floor, list(pair))}
     out["oracle/ratio"] = metrics["test/mse/pair"] / floor["oracle/mse/pair"]
     return out

@@ -1,7 +1,8 @@
 """The paired comparison over meta-test pairs and the two figures of a meta run.
 
 Per pair and method the scalar compared is the test MSE on the pair's combination, averaged over
-the pair's two components (and over seeds): `test_mse`. Against each baseline, over the pairs:
+the pair's two components (and over seeds): `test_mse`; on the matrices domain the held-out error
+`test_error` = 1 − accuracy on matrices holding the task's (rule, attribute) pair (`measure_of`). Against each baseline, over the pairs:
 the median of the per-pair ratios meta ÷ baseline (< 1: the meta-learner is better), how many pairs
 the meta-learner wins, and the two-sided Wilcoxon signed-rank p-value of the paired differences.
 """
@@ -19,7 +20,12 @@ import pandas as pd  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
 
 REFERENCE = "meta"
-ORDER = ("meta", "prior", "nas", "default", "loglinear", "oracle")
+ORDER = ("meta", "prior", "nas", "default", "loglinear", "wren", "oracle", "chance")
+
+
+def measure_of(per_pair: pd.DataFrame) -> str:
+    """The column compared: `test_error` (matrices) or `test_mse` (spectra); lower is better."""
+    return "test_error" if "test_error" in per_pair else "test_mse"
 
 
 def method_order(methods) -> list[str]:
@@ -30,18 +36,20 @@ def method_order(methods) -> list[str]:
 def comparison_table(per_pair: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     """`per_pair`: one row per (pair, method) with `test_mse`, `oracle_mse`, `gap` (mean of the two
     components' gaps). One row per method: n_pairs, median test MSE, median test MSE ÷ oracle MSE,
-    median gap, and against the reference: median ratio, wins, Wilcoxon p (NaN for the reference)."""
-    wide = per_pair.pivot(index="pair", columns="method", values="test_mse")
+    median gap, and against the reference: median ratio, wins, Wilcoxon p (NaN for the reference).
+    Matrices (`test_error`, `test_acc`, `gap` = gap/acc): median test error and held-out accuracy
+    instead of the MSE and the oracle ratio."""
+    measure = measure_of(per_pair)
+    wide = per_pair.pivot(index="pair", columns="method", values=measure)
     rows = []
     for method in method_order(wide.columns):
         sub = per_pair[per_pair.method == method]
-        row = {
-            "method": method,
-            "n_pairs": int(sub["test_mse"].notna().sum()),
-            "median_test_mse": float(sub["test_mse"].median()),
-            "median_ratio_to_oracle": float((sub["test_mse"] / sub["oracle_mse"]).median()),
-            "median_gap": float(sub["gap"].median()) if sub["gap"].notna().any() else math.nan,
-        }
+        row = {"method": method, "n_pairs": int(sub[measure].notna().sum()), f"median_{measure}": float(sub[measure].median())}
+        if measure == "test_mse":
+            row["median_ratio_to_oracle"] = float((sub["test_mse"] / sub["oracle_mse"]).median())
+        else:
+            row["median_test_acc"] = float(sub["test_acc"].median())
+        row["median_gap"] = float(sub["gap"].median()) if sub["gap"].notna().any() else math.nan
         if reference in wide.columns and method != reference:
             ref, other = wide[reference], wide[method]
             ok = ref.notna() & other.notna()
@@ -104,7 +112,10 @@ def plot_posterior(probabilities: dict[str, np.ndarray], options: dict[str, tupl
 
 def plot_meta_test(per_pair: pd.DataFrame) -> plt.Figure:
     """Per method, the distribution over meta-test pairs of test MSE ÷ oracle MSE (log scale; 1 =
-    the physical floor), each pair a dot, the median a bar."""
+    the physical floor), each pair a dot, the median a bar. Matrices: the held-out accuracy, with
+    chance as the line."""
+    if measure_of(per_pair) == "test_error":
+        return _plot_meta_test_accuracy(per_pair)
     methods = [m for m in method_order(per_pair.method.unique()) if m != "oracle"]
     fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.5, 4))
     rng = np.random.default_rng(0)  # horizontal jitter of the dots only
@@ -118,6 +129,26 @@ def plot_meta_test(per_pair: pd.DataFrame) -> plt.Figure:
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel("test MSE ÷ oracle MSE (pair's combination)")
     ax.set_title(f"Meta-test pairs (n = {per_pair.pair.nunique()}): novel combinations, never trained on", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_meta_test_accuracy(per_pair: pd.DataFrame) -> plt.Figure:
+    methods = [m for m in method_order(per_pair.method.unique()) if m != "chance"]
+    fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.5, 4))
+    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
+    for i, method in enumerate(methods):
+        acc = per_pair[per_pair.method == method]["test_acc"].to_numpy()
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(acc)), acc, s=14, alpha=0.7)
+        ax.hlines(np.median(acc), i - 0.3, i + 0.3, color="k", lw=2)
+    chance = float(per_pair["chance_acc"].iloc[0])
+    ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance ({chance:.3f})")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel("held-out accuracy (matrices holding the task's pair)")
+    ax.set_title(f"Meta-test tasks (n = {per_pair.pair.nunique()}): (rule, attribute) pairs never trained on",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -46,6 +46,20 @@ class TasksSection(_Strict):
     meta-training pair (0: meta-test pairs are any pairs not drawn for meta-training)."""
 
 
+class MatricesTasksSection(_Strict):
+    """Task sizes on the matrices domain (`experiment.config_dir: configs/raven`): a task is one
+    (rule, attribute) pair held out of training; ignored on the spectra domain."""
+
+    n_train: int = Field(2000, ge=8)
+    """Training matrices per task (the pair never occurs in them)."""
+    n_val: int = Field(500, ge=1)
+    """In-distribution validation matrices per task (without the pair)."""
+    n_query: int = Field(256, ge=1)
+    """Matrices holding the pair per meta-training task (the meta-learner's query set)."""
+    n_test: int = Field(1000, ge=1)
+    """Matrices holding the pair per meta-test task, seen only by the final evaluation."""
+
+
 class PosteriorSection(_Strict):
     prior_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
     """Standard deviation s of the prior p(α) = N(0, s²) over every architecture logit."""
@@ -96,8 +110,9 @@ class AdaptSection(_Strict):
 
 
 class BaselinesSection(_Strict):
-    methods: list[Literal["default", "loglinear", "prior", "nas"]] = ["default", "loglinear", "prior", "nas"]
-    """Baselines run on the same meta-test pairs, data and seeds (the oracle floor always)."""
+    methods: list[Literal["default", "loglinear", "wren", "prior", "nas"]] = ["default", "loglinear", "prior", "nas"]
+    """Baselines run on the same meta-test pairs, data and seeds (the oracle floor always).
+    `loglinear` is a spectra model, `wren` (`raven_wren`, relational) a matrices one."""
     nas_iterations: int | None = Field(None, ge=1)
     """Search iterations of single-task NAS per pair (default: the stage-two budget)."""
 
@@ -109,6 +124,7 @@ class MetaConfig(_Strict):
     """The architecture search-space file (the NAS issue's), relative to the project folder."""
     experiment: ExperimentSection = ExperimentSection()
     tasks: TasksSection = TasksSection()
+    matrices_tasks: MatricesTasksSection = MatricesTasksSection()
     posterior: PosteriorSection = PosteriorSection()
     inner: InnerSection = InnerSection()
     adapt: AdaptSection = AdaptSection()

@@ -7,7 +7,8 @@ One meta-iteration (BASE, Shaw et al. 2019; MetaNAS, Elsken et al. 2020; GDAS sa
 2. inner loop: copy the shared supernet weights θ and take `inner.steps` Adam steps of the path z
    on the task's training split (each component alone and the bare continuum) -> θ';
 3. query: score θ' with the path z on the task's **combination** (MSE of the pair's two
-   components) — the quantity compositional generalisation is about;
+   components; on the matrices domain the cross-entropy on matrices holding the held-out
+   (rule, attribute) pair) — the quantity compositional generalisation is about;
 4. q is updated by Adam at META_LEARNING_RATE on the negative ELBO
    `query loss + kl_weight · KL(q‖p) / num_meta_training_tasks`
    (first order: θ' is treated as a constant, the gradient reaches α through z);
@@ -27,6 +28,7 @@ import torch
 from speccomp.meta.posterior import GaussianPosterior
 from speccomp.meta.tasks import Pair, TaskBank, batch_rows, task_generator
 from speccomp.nas import NasSpace, Supernet, sample_weights, temperature, unflatten_alpha
+from speccomp.nas.domain import SPECTRA, SearchDomain
 
 
 @dataclass
@@ -103,14 +105,15 @@ def adapt_weights(
     batch: int,
     lr: float,
     generator: torch.Generator,
+    domain: SearchDomain = SPECTRA,
 ) -> None:
     """`steps` Adam steps (fresh state) of the weights on the fixed path, batches drawn from `rows`
-    of (x (R, L), y (R, C)); in place."""
+    of (x (R, L), y (R, C)) — or of the domain's rows and targets — with the domain's loss; in place."""
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, foreach=True)
     for _ in range(steps):
         idx = batch_rows(rows, batch, generator)
-        loss = mse(net(x[idx], path), y[idx])
+        loss = domain.loss(domain.forward(net, x[idx], path), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -132,7 +135,6 @@ def meta_train(
     g_gumbel, g_batch = task_generator(seed, "gumbel"), task_generator(seed, "batch")
     meta_opt = torch.optim.Adam(posterior.parameters(), lr=hyper.meta_learning_rate)
     rows = {p: bank.train_rows(p) for p in pairs}
-    cols = {p: pair_columns(bank, p) for p in pairs}
     params = list(net.parameters())
     result = MetaTrainResult(posterior=posterior, net=net)
     start = time.perf_counter()
@@ -146,14 +148,14 @@ def meta_train(
         before = [p.detach().clone() for p in params]
         t0 = time.perf_counter()
         adapt_weights(net, fixed, bank.train_x, bank.train_y, rows[pair], hyper.inner_steps,
-                      hyper.inner_batch, hyper.inner_learning_rate, g_batch)
+                      hyper.inner_batch, hyper.inner_learning_rate, g_batch, bank.search)
         result.inner_seconds += time.perf_counter() - t0
 
         query = bank.query[pair]
         q_idx = torch.randint(len(query), (min(hyper.query_batch, len(query)),), generator=g_batch)
         for p in params:
             p.requires_grad_(False)
-        query_loss = pair_mse(net(query.spectra[q_idx], path), query.abundances[q_idx], cols[pair])
+        query_loss = bank.query_loss(net, path, pair, q_idx)
         kl = posterior.kl()
         elbo = query_loss + hyper.kl_weight * kl / hyper.n_tasks
         meta_opt.zero_grad(set_to_none=True)

@@ -1,6 +1,10 @@
 """A whole meta run without I/O: validate everything (`plan_meta`), then generate the tasks,
 meta-train, run stage two and every baseline on each meta-test pair (`run_meta`). The tracked
-entry point (`tracking/meta.py`) passes callbacks that log as the run goes."""
+entry point (`tracking/meta.py`) passes callbacks that log as the run goes.
+
+The domain is that of `experiment.config_dir`: spectra (a task = a pair of components, the
+project's `configs/`) or matrices (a task = one (rule, attribute) pair held out of training,
+`configs/raven`; see `speccomp.meta.matrices` and `configs/meta/raven.yaml`)."""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from speccomp.core.config import ConfigError, ExperimentConfig, load_config
-from speccomp.core.seeding import torch_generator
+from speccomp.core.config import ConfigError, ExperimentConfig
+from speccomp.core.seeding import numpy_generator, torch_generator
+from speccomp.core.task import load_any_config
 from speccomp.meta.adapt import (
     MethodResult,
     StageTwo,
@@ -26,10 +31,12 @@ from speccomp.meta.adapt import (
     with_floor,
 )
 from speccomp.meta.config import MetaConfig, load_meta_config, project_dir
+from speccomp.meta.matrices import all_tasks, build_matrices_bank
 from speccomp.meta.metatrain import IterationRecord, MetaHyper, MetaTrainResult, build_posterior, meta_train
 from speccomp.meta.settings import ResolvedSettings, check_task_counts, resolve_settings
-from speccomp.meta.tasks import Pair, TaskBank, TaskSets, all_pairs, build_bank, draw_tasks, pair_name
-from speccomp.nas import NasSpace, Supernet, load_space
+from speccomp.meta.tasks import Pair, TaskSets, all_pairs, build_bank, draw_tasks, pair_name
+from speccomp.nas import NasSpace, load_space
+from speccomp.nas.domain import MATRICES, domain_for_config
 
 
 @dataclass
@@ -57,20 +64,46 @@ def plan_meta(
     config_dir = meta.experiment.config_dir
     if config_dir is not None and not Path(config_dir).is_absolute():
         config_dir = project_dir() / config_dir
-    cfg = load_config(config_dir, list(meta.experiment.overrides))
-    labels = cfg.physics.labels
+    cfg = load_any_config(config_dir, list(meta.experiment.overrides))
+    domain = domain_for_config(cfg)
+    s = settings.values
     held = meta.tasks.held_out_components
-    if held and not 2 <= held <= len(labels) - 2:
-        raise ConfigError(f"{meta_path}: tasks.held_out_components: {held}; allowed: 0, or 2..{len(labels) - 2}")
-    check_task_counts(settings, len(all_pairs(labels)), len(labels), held)
+    other_domain = {"loglinear": "spectra", "wren": "matrices"}
+    for method in meta.baselines.methods:
+        if other_domain.get(method, domain.name) != domain.name:
+            allowed = [m for m in ("default", "loglinear", "wren", "prior", "nas") if other_domain.get(m, domain.name) == domain.name]
+            raise ConfigError(f"{meta_path}: baselines.methods: {method} is a {other_domain[method]} model and the "
+                              f"experiment is of the {domain.name} domain; allowed: {', '.join(allowed)}")
+    if domain is MATRICES:
+        if held:
+            raise ConfigError(f"{meta_path}: tasks.held_out_components: {held}; allowed: 0 on the matrices domain "
+                              "(a task is one held-out (rule, attribute) pair)")
+        names = all_tasks(cfg)
+        check_task_counts(settings, len(names), len(names), 0, unit="(rule, attribute) tasks")
+    else:
+        labels = cfg.physics.labels
+        if held and not 2 <= held <= len(labels) - 2:
+            raise ConfigError(f"{meta_path}: tasks.held_out_components: {held}; allowed: 0, or 2..{len(labels) - 2}")
+        check_task_counts(settings, len(all_pairs(labels)), len(labels), held)
     space_path = Path(meta.space)
     if not space_path.is_absolute() and not space_path.is_file():
         space_path = project_dir() / space_path
     space = load_space(space_path)
-    space.check_bins(cfg.physics.n_bins)
-    s = settings.values
-    tasks = draw_tasks(labels, s.num_meta_training_tasks, s.num_meta_testing_tasks, s.task_generator_seed, held)
+    domain.check(space, domain.features_of(cfg))
+    if domain is MATRICES:
+        tasks = draw_named_tasks(names, s.num_meta_training_tasks, s.num_meta_testing_tasks, s.task_generator_seed)
+    else:
+        tasks = draw_tasks(labels, s.num_meta_training_tasks, s.num_meta_testing_tasks, s.task_generator_seed, held)
     return MetaPlan(settings, meta, meta_path, cfg, space, tasks)
+
+
+def draw_named_tasks(names: list, n_train: int, n_test: int, seed: int) -> TaskSets:
+    """`n_train` meta-training and `n_test` meta-test tasks without overlap from `names`, from the
+    stream (seed, "meta", "tasks"); meta-test tasks in the order of `names`."""
+    order = numpy_generator(seed, "meta", "tasks").permutation(len(names))
+    train = [names[i] for i in order[:n_train]]
+    test = [names[i] for i in sorted(order[n_train : n_train + n_test])]
+    return TaskSets(meta_train=train, meta_test=test)
 
 
 def meta_hyper(plan: MetaPlan) -> MetaHyper:
@@ -104,7 +137,12 @@ class MetaOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def build_task_bank(plan: MetaPlan) -> TaskBank:
+def build_task_bank(plan: MetaPlan):
+    """The task bank of the plan's domain (`TaskBank` for spectra, `MatricesBank` for matrices)."""
+    if domain_for_config(plan.cfg) is MATRICES:
+        m = plan.meta.matrices_tasks
+        return build_matrices_bank(plan.cfg, plan.tasks.meta_train, plan.tasks.meta_test,
+                                   plan.meta.experiment.data_seed, m.n_train, m.n_val, m.n_query, m.n_test)
     t = plan.meta.tasks
     return build_bank(plan.cfg, plan.tasks, plan.meta.experiment.data_seed, t.n_single, t.n_empty,
                       t.n_val_single, t.n_query, t.n_test)
@@ -124,12 +162,10 @@ def run_meta(
     bank = build_task_bank(plan)
     timings["generate"] = time.perf_counter() - t0
     seeds = list(plan.meta.experiment.seeds)
-    net = Supernet(plan.space, plan.cfg.physics.n_bins, len(plan.cfg.physics.labels),
-                   torch_generator(seeds[0], "meta", "supernet", "init"))
-    net.fit_inputs(bank.train_x)
+    net = bank.search.supernet(plan.space, bank.train_x, bank.train_y, torch_generator(seeds[0], "meta", "supernet", "init"))
     posterior = build_posterior(plan.space, plan.meta.posterior.prior_scale, plan.meta.posterior.init_std)
     say(f"meta-training: {plan.settings.values.architecture_search_iterations} iterations over "
-        f"{len(plan.tasks.meta_train)} pairs ...")
+        f"{len(plan.tasks.meta_train)} {'tasks' if bank.search is MATRICES else 'pairs'} ...")
     training = meta_train(net, posterior, bank, plan.tasks.meta_train, meta_hyper(plan), seeds[0], on_iteration)
     timings["meta_train"] = training.seconds
     timings["inner_loop"] = training.inner_seconds
@@ -141,7 +177,7 @@ def run_meta(
     rows = []
     t1 = time.perf_counter()
     for k, pair in enumerate(plan.tasks.meta_test, start=1):
-        say(f"meta-test pair {k}/{len(plan.tasks.meta_test)}: {pair_name(pair)}")
+        say(f"meta-test {'task' if bank.search is MATRICES else 'pair'} {k}/{len(plan.tasks.meta_test)}: {pair_name(pair)}")
         data = bank.task_datasets(pair, plan.meta.adapt.n_train, final=True)
         task_cfg = bank.task_config(pair, {name: len(split) for name, split in data.items()})
         floors[pair] = oracle(task_cfg, data, pair)
@@ -156,6 +192,8 @@ def run_meta(
             pair_results += preset_training(task_cfg, None, data, pair, hp, seeds, "default")
         if "loglinear" in methods:
             pair_results += preset_training(task_cfg, "loglinear", data, pair, hp, seeds, "loglinear")
+        if "wren" in methods:
+            pair_results += preset_training(task_cfg, None, data, pair, hp, seeds, "wren", ("training.model_type=raven_wren",))
         results += pair_results
         by_method = _mean_by_method(pair_results, floors[pair], pair)
         for method, metrics in by_method.items():
@@ -174,6 +212,10 @@ def _mean_by_method(results: list[MethodResult], floor: dict[str, float], pair: 
         keys = [k for k in runs[0] if all(k in m for m in runs)]
         mean = {k: sum(m[k] for m in runs) / len(runs) for k in keys}
         out[method] = with_floor(mean, floor, pair)
+    if "chance/acc" in floor:  # matrices: chance as the floor's row
+        chance = floor["chance/acc"]
+        out["chance"] = {"val/acc": chance, "test/acc": chance, "test/error": 1.0 - chance, "chance/acc": chance}
+        return out
     oracle_metrics = {f"test/mse/{c}": floor[f"oracle/mse/{c}"] for c in pair}
     oracle_metrics["test/mse/pair"] = floor["oracle/mse/pair"]
     out["oracle"] = with_floor(oracle_metrics, floor, pair)
@@ -181,6 +223,10 @@ def _mean_by_method(results: list[MethodResult], floor: dict[str, float], pair: 
 
 
 def _row(pair: Pair, method: str, metrics: dict[str, float]) -> dict[str, float | str]:
+    if "chance/acc" in metrics:  # matrices: the held-out error is the measure compared
+        return {"pair": pair_name(pair), "method": method, "test_error": metrics["test/error"],
+                "test_acc": metrics["test/acc"], "chance_acc": metrics["chance/acc"],
+                "gap": metrics.get("gap/acc", math.nan), **metrics}
     gaps = [metrics.get(f"gap/{c}", math.nan) for c in pair]
     return {"pair": pair_name(pair), "method": method, "test_mse": metrics["test/mse/pair"],
             "oracle_mse": metrics["oracle/mse/pair"], "gap": sum(gaps) / 2, **metrics}

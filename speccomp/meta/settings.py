@@ -229,7 +229,8 @@ def _annotated(name: str) -> Any:
     return Annotated[field.annotation, *field.metadata]
 
 
-def check_task_counts(resolved: ResolvedSettings, n_pairs: int, n_components: int, held_out: int = 0) -> None:
+def check_task_counts(resolved: ResolvedSettings, n_pairs: int, n_components: int, held_out: int = 0,
+                      unit: str | None = None) -> None:
     """More tasks than pairs, or meta-training + meta-test > pairs, is one line naming the variables.
 
     With `held_out` > 0 components reserved for meta-test pairs, meta-training draws from the pairs
@@ -240,14 +241,16 @@ def check_task_counts(resolved: ResolvedSettings, n_pairs: int, n_components: in
     def named(field: str) -> str:
         return f"{ENV_NAMES[field]}={getattr(s, field)} (set by {src[field]})"
 
+    kind = "pairs" if unit is None else unit
     train_pool = n_pairs if not held_out else math.comb(n_components - held_out, 2)
     test_pool = n_pairs if not held_out else math.comb(held_out, 2)
     if n_train > train_pool:
-        raise SettingsError(f"{named('num_meta_training_tasks')}: more tasks than the {train_pool} pairs available "
+        raise SettingsError(f"{named('num_meta_training_tasks')}: more tasks than the {train_pool} {kind} available "
                             f"for meta-training; allowed: an integer 1..{train_pool}")
     if n_test > test_pool:
-        raise SettingsError(f"{named('num_meta_testing_tasks')}: more tasks than the {test_pool} pairs available "
+        raise SettingsError(f"{named('num_meta_testing_tasks')}: more tasks than the {test_pool} {kind} available "
                             f"for meta-testing; allowed: an integer 1..{test_pool}")
     if not held_out and n_train + n_test > n_pairs:
         raise SettingsError(f"{named('num_meta_training_tasks')} + {named('num_meta_testing_tasks')} = {n_train + n_test}: "
-                            f"more than the {n_pairs} pairs of {n_components} components; allowed: a sum <= {n_pairs}")
+                            f"more than the {n_pairs} {kind if unit else f'pairs of {n_components} components'}; "
+                            f"allowed: a sum <= {n_pairs}")

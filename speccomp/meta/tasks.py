@@ -21,13 +21,15 @@ from speccomp.core.config import ExperimentConfig, SplitConfig, config_from_dict
 from speccomp.core.data import SplitData, generate_split
 from speccomp.core.pairs import pair_overrides
 from speccomp.core.seeding import numpy_generator, torch_generator
+from speccomp.nas.domain import SPECTRA
 from speccomp.spectra.physics import ForwardModel
 
 Pair = tuple[str, str]
 
 
 def pair_name(pair: Pair) -> str:
-    return f"{pair[0]}+{pair[1]}"
+    """`a+b` for a pair of components; a matrices task (`meta.matrices.RuleAttribute`) has its own name."""
+    return getattr(pair, "name", None) or f"{pair[0]}+{pair[1]}"
 
 
 def all_pairs(labels: list[str]) -> list[Pair]:
@@ -131,9 +133,19 @@ class TaskBank:
             self._offsets[label] = offset
             offset += len(pool)
 
+    search = SPECTRA
+    """The NAS domain of the supernet's rows (`speccomp.nas.domain`)."""
+
     @property
     def labels(self) -> list[str]:
         return self.cfg.physics.labels
+
+    def query_loss(self, net, path: dict[str, torch.Tensor], pair: Pair, idx: torch.Tensor) -> torch.Tensor:
+        """MSE of the supernet path on query spectra `idx` of the pair's combination, over the
+        pair's two components."""
+        query = self.query[pair]
+        cols = torch.tensor([self.labels.index(c) for c in pair])
+        return ((net(query.spectra[idx], path)[:, cols] - query.abundances[idx][:, cols]) ** 2).mean()
 
     def train_rows(self, pair: Pair, n_train: int | None = None) -> torch.Tensor:
         """Row indices into `train_x` of a task's training split: the bare continuum and each
