@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from speccomp.core.seeding import derive_seed
 from speccomp.matrices.data import MatrixSplit, generate_datasets
-from speccomp.matrices.generator import ATTRIBUTES
+from speccomp.matrices.task import MATRICES as MATRICES_TASK
 from speccomp.nas.domain import MATRICES
 
 
@@ -38,14 +38,15 @@ class RuleAttribute(tuple):
 
 
 def all_tasks(cfg: Any) -> list[RuleAttribute]:
-    """Every (rule, attribute) pair of the config's rules, rules outer (R · 4 tasks)."""
-    return [RuleAttribute(r, a) for r in cfg.matrices.rules for a in ATTRIBUTES]
+    """Every (rule, attribute) pair of the config's rules, rules outer (R · 4 tasks): the domain's
+    `MatricesTask.compositional_tasks`."""
+    return [RuleAttribute(*name.split("/")) for name in MATRICES_TASK.compositional_tasks(cfg)]
 
 
-def task_overrides(task: RuleAttribute, sizes: dict[str, int]) -> list[str]:
-    """The overrides that make the base config this task: the pair held out (nothing else), and the
-    split sizes (`train`, `val`, `test`)."""
-    out = [f"data.heldout_pairs=[{{rule: {task[0]}, attribute: {task[1]}}}]", "data.heldout_values={}"]
+def task_overrides(cfg: Any, task: RuleAttribute, sizes: dict[str, int]) -> list[str]:
+    """The overrides that make the base config this task: the pair held out and nothing else
+    (`MatricesTask.compositional_tasks`), and the split sizes (`train`, `val`, `test`)."""
+    out = list(MATRICES_TASK.compositional_tasks(cfg)[task.name])
     for split, n in sizes.items():
         key = "data.validation.n_samples" if split == "val" else f"data.splits.{split}.n_samples"
         out.append(f"{key}={n}")
@@ -107,7 +108,7 @@ class MatricesBank:
         """The matrices experiment config of a task (the pair held out, the split sizes given)."""
         from speccomp.matrices.config import matrices_config_from_dict
 
-        overrides = task_overrides(task, sizes or {})
+        overrides = task_overrides(self.cfg, task, sizes or {})
         n_train = (sizes or {}).get("train")
         if n_train is not None and n_train < self.cfg.training.batch_size:
             overrides.append(f"training.batch_size={n_train}")
@@ -123,7 +124,7 @@ def build_matrices_bank(cfg: Any, meta_train: list[RuleAttribute], meta_test: li
     for task in [*meta_train, *meta_test]:
         final = task in meta_test
         sizes = {"train": n_train, "val": n_val, "test": n_test if final else n_query}
-        task_cfg = matrices_config_from_dict(cfg.to_dict(), task_overrides(task, sizes))
+        task_cfg = matrices_config_from_dict(cfg.to_dict(), task_overrides(cfg, task, sizes))
         splits = generate_datasets(task_cfg, derive_seed(data_seed, "meta", "matrices", task.name) % 2**31)
         configs[task], train[task], val[task] = task_cfg, splits["train"], splits["val"]
         (test if final else query)[task] = splits["test"]
