@@ -288,6 +288,7 @@ def _refuse_password(storage: str) -> int:
 def _run(args, settings: Settings, base, space, overrides, storage, storage_text: str) -> int:
     import optuna
 
+    from speccomp.core.task import task_for
     from study.objective import Objective, directions
     from study.records import StudyProgress, link_study, record_study
     from study.report import build_report
@@ -338,7 +339,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             })
             log_params(client, parent, _study_params(args, settings, space, base))
             link_study(study, args.objective, experiment_id, client.get_experiment(experiment_id).name, parent,
-                       store.ui_command(uri))
+                       store.ui_command(uri), task_for(base).name)
         budget = settings.total_trials
         if settings.workers > 1 and budget is None:  # the invocation's n_trials, shared by its workers
             budget = _alive(study) + settings.n_trials
@@ -371,7 +372,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
                 client.log_artifacts(parent, str(report.folder), "report")
                 print(report.text)
             if not parent_given:
-                record_study(client, parent, study, args.objective, report)
+                record_study(client, parent, study, args.objective, report, task_for(base).name)
         if not parent_given:
             tracker.finish(parent)
     print(f"\n{ran} trial(s) run here in {elapsed:.1f} s; study {args.study_name!r} in {storage_text}")
