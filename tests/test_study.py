@@ -242,6 +242,39 @@ def test_pareto_objective_has_two_directions_and_a_front(env):
         assert [run.data.metrics["objective/0"], run.data.metrics["objective/1"]] == pytest.approx(t.values)
 
 
+@pytest.mark.slow
+def test_matrices_study_reports_accuracies_with_chance_and_no_empty_rows(env, capsys):
+    """A study on configs/raven: the trials record the task's measures and the chance accuracy,
+    and the report explains test/acc, val/acc and gap/acc, without the spectra sections."""
+    from tests.test_report import empty_rows
+
+    space = write_space(env, {"name": "raven-tiny", "params": {
+        "heldout_pair": {"type": "categorical", "choices": ["progression/size", "arithmetic/colour"]},
+        "training.model_type": {"type": "categorical", "choices": ["raven_mlp", "raven_wren"]}}})
+    argv = ["study", "--n-trials", "3", "--study-name", STUDY, "--storage", str(env / "optuna.log"),
+            "--config-dir", str(CONFIGS / "raven"), "--space", str(space), "--seeds", "1,2", "--objective", "gap"]
+    for item in ("data.splits.train.n_samples=128", "data.splits.test.n_samples=32", "data.validation.n_samples=32",
+                 "training.epochs=1", "training.batch_size=32", "training.hidden_dims=[16,8]"):
+        argv += ["--set", item]
+    assert cli(argv) == 0
+    study = load(env)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert study.metric_names == ["gap/acc (val/acc - test/acc, mean)"]
+    for t in study.trials:
+        assert t.user_attrs["chance_acc"] == 0.125 and t.value == pytest.approx(t.user_attrs["gap_acc_mean"])
+        assert t.user_attrs["seeds"].startswith("1: test_error ")
+    (parent,) = runs(env, "study")
+    client = MlflowClient()
+    text = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(env))).read_text()
+    assert text in capsys.readouterr().out
+    assert empty_rows(text) == []
+    assert "## Measures" in text and "chance accuracy 0.125 (1 / 8 candidates)" in text
+    assert "transfer" not in text and "learned every tracked component" not in text
+    effects = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/effects.csv", str(env)))
+    assert set(effects["target"]) == {"test/acc", "val/acc", "gap/acc"} and effects["mean"].notna().all()
+    assert set(effects.loc[effects["target"] != "gap/acc", "chance"]) == {0.125}
+
+
 # --- bad input: one line, exit code 2, no trial and no run ------------------------------------------
 def _space_with(entry: dict, name: str = "training.learning_rate") -> dict:
     return {"name": "bad", "params": {"training.model_type": {"type": "categorical", "choices": ["mlp"]},
