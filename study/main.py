@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,6 +290,7 @@ def _refuse_password(storage: str) -> int:
 def _run(args, settings: Settings, base, space, overrides, storage, storage_text: str) -> int:
     import optuna
 
+    from speccomp.core.task import task_for
     from study.objective import Objective, directions
     from study.records import StudyProgress, link_study, record_study
     from study.report import build_report
@@ -301,6 +304,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     client = store.tracking_client()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     parent_given = args.parent_run_id
+    if parent_given and not _run_exists(client, parent_given):  # a spawned worker on another store
+        print(f"error: parent_run_id: no run {parent_given} in the tracking store {store.redact_url(uri)}; a worker "
+              "file names its launcher's study run, which must be in the same store", file=sys.stderr)
+        return USER_ERROR
     if not parent_given:  # the launcher of spawned workers has looked already
         note = tidy(client, uri, keep={attached} if attached else set())
         if note:
@@ -338,7 +345,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             })
             log_params(client, parent, _study_params(args, settings, space, base))
             link_study(study, args.objective, experiment_id, client.get_experiment(experiment_id).name, parent,
-                       store.ui_command(uri))
+                       store.ui_command(uri), task_for(base).name)
         budget = settings.total_trials
         if settings.workers > 1 and budget is None:  # the invocation's n_trials, shared by its workers
             budget = _alive(study) + settings.n_trials
@@ -371,13 +378,23 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
                 client.log_artifacts(parent, str(report.folder), "report")
                 print(report.text)
             if not parent_given:
-                record_study(client, parent, study, args.objective, report)
+                record_study(client, parent, study, args.objective, report, task_for(base).name)
         if not parent_given:
             tracker.finish(parent)
     print(f"\n{ran} trial(s) run here in {elapsed:.1f} s; study {args.study_name!r} in {storage_text}")
     if not parent_given:
         print("\n".join(ui.ui_lines(uri, experiment_id)))
     return 0
+
+
+def _run_exists(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def _set_threads(settings: Settings) -> int:
@@ -451,6 +468,60 @@ def write_worker_file(args: StudyOptions, settings: Settings, parent: str, budge
 
 
 def read_worker_file(path: str | Path) -> StudyOptions:
-    return StudyOptions(**json.loads(Path(path).read_text()))
+    """The options `write_worker_file` wrote. A file that cannot be read, is not JSON (e.g.
+    truncated), or whose fields are missing, unknown or of the wrong type raises ConfigError (one
+    line naming the file and what is wrong) before any run or trial exists."""
+    from speccomp.core.config import ConfigError
+
+    def refuse(what: str) -> ConfigError:
+        return ConfigError(f"worker file {path}: {what}")
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise refuse(f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise refuse(f"not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno}; truncated?)") from None
+    if not isinstance(raw, dict):
+        raise refuse(f"holds a JSON {type(raw).__name__}; expected an object of StudyOptions fields")
+    hints = typing.get_type_hints(StudyOptions)
+    unknown = sorted(set(raw) - set(hints))
+    missing = [name for name in hints if name not in raw]
+    if unknown:
+        raise refuse(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(hints)}")
+    if missing:
+        raise refuse(f"missing field(s) {', '.join(missing)} (a worker file holds every field)")
+    for name, hint in hints.items():
+        if not _has_type(raw[name], hint):
+            raise refuse(f"field {name}: {json.dumps(raw[name])[:60]} is not of type {_type_name(hint)}")
+    if raw["resolved_config"] is not None:
+        from speccomp.core.task import config_from_any_dict
+
+        try:
+            config_from_any_dict(raw["resolved_config"])
+        except ConfigError as exc:
+            raise refuse(f"field resolved_config: {exc}") from None
+    return StudyOptions(**raw)
+
+
+def _has_type(value, hint) -> bool:
+    """Whether a JSON value fits a field annotation (int, str, bool, dict, list[X], X | None)."""
+    if hint is type(None):
+        return value is None
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_has_type(v, item) for v in value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = typing.get_origin(hint) or hint
+    return isinstance(value, origin)
+
+
+def _type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint)
 
 

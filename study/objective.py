@@ -168,9 +168,13 @@ class Objective:
             # Optuna fails a trial whose value is NaN; here that means "not learned", which the
             # report counts per setting (the trial's measures are in its user attributes).
             set_tags(client, run_id, {STATE_TAG: "FAIL"})
-            learned_skill = cfg.analysis.learned_skill if task_for(cfg).name == "spectra" else math.nan
-            print(f"trial {trial.number}: no seed learned every tracked component in distribution "
-                  f"(in-distribution skill < {learned_skill:g}); no {self.measure} value", file=sys.stderr)
+            if task_for(cfg).name == "spectra":
+                print(f"trial {trial.number}: no seed learned every tracked component in distribution "
+                      f"(in-distribution skill < {cfg.analysis.learned_skill:g}); no {self.measure} value",
+                      file=sys.stderr)
+            else:  # matrices: a NaN measure (val/error and gap/acc need the validation split)
+                print(f"trial {trial.number}: no {self.measure} value (NaN; gap/acc and val/error need the "
+                      "validation split)", file=sys.stderr)
         else:
             set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
         self.tracker.finish(run_id)
@@ -234,6 +238,8 @@ class Objective:
         trial.set_user_attr("seeds", compact_seeds(per_seed))
         if spectra:
             trial.set_user_attr("learned_skill", cfg.analysis.learned_skill)
+        else:  # matrices: what guessing scores, beside the accuracies in the report
+            trial.set_user_attr("chance_acc", float(cfg.chance))
         for key in TRIAL_MEASURES if spectra else measures.columns:  # matrices: test/error, val/error, gap/acc
             values = measures[key].dropna()
             trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)

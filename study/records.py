@@ -31,18 +31,24 @@ OBJECTIVE_NAMES = {
     "pareto": ["in-distribution (val) MSE, tracked", "test MSE, tracked"],
 }
 """Objective names shown by optuna-dashboard (instead of "Objective 0")."""
+MATRICES_OBJECTIVE_NAMES = {
+    "test": ["test error (1 - test/acc, mean)"],
+    "gap": ["gap/acc (val/acc - test/acc, mean)"],
+    "pareto": ["in-distribution (val) error", "test error"],
+}
+"""The same for the matrices domain."""
 
 
-def objective_names(measure: str, n_objectives: int) -> list[str]:
-    names = OBJECTIVE_NAMES.get(measure, [])
+def objective_names(measure: str, n_objectives: int, domain: str = "spectra") -> list[str]:
+    names = (MATRICES_OBJECTIVE_NAMES if domain == "matrices" else OBJECTIVE_NAMES).get(measure, [])
     return names if len(names) == n_objectives else [f"{measure} {i}" for i in range(n_objectives)]
 
 
 def link_study(study: optuna.Study, measure: str, experiment_id: str, experiment_name: str, run_id: str,
-               ui_hint: str) -> None:
+               ui_hint: str, domain: str = "spectra") -> None:
     """Objective names and the way back to MLflow, as study user attributes (optuna-dashboard
     shows them on the study page)."""
-    names = objective_names(measure, len(study.directions))
+    names = objective_names(measure, len(study.directions), domain)
     if study.metric_names != names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -56,9 +62,10 @@ def link_study(study: optuna.Study, measure: str, experiment_id: str, experiment
 
 def compact_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> str:
     """The per-seed measures a reader compares, as one short line for optuna-dashboard:
-    "123: test_mse 0.0118, gap 1.2; 124: ..." (ASCII: the dashboard shows other characters as
-    JSON escapes)."""
-    shown = (("test_mse", "test/mse/tracked"), ("transfer", "transfer/tracked"), ("gap", "gap/tracked"))
+    "123: test_mse 0.0118, gap 1.2; 124: ..." (matrices: "123: test_error 0.79, gap_acc -0.07; ...";
+    ASCII: the dashboard shows other characters as JSON escapes)."""
+    shown = (("test_mse", "test/mse/tracked"), ("transfer", "transfer/tracked"), ("gap", "gap/tracked"),
+             ("test_error", "test/error"), ("gap_acc", "gap/acc"))
     parts = []
     for seed, measures in per_seed.items():
         values = [f"{name} {measures[key]:.3g}" for name, key in shown
@@ -120,7 +127,8 @@ def study_summary(study: optuna.Study) -> dict[str, float]:
     return out
 
 
-def record_study(client, run_id: str, study: optuna.Study, measure: str, report=None) -> dict[str, float]:
+def record_study(client, run_id: str, study: optuna.Study, measure: str, report=None,
+                 domain: str = "spectra") -> dict[str, float]:
     """The study run's final metrics, `best_trial` tags and its description."""
     summary = study_summary(study)
     last = max((t.number for t in study.get_trials(deepcopy=False)), default=0)
@@ -129,7 +137,7 @@ def record_study(client, run_id: str, study: optuna.Study, measure: str, report=
     if best is not None:
         set_tags(client, run_id, {"best_trial": str(best.number),
                                   "best_trial_run_id": best.user_attrs.get("mlflow_run_id", "")})
-    set_description(client, run_id, study_description(study, measure, summary, best, report))
+    set_description(client, run_id, study_description(study, measure, summary, best, report, domain))
     return summary
 
 
@@ -143,8 +151,8 @@ def _best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def study_description(study: optuna.Study, measure: str, summary: Mapping[str, float], best: FrozenTrial | None,
-                      report=None) -> str:
-    names = objective_names(measure, len(study.directions))
+                      report=None, domain: str = "spectra") -> str:
+    names = objective_names(measure, len(study.directions), domain)
     lines = [f"**study {study.study_name}** · objective: {', '.join(names)} · "
              f"{int(summary['study/n_trials'])} trials: {int(summary['study/n_complete'])} complete, "
              f"{int(summary['study/n_pruned'])} pruned, {int(summary['study/n_failed'])} failed"

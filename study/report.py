@@ -27,6 +27,12 @@ only trials in which a seed learned every tracked component in distribution have
 `skill/val` (in-distribution skill, every trial) and the study's objective(s) when they are
 something else. A trial that learned nothing has no transfer: it is counted as not learned per
 setting, never scored.
+
+A study on the matrices domain (its trials carry the task's measures `test/error`, `val/error`,
+`gap/acc` instead of the spectra ones) has the targets `test/acc` and `val/acc` (accuracy = 1 −
+error) and `gap/acc` (val/acc − test/acc), with the chance accuracy (1 / n_candidates) beside them
+in `effects.csv` and in a measures table (`measures.csv`); every objective of that domain is one
+of these targets, and the spectra-only parts (not-learned counts, transfer, skill) are left out.
 """
 
 from __future__ import annotations
@@ -56,6 +62,21 @@ MEASURE_ATTRS = {  # target -> (user attribute of the trial mean, of its across-
     "transfer": ("transfer_tracked_mean", "transfer_tracked_std", "maximize"),
     "skill/val": ("skill_val_tracked_mean", "skill_val_tracked_std", "maximize"),
 }
+MATRICES_ATTR = "test_error_mean"  # a trial carrying this measured the matrices domain
+MATRICES_TARGETS = {  # target -> (user attribute of the trial mean, of its std, direction, accuracy = 1 - attr)
+    "test/acc": ("test_error_mean", "test_error_std", "maximize", True),
+    "val/acc": ("val_error_mean", "val_error_std", "maximize", True),
+    "gap/acc": ("gap_acc_mean", "gap_acc_std", "minimize", False),
+}
+MATRICES_OBJECTIVES = {  # objective -> the matrices target(s) it is (so it is not analysed twice)
+    "gap": "the target gap/acc", "test": "the target test/acc (test/error = 1 - test/acc)",
+    "pareto": "the targets val/acc and test/acc (val/error, test/error = 1 - accuracy)",
+}
+MATRICES_MEASURES = (  # the measures table: name, user attribute, accuracy = 1 - attr, what guessing scores
+    ("test/acc", "test_error_mean", True, "chance"), ("val/acc", "val_error_mean", True, "chance"),
+    ("gap/acc", "gap_acc_mean", False, "zero"), ("test/error", "test_error_mean", False, "chance error"),
+    ("val/error", "val_error_mean", False, "chance error"),
+)
 
 
 @dataclass
@@ -77,6 +98,8 @@ class Target:
     value: Callable[[optuna.trial.FrozenTrial], float]
     seed_std: Callable[[optuna.trial.FrozenTrial], float]
     direction: str
+    chance: Callable[[optuna.trial.FrozenTrial], float] | None = None
+    """Matrices: what guessing scores on this target (None: the spectra targets have no such column)."""
 
 
 def _attr(name: str) -> Callable[[optuna.trial.FrozenTrial], float]:
@@ -87,7 +110,39 @@ def _attr(name: str) -> Callable[[optuna.trial.FrozenTrial], float]:
     return get
 
 
+def study_domain(study: optuna.Study) -> str:
+    """The domain a study's trials were trained on: `matrices` when they carry the matrices task's
+    measures (`test/error`, ...), else `spectra`."""
+    found = any(MATRICES_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False))
+    return "matrices" if found else "spectra"
+
+
+def chance_acc(t: optuna.trial.FrozenTrial) -> float:
+    """The trial's chance accuracy, 1 / n_candidates (NaN when the trial did not record it)."""
+    return _attr("chance_acc")(t)
+
+
+def _accuracy(name: str) -> Callable[[optuna.trial.FrozenTrial], float]:
+    error = _attr(name)
+    return lambda t: 1.0 - error(t)
+
+
+def _matrices_targets(study: optuna.Study) -> list[Target]:
+    """test/acc, val/acc, gap/acc; a measure no trial has (val and gap without a validation split)
+    is left out rather than reported as empty rows."""
+    trials = analysed_trials(study)
+    out = []
+    for name, (mean, std, direction, accuracy) in MATRICES_TARGETS.items():
+        chance = chance_acc if accuracy else (lambda t: 0.0)  # guessing: chance in and out of distribution
+        target = Target(name, _accuracy(mean) if accuracy else _attr(mean), _attr(std), direction, chance)
+        if any(math.isfinite(target.value(t)) for t in trials):
+            out.append(target)
+    return out
+
+
 def _targets(study: optuna.Study) -> list[Target]:
+    if study_domain(study) == "matrices":
+        return _matrices_targets(study)
     out = [Target(name, _attr(mean), _attr(std), direction) for name, (mean, std, direction) in MEASURE_ATTRS.items()]
     objective = study.user_attrs.get("objective") if hasattr(study, "user_attrs") else None
     if len(study.directions) == 1:
@@ -109,7 +164,8 @@ def analysed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     learned (their measures are recorded; a crashed trial has none)."""
     return [t for t in study.get_trials(deepcopy=False)
             if t.state == TrialState.COMPLETE
-            or (t.state == TrialState.FAIL and "skill_val_tracked_mean" in t.user_attrs)]
+            or (t.state == TrialState.FAIL and ("skill_val_tracked_mean" in t.user_attrs
+                                                or MATRICES_ATTR in t.user_attrs))]
 
 
 def not_learned(t: optuna.trial.FrozenTrial) -> bool:
@@ -134,6 +190,10 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         for key, value in sorted(t.user_attrs.items()):
             if key.endswith(("_mean", "_std")) or key == "mlflow_run_id":
                 row[key] = value
+        if MATRICES_ATTR in t.user_attrs:  # accuracy = 1 - error, and what guessing scores
+            for name, attr, _, _ in (m for m in MATRICES_MEASURES if m[2]):
+                row[name.replace("/", "_") + "_mean"] = 1.0 - _attr(attr)(t)
+            row["chance_acc"] = chance_acc(t)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -142,6 +202,7 @@ def effects_table(trials: list[optuna.trial.FrozenTrial], targets: list[Target],
     """Per target, parameter and value (or quantile bin): trials, not-learned trials, mean with a
     bootstrap 95 % interval over the trials, and the mean across-seed std of those trials."""
     rng = np.random.default_rng(seed)
+    with_chance = any(t.chance is not None for t in targets)  # matrices: chance instead of not-learned counts
     rows = []
     for target in targets:
         for param in sorted({p for t in trials for p in t.params}):
@@ -158,10 +219,41 @@ def effects_table(trials: list[optuna.trial.FrozenTrial], targets: list[Target],
                     "n_not_learned": sum(not_learned(t) for t in chosen), "n_with_value": len(values),
                     "mean": float(values.mean()) if len(values) else math.nan, "ci_low": lo, "ci_high": hi,
                     "seed_std": float(spreads.mean()) if len(spreads) else math.nan,
+                    "chance": _mean_finite([target.chance(t) for t in chosen]) if target.chance else math.nan,
                 })
-    columns = ["target", "param", "value", "n_trials", "n_not_learned", "n_with_value", "mean", "ci_low", "ci_high",
-               "seed_std"]
+    if with_chance:
+        columns = ["target", "param", "value", "n_trials", "n_with_value", "mean", "ci_low", "ci_high", "seed_std",
+                   "chance"]
+    else:
+        columns = ["target", "param", "value", "n_trials", "n_not_learned", "n_with_value", "mean", "ci_low",
+                   "ci_high", "seed_std"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _mean_finite(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def measures_table(trials: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    """Matrices: each measure over the trials (trial value = across-seed mean): trials with a value,
+    mean, min, max, the best trial, and what guessing scores (`chance`: 1 / n_candidates for an
+    accuracy, 1 - that for an error, 0 for gap/acc)."""
+    rows = []
+    for name, attr, accuracy, guess in MATRICES_MEASURES:
+        get = _accuracy(attr) if accuracy else _attr(attr)
+        pairs = [(t.number, get(t)) for t in trials]
+        pairs = [(n, v) for n, v in pairs if math.isfinite(v)]
+        if not pairs:  # e.g. val and gap without a validation split: no empty row
+            continue
+        values = np.array([v for _, v in pairs])
+        chance = _mean_finite([chance_acc(t) for t in trials])
+        rows.append({
+            "measure": name, "n_trials": len(values), "mean": float(values.mean()), "min": float(values.min()),
+            "max": float(values.max()), "best_trial": (max if accuracy else min)(pairs, key=lambda p: p[1])[0],
+            "chance": {"chance": chance, "chance error": 1.0 - chance, "zero": 0.0}[guess],
+        })
+    return pd.DataFrame(rows, columns=["measure", "n_trials", "mean", "min", "max", "best_trial", "chance"])
 
 
 def bootstrap_mean_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT_MEAN) -> tuple[float, float]:
@@ -356,15 +448,20 @@ def build_report(study: optuna.Study, folder: str | Path, n_boot_importance: int
     """Compute every table and figure of the report into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    domain = study_domain(study)
     trials = trials_table(study)
     analysed = analysed_trials(study)
     targets = _targets(study)
     effects = effects_table(analysed, targets)
     significance = significance_table(analysed, targets)
     imp = importances(study, n_boot=n_boot_importance)
+    measures = measures_table(analysed) if domain == "matrices" else None
     files = []
-    for name, table in (("trials.csv", trials), ("effects.csv", effects), ("significance.csv", significance),
-                        ("importances.csv", imp)):
+    tables = [("trials.csv", trials), ("effects.csv", effects), ("significance.csv", significance),
+              ("importances.csv", imp)]
+    if measures is not None:
+        tables.append(("measures.csv", measures))
+    for name, table in tables:
         table.to_csv(folder / name, index=False)
         files.append(folder / name)
     if not effects.empty:
@@ -374,22 +471,25 @@ def build_report(study: optuna.Study, folder: str | Path, n_boot_importance: int
         files.append(importance_figure)
     pareto = None
     if len(study.directions) > 1 and study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        pareto = pd.DataFrame([{"number": t.number, "val_mse_present": t.values[0], "test_mse_present": t.values[1],
+        axes = ("val_error", "test_error") if domain == "matrices" else ("val_mse_present", "test_mse_present")
+        pareto = pd.DataFrame([{"number": t.number, axes[0]: t.values[0], axes[1]: t.values[1],
                                 **t.params} for t in study.best_trials])
         pareto.to_csv(folder / "pareto.csv", index=False)
         files += [folder / "pareto.csv", plot_pareto(study, folder / "pareto.png")]
-    text = _text(study, trials, analysed, imp, effects, significance, pareto)
+    text = _text(study, trials, analysed, imp, effects, significance, pareto, measures)
     (folder / "report.md").write_text(text)
     files.append(folder / "report.md")
     return Report(folder, text, imp, effects, significance, trials, files)
 
 
-def summary_lines(analysed: list, effects: pd.DataFrame, significance: pd.DataFrame) -> list[str]:
+def summary_lines(analysed: list, effects: pd.DataFrame, significance: pd.DataFrame,
+                  lead: list[str] | None = None) -> list[str]:
     """What the study shows, and only that: the significant effects with their intervals, and
-    for every target without one, that none was found."""
-    lines = []
+    for every target without one, that none was found. `lead`: the domain's first lines (None:
+    the spectra count of trials that learned every tracked component)."""
+    lines = list(lead or [])
     n_nl = sum(not_learned(t) for t in analysed)
-    if analysed:
+    if analysed and lead is None:
         threshold = analysed[0].user_attrs.get("learned_skill", 0.5)
         lines.append(f"- {len(analysed) - n_nl} of {len(analysed)} trials learned every tracked component in "
                      f"distribution (in-distribution skill >= {threshold:g} in at least one seed); the {n_nl} others "
@@ -417,11 +517,24 @@ def _ci_text(g: pd.Series) -> str:
     if not math.isfinite(g["mean"]):
         return f"no value ({int(g['n_not_learned'])} of {int(g['n_trials'])} not learned)"
     ci = f" [{g['ci_low']:.3g}, {g['ci_high']:.3g}]" if math.isfinite(g["ci_low"]) else ""
-    nl = f", {int(g['n_not_learned'])} of {int(g['n_trials'])} not learned" if g["n_not_learned"] else ""
+    nl = f", {int(g['n_not_learned'])} of {int(g['n_trials'])} not learned" if g.get("n_not_learned", 0) else ""
     return f"{g['mean']:.3g}{ci}{nl}"
 
 
-def _text(study, trials, analysed, imp, effects, significance, pareto) -> str:
+def _matrices_lead(study, analysed: list) -> list[str]:
+    """The first summary lines of a matrices study: what the targets are, chance, the objective."""
+    chance = _mean_finite([chance_acc(t) for t in analysed])
+    guess = (f"chance accuracy {chance:.3g} (1 / {round(1 / chance)} candidates)" if math.isfinite(chance)
+             else "chance accuracy not recorded by these trials")
+    objective = study.user_attrs.get("objective") if hasattr(study, "user_attrs") else None
+    line = (f"- Matrices: accuracy = 1 - error on the in-distribution (val/acc) and held-out (test/acc) "
+            f"splits, gap/acc = val/acc - test/acc; {guess}.")
+    if objective in MATRICES_OBJECTIVES:
+        line += f" The objective ({objective}) is analysed as {MATRICES_OBJECTIVES[objective]}."
+    return [line]
+
+
+def _text(study, trials, analysed, imp, effects, significance, pareto, measures=None) -> str:
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     n_nl = sum(not_learned(t) for t in analysed)
     states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
@@ -431,10 +544,17 @@ def _text(study, trials, analysed, imp, effects, significance, pareto) -> str:
             deepcopy=False, states=(TrialState.COMPLETE,)):
         best = study.best_trial
         params = ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best.params.items())
+        if measures is not None:  # matrices: the accuracies beside the objective's value
+            params = f"{_accuracies_text(best)}; {params}"
         lines += [f"**Best trial:** #{best.number}, value {best.value:.4g} ({params})", ""]
     lines += ["## Summary (only effects significant at Holm-adjusted p < 0.05)", ""]
-    lines += summary_lines(analysed, effects, significance)
+    lines += summary_lines(analysed, effects, significance,
+                           lead=_matrices_lead(study, analysed) if measures is not None else None)
     lines.append("")
+    if measures is not None and not measures.empty:
+        lines += ["## Measures", "", "Over the trials (a trial's value: the mean over its seeds); chance = what "
+                  "guessing scores (1 / n_candidates; its error 1 - that; gap 0). Per trial: `trials.csv`.", "",
+                  markdown_table(measures), ""]
     if counts.get("PRUNED"):
         lines += [f"Note: the {counts['PRUNED']} pruned trials (the poorer settings) are left out, so the tables "
                   "describe the better part of the space. Run without a pruner for an unbiased estimate.", ""]
@@ -442,9 +562,11 @@ def _text(study, trials, analysed, imp, effects, significance, pareto) -> str:
         lines += ["## Significance", "", "Rank tests; p_holm adjusted over the parameters of each target.", "",
                   markdown_table(significance), ""]
     if not effects.empty:
+        counted = ("chance = what guessing scores (1 / n_candidates for an accuracy, 0 for gap/acc)"
+                   if "chance" in effects else
+                   "n_not_learned = trials in which no seed learned every tracked component")
         lines += ["## Effects", "", "Mean over trials with a bootstrap 95 % interval; seed_std = across-seed std; "
-                  "n_not_learned = trials in which no seed learned every tracked component. Figure: `effects.png`.",
-                  "", markdown_table(effects), ""]
+                  f"{counted}. Figure: `effects.png`.", "", markdown_table(effects), ""]
     ok = imp.dropna(subset=["param"])
     if not ok.empty:
         lines += ["## Parameter importances", "", "Each evaluator's importances sum to 1; bootstrap 95 % intervals "
@@ -457,15 +579,23 @@ def _text(study, trials, analysed, imp, effects, significance, pareto) -> str:
     for _, row in imp[imp["param"].isna()].iterrows():
         lines.append(f"- importances of {row['target']} / {row['evaluator']}: {row['note']}")
     if pareto is not None:
-        lines += ["", "## Pareto front (val vs test MSE, where the component is present)", "",
-                  markdown_table(pareto), ""]
+        axes = "val vs test error" if measures is not None else "val vs test MSE, where the component is present"
+        lines += ["", f"## Pareto front ({axes})", "", markdown_table(pareto), ""]
     return "\n".join(lines)
+
+
+def _accuracies_text(t: optuna.trial.FrozenTrial) -> str:
+    shown = [(name, (_accuracy(attr) if accuracy else _attr(attr))(t))
+             for name, attr, accuracy, _ in MATRICES_MEASURES[:3]]
+    shown.append(("chance", chance_acc(t)))
+    return ", ".join(f"{name} {v:.3g}" for name, v in shown if math.isfinite(v))
 
 
 def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    shown = [t for t in ("transfer", "skill/val") if t in set(effects["target"])]
+    shown = [t for t in ("transfer", "skill/val", *MATRICES_TARGETS) if t in set(effects["target"])]
+    with_chance = "chance" in effects
     params = list(dict.fromkeys(effects["param"]))
     fig = Figure(figsize=(3.6 * len(params) + 0.5, 3.2 * len(shown) + 0.8), dpi=100, layout="constrained")
     axes = fig.subplots(len(shown), len(params), squeeze=False)
@@ -480,7 +610,7 @@ def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path)
             ax.errorbar(x + 0.15, mean, yerr=sub["seed_std"].fillna(0).to_numpy(), fmt="none", ecolor="grey",
                         capsize=2, label="across-seed std")
             for xi, (_, g) in zip(x, sub.iterrows(), strict=True):
-                if g["n_not_learned"]:
+                if g.get("n_not_learned", 0):
                     ax.annotate(f"{int(g['n_not_learned'])}/{int(g['n_trials'])} n.l.", (xi, 0), xycoords=("data", "axes fraction"),
                                 ha="center", va="bottom", fontsize=7, color="C3")
             label_counts(ax, x, sub["n_trials"])
@@ -492,11 +622,16 @@ def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path)
                          fontsize=9)
             if target == "transfer":
                 ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            elif with_chance and np.isfinite(sub["chance"].to_numpy(dtype=float)).any():  # matrices: guessing
+                ax.axhline(float(np.nanmean(sub["chance"].to_numpy(dtype=float))), color="C3", lw=0.8, ls="--",
+                           label="chance")
             if c == 0:
                 ax.set_ylabel(target)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    meaning = ("dashed: chance (gap 0)" if with_chance else
+               "n.l. = trials that learned nothing in distribution")
     fig.suptitle(f"Effect of each setting, {int(effects.groupby(['target', 'param'])['n_trials'].sum().max())} "
-                 "trials (n = trials per point; n.l. = trials that learned nothing in distribution)", fontsize=10)
+                 f"trials (n = trials per point; {meaning})", fontsize=10)
     fig.savefig(path)
     return path

@@ -132,3 +132,86 @@ def test_holm_adjustment():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     adjusted = holm([0.2, math.nan, 0.01])
     assert math.isnan(adjusted[1]) and adjusted[0] == pytest.approx(0.2) and adjusted[2] == pytest.approx(0.02)
+
+
+# --- the matrices domain ----------------------------------------------------------------------------
+MATRICES_DISTRIBUTIONS = {
+    "training.model_type": CategoricalDistribution(["raven_mlp", "raven_wren"]),
+    "heldout_pair": CategoricalDistribution(["progression/size", "arithmetic/colour"]),
+}
+
+
+def planted_matrices_study(n: int = 16, seed: int = 0, objective: str = "gap") -> optuna.Study:
+    """Trials with the user attributes a matrices trial records (the task's seed measures
+    `test/error`, `val/error`, `gap/acc` as across-seed mean and std, and `chance_acc`):
+    `training.model_type` moves held-out accuracy by 0.4 (raven_wren 0.7, raven_mlp 0.3);
+    `heldout_pair` does nothing."""
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study(direction="minimize", study_name="planted-matrices")
+    study.set_user_attr("objective", objective)
+    for i in range(n):
+        params = {"training.model_type": "raven_wren" if i % 2 else "raven_mlp",
+                  "heldout_pair": "progression/size" if (i // 2) % 2 else "arithmetic/colour"}
+        test_acc = (0.7 if params["training.model_type"] == "raven_wren" else 0.3) + rng.normal(0, 0.03)
+        val_acc = 0.8 + rng.normal(0, 0.03)
+        attrs = {"test_error_mean": 1 - test_acc, "test_error_std": 0.02, "val_error_mean": 1 - val_acc,
+                 "val_error_std": 0.01, "gap_acc_mean": val_acc - test_acc, "gap_acc_std": 0.03, "chance_acc": 0.125}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=MATRICES_DISTRIBUTIONS,
+                                                  user_attrs=attrs, value=val_acc - test_acc))
+    return study
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every markdown table of a report, as rows of {column: cell}."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")), strict=True)))
+            tables.append(rows)
+    return tables
+
+
+def empty_rows(text: str) -> list[dict[str, str]]:
+    """Rows that report nothing: an effect without a mean, a test over no trial, a measure over none."""
+    return [row for table in markdown_tables(text) for row in table
+            if row.get("mean", "x") == "" or row.get("n", "x") == "0" or row.get("n_trials", "x") == "0"]
+
+
+def test_matrices_report_has_accuracy_targets_with_chance_and_no_empty_rows(tmp_path):
+    """A matrices study's report explains the matrices measures (accuracy = 1 - error, chance
+    beside it), never the spectra ones (transfer, skill, not-learned counts) as empty rows."""
+    rep = build_report(planted_matrices_study(), tmp_path, n_boot_importance=3)
+    assert empty_rows(rep.text) == []
+    assert set(rep.effects["target"]) == set(rep.significance["target"]) == {"test/acc", "val/acc", "gap/acc"}
+    assert "n_not_learned" not in rep.effects and rep.effects["mean"].notna().all()
+    assert (rep.effects["n_with_value"] == rep.effects["n_trials"]).all() and (rep.significance["n"] == 16).all()
+    chance = rep.effects.groupby("target")["chance"].unique()
+    assert list(chance["test/acc"]) == list(chance["val/acc"]) == [0.125] and list(chance["gap/acc"]) == [0.0]
+    wren = rep.effects[(rep.effects["target"] == "test/acc") & (rep.effects["value"] == "raven_wren")].iloc[0]
+    assert 0.65 < wren["mean"] < 0.75  # accuracy, not error
+    assert "transfer" not in rep.text and "skill/val" not in rep.text and "learned every tracked" not in rep.text
+    assert "test/acc depends on training.model_type" in rep.text.split("## Measures")[0]
+    assert "chance accuracy 0.125 (1 / 8 candidates)" in rep.text
+    measures = {row["measure"]: row for row in markdown_tables(rep.text.split("## Measures")[1])[0]}
+    assert list(measures) == ["test/acc", "val/acc", "gap/acc", "test/error", "val/error"]
+    assert (measures["test/acc"]["chance"], measures["test/error"]["chance"], measures["gap/acc"]["chance"]) == \
+        ("0.125", "0.875", "0")
+    assert float(measures["test/acc"]["mean"]) + float(measures["test/error"]["mean"]) == pytest.approx(1.0, abs=1e-3)
+    assert {"measures.csv", "effects.png", "importances.png"} <= {p.name for p in rep.files}
+    trials = rep.trials.set_index("number")
+    assert (trials["test_acc_mean"] == 1 - trials["test_error_mean"]).all() and (trials["chance_acc"] == 0.125).all()
+    assert set(rep.importances["target"]) == {"test/acc", "val/acc", "gap/acc"}  # the objective gap: not repeated
+
+
+def test_matrices_objective_names():
+    from study.records import compact_seeds, objective_names
+
+    assert objective_names("gap", 1, "matrices") == ["gap/acc (val/acc - test/acc, mean)"]
+    assert objective_names("pareto", 2, "matrices") == ["in-distribution (val) error", "test error"]
+    assert compact_seeds({1: {"test/error": 0.25, "val/error": 0.2, "gap/acc": -0.05}}) == \
+        "1: test_error 0.25, gap_acc -0.05"

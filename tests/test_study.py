@@ -242,6 +242,39 @@ def test_pareto_objective_has_two_directions_and_a_front(env):
         assert [run.data.metrics["objective/0"], run.data.metrics["objective/1"]] == pytest.approx(t.values)
 
 
+@pytest.mark.slow
+def test_matrices_study_reports_accuracies_with_chance_and_no_empty_rows(env, capsys):
+    """A study on configs/raven: the trials record the task's measures and the chance accuracy,
+    and the report explains test/acc, val/acc and gap/acc, without the spectra sections."""
+    from tests.test_report import empty_rows
+
+    space = write_space(env, {"name": "raven-tiny", "params": {
+        "heldout_pair": {"type": "categorical", "choices": ["progression/size", "arithmetic/colour"]},
+        "training.model_type": {"type": "categorical", "choices": ["raven_mlp", "raven_wren"]}}})
+    argv = ["study", "--n-trials", "3", "--study-name", STUDY, "--storage", str(env / "optuna.log"),
+            "--config-dir", str(CONFIGS / "raven"), "--space", str(space), "--seeds", "1,2", "--objective", "gap"]
+    for item in ("data.splits.train.n_samples=128", "data.splits.test.n_samples=32", "data.validation.n_samples=32",
+                 "training.epochs=1", "training.batch_size=32", "training.hidden_dims=[16,8]"):
+        argv += ["--set", item]
+    assert cli(argv) == 0
+    study = load(env)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert study.metric_names == ["gap/acc (val/acc - test/acc, mean)"]
+    for t in study.trials:
+        assert t.user_attrs["chance_acc"] == 0.125 and t.value == pytest.approx(t.user_attrs["gap_acc_mean"])
+        assert t.user_attrs["seeds"].startswith("1: test_error ")
+    (parent,) = runs(env, "study")
+    client = MlflowClient()
+    text = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(env))).read_text()
+    assert text in capsys.readouterr().out
+    assert empty_rows(text) == []
+    assert "## Measures" in text and "chance accuracy 0.125 (1 / 8 candidates)" in text
+    assert "transfer" not in text and "learned every tracked component" not in text
+    effects = pd.read_csv(client.download_artifacts(parent.info.run_id, "report/effects.csv", str(env)))
+    assert set(effects["target"]) == {"test/acc", "val/acc", "gap/acc"} and effects["mean"].notna().all()
+    assert set(effects.loc[effects["target"] != "gap/acc", "chance"]) == {0.125}
+
+
 # --- bad input: one line, exit code 2, no trial and no run ------------------------------------------
 def _space_with(entry: dict, name: str = "training.learning_rate") -> dict:
     return {"name": "bad", "params": {"training.model_type": {"type": "categorical", "choices": ["mlp"]},
@@ -401,6 +434,72 @@ def test_spawned_workers_get_the_launchers_settings(monkeypatch, tmp_path):
     same = ("objective", "sampler", "sampler_seed", "pruner", "data_seed", "log_models", "study_name", "space")
     assert {k: getattr(worker, k) for k in same} == {k: getattr(launcher, k) for k in same}
     assert [p.name for p in w_space.params] == [p.name for p in space.params]
+
+
+def _worker_file(folder: Path, name: str, **changes) -> Path:
+    """A complete worker file (every StudyOptions field), with `changes` applied."""
+    import dataclasses
+    import json
+
+    from study.main import StudyOptions
+
+    path = folder / name
+    path.write_text(json.dumps({**dataclasses.asdict(StudyOptions(seeds=[1, 2], parent_run_id="run123")), **changes}))
+    return path
+
+
+BAD_WORKER_FILES = {  # name -> (contents or a maker, words of the line after the file name)
+    "truncated": ('{"n_trials": 3, "study_name": "tin', ("not valid JSON", "Unterminated string", "line 1 column")),
+    "wrong_type": (lambda folder: _worker_file(folder, "w.json", n_trials="three"), ("field n_trials", '"three"', "int")),
+    "wrong_item": (lambda folder: _worker_file(folder, "w.json", seeds=[1, "2"]), ("field seeds", "list[int] | None")),
+    "bool_for_int": (lambda folder: _worker_file(folder, "w.json", workers=True), ("field workers", "true", "int")),
+    "not_an_object": ("[1, 2]", ("holds a JSON list", "expected an object")),
+    "unknown_field": (lambda folder: _worker_file(folder, "w.json", bogus=1), ("unknown field(s) bogus", "allowed")),
+    "missing_field": ('{"n_trials": 3}', ("missing field(s)", "study_name")),
+    "bad_config": (lambda folder: _worker_file(folder, "w.json", resolved_config={"training": 5}),
+                   ("field resolved_config",)),
+    "not_text": (b"\xff\xfe\x00", ("cannot be read", "utf-8")),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WORKER_FILES))
+def test_corrupt_worker_file_is_refused_in_one_line(env, capsys, case):
+    """`study-worker FILE` with a truncated, corrupt or wrong-typed file: one line naming the file
+    and what is wrong, exit code 2, no traceback, no trial and no run."""
+    contents, words = BAD_WORKER_FILES[case]
+    if callable(contents):
+        path = contents(env)
+    else:
+        path = env / "worker.json"
+        path.write_bytes(contents if isinstance(contents, bytes) else contents.encode())
+    assert cli(["study-worker", str(path)]) == 2
+    err = capsys.readouterr().err
+    (line,) = err.splitlines()
+    assert line.startswith(f"error: worker file {path}: ")
+    assert all(w in line for w in words), line
+    assert not (env / "optuna.log").exists() and runs(env) == []
+
+
+def test_corrupt_worker_file_ends_without_traceback_from_the_command_line(env):
+    """The same through the real entry point (a spawned worker's own process): stderr is the one line."""
+    truncated = env / "worker.json"
+    truncated.write_text('{"n_trials": 3, "study_na')
+    wrong = _worker_file(env, "wrong.json", data_seed=4.5)
+    for path, words in ((truncated, "not valid JSON"), (wrong, "field data_seed: 4.5 is not of type int")):
+        proc = subprocess.run([sys.executable, "-m", "speccomp_cli", "study-worker", str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith(f"error: worker file {path}: ") and words in proc.stderr
+
+
+def test_worker_file_naming_a_run_of_another_store_is_refused(env, capsys):
+    """A well-formed file whose study run is not in this tracking store: one line, exit code 2."""
+    path = _worker_file(env, "w.json", storage="", resolved_config=None, n_trials=1)
+    assert cli(["study-worker", str(path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "INFO mlflow" not in line]  # a new store
+    assert len(err) == 1 and err[0].startswith("error: parent_run_id: no run run123 in the tracking store")
+    assert runs(env) == []
 
 
 @pytest.mark.slow
