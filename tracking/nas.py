@@ -15,7 +15,7 @@ retrained from scratch over the seeds on the same data, one nested child per (mo
 - spectra (`configs/`): `nas`, `default` (the config's model) and the `loglinear` preset; test MSE
   per tracked component, gap, oracle efficiency;
 - matrices (`configs/raven`, space `configs/nas/raven.yaml`): `nas` (model `raven_seq`), `default`
-  (`raven_mlp`) and `wren` (`raven_wren`); in-distribution and held-out accuracy, `gap/acc`, chance.
+  (`raven_mlp`) and `wren` (`raven_wren`, `WREN_OVERRIDES`); in-distribution and held-out accuracy, `gap/acc`, chance.
 
 Every input is validated before the first run is touched; a user error prints one line and exits
 with code 2.
@@ -34,6 +34,7 @@ from typing import Any
 
 from speccomp.core.config import ConfigError, default_config_dir, parse_seed_list
 from speccomp.core.task import load_any_config
+from speccomp.matrices.config import WREN_OVERRIDES
 from speccomp.nas.domain import SearchDomain, domain_for_config
 from speccomp.nas.space import NasSpace, load_space
 from tracking.main import DEFAULT_EXPERIMENT, INTERRUPTED, TERMINATED, USER_ERROR
@@ -43,7 +44,7 @@ DEFAULT_SPACES = {"spectra": DEFAULT_SPACE, "matrices": "configs/nas/raven.yaml"
 ARCHITECTURE_ARTIFACT = "nas/architecture.yaml"
 REFERENCES: dict[str, dict[str, dict[str, list[str]]]] = {
     "spectra": {"loglinear": {"presets": ["loglinear"], "overrides": []}},
-    "matrices": {"wren": {"presets": [], "overrides": ["training.model_type=raven_wren"]}},
+    "matrices": {"wren": {"presets": [], "overrides": list(WREN_OVERRIDES)}},
 }
 """The models retrained beside `nas` and `default` per domain: name -> presets and overrides added
 to the run's own."""

@@ -158,6 +158,12 @@ class MatricesDataConfig(_Strict):
         return bool(self.heldout_pairs or self.heldout_values)
 
 
+WREN_OVERRIDES = ("training.model_type=raven_wren", "training.hidden_dims=[64, 128]")
+"""The relational reference model wherever the matrices domain compares against one (`nas`,
+`meta`): `raven_wren` at the widths measured best in the README's table (panel embedding and pair
+function 64, head 128), not the MLP's 256-128."""
+
+
 class MatricesTrainingConfig(TrainingConfig):
     """`training.yaml` of the matrices domain: the spectra fields, a matrices model and the
     cross-entropy loss over the candidates' scores."""
@@ -325,6 +331,6 @@ def is_matrices_raw(raw: dict[str, Any]) -> bool:
 
 __all__ = [
     "MatricesExperimentConfig", "MatricesSection", "MatricesDataConfig", "MatricesTrainingConfig",
-    "Pair", "SECTION_FILES", "check_config_dir", "is_matrices_dir", "load_matrices_config",
+    "Pair", "SECTION_FILES", "WREN_OVERRIDES", "check_config_dir", "is_matrices_dir", "load_matrices_config",
     "matrices_config_from_dict",
 ]

@@ -20,6 +20,7 @@ import torch
 from speccomp.core.config import ConfigError, ExperimentConfig
 from speccomp.core.seeding import numpy_generator, torch_generator
 from speccomp.core.task import load_any_config
+from speccomp.matrices.config import WREN_OVERRIDES
 from speccomp.meta.adapt import (
     MethodResult,
     StageTwo,
@@ -193,7 +194,7 @@ def run_meta(
         if "loglinear" in methods:
             pair_results += preset_training(task_cfg, "loglinear", data, pair, hp, seeds, "loglinear")
         if "wren" in methods:
-            pair_results += preset_training(task_cfg, None, data, pair, hp, seeds, "wren", ("training.model_type=raven_wren",))
+            pair_results += preset_training(task_cfg, None, data, pair, hp, seeds, "wren", WREN_OVERRIDES)
         results += pair_results
         by_method = _mean_by_method(pair_results, floors[pair], pair)
         for method, metrics in by_method.items():
