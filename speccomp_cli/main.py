@@ -286,7 +286,7 @@ def meta_cmd(
         "num_meta_testing_tasks", "overrides $NUM_META_TESTING_TASKS (default 20)")] = "",
     architecture_search_iterations: Annotated[str, _setting(
         "architecture_search_iterations", "overrides $ARCHITECTURE_SEARCH_ITERATIONS (default 1000)")] = "",
-    config: Annotated[str, typer.Option(help="meta config file or name under configs/meta/ (default, smoke)")] = "",
+    config: Annotated[str, typer.Option(help="meta config file or name under configs/meta/ (default, smoke, raven)")] = "",
     overrides: Annotated[str, typer.Option(help="space-separated KEY=VALUE overrides of the meta config")] = "",
     env_file: Annotated[str, typer.Option(help="the .env file read")] = ".env",
     threads: Annotated[str, typer.Option(help="torch intra-op threads (empty: torch's default)")] = "",

@@ -10,7 +10,9 @@ Records: one parent run (the settings' effective values and sources as params `m
 `meta/tasks.json`, `meta/comparison.csv`, `meta/per_pair.csv`, `meta/architecture_map.yaml`,
 `plots/meta_posterior.png`, `plots/meta_test.png`) and one nested child per (meta-test pair,
 method), tagged `pair` and `method`, with `test/mse/<label>`, `gap/<label>`,
-`oracle/efficiency/<label>` and the rest. Every bad setting is one line and exit code 2 before any
+`oracle/efficiency/<label>` and the rest (on the matrices domain, `-P config=raven`: a task is a
+held-out (rule, attribute) pair, children carry `val/acc`, `test/acc`, `gap/acc`, `test/error` and
+`chance/acc`, and the comparison is by held-out error). Every bad setting is one line and exit code 2 before any
 run is created (a run `mlflow run` made already ends FAILED with the reason).
 """
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pairs; tracked in MLflow. Settings: flags > environment > .env > config file > defaults.",
     )
     add_setting_flags(parser)
-    parser.add_argument("--config", default="", help="meta config file or name under configs/meta/ (default, smoke)")
+    parser.add_argument("--config", default="", help="meta config file or name under configs/meta/ (default, smoke, raven)")
     parser.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides of the meta config")
     parser.add_argument("--env-file", default=".env", help="the .env file read (default .env in the working directory)")
     parser.add_argument("--threads", default="", help="torch intra-op threads (empty: torch's default)")
