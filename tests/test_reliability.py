@@ -389,6 +389,20 @@ def test_nas_and_meta_start_their_parent_as_run_does(env, capsys, argv):
     assert client.get_experiment(experiment).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
     assert now.data.tags["speccomp.pid"] == str(os.getpid())
 
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["run", "--seeds", "1,,2"], "error: --seeds: empty item"),
+    (["nas", "--seeds", "1,,2"], "error: --seeds: empty item"),
+    (["meta", "--num_meta_training_tasks", "0"], "error: NUM_META_TRAINING_TASKS=0 (set by flag"),
+], ids=["run", "nas", "meta"])
+def test_a_refused_input_touches_no_store(env, capsys, argv, line):
+    """Refused before the store is opened: no runs tidied, no experiment made, no database file."""
+    from speccomp_cli.main import main
+
+    assert main(argv) == 2
+    assert one_error_line(capsys).startswith(line)
+    assert not (env / "mlflow.db").exists()
+
 def test_dataset_inputs_logged_together_by_two_workers_are_retried():
     """Two workers logging the same dataset at the same moment: MLflow's insert fails on the
     unique key for one of them (seen with four workers started together); the retry links it.
