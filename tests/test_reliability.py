@@ -348,7 +348,6 @@ def test_main_reports_stale_runs_in_one_line_and_tags_its_own(env, capsys):
     assert now.data.tags["speccomp.host"] == socket.gethostname()
 
 
-
 def _tiny_nas(folder: Path) -> list[str]:
     import yaml
 
@@ -360,7 +359,7 @@ def _tiny_nas(folder: Path) -> list[str]:
             "--config-dir", str(default_config_dir()), *[a for o in TINY_OVERRIDES for a in ("--set", o)]]
 
 
-def _tiny_meta(folder: Path) -> list[str]:  # (the folder: as for nas)
+def _tiny_meta(folder: Path) -> list[str]:  # the folder is unused: the meta-learner writes no input file
     from tests.test_meta_tracking import TINY
 
     return ["meta", *TINY]
@@ -402,6 +401,7 @@ def test_a_refused_input_touches_no_store(env, capsys, argv, line):
     assert main(argv) == 2
     assert one_error_line(capsys).startswith(line)
     assert not (env / "mlflow.db").exists()
+
 
 def test_dataset_inputs_logged_together_by_two_workers_are_retried():
     """Two workers logging the same dataset at the same moment: MLflow's insert fails on the
