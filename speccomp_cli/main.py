@@ -148,7 +148,8 @@ def run_cmd(
     overrides: Overrides = "",
     threads: Threads = None,
     experiment_name: Annotated[str | None, typer.Option(
-        parser=_optional_text, help="MLflow experiment (default 'speccomp', or the one `mlflow run` chose)")] = None,
+        parser=_optional_text, help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one "
+        "`mlflow run` chose)")] = None,
     run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
     work_dir: Annotated[str | None, typer.Option(
         parser=_optional_text, help="where files are staged before upload (default: a temporary folder)")] = None,
@@ -250,7 +251,8 @@ def nas_cmd(
     overrides: Overrides = "",
     threads: Threads = None,
     experiment_name: Annotated[str | None, typer.Option(
-        parser=_optional_text, help="MLflow experiment (default 'speccomp', or the one `mlflow run` chose)")] = None,
+        parser=_optional_text, help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one "
+        "`mlflow run` chose)")] = None,
     run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
     log_models: Annotated[bool, typer.Option(help="log every retrained model the MLflow way")] = False,
 ) -> int:
@@ -290,7 +292,9 @@ def meta_cmd(
     overrides: Annotated[str, typer.Option(help="space-separated KEY=VALUE overrides of the meta config")] = "",
     env_file: Annotated[str, typer.Option(help="the .env file read")] = ".env",
     threads: Annotated[str, typer.Option(help="torch intra-op threads (empty: torch's default)")] = "",
-    experiment_name: Annotated[str | None, typer.Option(parser=_optional_text, help="MLflow experiment")] = None,
+    experiment_name: Annotated[str | None, typer.Option(
+        parser=_optional_text, help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one "
+        "`mlflow run` chose)")] = None,
     run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
 ) -> int:
     """The Bayesian meta-learner: a posterior over architectures across compositional tasks, adapted

@@ -30,7 +30,6 @@ SAMPLERS = ("random", "qmc", "tpe", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "wilcoxon")
 DEFAULT_SPACE = "configs/spaces/quick.yaml"
 STORAGE_ENV = "SPECCOMP_STORAGE"
-DEFAULT_EXPERIMENT = "speccomp"  # the `run` invocations' experiment: studies and runs compare side by side
 
 
 @dataclass
@@ -296,8 +295,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     from study.report import build_report
     from tracking import store, ui
     from tracking.pipeline import log_params, set_tags
-    from tracking.runs import RunTracker, guarded
-    from tracking.stale import tidy
+    from tracking.runs import RunTracker, guarded, parent_experiment
 
     settings.threads = _set_threads(settings)
     uri = store.configure()
@@ -308,17 +306,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         print(f"error: parent_run_id: no run {parent_given} in the tracking store {store.redact_url(uri)}; a worker "
               "file names its launcher's study run, which must be in the same store", file=sys.stderr)
         return USER_ERROR
-    if not parent_given:  # the launcher of spawned workers has looked already
-        note = tidy(client, uri, keep={attached} if attached else set())
-        if note:
-            print(note, file=sys.stderr)
-    if parent_given or attached:
-        experiment_id = client.get_run(parent_given or attached).info.experiment_id
+    if parent_given:  # a spawned worker: its launcher has tidied and prepared the experiment already
+        experiment_id = client.get_run(parent_given).info.experiment_id
     else:
-        name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        experiment_id = store.experiment_id(client, name)
-    if not parent_given:
-        ui.prepare_experiment(client, experiment_id)
+        experiment_id = parent_experiment(client, uri, args.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(

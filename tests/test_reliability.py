@@ -348,6 +348,61 @@ def test_main_reports_stale_runs_in_one_line_and_tags_its_own(env, capsys):
     assert now.data.tags["speccomp.host"] == socket.gethostname()
 
 
+def _tiny_nas(folder: Path) -> list[str]:
+    import yaml
+
+    from tests.test_nas_tracking import TINY_SPACE
+
+    space = folder / "space.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    return ["nas", "--seeds", "1", "--space", str(space), "--architecture-search-iterations", "2",
+            "--config-dir", str(default_config_dir()), *[a for o in TINY_OVERRIDES for a in ("--set", o)]]
+
+
+def _tiny_meta(folder: Path) -> list[str]:  # the folder is unused: the meta-learner writes no input file
+    from tests.test_meta_tracking import TINY
+
+    return ["meta", *TINY]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [_tiny_nas, _tiny_meta], ids=["nas", "meta"])
+def test_nas_and_meta_start_their_parent_as_run_does(env, capsys, argv):
+    """`speccomp nas` and `speccomp meta` tidy runs left RUNNING by dead processes and prepare the
+    experiment for the UI before their parent opens, as `speccomp run` does; both land in the
+    default experiment `speccomp`."""
+    from speccomp_cli.main import main
+    from tracking.ui import EXPERIMENT_KIND_TAG, TRAINING_KIND
+
+    client = MlflowClient(f"sqlite:///{env}/mlflow.db")
+    experiment = client.create_experiment("speccomp")  # made elsewhere: not yet marked for the UI
+    dead = client.create_run(experiment, run_name="dead", tags=dead_process_tags()).info.run_id
+    capsys.readouterr()
+    assert main([*argv(env), "--run-name", "now"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: 1 run(s) left RUNNING by processes that no longer exist ended FAILED: dead ({dead[:8]})"]
+    assert client.get_run(dead).info.status == "FAILED"
+    (now,) = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+              if r.info.run_name == "now"]
+    assert now.info.experiment_id == experiment and now.info.status == "FINISHED"
+    assert client.get_experiment(experiment).tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    assert now.data.tags["speccomp.pid"] == str(os.getpid())
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["run", "--seeds", "1,,2"], "error: --seeds: empty item"),
+    (["nas", "--seeds", "1,,2"], "error: --seeds: empty item"),
+    (["meta", "--num_meta_training_tasks", "0"], "error: NUM_META_TRAINING_TASKS=0 (set by flag"),
+], ids=["run", "nas", "meta"])
+def test_a_refused_input_touches_no_store(env, capsys, argv, line):
+    """Refused before the store is opened: no runs tidied, no experiment made, no database file."""
+    from speccomp_cli.main import main
+
+    assert main(argv) == 2
+    assert one_error_line(capsys).startswith(line)
+    assert not (env / "mlflow.db").exists()
+
+
 def test_dataset_inputs_logged_together_by_two_workers_are_retried():
     """Two workers logging the same dataset at the same moment: MLflow's insert fails on the
     unique key for one of them (seen with four workers started together); the retry links it.

@@ -24,7 +24,6 @@ from speccomp.core.task import task_for_dir
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 TERMINATED = 143  # 128 + SIGTERM
-DEFAULT_EXPERIMENT = "speccomp"
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,7 @@ def run(args: RunOptions) -> int:
 
     from speccomp.core.threads import apply_threads
     from tracking import store, ui
-    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded
-    from tracking.stale import tidy
+    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -83,15 +81,7 @@ def run(args: RunOptions) -> int:
 
     apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
     client = store.tracking_client()
-    note = tidy(client, uri, keep={attached} if attached else set())
-    if note:
-        print(note, file=sys.stderr)
-    if attached:
-        experiment_id = client.get_run(attached).info.experiment_id
-    else:
-        name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        experiment_id = store.experiment_id(client, name)
-    ui.prepare_experiment(client, experiment_id)
+    experiment_id = parent_experiment(client, uri, args.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
     run_name = args.run_name or ui.main_run_name(inputs.seeds, inputs.data_seeds, inputs.presets)
     parent = None

@@ -34,7 +34,6 @@ from speccomp.meta.settings import FIELDS, add_setting_flags
 USER_ERROR = 2
 INTERRUPTED = 130
 TERMINATED = 143
-DEFAULT_EXPERIMENT = "speccomp-meta"
 
 
 @dataclass
@@ -64,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides of the meta config")
     parser.add_argument("--env-file", default=".env", help="the .env file read (default .env in the working directory)")
     parser.add_argument("--threads", default="", help="torch intra-op threads (empty: torch's default)")
-    parser.add_argument("--experiment-name", default=None)
+    parser.add_argument("--experiment-name", default=None,
+                        help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one `mlflow run` "
+                        "chose)")
     parser.add_argument("--run-name", default=None)
     return parser
 
@@ -98,7 +99,7 @@ def run_meta(options: MetaOptions) -> int:
 
     from speccomp.meta.run import plan_meta
     from tracking import store
-    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded
+    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -117,11 +118,7 @@ def run_meta(options: MetaOptions) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     client = store.tracking_client()
-    if attached:
-        experiment_id = client.get_run(attached).info.experiment_id
-    else:
-        name = options.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        experiment_id = store.experiment_id(client, name)
+    experiment_id = parent_experiment(client, uri, options.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
     parent = None
     try:

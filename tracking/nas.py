@@ -37,7 +37,7 @@ from speccomp.core.task import load_any_config
 from speccomp.matrices.config import WREN_OVERRIDES
 from speccomp.nas.domain import SearchDomain, domain_for_config
 from speccomp.nas.space import NasSpace, load_space
-from tracking.main import DEFAULT_EXPERIMENT, INTERRUPTED, TERMINATED, USER_ERROR
+from tracking.main import INTERRUPTED, TERMINATED, USER_ERROR
 
 DEFAULT_SPACE = "configs/nas/spectra.yaml"
 DEFAULT_SPACES = {"spectra": DEFAULT_SPACE, "matrices": "configs/nas/raven.yaml"}
@@ -127,7 +127,7 @@ def resolve(options: NasOptions) -> _Inputs:
 def run_nas(options: NasOptions) -> int:
     """The whole pipeline; returns the exit code (0, 2 user error, 130/143 interrupted)."""
     from tracking import store
-    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded
+    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -145,11 +145,7 @@ def run_nas(options: NasOptions) -> int:
 
         torch.set_num_threads(options.threads)
     client = store.tracking_client()
-    if attached:
-        experiment_id = client.get_run(attached).info.experiment_id
-    else:
-        name = options.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        experiment_id = store.experiment_id(client, name)
+    experiment_id = parent_experiment(client, uri, options.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
     parent = None
     try:

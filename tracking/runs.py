@@ -4,7 +4,9 @@ the run) or KILLED (Ctrl-C, SIGTERM), never left RUNNING; what was logged before
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,9 @@ from tracking.store import redact_url
 
 ERROR_TAG = "error"
 NOTE_TAG = "mlflow.note.content"  # shown as the run's description in the UI
+DEFAULT_EXPERIMENT = "speccomp"
+"""Where every entry point's parent run lands unless told otherwise: runs, studies, NAS and meta
+runs side by side."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -84,11 +89,30 @@ def record_error(client: MlflowClient, run_id: str, message: str) -> None:
     client.set_tag(run_id, NOTE_TAG, f"**Error:** {line}")
 
 
+def parent_experiment(client: MlflowClient, uri: str, experiment_name: str | None, attached: str | None) -> str:
+    """What every entry point does once its input is validated and before its parent run opens:
+    end runs left RUNNING by dead processes (`tracking.stale`; the attached run is kept), find the
+    experiment (the attached run's when `mlflow run` made one, else `experiment_name`, else
+    MLFLOW_EXPERIMENT_NAME, else `DEFAULT_EXPERIMENT`; created if missing) and prepare it for the UI
+    (`tracking.ui.prepare_experiment`). Returns the experiment's id."""
+    from tracking import store, ui
+    from tracking.stale import tidy
+
+    note = tidy(client, uri, keep={attached} if attached else set())
+    if note:
+        print(note, file=sys.stderr)
+    if attached:
+        experiment_id = client.get_run(attached).info.experiment_id
+    else:
+        name = experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        experiment_id = store.experiment_id(client, name)
+    ui.prepare_experiment(client, experiment_id)
+    return experiment_id
+
+
 def fail_attached_run(message: str) -> None:
     """`mlflow run` creates a run before our command starts (its id in MLFLOW_RUN_ID): when the
     command refuses its input, that run ends FAILED with the one-line reason instead of RUNNING."""
-    import os
-
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
@@ -154,9 +178,6 @@ def exit_at_once_if_stopped(code: int) -> int:
     exit at once. The interpreter's own shutdown (freeing torch, MLflow, SQLAlchemy: about 1 s of
     CPU, 7-12 s of wall time measured on a loaded machine) would otherwise eat the grace period a
     supervisor gives between SIGTERM and SIGKILL. Any other code is returned for a normal exit."""
-    import os
-    import sys
-
     if code in (130, 143):
         sys.stdout.flush()
         sys.stderr.flush()
