@@ -1,6 +1,0 @@
-import sys
-
-from study.main import main
-from tracking.main import leave
-
-sys.exit(leave(main()))
