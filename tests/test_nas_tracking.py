@@ -208,6 +208,7 @@ def test_mlflow_run_nas_end_to_end(tmp_path):
     runs = all_runs(client)
     (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "nas"]
     assert parent.info.status == "FINISHED" and len(history(client, parent.info.run_id, "nas/tau")) == 10
+    assert parent.info.run_name.startswith("nas-")  # renamed from `mlflow run`'s random name
     assert sorted(r.data.tags.get("model") for r in runs if r.info.run_id != parent.info.run_id) == sorted(MODELS * 2)
 
     bad = mlflow_run("architecture_learning_rate=abc", f"space={space}")

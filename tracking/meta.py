@@ -98,7 +98,7 @@ def run_meta(options: MetaOptions) -> int:
     """Validate, then run and track; returns the exit code."""
 
     from speccomp.meta.run import plan_meta
-    from tracking import store
+    from tracking import store, ui
     from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
 
     uri = store.configure()
@@ -123,8 +123,12 @@ def run_meta(options: MetaOptions) -> int:
     parent = None
     try:
         with guarded(tracker):
-            parent = tracker.adopt(attached) if attached else tracker.start(
-                options.run_name or f"meta-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_name = options.run_name or f"meta-{time.strftime('%Y%m%d-%H%M%S')}"
+            if attached:
+                parent = tracker.adopt(attached)
+                ui.rename_run(client, parent, run_name)  # not `mlflow run`'s random name
+            else:
+                parent = tracker.start(run_name)
             with tempfile.TemporaryDirectory(prefix="speccomp-meta-") as tmp:
                 outcome, table = _run_tracked(tracker, parent, plan, Path(tmp))
             tracker.finish(parent)

@@ -126,7 +126,7 @@ def resolve(options: NasOptions) -> _Inputs:
 
 def run_nas(options: NasOptions) -> int:
     """The whole pipeline; returns the exit code (0, 2 user error, 130/143 interrupted)."""
-    from tracking import store
+    from tracking import store, ui
     from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
 
     uri = store.configure()
@@ -150,7 +150,12 @@ def run_nas(options: NasOptions) -> int:
     parent = None
     try:
         with guarded(tracker):
-            parent = tracker.adopt(attached) if attached else tracker.start(options.run_name or f"nas-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_name = options.run_name or f"nas-{time.strftime('%Y%m%d-%H%M%S')}"
+            if attached:
+                parent = tracker.adopt(attached)
+                ui.rename_run(client, parent, run_name)  # not `mlflow run`'s random name
+            else:
+                parent = tracker.start(run_name)
             with tempfile.TemporaryDirectory(prefix="speccomp-nas-") as tmp:
                 outcome = _run_all(tracker, parent, inputs, Path(tmp))
             tracker.finish(parent)
