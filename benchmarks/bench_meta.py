@@ -1,4 +1,4 @@
-"""The meta-learner end to end (`python -m tracking.meta`) in a fresh process: wall time, peak
+"""The meta-learner end to end (`python -m speccomp_cli meta`) in a fresh process: wall time, peak
 memory, meta-iterations per second and the share of meta-training spent in the inner loop (read
 back from the run's `time/*` metrics). Reports only; nothing is asserted.
 
@@ -33,7 +33,7 @@ def run_once(config: str, threads: str, extra: list[str]) -> tuple[float, float,
         uri = f"sqlite:///{tmp}/mlflow.db"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-        cmd = [sys.executable, "-m", "tracking.meta", "--config", config, "--threads", threads,
+        cmd = [sys.executable, "-m", "speccomp_cli", "meta", "--config", config, "--threads", threads,
                "--run-name", "bench", *extra]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--config", default="smoke", help="meta config name or file (smoke, default)")
     parser.add_argument("--threads", default="2", help="torch threads of the run (default 2, the machine's cores)")
     parser.add_argument("--json", default=None)
-    parser.add_argument("extra", nargs="*", help="more arguments for tracking.meta (after --)")
+    parser.add_argument("extra", nargs="*", help="more arguments for speccomp meta (after --)")
     args = parser.parse_args()
     print("start:", machine_line())
     report = Report(f"meta-{args.config}")

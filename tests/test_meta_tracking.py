@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from speccomp.meta.settings import ENV_NAMES
-from tracking.meta import main
+from speccomp_cli.main import main as cli
+
+
+def main(argv: list[str]) -> int:
+    """`speccomp meta ARGS` in process."""
+    return cli(["meta", *argv])
 
 TINY = [
     "--config", "smoke",

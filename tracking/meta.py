@@ -2,7 +2,7 @@
 
     mlflow run . --env-manager local -e meta                     (settings from env / .env / defaults)
     mlflow run . --env-manager local -e meta -P config=smoke     (a run of well under a minute)
-    python -m tracking.meta --num-meta-training-tasks 50         (the same, without `mlflow run`)
+    speccomp meta --num-meta-training-tasks 50                   (the same, without `mlflow run`)
 
 Records: one parent run (the settings' effective values and sources as params `meta.<name>` and
 `meta.<name>.source`, the pairs of each role, per meta-iteration `meta/elbo`, `meta/query_loss`,
@@ -18,7 +18,6 @@ run is created (a run `mlflow run` made already ends FAILED with the reason).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speccomp.core.config import ConfigError
-from speccomp.meta.settings import FIELDS, add_setting_flags
+from speccomp.meta.settings import FIELDS
 
 USER_ERROR = 2
 INTERRUPTED = 130
@@ -50,40 +49,6 @@ class MetaOptions:
     threads: str = ""
     experiment_name: str | None = None
     run_name: str | None = None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tracking.meta",
-        description="Meta-learn a posterior over architectures across compositional tasks and adapt it to unseen "
-        "pairs; tracked in MLflow. Settings: flags > environment > .env > config file > defaults.",
-    )
-    add_setting_flags(parser)
-    parser.add_argument("--config", default="", help="meta config file or name under configs/meta/ (default, smoke, raven)")
-    parser.add_argument("--overrides", default="", help="space-separated KEY=VALUE overrides of the meta config")
-    parser.add_argument("--env-file", default=".env", help="the .env file read (default .env in the working directory)")
-    parser.add_argument("--threads", default="", help="torch intra-op threads (empty: torch's default)")
-    parser.add_argument("--experiment-name", default=None,
-                        help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one `mlflow run` "
-                        "chose)")
-    parser.add_argument("--run-name", default=None)
-    return parser
-
-
-def options_from_args(args: argparse.Namespace) -> MetaOptions:
-    return MetaOptions(
-        flags={name: getattr(args, name) for name in FIELDS},
-        config=args.config or "",
-        overrides=[o for o in str(args.overrides or "").split() if o],
-        env_file=args.env_file,
-        threads=args.threads or "",
-        experiment_name=args.experiment_name,
-        run_name=args.run_name,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_meta(options_from_args(build_parser().parse_args(argv)))
 
 
 def _threads(text: str) -> int | None:
@@ -276,11 +241,3 @@ def _print_summary(outcome, table, info, uri: str) -> None:
     print(format_table(table))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")
-
-
-def entry() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()

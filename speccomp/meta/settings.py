@@ -107,17 +107,6 @@ class ResolvedSettings:
         return out
 
 
-def add_setting_flags(parser: Any) -> None:
-    """Register `--snake_case` and `--kebab-case` flags for the six settings on an argparse parser
-    (default None = not given; an empty value is also "not given")."""
-    for name in FIELDS:
-        kebab = name.replace("_", "-")
-        parser.add_argument(
-            f"--{name}", f"--{kebab}", dest=name, default=None, metavar=ENV_NAMES[name],
-            help=f"overrides ${ENV_NAMES[name]} (default {MetaSettings.model_fields[name].default})",
-        )
-
-
 def check_env_file(path: Path) -> None:
     """Refuse a `.env` file with a line python-dotenv cannot parse (it would only warn)."""
     from dotenv.parser import parse_stream
