@@ -32,7 +32,7 @@ from typing import Any
 
 import optuna
 
-from speccomp.core.config import ConfigError, read_yaml
+from speccomp.core.config import ConfigError, default_config_dir, read_yaml
 from speccomp.meta.config import MetaConfig
 from speccomp.meta.settings import FIELDS
 
@@ -79,8 +79,12 @@ def _known(key: str) -> bool:
 
 
 def load_meta_space(path: str | Path) -> MetaSpace:
-    """Read and check a meta study space; ConfigError (one line naming file and entry)."""
+    """Read and check a meta study space; ConfigError (one line naming file and entry). A relative
+    path not found here is looked up in the project folder (the default `configs/meta/study.yaml`
+    works from any working directory)."""
     path = Path(path)
+    if not path.is_absolute() and not path.is_file() and (default_config_dir().parent / path).is_file():
+        path = default_config_dir().parent / path
     raw = read_yaml(path)
     unknown = set(raw) - {"name", "description", "params", "fixed"}
     if unknown:
