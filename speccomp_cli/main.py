@@ -291,7 +291,7 @@ def meta_cmd(
     config: Annotated[str, typer.Option(help="meta config file or name under configs/meta/ (default, smoke, raven)")] = "",
     overrides: Annotated[str, typer.Option(help="space-separated KEY=VALUE overrides of the meta config")] = "",
     env_file: Annotated[str, typer.Option(help="the .env file read")] = ".env",
-    threads: Annotated[str, typer.Option(help="torch intra-op threads (empty: torch's default)")] = "",
+    threads: Annotated[str, typer.Option(help="torch intra-op threads (empty: one, or OMP_NUM_THREADS)")] = "",
     experiment_name: Annotated[str | None, typer.Option(
         parser=_optional_text, help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one "
         "`mlflow run` chose)")] = None,

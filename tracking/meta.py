@@ -55,7 +55,7 @@ def _threads(text: str) -> int | None:
     if not str(text).strip():
         return None
     if not str(text).strip().isdigit() or int(text) < 1:
-        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty for torch's default)")
+        raise ConfigError(f"threads: {text!r}; allowed: an integer >= 1 (or empty: one, or OMP_NUM_THREADS)")
     return int(text)
 
 
@@ -78,10 +78,9 @@ def run_meta(options: MetaOptions) -> int:
         fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
         return USER_ERROR
 
-    import torch
+    from speccomp.core.threads import apply_threads
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    apply_threads(threads)  # one unless told, as every command (speccomp.core.threads)
     client = store.tracking_client()
     experiment_id = parent_experiment(client, uri, options.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)

@@ -140,10 +140,9 @@ def run_nas(options: NasOptions) -> int:
         fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
         return USER_ERROR
 
-    if options.threads is not None:
-        import torch
+    from speccomp.core.threads import apply_threads
 
-        torch.set_num_threads(options.threads)
+    apply_threads(options.threads)  # one unless told, as every command (speccomp.core.threads)
     client = store.tracking_client()
     experiment_id = parent_experiment(client, uri, options.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
