@@ -187,7 +187,7 @@ def main(args: StudyOptions) -> int:
     from study.space import SpaceError
     from study.storage import StorageError, describe, open_storage
     from tracking import store as tracking_store
-    from tracking.runs import fail_attached_run
+    from tracking.runs import refused, stopped
 
     if tracking_store.has_password(args.storage):
         return _refuse_password(args.storage)
@@ -199,19 +199,11 @@ def main(args: StudyOptions) -> int:
         _check_existing_study(storage, args)
         tracking_store.check_store(tracking_store.tracking_uri())
     except (ConfigError, SpaceError, StorageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        fail_attached_run(str(exc))
-        return USER_ERROR
-    from tracking.main import INTERRUPTED, TERMINATED
-    from tracking.runs import Terminated
-
+        return refused(str(exc))
     try:
         return _run(args, settings, base, space, overrides, storage, describe(args.storage))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{what}: the study's runs opened here ended KILLED, its running trial FAIL; what was logged is kept",
-              file=sys.stderr)
-        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
+        return stopped(exc, "the study's runs opened here ended KILLED, its running trial FAIL")
 
 
 def _check_existing_study(storage, args: StudyOptions) -> None:
@@ -326,9 +318,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         if parent_given:
             parent = parent_given  # a spawned worker: the launcher owns the study run
         else:
-            parent = tracker.adopt(attached) if attached else tracker.start(args.study_name)
-            if attached:
-                ui.rename_run(client, parent, args.study_name)  # not `mlflow run`'s random name
+            parent = tracker.open_parent(args.study_name, attached)
             set_tags(client, parent, {
                 "speccomp.role": "study", "optuna.study_name": args.study_name, "optuna.storage": storage_text,
                 "objective": args.objective, "sampler": args.sampler, "pruner": args.pruner,

@@ -20,10 +20,7 @@ from pathlib import Path
 
 from speccomp.core.config import ConfigError, ExperimentConfig, parse_seed_list
 from speccomp.core.task import task_for_dir
-
-USER_ERROR = 2
-INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
-TERMINATED = 143  # 128 + SIGTERM
+from tracking.runs import INTERRUPTED, TERMINATED, USER_ERROR  # noqa: F401  (the exit codes, re-exported)
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ def run(args: RunOptions) -> int:
 
     from speccomp.core.threads import apply_threads
     from tracking import store, ui
-    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
+    from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -74,10 +71,7 @@ def run(args: RunOptions) -> int:
         store.check_store(uri)
         inputs = _Inputs(args)
     except ConfigError as exc:
-        message = str(exc)
-        print(f"error: {message}", file=sys.stderr)
-        fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
-        return USER_ERROR
+        return refused(str(exc))  # `mlflow run` made a run already: it ends FAILED with the reason
 
     apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
     client = store.tracking_client()
@@ -87,11 +81,7 @@ def run(args: RunOptions) -> int:
     parent = None
     try:
         with guarded(tracker):
-            if attached:
-                parent = tracker.adopt(attached)
-                ui.rename_run(client, parent, run_name)  # not `mlflow run`'s random name
-            else:
-                parent = tracker.start(run_name)
+            parent = tracker.open_parent(run_name, attached)
             if args.work_dir:
                 summary = _run_all(tracker, parent, inputs, Path(args.work_dir), args)
             else:
@@ -99,10 +89,7 @@ def run(args: RunOptions) -> int:
                     summary = _run_all(tracker, parent, inputs, Path(tmp), args)
             tracker.finish(parent)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{what}: parent run {parent} and its children ended KILLED; what was logged is kept",
-              file=sys.stderr)
-        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
+        return stopped(exc, f"parent run {parent} and its children ended KILLED")
     _print_summary(summary, inputs, client.get_run(parent).info, uri)
     return 0
 

@@ -30,10 +30,6 @@ from pathlib import Path
 from speccomp.core.config import ConfigError
 from speccomp.meta.settings import FIELDS
 
-USER_ERROR = 2
-INTERRUPTED = 130
-TERMINATED = 143
-
 
 @dataclass
 class MetaOptions:
@@ -63,8 +59,8 @@ def run_meta(options: MetaOptions) -> int:
     """Validate, then run and track; returns the exit code."""
 
     from speccomp.meta.run import plan_meta
-    from tracking import store, ui
-    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
+    from tracking import store
+    from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -73,10 +69,7 @@ def run_meta(options: MetaOptions) -> int:
         threads = _threads(options.threads)
         plan = plan_meta(options.flags, options.config or None, options.overrides, options.env_file)
     except ConfigError as exc:
-        message = str(exc)
-        print(f"error: {message}", file=sys.stderr)
-        fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
-        return USER_ERROR
+        return refused(str(exc))  # `mlflow run` made a run already: it ends FAILED with the reason
 
     from speccomp.core.threads import apply_threads
 
@@ -87,19 +80,12 @@ def run_meta(options: MetaOptions) -> int:
     parent = None
     try:
         with guarded(tracker):
-            run_name = options.run_name or f"meta-{time.strftime('%Y%m%d-%H%M%S')}"
-            if attached:
-                parent = tracker.adopt(attached)
-                ui.rename_run(client, parent, run_name)  # not `mlflow run`'s random name
-            else:
-                parent = tracker.start(run_name)
+            parent = tracker.open_parent(options.run_name or f"meta-{time.strftime('%Y%m%d-%H%M%S')}", attached)
             with tempfile.TemporaryDirectory(prefix="speccomp-meta-") as tmp:
                 outcome, table = _run_tracked(tracker, parent, plan, Path(tmp))
             tracker.finish(parent)
-    except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{what}: parent run {parent} and its children ended KILLED; what was logged is kept", file=sys.stderr)
-        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
+        return stopped(exc, f"parent run {parent} and its children ended KILLED")
     _print_summary(outcome, table, client.get_run(parent).info, uri)
     return 0
 

@@ -37,7 +37,6 @@ from speccomp.core.task import load_any_config
 from speccomp.matrices.config import WREN_OVERRIDES
 from speccomp.nas.domain import SearchDomain, domain_for_config
 from speccomp.nas.space import NasSpace, load_space
-from tracking.main import INTERRUPTED, TERMINATED, USER_ERROR
 
 DEFAULT_SPACE = "configs/nas/spectra.yaml"
 DEFAULT_SPACES = {"spectra": DEFAULT_SPACE, "matrices": "configs/nas/raven.yaml"}
@@ -126,8 +125,8 @@ def resolve(options: NasOptions) -> _Inputs:
 
 def run_nas(options: NasOptions) -> int:
     """The whole pipeline; returns the exit code (0, 2 user error, 130/143 interrupted)."""
-    from tracking import store, ui
-    from tracking.runs import RunTracker, Terminated, fail_attached_run, guarded, parent_experiment
+    from tracking import store
+    from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -135,10 +134,7 @@ def run_nas(options: NasOptions) -> int:
         store.check_store(uri)
         inputs = resolve(options)
     except ConfigError as exc:
-        message = str(exc)
-        print(f"error: {message}", file=sys.stderr)
-        fail_attached_run(message)  # `mlflow run` made a run already: it ends FAILED with the reason
-        return USER_ERROR
+        return refused(str(exc))  # `mlflow run` made a run already: it ends FAILED with the reason
 
     from speccomp.core.threads import apply_threads
 
@@ -149,19 +145,12 @@ def run_nas(options: NasOptions) -> int:
     parent = None
     try:
         with guarded(tracker):
-            run_name = options.run_name or f"nas-{time.strftime('%Y%m%d-%H%M%S')}"
-            if attached:
-                parent = tracker.adopt(attached)
-                ui.rename_run(client, parent, run_name)  # not `mlflow run`'s random name
-            else:
-                parent = tracker.start(run_name)
+            parent = tracker.open_parent(options.run_name or f"nas-{time.strftime('%Y%m%d-%H%M%S')}", attached)
             with tempfile.TemporaryDirectory(prefix="speccomp-nas-") as tmp:
                 outcome = _run_all(tracker, parent, inputs, Path(tmp))
             tracker.finish(parent)
-    except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{what}: parent run {parent} and its children ended KILLED; what was logged is kept", file=sys.stderr)
-        return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
+        return stopped(exc, f"parent run {parent} and its children ended KILLED")
     _print_outcome(outcome, inputs, client.get_run(parent).info, uri)
     return 0
 

@@ -23,6 +23,9 @@ NOTE_TAG = "mlflow.note.content"  # shown as the run's description in the UI
 DEFAULT_EXPERIMENT = "speccomp"
 """Where every entry point's parent run lands unless told otherwise: runs, studies, NAS and meta
 runs side by side."""
+USER_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+TERMINATED = 143  # 128 + SIGTERM
 
 
 class Terminated(KeyboardInterrupt):
@@ -58,6 +61,17 @@ class RunTracker:
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
         self.open.append(run_id)
         return run_id
+
+    def open_parent(self, run_name: str, attached: str | None) -> str:
+        """The parent run of an entry point: the run `mlflow run` made (`attached`), renamed from its
+        random name unless someone named it, else a new run `run_name`."""
+        if attached:
+            from tracking import ui
+
+            parent = self.adopt(attached)
+            ui.rename_run(self.client, parent, run_name)
+            return parent
+        return self.start(run_name)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         if run_id in self.open:
@@ -111,6 +125,21 @@ def parent_experiment(client: MlflowClient, uri: str, experiment_name: str | Non
         experiment_id = store.experiment_id(client, name)
     ui.prepare_experiment(client, experiment_id)
     return experiment_id
+
+
+def refused(message: str) -> int:
+    """A refused input: the one line on stderr, the run `mlflow run` made (if any) ended FAILED with
+    it; returns the exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    fail_attached_run(message)
+    return USER_ERROR
+
+
+def stopped(exc: KeyboardInterrupt, what_ended: str) -> int:
+    """Ctrl-C or SIGTERM after the guard ended the runs: say so, return the shell's exit code."""
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    print(f"{what}: {what_ended}; what was logged is kept", file=sys.stderr)
+    return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
 
 
 def fail_attached_run(message: str) -> None:
