@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
@@ -113,3 +115,22 @@ def pytest_collection_modifyitems(config, items):
                                    "(start one, or set CI=1 to make this a failure)")
     for item in marked:
         item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def isolated_store(folder, unset=()):
+    """A fresh SQLite tracking store in `folder` for this process: MLFLOW_TRACKING_URI set, the
+    working directory `folder` (artifacts land there), MLFLOW_RUN_ID / MLFLOW_EXPERIMENT_* and
+    `unset` removed from the environment. Yields (path, uri, client)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", *unset):
+            mp.delenv(name, raising=False)
+        mp.chdir(folder)
+        yield SimpleNamespace(path=folder, uri=uri, client=MlflowClient(uri))
+        mlflow.set_tracking_uri(None)  # forget the module's store (mlflow keeps it globally)

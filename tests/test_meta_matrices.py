@@ -116,24 +116,20 @@ def test_a_matrices_model_is_refused_on_spectra():
 # tracked
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_tracked_meta_on_raven_leaves_its_records(monkeypatch, tmp_path, capsys):
+def test_tracked_meta_on_raven_leaves_its_records(tmp_path, capsys):
     import yaml
-    from mlflow import MlflowClient
 
     from speccomp.core.task import load_any_config
     from speccomp_cli.main import main
+    from tests.conftest import isolated_store
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
     args = ["meta", "--config", "raven", "--run-name", "meta-raven", "--overrides", " ".join(TINY), "--threads", "1"]
     for k, v in FLAGS.items():
         args += [f"--{k}", v]
-    assert main(args) == 0
+    with isolated_store(tmp_path) as store:
+        assert main(args) == 0
     assert "chance accuracy 0.125" in capsys.readouterr().out
-    client = MlflowClient(uri)
+    client = store.client
     exps = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(exps)
     parent = next(r for r in runs if r.info.run_name == "meta-raven")

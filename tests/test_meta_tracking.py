@@ -9,6 +9,7 @@ import torch
 
 from speccomp.meta.settings import ENV_NAMES
 from speccomp_cli.main import main as cli
+from tests.conftest import isolated_store
 
 
 def main(argv: list[str]) -> int:
@@ -28,19 +29,9 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("mlflow-meta")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", *ENV_NAMES.values()):
-            mp.delenv(name, raising=False)
-        mp.chdir(folder)
-        client = MlflowClient(uri)
-        client.search_experiments()
-        yield client
+    with isolated_store(tmp_path_factory.mktemp("mlflow-meta"), unset=ENV_NAMES.values()) as store:
+        store.client.search_experiments()
+        yield store.client
 
 
 def all_runs(client):

@@ -28,6 +28,7 @@ from speccomp.nas import (
     write_preset,
 )
 from speccomp.nas.domain import MATRICES, SPECTRA, domain_for_config, domain_of
+from tests.conftest import isolated_store
 from tests.test_nas_tracking import _assert_refused
 from tests.test_tracking import all_runs, runs_named
 
@@ -115,21 +116,10 @@ def test_the_project_raven_space_loads_and_has_no_input_choice():
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    import mlflow
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("mlflow-nas-raven")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(name, raising=False)
-        mp.chdir(folder)
-        space = folder / "space.yaml"
-        space.write_text(yaml.safe_dump(SPACE))
-        yield SimpleNamespace(path=folder, uri=uri, client=MlflowClient(uri), space=space)
-        mlflow.set_tracking_uri(None)
+    with isolated_store(tmp_path_factory.mktemp("mlflow-nas-raven")) as store:
+        store.space = store.path / "space.yaml"
+        store.space.write_text(yaml.safe_dump(SPACE))
+        yield store
 
 
 def run_nas(store, name: str, *extra: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from speccomp.core.config import default_config_dir, load_config
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES, isolated_store
 from tests.test_tracking import REPO, all_runs, history, runs_named
 
 ITERATIONS = 12
@@ -30,21 +30,10 @@ MODELS = ("nas", "default", "loglinear")
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    import mlflow
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("mlflow-nas")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(name, raising=False)
-        mp.chdir(folder)
-        space = folder / "space.yaml"
-        space.write_text(yaml.safe_dump(TINY_SPACE))
-        yield SimpleNamespace(path=folder, uri=uri, client=MlflowClient(uri), space=space)
-        mlflow.set_tracking_uri(None)
+    with isolated_store(tmp_path_factory.mktemp("mlflow-nas")) as store:
+        store.space = store.path / "space.yaml"
+        store.space.write_text(yaml.safe_dump(TINY_SPACE))
+        yield store
 
 
 def run_nas(store, name: str, *extra: str) -> int:

@@ -25,7 +25,7 @@ from speccomp.core.models import load_member
 from speccomp.core.training import checkpoint_steps
 from speccomp.spectra.figures import FIGURE_NAMES
 from speccomp_cli.main import main as cli
-from tests.conftest import TINY_OVERRIDES, tiny_config
+from tests.conftest import TINY_OVERRIDES, isolated_store, tiny_config
 
 SEEDS = (1, 2)
 DATA_SEED = 42
@@ -51,19 +51,8 @@ def oracle_metrics(cfg) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A fresh SQLite tracking store; the working directory is its folder (artifacts land there)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(name, raising=False)
-        mp.chdir(folder)
-        yield SimpleNamespace(path=folder, uri=uri, client=MlflowClient(uri))
-        mlflow.set_tracking_uri(None)  # forget the module's store (mlflow keeps it globally)
+    with isolated_store(tmp_path_factory.mktemp("mlflow")) as store:
+        yield store
 
 
 def run_main(name: str, *extra: str, seeds: str = "1,2") -> int:
