@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -67,7 +67,26 @@ def _ops_list(value: Any) -> Any:
     return value
 
 
-class ConvStage(_Strict):
+class _Stage(_Strict):
+    """A stage's candidate list, checked against what its positions allow (`parse_op`)."""
+
+    STAGE: ClassVar[Literal["conv", "dense"]]
+
+    @field_validator("ops", mode="before", check_fields=False)
+    @classmethod
+    def _nonempty(cls, v: Any) -> Any:
+        return _ops_list(v)
+
+    @field_validator("ops", check_fields=False)
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for op in v:
+            parse_op(op, cls.STAGE)
+        return v
+
+
+class ConvStage(_Stage):
+    STAGE: ClassVar[Literal["conv", "dense"]] = "conv"
     positions: int = Field(2, ge=0, strict=True)
     """Number of conv positions (0 = none); they come before the dense positions."""
     channels: int = Field(8, gt=0, strict=True)
@@ -77,36 +96,13 @@ class ConvStage(_Strict):
     ops: list[str] = ["conv3", "conv5", "conv7", "identity"]
     """Candidates at each conv position: conv<k> (odd k) and identity."""
 
-    @field_validator("ops", mode="before")
-    @classmethod
-    def _nonempty(cls, v: Any) -> Any:
-        return _ops_list(v)
 
-    @field_validator("ops")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        for op in v:
-            parse_op(op, "conv")
-        return v
-
-
-class DenseStage(_Strict):
+class DenseStage(_Stage):
+    STAGE: ClassVar[Literal["conv", "dense"]] = "dense"
     positions: int = Field(2, ge=0, strict=True)
     """Number of dense positions (0 = none)."""
     ops: list[str] = ["dense32", "dense64", "dense128", "dense256", "identity", "zero"]
     """Candidates at each dense position: dense<w>, identity, zero."""
-
-    @field_validator("ops", mode="before")
-    @classmethod
-    def _nonempty(cls, v: Any) -> Any:
-        return _ops_list(v)
-
-    @field_validator("ops")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        for op in v:
-            parse_op(op, "dense")
-        return v
 
 
 PositiveFloat = Field(gt=0, allow_inf_nan=False)
