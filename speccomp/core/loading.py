@@ -121,16 +121,26 @@ def split_overrides(text: str) -> list[str]:
     return [item for item in re.split(r"\s+(?=[A-Za-z_][\w.]*\s*=)", text) if item.strip()]
 
 
-def resolve_preset(name: str | Path) -> Path:
-    """A preset file path, or the name of one under the project's `configs/presets/`."""
+def named_file(name: str | Path, folder: str) -> Path | None:
+    """`name` as a file path, else `<name>.yaml` under the project's `configs/<folder>/`, else None."""
     path = Path(name)
     if path.is_file():
         return path
-    candidate = default_config_dir() / "presets" / f"{name}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in (default_config_dir() / "presets").glob("*.yaml"))
-    raise ConfigError(f"preset: {name}: no such file or preset; presets: {', '.join(known) or 'none'}")
+    candidate = default_config_dir() / folder / f"{name}.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def known_names(folder: str) -> list[str]:
+    """The names `named_file` finds under `configs/<folder>/`."""
+    return sorted(p.stem for p in (default_config_dir() / folder).glob("*.yaml"))
+
+
+def resolve_preset(name: str | Path) -> Path:
+    """A preset file path, or the name of one under the project's `configs/presets/`."""
+    path = named_file(name, "presets")
+    if path is None:
+        raise ConfigError(f"preset: {name}: no such file or preset; presets: {', '.join(known_names('presets')) or 'none'}")
+    return path
 
 
 def _deep_merge(base: dict[str, Any], layer: dict[str, Any]) -> None:

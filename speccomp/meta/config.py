@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from speccomp.core.config import ConfigError, default_config_dir, read_yaml
+from speccomp.core.loading import known_names, named_file
 
 
 class _Strict(BaseModel):
@@ -142,17 +143,13 @@ def default_meta_config() -> Path:
 
 
 def resolve_meta_config(name: str | Path | None) -> Path:
-    """A file, or a name under `configs/meta/` (`default`, `smoke`)."""
+    """A file, or a name under `configs/meta/` (`default`, `smoke`, `raven`)."""
     if name is None or str(name).strip() == "":
         return default_meta_config()
-    path = Path(name)
-    if path.is_file():
-        return path
-    candidate = default_config_dir() / "meta" / f"{name}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in (default_config_dir() / "meta").glob("*.yaml"))
-    raise ConfigError(f"meta config: {name}: no such file or name; known: {', '.join(known)}")
+    path = named_file(name, "meta")
+    if path is None:
+        raise ConfigError(f"meta config: {name}: no such file or name; known: {', '.join(known_names('meta'))}")
+    return path
 
 
 def load_meta_config(name: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> tuple[MetaConfig, Path]:
