@@ -40,7 +40,7 @@ from speccomp.core.models import ModelSpec, build_model
 from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
 from speccomp.nas import Supernet, init_alpha, load_space, preset_of, run_search, sample_weights, write_preset
-from speccomp.nas.domain import loss
+from speccomp.nas.domain import SPECTRA
 
 SPACE = default_config_dir() / "nas" / "spectra.yaml"
 TARGET_SECONDS = 60.0
@@ -137,14 +137,14 @@ def half_steps(net: Supernet, z_train, y_train, repeats: int) -> tuple[float, fl
         for _ in range(5):
             with torch.no_grad():
                 w = sample_weights({k: v.detach() for k, v in alpha.items()}, 1.0, True, gen)
-            out = loss(net(zb, w), yb)
+            out = SPECTRA.loss(net(zb, w), yb)
             opt.zero_grad()
             out.backward()
             opt.step()
 
     def alpha_step():
         for _ in range(5):
-            out = loss(net.sample_forward(zb, alpha, 1.0, True, gen), yb)
+            out = SPECTRA.loss(net.sample_forward(zb, alpha, 1.0, True, gen), yb)
             torch.autograd.grad(out, list(alpha.values()))
 
     weight_step(), alpha_step()

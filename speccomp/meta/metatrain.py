@@ -71,19 +71,9 @@ class MetaTrainResult:
     """Wall time of the inner loops (weight adaptation), part of `seconds`."""
 
 
-def pair_columns(bank: TaskBank, pair: Pair) -> torch.Tensor:
-    """Indices of the pair's two components among the C outputs."""
-    return torch.tensor([bank.labels.index(c) for c in pair])
-
-
 def pair_mse(pred: torch.Tensor, target: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """MSE over the rows and the pair's two components: (B, C), (B, C) -> ()."""
     return ((pred[:, cols] - target[:, cols]) ** 2).mean()
-
-
-def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The training loss: MSE over rows and all C components."""
-    return ((pred - target) ** 2).mean()
 
 
 def posterior_probabilities(space: NasSpace, posterior: GaussianPosterior) -> dict[str, torch.Tensor]:

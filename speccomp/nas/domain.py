@@ -28,6 +28,8 @@ from torch import nn
 
 from speccomp.core.config import ConfigError
 from speccomp.core.models import LOG_FLOOR
+from speccomp.matrices.generator import PANEL_DIM
+from speccomp.matrices.models import N_CONTEXT, context_candidate_pairs, scores_from
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,17 +161,12 @@ class MatricesSearch(SearchDomain):
     transforms = ("none",)
 
     def n_features(self, x: torch.Tensor) -> int:
-        from speccomp.matrices.models import N_CONTEXT
-
         return (N_CONTEXT + 1) * x.shape[2]
 
     def n_outputs(self, y: torch.Tensor) -> int:
         return 1
 
     def features_of(self, cfg: Any) -> int:
-        from speccomp.matrices.generator import PANEL_DIM
-        from speccomp.matrices.models import N_CONTEXT
-
         return (N_CONTEXT + 1) * PANEL_DIM
 
     def fit_inputs(self, net: Any, x: torch.Tensor) -> None:
@@ -183,8 +180,6 @@ class MatricesSearch(SearchDomain):
 
     def forward(self, net: Any, rows: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, 8 + C, D) matrices -> (B, C) candidate scores."""
-        from speccomp.matrices.models import N_CONTEXT, context_candidate_pairs, scores_from
-
         pairs = context_candidate_pairs(rows.unsqueeze(0))[0]  # (B * C, 9 D)
         return scores_from(net(pairs, weights).unsqueeze(0), rows.shape[1] - N_CONTEXT)[0]
 
@@ -210,12 +205,3 @@ def domain_of(split: Any) -> SearchDomain:
 def domain_for_config(cfg: Any) -> SearchDomain:
     """The domain of a validated experiment config."""
     return DOMAINS[getattr(type(cfg), "DOMAIN", "spectra")]
-
-
-# The spectra functions under their historic names (benchmarks and older callers).
-def task_tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    return SPECTRA.tensors(split)
-
-
-def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return SPECTRA.loss(prediction, target)
