@@ -94,6 +94,10 @@ BAD = [
     ({"num_meta_training_tasks": "13", "num_meta_testing_tasks": "4"}, [],
      "more than the 16 (rule, attribute) tasks; allowed: a sum <= 16"),
     ({"num_meta_testing_tasks": "17"}, [], "more tasks than the 16 (rule, attribute) tasks available for meta-testing"),
+    ({}, ["experiment.overrides=[matrices.rules=[constant]]"],
+     "meta override experiment.overrides: '[matrices.rules=[constant]]' is not a YAML value (line 1, column 17)"),
+    ({}, ["experiment.overrides=['matrices.rules=[constant]']"],
+     "data.heldout_pairs.0.rule: rule 'progression' is not in matrices.rules; allowed: constant"),
     ({}, ["space=configs/nas/spectra.yaml"], "input_transforms: log, standardize, log+standardize cannot be used on the "
      "matrices domain; allowed: none"),
 ]

@@ -168,7 +168,13 @@ def load_meta_config(name: str | Path | None = None, overrides: list[str] | tupl
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"meta override {key}: {part} is a value, not a section")
-        node[parts[-1]] = yaml.safe_load(text)
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            where = f" (line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})" \
+                if getattr(exc, "problem_mark", None) else ""
+            raise ConfigError(f"meta override {key.strip()}: {text!r} is not a YAML value{where}; quote an item "
+                              "holding ':' or '=', e.g. experiment.overrides=['matrices.rules=[constant]']") from None
     try:
         return MetaConfig.model_validate(raw), path
     except ValidationError as exc:
