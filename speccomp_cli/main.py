@@ -131,7 +131,7 @@ Overrides = Annotated[str, typer.Option(
 Threads = Annotated[int | None, typer.Option(
     "--threads", parser=_int(1, optional=True), metavar="N",
     help="torch intra-op threads (default: 1, or OMP_NUM_THREADS; one thread is never much slower, every core "
-    "can be several times slower on a busy machine, see the README)")]
+    "can be several times slower on a busy machine, see docs/reliability.md)")]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def study_cmd(
     seeds: Seeds = None,
     data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of every trial")] = 42,
     objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, transfer, gap, pareto "
-                                            "(see the README)")] = "test_mse",
+                                            "(see docs/studies.md)")] = "test_mse",
     sampler: Annotated[SAMPLER, typer.Option(help="Optuna sampler")] = "random",
     sampler_seed: Annotated[int | None, typer.Option(
         parser=_int(0, optional=True), help="seed of the sampler; auto (the default): derived from the study name, "
@@ -352,14 +352,14 @@ def redraw_cmd(run_id: RunId, out: Annotated[str, typer.Option(help="folder for 
 @app.command("redraw-docs")
 def redraw_docs_cmd(
     main_run: Annotated[str | None, typer.Option("--main", parser=_optional_text, help="parent run of a `run` "
-                                                 "whose figure goes to the README (default: the latest)")] = None,
+                                                 "whose figure goes to the README and docs/metrics.md (default: the latest)")] = None,
     study_run: Annotated[str | None, typer.Option("--study", parser=_optional_text, help="study run whose report "
                                                   "goes to docs/ (default: the latest)")] = None,
     compare: Annotated[list[str], typer.Option(help="`run` parent runs for the results table (repeatable; "
                                                "default: the latest per model)")] = [],  # noqa: B006
     out: Annotated[str, typer.Option(help="folder to write")] = "docs",
 ) -> int:
-    """Redraw the README's figure, results table and study report from the tracked runs."""
+    """Redraw the figures, results table and study report under docs/ from the tracked runs."""
     from tracking import redraw_docs
 
     return redraw_docs.main(main_run, study_run, list(compare), out)

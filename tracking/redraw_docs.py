@@ -1,5 +1,6 @@
-"""Redraw the README's figures and results table under `docs/` from runs in the tracking store, so
-that they cannot go stale silently: every file names the runs (and code commit) it came from.
+"""Redraw the figures and tables of the documentation pages under `docs/` (the README's figure
+among them) from runs in the tracking store, so that they cannot go stale silently: every file
+names the runs (and code commit) it came from.
 
     speccomp redraw-docs                        the latest finished runs of the store
     speccomp redraw-docs --main RUN_ID --study RUN_ID --compare RUN_ID RUN_ID ...
@@ -38,7 +39,7 @@ def _finished(client, role: str) -> list:
 
 
 def _latest_main(runs: list):
-    for run in runs:  # the default model: what the README's figure shows
+    for run in runs:  # the default model: what the README's figure shows (docs/mse_time_series.png)
         p = run.data.params
         if p.get("training.model_type") == "mlp" and p.get("training.input_transform") == "none":
             return run
@@ -88,7 +89,7 @@ def _source(run, what: str) -> str:
 
 def main(main_run: str | None = None, study_run: str | None = None, compare: list[str] | None = None,
          out: str = "docs") -> int:
-    """`speccomp redraw-docs`: the README's figure, results table and study report from the runs
+    """`speccomp redraw-docs`: the documentation's figures, results table and study report from the runs
     named (default: the latest finished ones)."""
     args = SimpleNamespace(main=main_run, study=study_run, compare=compare or None, out=out)
     from tracking import store

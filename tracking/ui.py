@@ -65,7 +65,7 @@ HEADLINE_COLUMNS = (
     ("metrics", "study/best_value"),
     ("metrics", "study/n_complete"),
 )
-"""The runs-table columns of the saved view (and the README's recommended set)."""
+"""The runs-table columns of the saved view (and the set docs/tracking.md recommends)."""
 
 
 def column_key(kind: str, name: str) -> str:

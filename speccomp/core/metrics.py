@@ -68,7 +68,7 @@ def split_metrics(split_name: str, pred: torch.Tensor, split: SplitData, tracked
 
 LEARNED_SKILL = 0.5
 """Default `analysis.learned_skill`: a component whose in-distribution skill (R² where present on
-the validation split) is below this is *not learned*, and gets no transfer value (see README)."""
+the validation split) is below this is *not learned*, and gets no transfer value (see docs/metrics.md)."""
 
 
 def is_learned(skill_val: float, threshold: float = LEARNED_SKILL) -> bool:

@@ -1,6 +1,6 @@
 """How many torch threads a command uses unless told: one.
 
-Measured on the project's 2-core machine (`benchmarks/bench_threads.py`, README "Reliability"):
+Measured on the project's 2-core machine (`benchmarks/bench_threads.py`, docs/reliability.md, "A busy machine"):
 with one core busy in another process, torch's own default (a thread per core) made a one-seed
 `train()` several times slower than one thread (its OpenMP threads spin, waiting for a core that
 is taken), while on a quiet machine one thread costs `train()` about a quarter and the tracked

@@ -160,7 +160,7 @@ class MatricesDataConfig(_Strict):
 
 WREN_OVERRIDES = ("training.model_type=raven_wren", "training.hidden_dims=[64, 128]")
 """The relational reference model wherever the matrices domain compares against one (`nas`,
-`meta`): `raven_wren` at the widths measured best in the README's table (panel embedding and pair
+`meta`): `raven_wren` at the widths measured best in docs/matrices.md's table (panel embedding and pair
 function 64, head 128), not the MLP's 256-128."""
 
 
