@@ -290,7 +290,8 @@ def meta_cmd(
         "architecture_search_iterations", "overrides $ARCHITECTURE_SEARCH_ITERATIONS (default 1000)")] = "",
     config: Annotated[str, typer.Option(help="meta config file or name under configs/meta/ (default, smoke, raven)")] = "",
     overrides: Annotated[str, typer.Option(help="space-separated KEY=VALUE overrides of the meta config")] = "",
-    env_file: Annotated[str, typer.Option(help="the .env file read")] = ".env",
+    env_file: Annotated[str, typer.Option(help="an env file of NAME=VALUE lines, read below the environment; it must "
+                                          "exist (default: .env in the working directory, if present)")] = "",
     threads: Annotated[str, typer.Option(help="torch intra-op threads (empty: one, or OMP_NUM_THREADS)")] = "",
     experiment_name: Annotated[str | None, typer.Option(
         parser=_optional_text, help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one "
@@ -307,6 +308,12 @@ def meta_cmd(
              "num_meta_training_tasks": num_meta_training_tasks, "num_meta_testing_tasks": num_meta_testing_tasks,
              "architecture_search_iterations": architecture_search_iterations}
     flags = {k: v if _given(v) else "" for k, v in flags.items()}  # MLproject's "auto": not given
+    if _given(env_file):  # named: it must exist and be text (only the default .env is optional)
+        from speccomp.meta.settings import check_named_env_file
+
+        check_named_env_file(env_file)
+    else:
+        env_file = ".env"
     return run_meta(MetaOptions(flags=flags, config=config if _given(config) else "",
                                 overrides=split_overrides(overrides) if _given(overrides) else [], env_file=env_file,
                                 threads=threads if _given(threads) else "", experiment_name=experiment_name,

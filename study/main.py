@@ -254,27 +254,37 @@ def close_dead_trial_runs(study, trial) -> None:
 def _refuse_password(storage: str) -> int:
     """A password on the command line shows in `ps` and shell history, and `mlflow run -P
     storage=...` has already recorded it as a parameter of the run it created (MLflow logs every
-    -P value before the command starts): refused, and that run ended FAILED and deleted, with
-    what to do next."""
+    -P value before the command starts): refused, and that run ended FAILED and removed for good
+    (`tracking.purge`: MLflow's deletion and garbage collection of that run), once `mlflow run`,
+    which records the run's end after the command exits, is done with it."""
     from tracking import store
+    from tracking.purge import owning_mlflow_run, purge_after, purge_run
     from tracking.store import redact_url
 
     message = (f"storage: {redact_url(storage)} carries a password, which is refused on the command line; "
                f"give the URL in the environment ({STORAGE_ENV}, used when --storage is empty) or the password in "
                "PGPASSWORD or ~/.pgpass, and --storage without it")
     run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        message += (f"; `mlflow run -P storage=...` has already logged it as a parameter of run {run_id}, which is "
-                    "now FAILED and deleted: purge it with `mlflow gc --backend-store-uri "
-                    f"{redact_url(store.tracking_uri())} --run-ids {run_id}` and change the password")
-    print(f"error: {message}", file=sys.stderr)
-    if run_id:
-        from mlflow import MlflowClient
+    if not run_id:
+        print(f"error: {message}", file=sys.stderr)
+        return USER_ERROR
+    from mlflow import MlflowClient
 
-        from tracking.runs import fail_attached_run
+    from tracking.runs import fail_attached_run
 
-        fail_attached_run(message)
-        MlflowClient().delete_run(run_id)
+    fail_attached_run(message)
+    uri, client = store.tracking_uri(), MlflowClient()
+    owner = owning_mlflow_run()
+    if owner is not None:
+        purge_after(run_id, owner)
+        done = "is being removed for good (MLflow's delete and gc of that run) as soon as `mlflow run` ends"
+    elif purge_run(client, uri, run_id):
+        done = "is now removed for good (MLflow's delete and gc of that run)"
+    else:
+        done = (f"is now deleted; a tracking server keeps deleted runs until its operator runs `mlflow gc "
+                f"--run-ids {run_id}` on its backend store")
+    print(f"error: {message}; `mlflow run -P storage=...` had logged it as a parameter of run {run_id}, which "
+          f"{done}; change the password", file=sys.stderr)
     return USER_ERROR
 
 
@@ -322,7 +332,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             set_tags(client, parent, {
                 "speccomp.role": "study", "optuna.study_name": args.study_name, "optuna.storage": storage_text,
                 "objective": args.objective, "sampler": args.sampler, "pruner": args.pruner,
-                "space": str(args.space), "seeds": ",".join(map(str, settings.seeds)), "host": socket.gethostname(),
+                "space": str(args.space), "seeds": ui.seed_list(settings.seeds), "host": socket.gethostname(),
             })
             log_params(client, parent, _study_params(args, settings, space, base))
             link_study(study, args.objective, experiment_id, client.get_experiment(experiment_id).name, parent,

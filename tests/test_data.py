@@ -192,11 +192,9 @@ def test_custom_sampler_in_a_yaml_file(edited_config_dir):
 
 
 def test_custom_sampler_with_wrong_shape_fails_clearly():
-    cfg = load_config(
-        None, [*SMALL, f"data.splits.train.distribution={{type: custom, sampler: '{__name__}:bad_shape_sampler'}}"]
-    )
-    with pytest.raises(ValueError, match="shape"):
-        generate_datasets(cfg, 0)
+    """Refused at load: the sampler is called once with two samples before any data is drawn."""
+    with pytest.raises(ConfigError, match=r"data.splits.train.distribution.sampler: .*bad_shape_sampler returned shape"):
+        load_config(None, [*SMALL, f"data.splits.train.distribution={{type: custom, sampler: '{__name__}:bad_shape_sampler'}}"])
 
 
 def test_custom_sampler_that_is_not_callable_is_a_config_error():

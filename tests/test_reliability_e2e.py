@@ -105,16 +105,44 @@ def test_mlflow_run_without_conda_leaves_a_run_the_next_start_ends(store, tmp_pa
     assert next_run.info.status == "FINISHED"
 
 
-def test_mlflow_run_with_a_storage_password_is_refused_and_its_run_deleted(store):  # noqa: F811
+def test_mlflow_run_with_a_storage_password_is_refused_and_its_run_removed_for_good(store):  # noqa: F811
+    """The command refuses the URL in one line; `mlflow run` then records its run's end (it needs
+    the run then) and says, without a traceback, that the run failed; once it has exited, the run
+    that carried the password is removed (MLflow's delete and gc) and the SQLite file vacuumed:
+    no byte of any file of the store holds the password."""
     before = {r.info.run_id for r in all_runs(store.client)}
     done = mlflow_run(store, "-e", "study", "-P", "storage=postgresql://postgres:hunter2@127.0.0.1:5432/test",
                       "-P", "n_trials=1")
-    assert done.returncode != 0
+    assert done.returncode == 1  # `mlflow run`'s own code for a failed command (ours was 2)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "carries a password, which is refused" in errors[0], done.stderr[-3000:]
-    assert "hunter2" not in errors[0] and "mlflow gc" in errors[0]
+    assert "hunter2" not in errors[0] and "removed for good" in errors[0]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "ERROR mlflow.cli: === Run (ID " in done.stderr  # MLflow's one line for a failed run
+    deadline = time.monotonic() + 60  # the remover waits for `mlflow run` to exit, then works
+    while time.monotonic() < deadline:
+        left = [r for r in all_runs(store.client) if r.info.run_id not in before]
+        leaking = [p for p in store.path.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
+        if not left and not leaking:
+            break
+        time.sleep(0.5)
+    assert left == [] and leaking == []
+
+
+def test_mlflow_run_with_a_custom_sampler_that_fails_is_one_line(store):  # noqa: F811
+    before = {r.info.run_id for r in all_runs(store.client)}
+    done = mlflow_run(store, "-P", "seeds=1", "-P", "overrides=data.splits.train.distribution={type: custom, "
+                      "sampler: os:getcwd}")
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: override data.splits.train.distribution={type: custom, sampler: os:getcwd}: "
+                      "data.splits.train.distribution.sampler: os:getcwd(rng, n_samples=2, labels) raised TypeError: "
+                      "posix.getcwd() takes no arguments (3 given); allowed: a function (rng, n_samples, labels) -> "
+                      "array of shape (n_samples, n_components)"], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
     (run,) = [r for r in all_runs(store.client) if r.info.run_id not in before]
-    assert run.info.status == "FAILED" and run.info.lifecycle_stage == "deleted"
+    assert run.info.status == "FAILED" and "os:getcwd" in run.data.tags["error"]
+    assert run.data.metrics == {}  # refused before any work
 
 
 def test_sigterm_stops_a_study_and_the_workers_it_started(store, tmp_path):  # noqa: F811

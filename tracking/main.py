@@ -56,6 +56,9 @@ class _Inputs:
         self.seeds = parse_seed_list(args.seeds if args.seeds is not None else self.cfg.training.seeds, "seeds")
         self.data_seeds = parse_seed_list(args.data_seeds, "data_seeds")
         self.threads = args.threads
+        from tracking.store import check_work_dir
+
+        self.work_dir = check_work_dir(args.work_dir, "--work-dir")
 
 
 def run(args: RunOptions) -> int:
@@ -82,8 +85,8 @@ def run(args: RunOptions) -> int:
     try:
         with guarded(tracker):
             parent = tracker.open_parent(run_name, attached)
-            if args.work_dir:
-                summary = _run_all(tracker, parent, inputs, Path(args.work_dir), args)
+            if inputs.work_dir:
+                summary = _run_all(tracker, parent, inputs, inputs.work_dir, args)
             else:
                 with tempfile.TemporaryDirectory(prefix="speccomp-") as tmp:
                     summary = _run_all(tracker, parent, inputs, Path(tmp), args)
@@ -116,8 +119,8 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
     client.log_text(parent, yaml.safe_dump(cfg.to_dict(), sort_keys=False), CONFIG_FILE)
     set_tags(client, parent, {
         "speccomp.role": "main",
-        "seeds": ",".join(map(str, inputs.seeds)),
-        "data_seeds": ",".join(map(str, inputs.data_seeds)),
+        "seeds": ui.seed_list(inputs.seeds),
+        "data_seeds": ui.seed_list(inputs.data_seeds),
         **inputs.task.tags(cfg),
     })
     log_params(client, parent, params)
@@ -126,7 +129,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
     for data_seed in inputs.data_seeds:
         sub = f"data_seed-{data_seed}" if several else None
         folder = work / sub if sub else work
-        print(f"data seed {data_seed}: training seeds {', '.join(map(str, inputs.seeds))} ...", file=sys.stderr, flush=True)
+        print(f"data seed {data_seed}: training seeds {ui.seed_list(inputs.seeds, ', ')} ...", file=sys.stderr, flush=True)
         tracked = run_tracked_experiment(
             tracker, parent, cfg, data_seed, inputs.seeds, folder, params,
             log_models=not args.no_models, figures=not args.no_figures, progress=sys.stderr.isatty(),

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from tracking.ui import seed_count
+
 USER_ERROR = 2
 MEASURES = (("test/mse", "test MSE", ".2g"), ("skill/val", "in-dist skill", ".3f"),
             ("skill/test", "comb. skill", ".3f"), ("transfer", "transfer", ".3f"), ("gap", "gap", ".2f"))
@@ -62,7 +64,7 @@ def results_table(runs: list) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         m, p, tags = run.data.metrics, run.data.params, run.data.tags
-        n = len(tags.get("seeds", "").split(","))
+        n = seed_count(tags.get("seeds", ""))
         for label in tags.get("tracked", "").split(","):
             cells = [p.get("training.model_type", "?"), p.get("training.input_transform", "?"), str(n), label]
             for key, _, fmt in MEASURES:

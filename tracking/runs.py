@@ -50,16 +50,18 @@ class RunTracker:
         all_tags = {MLFLOW_RUN_NAME: run_name, **process_tags(), **(tags or {})}
         if parent_id is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
-        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
-        self.open.append(run.info.run_id)
-        self.parent_of[run.info.run_id] = parent_id
+        with signals_held():  # a run the store has made is known here before a signal can act
+            run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name)
+            self.open.append(run.info.run_id)
+            self.parent_of[run.info.run_id] = parent_id
         return run.info.run_id
 
     def adopt(self, run_id: str) -> str:
         """Take over a run that someone else created (the one `mlflow run` made), tagged with this
         process so that a later start can tell whether it is still alive."""
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
-        self.open.append(run_id)
+        with signals_held():
+            self.open.append(run_id)
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
         return run_id
 
     def open_parent(self, run_name: str, attached: str | None) -> str:
@@ -75,8 +77,9 @@ class RunTracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         if run_id in self.open:
-            self.client.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
-            self.open.remove(run_id)
+            with signals_held():  # ended in the store and here together, or neither
+                self.client.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
+                self.open.remove(run_id)
 
     def _descends(self, run_id: str, ancestor: str) -> bool:
         while run_id is not None:
@@ -115,6 +118,8 @@ def parent_experiment(client: MlflowClient, uri: str, experiment_name: str | Non
     from tracking import store, ui
     from tracking.stale import tidy
 
+    if not attached:
+        check_experiment_active(client, experiment_name)
     note = tidy(client, uri, keep={attached} if attached else set())
     if note:
         print(note, file=sys.stderr)
@@ -125,6 +130,21 @@ def parent_experiment(client: MlflowClient, uri: str, experiment_name: str | Non
         experiment_id = store.experiment_id(client, name)
     ui.prepare_experiment(client, experiment_id)
     return experiment_id
+
+
+def check_experiment_active(client: MlflowClient, experiment_name: str | None) -> None:
+    """The experiment named by `--experiment-name` (or MLFLOW_EXPERIMENT_NAME) must be active or new: a
+    deleted one can take no runs (MLflow keeps its name reserved until it is purged). ConfigError."""
+    from speccomp.core.config import ConfigError
+
+    from_env = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    name = experiment_name or from_env or DEFAULT_EXPERIMENT
+    option = "--experiment-name" if experiment_name else "MLFLOW_EXPERIMENT_NAME" if from_env else "experiment"
+    exp = client.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"{option}: experiment {name!r} (id {exp.experiment_id}) is deleted; allowed: an active or new experiment "
+            f"name (or restore it: mlflow experiments restore --experiment-id {exp.experiment_id})")
 
 
 def refused(message: str) -> int:
@@ -171,6 +191,40 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Within the block a Ctrl-C or SIGTERM is held, and delivered as the handler in force would
+    deliver it (KeyboardInterrupt, `Terminated`) when the block ends: so that a run is never made in
+    the store without being known to its tracker, whatever the instant of the signal (a signal
+    during `create_run` used to leave that run RUNNING). Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, frame):  # noqa: ARG001
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            _deliver(caught[0], previous[caught[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    """What `handler` (as returned by signal.signal) does with `signum`, done now."""
+    if callable(handler):
+        handler(signum, None)  # Python's default SIGINT handler raises KeyboardInterrupt; ours raise Terminated
+    elif handler == signal.SIG_DFL:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)  # the default action (SIGTERM: the process ends)
 
 
 @contextlib.contextmanager

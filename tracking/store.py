@@ -123,6 +123,26 @@ def sqlite_problem(path: Path, example: str = DEFAULT_DB) -> str | None:
     return None
 
 
+def check_work_dir(text: str | None, option: str = "work_dir") -> Path | None:
+    """A folder for staging files (`--work-dir`): existing and writable, or creatable (its nearest
+    existing ancestor is a writable folder). ConfigError naming `option` otherwise; None stays None."""
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    allowed = "a folder (existing, or new under a writable folder)"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option}: {path} is a file; allowed: {allowed}")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option}: {path}: {existing} is a file, so the folder cannot be created; allowed: {allowed}")
+    reason = folder_write_problem(existing)
+    if reason:
+        raise ConfigError(f"{option}: {path}: folder {existing} is not writable ({reason}); allowed: {allowed}")
+    return path
+
+
 def folder_write_problem(folder: Path) -> str | None:
     """None if a file can be created in `folder`, else the system's reason."""
     import tempfile

@@ -196,9 +196,50 @@ def _preset_name(preset: str) -> str:
 
 def _seed_text(seeds: Sequence[int]) -> str:
     seeds = list(seeds)
+    if len(seeds) > SHORT_FROM:
+        return short_seeds(seeds)
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
         return f"{seeds[0]}-{seeds[-1]}"
     return ",".join(map(str, seeds))
+
+
+SHORT_FROM = 10
+"""Seed lists longer than this are printed and tagged in short form (`short_seeds`)."""
+SHORT_MAX_CHARS = 120
+
+
+def seed_list(seeds: Sequence[int], sep: str = ",") -> str:
+    """A seed list as printed and tagged: every seed up to `SHORT_FROM` of them (`123,124,125`), the
+    short form above (`0–4999 (5,000 seeds)`)."""
+    seeds = list(seeds)
+    return sep.join(map(str, seeds)) if len(seeds) <= SHORT_FROM else short_seeds(seeds)
+
+
+def short_seeds(seeds: Sequence[int]) -> str:
+    """`0–4999 (5,000 seeds)`; runs of consecutive seeds as ranges (`0–99, 200–299 (200 seeds)`),
+    and when those are still long the first and last few (`1, 3, 5, …, 9999 (5,000 seeds)`)."""
+    seeds = list(seeds)
+    parts, start = [], 0
+    for i in range(1, len(seeds) + 1):
+        if i == len(seeds) or seeds[i] != seeds[i - 1] + 1:
+            first, last = seeds[start], seeds[i - 1]
+            parts.append(str(first) if first == last else f"{first}–{last}")
+            start = i
+    count = f"({len(seeds):,} seed{'s' if len(seeds) != 1 else ''})"
+    text = ", ".join(parts)
+    if len(text) > SHORT_MAX_CHARS:
+        text = ", ".join([*parts[:3], "…", *parts[-2:]])
+    return f"{text} {count}"
+
+
+def seed_count(text: str) -> int:
+    """The number of seeds in a `seeds` tag written by `seed_list` (either form)."""
+    import re
+
+    found = re.search(r"\(([\d,]+) seeds?\)$", text.strip())
+    if found:
+        return int(found[1].replace(",", ""))
+    return len([s for s in text.split(",") if s.strip()])
 
 
 GENERATED_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
@@ -349,8 +390,8 @@ def main_description(seeds: Sequence[int], data_seeds: Sequence[int], presets: S
     """The description of a `main` invocation's parent run."""
     t = cfg.training
     transform = getattr(t, "input_transform", None)
-    title = (f"**main** · seeds {', '.join(map(str, seeds))} · data seed{'s' if len(data_seeds) > 1 else ''} "
-             f"{', '.join(map(str, data_seeds))} · preset {', '.join(_preset_name(p) for p in presets) or 'none'} · "
+    title = (f"**main** · seeds {seed_list(seeds, ', ')} · data seed{'s' if len(data_seeds) > 1 else ''} "
+             f"{seed_list(data_seeds, ', ')} · preset {', '.join(_preset_name(p) for p in presets) or 'none'} · "
              f"model {t.model_type}{f' (input {transform})' if transform else ''}, {t.epochs} epochs")
     extra = ["", "Figures under `plots/`, per-seed values in `summary.csv`, curves in the child runs "
              "(one per seed) and as across-seed means here; `std/<name>` = across-seed std."]

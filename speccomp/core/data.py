@@ -21,12 +21,11 @@ import torch
 
 from speccomp.core.config import (
     CombinationsDistribution,
-    ConfigError,
     ExperimentConfig,
     PhysicsConfig,
     SplitConfig,
-    resolve_sampler,
 )
+from speccomp.core.schema import call_sampler
 from speccomp.core.seeding import numpy_generator, torch_generator
 from speccomp.spectra.physics import ForwardModel, add_noise_, fast_clean
 
@@ -110,13 +109,7 @@ def generate_split(
         draws = rng.uniform(a_lo, a_hi, size=(n, n_comp))
         abundances = np.where(present, draws, 0.0)
     else:
-        sampler = resolve_sampler(dist.sampler)
-        abundances = np.array(sampler(rng, n, list(labels)), dtype=np.float64)  # a copy: edited below
-        if abundances.shape != (n, n_comp):
-            raise ConfigError(
-                f"data.splits.{name}.distribution.sampler: {dist.sampler} returned shape "
-                f"{abundances.shape}; allowed: an array of shape (n_samples, n_components) = {(n, n_comp)}"
-            )
+        abundances = call_sampler(dist.sampler, rng, n, labels, f"data.splits.{name}.distribution.sampler")
         present = abundances != 0
 
     temperature = _uniform(rng, t_lo, t_hi, n, log=sampling.temperature.distribution == "log_uniform")

@@ -228,6 +228,31 @@ def resolve_sampler(path: str):
     return func
 
 
+PROBE_SAMPLES = 2
+"""A custom sampler is called once at load with this many samples, so that one that cannot be
+called as documented (or fails) is refused before any run exists."""
+
+
+def call_sampler(path: str, rng: Any, n_samples: int, labels: list[str], where: str) -> Any:
+    """`path`'s function called as the data generator calls it, its result checked: an array of
+    shape (n_samples, n_components). A sampler that raises, or returns something else, is the
+    ConfigError `<where>: <path> ...` in one line, naming its own exception."""
+    import numpy as np
+
+    func = resolve_sampler(path)
+    try:
+        out = np.array(func(rng, n_samples, list(labels)), dtype=np.float64)  # a copy: edited by the caller
+    except Exception as exc:  # the user's code: any failure is the sampler's, reported as one line
+        text = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"{where}: {path}(rng, n_samples={n_samples}, labels) raised {type(exc).__name__}"
+                          f"{': ' + text if text else ''}; allowed: a function (rng, n_samples, labels) -> array "
+                          "of shape (n_samples, n_components)") from None
+    if out.shape != (n_samples, len(labels)):
+        raise ConfigError(f"{where}: {path} returned shape {out.shape}; allowed: an array of shape "
+                          f"(n_samples, n_components) = {(n_samples, len(labels))}")
+    return out
+
+
 def _check_distribution_type(v: Any) -> Any:
     if isinstance(v, dict):
         kind = v.get("type")
@@ -509,6 +534,13 @@ class ExperimentConfig(_Strict):
         known = set(labels)
         for name, split in self.data.splits.items():
             dist = split.distribution
+            if isinstance(dist, CustomDistribution):
+                import numpy as np
+
+                try:
+                    call_sampler(dist.sampler, np.random.default_rng(0), PROBE_SAMPLES, labels, "")
+                except ConfigError as exc:
+                    raise _at(f"data.splits.{name}.distribution.sampler", str(exc).removeprefix(": ")) from None
             if isinstance(dist, CombinationsDistribution):
                 for i, combo in enumerate(dist.combinations):
                     for label in combo.components:

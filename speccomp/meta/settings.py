@@ -107,11 +107,40 @@ class ResolvedSettings:
         return out
 
 
+def check_named_env_file(path: str | Path) -> Path:
+    """An env file the user named (`--env-file F`) must exist and be a text file of NAME=VALUE lines:
+    a missing one is refused, not read as "no file" (only the default `.env` is optional)."""
+    path = Path(path)
+    if not path.exists():
+        raise SettingsError(f"--env-file: {path}: no such file; allowed: an existing file of NAME=VALUE lines "
+                            f"(or leave --env-file out: then {ENV_FILE} in the working directory is read if present)")
+    if not path.is_file():
+        raise SettingsError(f"--env-file: {path} is not a file; allowed: a text file of NAME=VALUE lines")
+    check_env_file(path)
+    return path
+
+
 def check_env_file(path: Path) -> None:
-    """Refuse a `.env` file with a line python-dotenv cannot parse (it would only warn)."""
+    """Refuse a `.env` file that cannot be read as UTF-8 text, or has a line python-dotenv cannot
+    parse (it would only warn)."""
     from dotenv.parser import parse_stream
 
-    with path.open(encoding="utf-8") as fh:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"--env-file: {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = text[: exc.start].count(b"\n") + 1
+        raise SettingsError(f"--env-file: {path}: line {line}: not UTF-8 text (byte 0x{text[exc.start]:02x}); "
+                            "allowed: a UTF-8 text file of NAME=VALUE lines") from None
+    if "\x00" in decoded:
+        raise SettingsError(f"--env-file: {path}: holds NUL bytes (a binary file?); allowed: a UTF-8 text file of "
+                            "NAME=VALUE lines")
+    import io
+
+    with io.StringIO(decoded) as fh:
         for binding in parse_stream(fh):
             if binding.error:
                 shown = binding.original.string.strip()[:60]
