@@ -103,6 +103,20 @@ def mlproject_parameters(project_dir: str, entry_point: str) -> list[str]:
     return list(spec.load_project(project_dir).get_entry_point(entry_point).parameters)
 
 
+def gc_run(uri: str, run_id: str) -> bool:
+    """Hard-delete one run in the `deleted` lifecycle stage, with its artifacts, by the routine
+    `mlflow gc` runs (`mlflow.cli._gc_tracking_resources`, restricted to that run: the command
+    without experiment ids would purge every deleted experiment and logged model of the store).
+    False when the store at `uri` cannot hard-delete (a tracking server's REST store)."""
+    store = importlib.import_module("mlflow.tracking._tracking_service.utils")._get_store(uri)
+    if not hasattr(store, "_hard_delete_run"):
+        return False
+    importlib.import_module("mlflow.cli")._gc_tracking_resources(
+        backend_store=store, run_ids=[run_id], experiment_ids=None, logged_model_ids=[], older_than=None,
+        time_delta=0, skip_experiments=True, skip_logged_models=True)
+    return True
+
+
 # ------------------------------------------------------------------------------------------------
 def check() -> list[str]:
     """Every private API above still exists with the shape used here; returns the problems (the
@@ -136,6 +150,16 @@ def check() -> list[str]:
              f"{type(sampler).__name__}._rng (LazyRandomState)")
     ds = mlflow.data.from_numpy(np.zeros((2, 2), np.float32), name="check")
     need(callable(getattr(ds, "_to_mlflow_entity", None)), "mlflow Dataset._to_mlflow_entity")
+    import inspect
+
+    try:
+        gc_params = set(inspect.signature(importlib.import_module("mlflow.cli")._gc_tracking_resources).parameters)
+        need({"backend_store", "run_ids", "skip_experiments", "skip_logged_models"} <= gc_params,
+             "mlflow.cli._gc_tracking_resources(backend_store, run_ids, ..., skip_experiments, skip_logged_models)")
+        need(callable(importlib.import_module("mlflow.tracking._tracking_service.utils")._get_store),
+             "mlflow.tracking._tracking_service.utils._get_store")
+    except (ImportError, AttributeError):
+        problems.append("mlflow.cli._gc_tracking_resources / _tracking_service.utils._get_store")
     try:
         importlib.import_module("mlflow.projects._project_spec").load_project  # noqa: B018
     except (ImportError, AttributeError):

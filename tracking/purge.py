@@ -37,30 +37,16 @@ def purge_run(client, uri: str, run_id: str) -> bool:
     from mlflow.entities import LifecycleStage
     from mlflow.exceptions import MlflowException
 
+    from speccomp_compat import gc_run
+
     try:
         run = client.get_run(run_id)
     except MlflowException:
         return True  # gone already
     if run.info.lifecycle_stage != LifecycleStage.DELETED:
         client.delete_run(run_id)
-    if uri.startswith(("http://", "https://", "databricks")):
-        return False
-    from mlflow.tracking._tracking_service.utils import _get_store
-
-    store = _get_store(uri)
-    if not hasattr(store, "_hard_delete_run"):
-        return False
-    try:
-        from mlflow.cli import _gc_tracking_resources
-
-        _gc_tracking_resources(backend_store=store, run_ids=[run_id], experiment_ids=None, logged_model_ids=[],
-                               older_than=None, time_delta=0, skip_experiments=True, skip_logged_models=True)
-    except (ImportError, TypeError):  # another MLflow version: the two steps gc takes for a run
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        with contextlib.suppress(Exception):
-            get_artifact_repository(run.info.artifact_uri).delete_artifacts()
-        store._hard_delete_run(run_id)
+    if uri.startswith(("http://", "https://", "databricks")) or not gc_run(uri, run_id):
+        return False  # only the server's operator can run gc on its backend store
     if uri.startswith("sqlite:"):
         _vacuum_sqlite(uri)
     return True
