@@ -1,4 +1,5 @@
-"""End to end, as a user meets them: SIGTERM to a run of 200 seeds, `mlflow run` without conda
+"""End to end, as a user meets them: SIGTERM to a run of 200 seeds, SIGINT at several instants of a
+run of 5,000 seeds, `mlflow run` without conda
 leaving its run RUNNING (tidied by the next start), and a password passed as `mlflow run -P`."""
 
 from __future__ import annotations
@@ -63,6 +64,46 @@ def test_sigterm_on_a_long_seed_list_leaves_nothing_running(store):  # noqa: F81
     assert {group_of[s] for s in by_status["KILLED"]} <= {group_of[created[-1]]}
     assert len(by_status["KILLED"]) <= MAX_ENSEMBLE
     assert len(kids) < len(seeds)  # the seeds not started have no run
+    assert [r.info.run_name for r in all_runs(store.client) if r.info.status == "RUNNING"] == []
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.8, 2.5])
+def test_sigint_at_any_instant_of_a_5000_seed_run_leaves_nothing_running(store, after_s):  # noqa: F811
+    """`speccomp run --seeds 0,1,...,4999`, SIGINT at several instants after its parent run
+    appears (while seed runs are being created, trained, ended): exit 130 within the grace period,
+    every run it made KILLED or FINISHED, none RUNNING; the seeds printed and tagged in short form."""
+    name = f"sigint-{after_s}"
+    argv = [sys.executable, "-m", "speccomp_cli", "run", "--seeds", ",".join(map(str, range(5000))), "--run-name",
+            name, "--no-models", "--no-figures", "--threads", "1", "--config-dir", str(default_config_dir()),
+            *[a for o in [*TINY_OVERRIDES, "training.checkpoint_retention=last"] for a in ("--set", o)]]
+    proc = subprocess.Popen(argv, cwd=store.path, env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [r for r in all_runs(store.client) if r.info.run_name == name]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        time.sleep(after_s)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"still running {GRACE_S} s after SIGINT")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    assert max(map(len, (out + err).splitlines()), default=0) < 300  # no line lists 5,000 seeds
+    runs = all_runs(store.client)
+    (parent,) = [r for r in runs if r.info.run_name == name]
+    mine = [parent, *[r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]]
+    assert parent.info.status == "KILLED"
+    assert {r.info.status for r in mine} <= {"KILLED", "FINISHED"}, [(r.info.run_name, r.info.status) for r in mine]
+    if "seeds" in parent.data.tags:  # tagged unless the signal came before the tags were written
+        assert parent.data.tags["seeds"] == "0–4999 (5,000 seeds)"
     assert [r.info.run_name for r in all_runs(store.client) if r.info.status == "RUNNING"] == []
 
 
