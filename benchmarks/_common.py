@@ -1,6 +1,11 @@
 """Helpers shared by the benchmark scripts: timing, machine state, verdicts, JSON results.
 
-Benchmarks report; they never assert. A verdict is printed as PASS or FAIL next to each target.
+Benchmarks report; they never assert. A verdict is printed as PASS or FAIL next to each target
+(with `--smoke`, every script's smallest size, none: "[smoke]" instead).
+
+A benchmark that times parts of the code by wrapping functions by name finds each one with
+`probed`: a function that is gone (renamed, moved) ends the script with exit code 3 and one line
+naming it, instead of its time silently falling into "other".
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +40,33 @@ def machine_line() -> str:
             f"torch {torch.__version__} with {torch.get_num_threads()} intra-op threads")
 
 
+PROBE_MISSING = 3
+"""Exit code of a benchmark whose probe names a function that no longer exists."""
+
+
+class ProbeMissing(SystemExit):
+    def __init__(self, where: str):
+        print(f"probe: {where} does not exist (renamed or moved?); update the benchmark's probe list",
+              file=sys.stderr, flush=True)
+        super().__init__(PROBE_MISSING)
+
+
+def probed(owner: Any, name: str) -> Callable:
+    """`owner.name`, the function a probe wraps; ProbeMissing (exit 3, naming it) when it is gone."""
+    fn = getattr(owner, name, None) if owner is not None else None
+    if not callable(fn):
+        where = getattr(owner, "__module__", "") if isinstance(owner, type) else ""
+        where = ".".join(filter(None, [where, getattr(owner, "__name__", repr(owner)), name]))
+        raise ProbeMissing(where)
+    return fn
+
+
+def add_smoke_flag(parser) -> None:
+    parser.add_argument("--smoke", action="store_true",
+                        help="the same code paths at the smallest size that exercises them: a few seconds, "
+                             "figures printed, no speed verdicts")
+
+
 def load_now() -> float:
     return os.getloadavg()[0]
 
@@ -54,9 +87,11 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
+    smoke: bool = False
+    """A smoke run (tiny sizes): targets are printed without a verdict."""
 
     def target(self, measure: str, value: float, fmt: str, target: str, ok: bool) -> bool:
-        verdict = "PASS" if ok else "FAIL"
+        verdict = "smoke" if self.smoke else "PASS" if ok else "FAIL"
         self.rows.append(Row(measure, fmt.format(value), target, verdict))
         print(f"  [{verdict}] {measure}: {fmt.format(value)} (target {target})")
         return ok
@@ -82,6 +117,6 @@ class Report:
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"name": self.name, "rows": [asdict(r) for r in self.rows], "notes": self.notes, "context": self.context}
+        data = {"name": self.name, "smoke": self.smoke, "rows": [asdict(r) for r in self.rows], "notes": self.notes, "context": self.context}
         path.write_text(json.dumps(data, indent=2))
         print(f"results written to {path}")

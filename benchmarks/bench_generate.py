@@ -1,6 +1,6 @@
 """Data generation throughput: speccomp's batched generator vs a per-spectrum Python loop.
 
-    python benchmarks/bench_generate.py [--repeats 5] [--loop-n 512] [--threads N] [--json PATH]
+    python benchmarks/bench_generate.py [--repeats 5] [--loop-n 512] [--threads N] [--smoke] [--json PATH]
 
 Both run in this one process, on the default configuration without the validation split
 (train 4,096 + test 1,024 = 5,120 spectra, 1,024 bins, 20 lines):
@@ -14,10 +14,12 @@ Both run in this one process, on the default configuration without the validatio
   on a subset of `--loop-n` spectra (train and test in the 4:1 proportion of the real splits) and
   are extrapolated per spectrum to 5,120.
 
+
 Target: speccomp's throughput >= 50x the tutorial-style loop's. The ratio to the plain NumPy loop
 (faster than the tutorial's torch-per-spectrum style) is printed too, as the stricter comparison.
 Before timing, the script checks that the loop and `ForwardModel` compute the same noise-free
 spectra from the same parameters, and that the generated noise has the configured level.
+--smoke: one repeat of each, the loops on 16 spectra, one thread, no verdict.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ import argparse
 
 import numpy as np
 import torch
-from _common import Report, best_of, machine_line
+from _common import Report, add_smoke_flag, best_of, machine_line
 from tutorial_reference import K_B, C, H, loop_generate_split
 
 from speccomp.core.config import default_config_dir, load_config
 from speccomp.core.data import generate_datasets
 from speccomp.spectra.physics import ForwardModel
+
+PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
+    'speccomp generate_datasets',
+    'tutorial-style loop',
+    'plain NumPy loop',
+    'throughput vs the tutorial-style per-spectrum loop',
+)
 
 TARGET_SPEEDUP = 50.0
 TUTORIAL_PUBLISHED_S = 7.0  # results.md / physics.md: "about 7 s for 5,120 spectra" (loop alone)
@@ -122,11 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--json", default="", help="also write the results here")
+    add_smoke_flag(p)
     args = p.parse_args(argv)
+    if args.smoke:
+        args.repeats, args.loop_n, args.loop_repeats, args.threads = 1, 16, 1, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    report = Report("generate")
+    report = Report("generate", smoke=args.smoke)
     print("bench_generate:", machine_line())
     report.context["machine"] = machine_line()
     cfg = load_config(default_config_dir(), ["data.validation.n_samples=0"])

@@ -1,7 +1,7 @@
 """Matrices domain: generation throughput (vectorised vs a per-matrix loop) and the default
 `configs/raven` run with three seeds, end to end.
 
-    python benchmarks/bench_matrices.py [--n 10000] [--loop-n 1000] [--repeats 3] [--pipeline] [--json PATH]
+    python benchmarks/bench_matrices.py [--n 10000] [--loop-n 1000] [--repeats 3] [--pipeline] [--smoke] [--json PATH]
 
 - generation: `speccomp.matrices.generator.generate` for `--n` matrices on the default ranges and
   rules (every rule on every attribute, 8 candidates) plus their panel encoding, the fastest of
@@ -12,6 +12,8 @@
 - `--pipeline`: `python -m speccomp_cli run --config-dir configs/raven --seeds 123,124,125` in a
   subprocess against a fresh SQLite store in a temporary folder; wall time and the child's CPU
   time (target: < 2 min), with the machine's load beside them.
+- `--smoke`: 500 matrices, the loop on 20, one repeat, no verdict (with `--pipeline`: 2 epochs,
+  one seed).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import Report, best_of, machine_line
+from _common import Report, add_smoke_flag, best_of, machine_line
 
 from speccomp.matrices.generator import (
     ATTRIBUTES,
@@ -37,6 +39,12 @@ from speccomp.matrices.generator import (
     SplitSpec,
     encode,
     generate,
+)
+
+PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
+    'vectorised generation + encoding of',
+    'per-matrix loop',
+    'speed-up of the vectorised generator',
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +147,7 @@ def bench_generation(report: Report, n: int, loop_n: int, repeats: int) -> None:
                 f"{per_matrix * n / fast_s:.0f}x (wall), {loop_cpu / fast_cpu:.0f}x (CPU time)")
 
 
-def bench_pipeline(report: Report) -> None:
+def bench_pipeline(report: Report, smoke: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-raven-") as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -149,7 +157,7 @@ def bench_pipeline(report: Report) -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "speccomp_cli", "run", "--config-dir", str(REPO / "configs" / "raven"),
-             "--seeds", "123,124,125"],
+             *(["--seeds", "123", "--set", "training.epochs=2"] if smoke else ["--seeds", "123,124,125"])],
             cwd=tmp, env=env, capture_output=True, text=True,
         )
         wall = time.perf_counter() - t0
@@ -173,13 +181,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pipeline", action="store_true", help="also time the default raven run end to end")
     parser.add_argument("--json", default=None)
+    add_smoke_flag(parser)
     args = parser.parse_args()
-    report = Report("matrices")
+    if args.smoke:
+        args.n, args.loop_n, args.repeats = 500, 20, 1
+    report = Report("matrices", smoke=args.smoke)
     print("start:", machine_line())
     report.context["machine_start"] = machine_line()
     bench_generation(report, args.n, args.loop_n, args.repeats)
     if args.pipeline:
-        bench_pipeline(report)
+        bench_pipeline(report, args.smoke)
     return report.finish(args.json)
 
 

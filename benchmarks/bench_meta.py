@@ -5,6 +5,7 @@ back from the run's `time/*` metrics). Reports only; nothing is asserted.
     python benchmarks/bench_meta.py                          # smoke preset, target < 60 s
     python benchmarks/bench_meta.py --config default         # the default run (100/20/1000), target < 10 min
     python benchmarks/bench_meta.py --config default --json benchmarks/results/meta.json
+    python benchmarks/bench_meta.py --smoke                  # the smoke preset shrunk further (a few seconds), no verdict
 """
 
 from __future__ import annotations
@@ -18,11 +19,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Report, machine_line
+from _common import Report, add_smoke_flag, machine_line
+
+PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
+    'meta (smoke): end to end',
+    'meta: peak RSS',
+    'meta: meta-iterations per second',
+    'meta: parts (s)',
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_S = {"smoke": 60.0, "default": 600.0}
 MEMORY_TARGET_MB = 2048.0
+SMOKE_ARGS = [  # four training and two test tasks of 64-bin spectra, a few steps of everything
+    "--num-meta-training-tasks", "4", "--num-meta-testing-tasks", "2", "--architecture-search-iterations", "6",
+    "--overrides",
+    "experiment.overrides=[physics.n_bins=64] tasks.n_single=12 tasks.n_empty=12 tasks.n_val_single=6 "
+    "tasks.n_query=8 tasks.n_test=16 adapt.candidates=1 adapt.candidate_steps=2 adapt.search_steps=2 "
+    "adapt.finetune_steps=3 baselines.nas_iterations=2 log_every=4",
+]
 
 
 def run_once(config: str, threads: str, extra: list[str]) -> tuple[float, float, dict[str, float], str]:
@@ -54,9 +69,12 @@ def main() -> None:
     parser.add_argument("--threads", default="2", help="torch threads of the run (default 2, the machine's cores)")
     parser.add_argument("--json", default=None)
     parser.add_argument("extra", nargs="*", help="more arguments for speccomp meta (after --)")
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.config, args.threads, args.extra = "smoke", "1", [*SMOKE_ARGS, *args.extra]
     print("start:", machine_line())
-    report = Report(f"meta-{args.config}")
+    report = Report(f"meta-{args.config}", smoke=args.smoke)
     report.context["machine_start"] = machine_line()
     wall, peak_mb, metrics, _ = run_once(args.config, args.threads, args.extra)
     target = TARGET_S.get(Path(args.config).stem)

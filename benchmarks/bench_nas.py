@@ -1,6 +1,6 @@
 """Architecture search speed and memory (issue #10), in one invocation.
 
-    python benchmarks/bench_nas.py [--iterations 1000] [--rate-iterations 100] [--threads N]
+    python benchmarks/bench_nas.py [--iterations 1000] [--rate-iterations 100] [--threads N] [--smoke]
                                    [--json benchmarks/results/nas.json]
 
 On the default configuration (4,096 training and 512 validation spectra of 1,024 bins, data seed
@@ -19,6 +19,9 @@ activations per position; batch 64):
 (c) end to end in a fresh process: data generation, the default search (--iterations, 1000),
     derivation, and retraining the derived architecture for three seeds [123, 124, 125] with the
     default training settings (`train()`, one ensemble). Targets: < 60 s, peak RSS < 1 GB.
+
+--smoke: the `smoke` preset's data and training (512 training spectra of 256 bins, 2 epochs), 20
+search iterations end to end, 5 for the rate, one repeat, one thread, no verdict.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import textwrap
 from pathlib import Path
 
 import torch
-from _common import Report, best_of, machine_line
+from _common import Report, add_smoke_flag, best_of, machine_line
 
 from speccomp.core.config import default_config_dir, load_config
 from speccomp.core.data import generate_datasets
@@ -41,6 +44,14 @@ from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
 from speccomp.nas import Supernet, init_alpha, load_space, preset_of, run_search, sample_weights, write_preset
 from speccomp.nas.domain import SPECTRA
+
+PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
+    '(a) search iterations per second',
+    '(b) one search iteration / one step',
+    '(b) α step / Σ',
+    '(c) end to end',
+    '(c) peak memory',
+)
 
 SPACE = default_config_dir() / "nas" / "spectra.yaml"
 TARGET_SECONDS = 60.0
@@ -64,11 +75,11 @@ def largest_choices(space) -> dict[str, str]:
     return out
 
 
-def training_step_seconds(space, cfg, datasets, repeats: int) -> float:
+def training_step_seconds(space, cfg, datasets, repeats: int, presets: list[str]) -> float:
     """One optimiser step of the largest candidate as `main` trains it (batch 64, FlatAdam)."""
     with tempfile.TemporaryDirectory() as tmp:
         preset = write_preset(preset_of(space, largest_choices(space)), Path(tmp) / "largest.yaml")
-        big = load_config(default_config_dir(), presets=[preset])
+        big = load_config(default_config_dir(), presets=[*presets, preset])
     x, y = datasets["train"].spectra, datasets["train"].abundances
     spec = ModelSpec.from_training(big.training, x.shape[1], y.shape[1])
     model = build_model(spec, [torch_generator(123, "init")], x)
@@ -163,14 +174,14 @@ END_TO_END = textwrap.dedent(
     if {threads}:
         torch.set_num_threads({threads})
     t_imports = time.perf_counter() - t0
-    cfg = load_config(default_config_dir())
+    cfg = load_config(default_config_dir(), presets={presets!r})
     data = generate_datasets(cfg, 42)
     space = load_space({space!r}).with_search(architecture_search_iterations={iterations})
     t1, c1 = time.perf_counter(), time.process_time()
     result = run_search(space, data["train"], data["val"], 123)
     t_search, c_search = time.perf_counter() - t1, time.process_time() - c1
     path = write_preset(result.preset, {preset!r})
-    derived = load_config(default_config_dir(), presets=[path])
+    derived = load_config(default_config_dir(), presets=[*{presets!r}, path])
     t2, c2 = time.perf_counter(), time.process_time()
     train(derived, data, [123, 124, 125], NullLogger())
     t_train, c_train = time.perf_counter() - t2, time.process_time() - c2
@@ -182,11 +193,11 @@ END_TO_END = textwrap.dedent(
 )
 
 
-def end_to_end(iterations: int, threads: int) -> dict:
+def end_to_end(iterations: int, threads: int, presets: list[str]) -> dict:
     """END_TO_END in a fresh interpreter started through /bin/sh (so that ru_maxrss starts small)."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "e2e.py"
-        script.write_text(END_TO_END.format(threads=threads, space=str(SPACE), iterations=iterations,
+        script.write_text(END_TO_END.format(threads=threads, space=str(SPACE), iterations=iterations, presets=presets,
                                             preset=str(Path(tmp) / "arch.yaml")))
         out = subprocess.run(["/bin/sh", "-c", f'"{sys.executable}" "{script}"; exit $?'], capture_output=True,
                              text=True, check=True)
@@ -200,13 +211,19 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--json", default=None)
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.threads = args.threads or 1  # two threads on a busy 2-core machine: several times slower
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = Report("nas")
+    presets = ["smoke"] if args.smoke else []
+    if args.smoke:
+        args.iterations, args.rate_iterations, args.repeats = 20, 5, 1
+    report = Report("nas", smoke=args.smoke)
     print("start:", machine_line())
     report.context["machine_start"] = machine_line()
-    cfg = load_config(default_config_dir())
+    cfg = load_config(default_config_dir(), presets=presets)
     datasets = generate_datasets(cfg, 42)
     space = load_space(SPACE)
 
@@ -223,7 +240,7 @@ def main() -> int:
     net.fit_inputs(x_train)
     z_train = net.inputs.candidates(x_train[: 4 * BATCH])
     w_s, a_s = half_steps(net, z_train, datasets["train"].abundances, args.repeats)
-    step_s = training_step_seconds(space, cfg, datasets, args.repeats)
+    step_s = training_step_seconds(space, cfg, datasets, args.repeats, presets)
     sum_s = candidate_sum_seconds(net, z_train[0, :BATCH], args.repeats)
     report.info("(b) weight step (one sampled path) / α step (every candidate)", f"{w_s * 1000:.1f} ms / {a_s * 1000:.1f} ms")
     report.info("(b) one training step of the largest candidate (conv7×2, dense256×2, batch 64)", f"{step_s * 1000:.1f} ms")
@@ -233,7 +250,7 @@ def main() -> int:
                   a_s <= sum_s)
     report.note(f"Σ of the candidate operations' own forward+backward steps: {sum_s * 1000:.1f} ms")
 
-    e2e = end_to_end(args.iterations, args.threads)
+    e2e = end_to_end(args.iterations, args.threads, presets)
     report.target(f"(c) end to end: generation + search ({args.iterations} it) + retraining 3 seeds",
                   e2e["total_s"], "{:.1f} s", f"< {TARGET_SECONDS:.0f} s", e2e["total_s"] < TARGET_SECONDS)
     report.note(f"of which imports {e2e['imports_s']:.1f} s, search {e2e['search_s']:.1f} s "

@@ -1,10 +1,11 @@
 """Oracle throughput and efficiency on the default test split (1,024 spectra, 1,024 bins).
 
-    python benchmarks/bench_oracle.py [--data-seed 0] [--repeats 3] [--config-dir configs] [--json PATH]
+    python benchmarks/bench_oracle.py [--data-seed 0] [--repeats 3] [--config-dir configs] [--smoke] [--json PATH]
 
 Prints spectra per second of `fit_oracle` with all components free and with only the components
 the split can contain, and, per tracked component, the oracle's MSE next to the Cramér–Rao bound
-of the same parameterisation. Reports only; nothing is asserted.
+of the same parameterisation. Reports only; nothing is asserted. --smoke: 64 test spectra of 256
+bins, one repeat, one thread.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import time
 
 import torch
-from _common import Report, machine_line
+from _common import Report, add_smoke_flag, machine_line
 
 from speccomp.core.config import default_config_dir, load_config
 from speccomp.core.data import generate_split
@@ -26,6 +27,11 @@ from speccomp.spectra.oracle import (
 )
 from speccomp.spectra.physics import ForwardModel
 
+PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
+    'all components: fit_oracle throughput',
+    'all components: oracle MSE / Cramér–Rao bound',
+    'split components',
+)
 
 def timed_fit(
     forward: ForwardModel,
@@ -51,12 +57,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--config-dir", default=str(default_config_dir()))
     parser.add_argument("--json", default="", help="also write the figures here")
+    add_smoke_flag(parser)
     args = parser.parse_args()
-    report = Report("oracle")
+    if args.smoke:
+        args.repeats = 1
+        torch.set_num_threads(1)
+    report = Report("oracle", smoke=args.smoke)
     report.context["machine_start"] = machine_line()
     print("bench_oracle:", machine_line())
 
-    cfg = load_config(args.config_dir)
+    cfg = load_config(args.config_dir, ["data.splits.test.n_samples=64", "physics.n_bins=256"] if args.smoke else [])
     forward = ForwardModel.from_config(cfg.physics)
     split_cfg = cfg.data.resolved_splits()["test"]
     test = generate_split(cfg.physics, split_cfg, "test", args.data_seed, forward)

@@ -2,7 +2,8 @@
 and what seed-level pruning saves.
 
     python benchmarks/bench_study.py [--trials 24] [--repeats 2] [--threads N] [--log-models]
-                                     [--space configs/spaces/quick.yaml] [--json PATH]
+                                     [--space configs/spaces/quick.yaml] [--smoke] [--json PATH]
+
 
 Each measurement is one fresh `speccomp study` invocation, as a user runs it: a new folder
 with its own MLflow database (sqlite, everything the study logs by default: one run per trial and
@@ -24,6 +25,9 @@ timestamps: process start-up and the report are left out; the process wall time 
 The four are measured in turn, `--repeats` times, and the best of each is kept (the least
 disturbed by other work on the machine: a trial's time varies several-fold with the load).
 Reports only; nothing is asserted.
+
+--smoke: two trials of each kind, once, seeds 123 and 124, the space's parameters with tiny trials
+(`SMOKE_FIXED`: 192 training spectra of 128 bins, 2 epochs).
 """
 
 from __future__ import annotations
@@ -37,10 +41,30 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import Report, machine_line
+import yaml
+from _common import Report, add_smoke_flag, machine_line
+
+PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
+    'one worker: trials per minute',
+    'two workers started together: trials per minute',
+    'two workers vs one',
+    'median pruner vs none',
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "bench"
+SMOKE_FIXED = ["physics.n_bins=128", "data.splits.train.n_samples=192", "data.splits.test.n_samples=64",
+               "data.validation.n_samples=64", "training.epochs=2", "training.hidden_dims=[32,16]",
+               "training.checkpoint_ratio=0.5"]
+
+
+def smoke_space(space: Path, folder: Path) -> Path:
+    """`space` with its `fixed` sizes replaced by SMOKE_FIXED (the same parameters, tiny trials)."""
+    raw = yaml.safe_load(space.read_text())
+    raw["fixed"] = SMOKE_FIXED
+    path = folder / f"smoke-{space.name}"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 @dataclass
@@ -127,9 +151,16 @@ def main() -> None:
                         "choice: torch's default with one worker, the cores shared out with two)")
     parser.add_argument("--space", default=str(REPO / "configs" / "spaces" / "quick.yaml"))
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    seeds: tuple[str, ...] = ()
+    if args.smoke:
+        args.trials, args.repeats = 2, 1
+        seeds = ("--seeds", "123,124")  # the median pruner needs two
+        tmp = tempfile.TemporaryDirectory(prefix="bench-study-space-")
+        args.space = str(smoke_space(Path(args.space), Path(tmp.name)))
 
-    report = Report("bench_study")
+    report = Report("bench_study", smoke=args.smoke)
     print(f"machine: {machine_line()}")
     report.context = {"machine": machine_line(), "trials": args.trials, "space": args.space,
                       "threads": args.threads or "default"}
@@ -143,6 +174,7 @@ def main() -> None:
     }
     if args.log_models:
         threads = (*threads, "--log-models")
+    threads = (*threads, *seeds)
     best: dict[str, Measured] = {}
     for _ in range(args.repeats):
         for label, (extra, processes) in kinds.items():

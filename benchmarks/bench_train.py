@@ -1,7 +1,7 @@
 """Training speed and memory: FLOP rate vs the machine's matmul limits, 3 seeds vs 1, peak RSS.
 
     python benchmarks/bench_train.py [--repeats 3] [--threads N] [--no-threads] [--no-memory]
-                                     [--profile] [--json PATH]
+                                     [--profile] [--smoke] [--json PATH]
 
 Everything on the default configuration (MLP 1024→128→64→20, batch 64, 6 epochs, 4,096 training
 spectra, 384 steps, checkpoints at 21 steps, each evaluating test (1,024) and validation (512)),
@@ -29,10 +29,14 @@ data seed 42, one process.
     subprocess: `resource.getrusage(RUSAGE_SELF).ru_maxrss` after the imports and at the end.
     Target: < 1 GB.
 
+
 Unless --no-threads: train() at 1 thread, quiet, and with one core kept busy by a CPU burner this
 script starts and stops, at 1 thread and at the default count. With --profile: torch.profiler's
 table of one real train() call (operators by input shape), and the time its step GEMMs take
 inside train() next to the same GEMMs alone.
+
+--smoke: the same measurements on the `smoke` preset (512 training spectra of 256 bins, 2 epochs,
+16 steps), one repeat, one thread, small matmul limits; figures printed, no verdicts.
 """
 
 from __future__ import annotations
@@ -49,17 +53,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import Report, best_of, machine_line
+from _common import Report, add_smoke_flag, best_of, machine_line, probed
 
 import speccomp.core.training as training_module
 from speccomp.core.config import default_config_dir, load_config
 from speccomp.core.data import generate_datasets
 from speccomp.core.training import NullLogger, checkpoint_steps, train
+from speccomp.spectra.task import SpectraTask
+
+PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
+    '1 seed: train() wall',
+    'FLOP rate over the loop vs the 2048² matmul limit',
+    'FLOP rate over the loop vs the shape-matched limit',
+    '3 seeds vs 1 seed, train() wall',
+    'peak RSS, 3-seed training',
+    '1 seed, one core busy elsewhere',
+)
 
 TARGET_PEAK_FRACTION = 0.5
 TARGET_SEED_RATIO = 3.3
 TARGET_RSS_MB = 1024.0
 SEEDS = [123, 124, 125]
+SMOKE_PRESETS = ["smoke"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,36 +152,40 @@ def optimizer_step_alone(cfg, n_bins: int, n_out: int, n_steps: int = 200, trial
 # timing train() by parts
 # ------------------------------------------------------------------------------------------------
 class PartTimer:
-    """Wraps module-level functions of speccomp.core.training so that train() reports where its time
-    went. Nested wrapped calls count for the outermost one only."""
+    """Wraps functions that train() calls (module-level ones of speccomp.core.training, and the
+    spectra task's methods) so that train() reports where its time went. Nested wrapped calls count
+    for the outermost one only. A probed function that is gone ends the script (exit 3, naming it)."""
 
-    PARTS = {
-        "_evaluate": "checkpoint_eval",
-        "predict": "final_eval",  # outside _evaluate: the end-of-training predictions
-        "final_metrics": "final_eval",
-        "extract_member": "final_eval",
-        "build_model": "setup",
-        "_optimizer": "setup",
-        "_flush_train_loss": "logging",
-        "_save_checkpoint": "checkpoint_io",
-    }
+    PARTS = [  # (owner, function name, part)
+        (training_module, "_evaluate", "checkpoint_eval"),
+        (training_module, "predict", "final_eval"),  # outside _evaluate: the end-of-training predictions
+        (SpectraTask, "final_metrics", "final_eval"),
+        (training_module, "extract_member", "final_eval"),
+        (training_module, "build_model", "setup"),
+        (training_module, "_optimizer", "setup"),
+        (training_module, "_flush_train_loss", "logging"),
+        (training_module, "_save_checkpoint", "checkpoint_io"),
+    ]
 
     def __init__(self):
         self.spent: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._depth = 0
-        self._saved = {}
+        self._saved = []
+        for owner, name, _ in self.PARTS:
+            probed(owner, name)  # all of them exist, or nothing is wrapped
 
     def __enter__(self):
-        for name, bucket in self.PARTS.items():
-            original = getattr(training_module, name)
-            self._saved[name] = original
-            setattr(training_module, name, self._wrap(original, bucket))
+        for owner, name, bucket in self.PARTS:
+            original = probed(owner, name)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, self._wrap(original, bucket))
         return self
 
     def __exit__(self, *exc):
-        for name, original in self._saved.items():
-            setattr(training_module, name, original)
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
 
     def _wrap(self, fn, bucket):
         def wrapper(*args, **kwargs):
@@ -214,7 +233,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     if {threads}:
         torch.set_num_threads({threads})
     after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    cfg = load_config(default_config_dir())
+    cfg = load_config(default_config_dir(), presets={presets!r})
     data = generate_datasets(cfg, 42)
     after_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     train(cfg, data, {seeds}, NullLogger())
@@ -225,14 +244,14 @@ MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
-def peak_memory(threads: int) -> dict[str, float]:
+def peak_memory(threads: int, presets: list[str]) -> dict[str, float]:
     """Run MEMORY_SCRIPT in a fresh interpreter started by /bin/sh. Started straight from this
     (large) process, the child's ru_maxrss would begin at this process's RSS: Linux carries the
     parent's high-water mark across fork + exec (measured: a child of a 600 MB parent reported
     600 MB before importing anything). The shell in between is small, and `; exit` keeps it from
     exec-ing Python in its own place."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
-        fh.write(MEMORY_SCRIPT.format(threads=threads, seeds=SEEDS))
+        fh.write(MEMORY_SCRIPT.format(threads=threads, seeds=SEEDS, presets=presets))
         path = fh.name
     try:
         out = subprocess.run(["/bin/sh", "-c", f'"{sys.executable}" "{path}"; exit $?'],
@@ -303,15 +322,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess")
     p.add_argument("--profile", action="store_true", help="also run train() under torch.profiler")
     p.add_argument("--json", default="")
+    add_smoke_flag(p)
     args = p.parse_args(argv)
+    if args.smoke:
+        args.threads = args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    presets = SMOKE_PRESETS if args.smoke else []
+    if args.smoke:
+        args.repeats = 1
+    # the matmul limits: (size, products per trial, trials) and (passes per trial, trials)
+    mm_sizes, gemm_sizes = ((256, 2, 1), (10, 1)) if args.smoke else ((2048, 10, 5), (200, 5))
 
-    report = Report("train")
+    report = Report("train", smoke=args.smoke)
     print("bench_train:", machine_line())
     report.context["machine_start"] = machine_line()
-    cfg = load_config(default_config_dir())
+    cfg = load_config(default_config_dir(), presets=presets)
     datasets = generate_datasets(cfg, 42)
     n_train, n_bins = datasets["train"].spectra.shape
     n_out = datasets["train"].abundances.shape[1]
@@ -320,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     as_autograd, as_mm, signatures, step_gemm_flops = step_gemms(dims, batch)
 
     def limits() -> tuple[float, float, float]:
-        return matmul_peak_gflops(), gemm_sequence_seconds(as_autograd), gemm_sequence_seconds(as_mm)
+        return (matmul_peak_gflops(*mm_sizes), gemm_sequence_seconds(as_autograd, *gemm_sizes),
+                gemm_sequence_seconds(as_mm, *gemm_sizes))
 
     peak, gemm_autograd_s, gemm_mm_s = limits()
     train(cfg, datasets, [SEEDS[0]], NullLogger())  # warm-up (allocator, kernels)
@@ -347,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     step_s = one["loop"] / steps
 
     print(f"\nlimits, {threads} thread(s):")
-    report.info("matmul limit (torch.mm 2048², float32)", f"{peak:.1f} GFLOP/s at {threads} thread(s)")
+    report.info(f"matmul limit (torch.mm {mm_sizes[0]}², float32)", f"{peak:.1f} GFLOP/s at {threads} thread(s)")
     report.info(f"shape-matched limit (the step's {len(as_autograd)} GEMMs at batch {batch}, back to back)",
                 f"{shape_limit:.1f} GFLOP/s = {gemm_s * 1e6:.0f} µs per step ({gemm_autograd_s * 1e6:.0f} µs as autograd "
                 f"calls them, {gemm_mm_s * 1e6:.0f} µs as 2-D mm); {shape_limit / peak:.0%} of the 2048² limit")
@@ -387,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                            "threads": threads, "checkpoints": len(checkpoint_steps(cfg.training, steps))})
 
     if not args.no_memory:
-        mem = peak_memory(args.threads)
+        mem = peak_memory(args.threads, presets)
         report.info("RSS at interpreter start / after imports (torch, numpy, yaml, pandas, speccomp)",
                     f"{mem['at_start_mb']:.0f} MB / {mem['after_imports_mb']:.0f} MB")
         report.info("RSS high-water mark after data generation", f"{mem['after_data_mb']:.0f} MB")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -242,7 +243,7 @@ def stage_analyse(out: Path, data_seed: int) -> None:
 # ------------------------------------------------------------------------------------------------
 def _save(plt, fig, path: Path) -> None:
     plt.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=int(os.environ.get("TUTORIAL_REFERENCE_DPI", DPI)), bbox_inches="tight")
     plt.close()
 
 
@@ -452,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=0, help="shrink the training split (smoke tests only)")
     p.add_argument("--n-test", type=int, default=0, help="shrink the test split (smoke tests only)")
     p.add_argument("--epochs", type=int, default=0, help="override the epochs (smoke tests only)")
+    p.add_argument("--dpi", type=int, default=0, help="override the figures' 300 dpi (smoke tests only)")
     args = p.parse_args(argv)
+    if args.dpi:
+        os.environ["TUTORIAL_REFERENCE_DPI"] = str(args.dpi)  # the stage subprocesses inherit it
     sizes = {k: v for k, v in (("train", args.n_train), ("test", args.n_test)) if v}
 
     if args.stage == "generate":
