@@ -431,7 +431,7 @@ def generate_cmd(out: Out, data_seeds: DataSeeds = "42", config_dir: ConfigDir =
     if task.name == "matrices":
         from speccomp.matrices.data import save_datasets
     else:
-        from speccomp.core.data import save_datasets
+        from speccomp.spectra.data import save_datasets
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
         datasets = task.generate(cfg, data_seed)
         save_datasets(datasets, folder)

@@ -156,7 +156,7 @@ def test_train_then_plot(capsys, tmp_path):
 
 
 def _regenerated_test_spectra(out) -> torch.Tensor:
-    from speccomp.core.data import generate_datasets
     from speccomp.core.experiment import read_config
+    from speccomp.spectra.data import generate_datasets
 
     return generate_datasets(read_config(out / "config.yaml"), 9)["test"].spectra

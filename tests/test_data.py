@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from speccomp.core.config import ConfigError, load_config
-from speccomp.core.data import SplitData, generate_datasets, generate_split, load_datasets, save_datasets
+from speccomp.spectra.data import SplitData, generate_datasets, generate_split, load_datasets, save_datasets
 
 SMALL = ["physics.n_bins=64", "data.splits.train.n_samples=96", "data.splits.test.n_samples=32", "data.validation.n_samples=48"]
 EXTRA_SPLIT = (

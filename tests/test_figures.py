@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from speccomp.core.config import default_config_dir, load_config
-from speccomp.core.data import generate_datasets
+from speccomp.spectra.data import generate_datasets
 from speccomp.spectra.figures import (
     FIGURE_NAMES,
     draw_all,

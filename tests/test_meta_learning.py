@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speccomp.core.data import SplitData
 from speccomp.core.seeding import torch_generator
 from speccomp.meta.metatrain import MetaHyper, build_posterior, meta_train, posterior_probabilities
 from speccomp.meta.tasks import TaskBank, TaskSets
 from speccomp.nas import Supernet, space_from_dict
+from speccomp.spectra.data import SplitData
 from tests.conftest import tiny_config
 
 # One decision that matters: the input transform. Targets are linear in the log-spectrum, so the

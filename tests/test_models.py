@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from speccomp.core.config import ConfigError
-from speccomp.core.data import generate_datasets
 from speccomp.core.models import (
     MODEL_REGISTRY,
     EnsembleLinear,
@@ -25,6 +24,7 @@ from speccomp.core.models import (
 from speccomp.core.registry import MODEL_MODULES
 from speccomp.core.seeding import torch_generator
 from speccomp.core.training import predict, train
+from speccomp.spectra.data import generate_datasets
 from tests.conftest import ListLogger, tiny_config
 
 TINY_CNN = ["training.model_type=cnn", "training.cnn.channels=[4,8]", "training.cnn.kernel_sizes=[5,3]", "training.cnn.head_dim=16"]

@@ -173,7 +173,7 @@ def test_derived_preset_trains_through_the_normal_loop(space, tmp_path):
     choices = {d.name: d.options[0] for d in space.decisions}
     path = write_preset(preset_of(space, choices), tmp_path / "arch.yaml", header="test")
     cfg = load_config(overrides=[*TINY_OVERRIDES, "training.epochs=1"], presets=[path])
-    from speccomp.core.data import generate_datasets
+    from speccomp.spectra.data import generate_datasets
 
     result = train(cfg, generate_datasets(cfg, 1), [1, 2])
     assert result.spec.model_type == "seq" and len(result.spec.seq["layers"]) == 4

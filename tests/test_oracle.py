@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from speccomp.core.config import default_config_dir, load_config
-from speccomp.core.data import SplitData, generate_split
+from speccomp.spectra.data import SplitData, generate_split
 from speccomp.spectra.oracle import (
     OracleFit,
     components_in_split,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from speccomp.core.config import load_config
-from speccomp.core.data import generate_split
+from speccomp.spectra.data import generate_split
 from speccomp.spectra.physics import ForwardModel
 
 H, C, K = 6.626e-34, 3e8, 1.381e-23

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from speccomp.core.data import generate_datasets
 from speccomp.core.metrics import final_metrics, is_learned, not_learned, present_r2, transfer
 from speccomp.core.training import train
+from speccomp.spectra.data import generate_datasets
 from speccomp.spectra.physics import ForwardModel
 from tests.conftest import ListLogger, tiny_config
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from speccomp.core.config import default_config_dir
-from speccomp.core.data import generate_datasets
 from speccomp.core.metrics import component_mse
 from speccomp.core.models import load_member
 from speccomp.core.training import checkpoint_steps
+from speccomp.spectra.data import generate_datasets
 from speccomp.spectra.figures import FIGURE_NAMES
 from speccomp_cli.main import main as cli
 from tests.conftest import TINY_OVERRIDES, isolated_store, tiny_config

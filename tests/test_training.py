@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from speccomp.core.config import load_config
-from speccomp.core.data import generate_datasets
 from speccomp.core.metrics import component_mse, component_r2
 from speccomp.core.models import CHECKPOINT_FORMAT, load_member
 from speccomp.core.training import checkpoint_steps, train
+from speccomp.spectra.data import generate_datasets
 from tests.conftest import ListLogger, tiny_config
 
 # tiny config: 192 train / batch 32 = 6 steps per epoch, 2 epochs = 12 steps, ratio 0.25

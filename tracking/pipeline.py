@@ -34,23 +34,17 @@ from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
-from tracking.ui import for_mlflow, role_alias, role_names, seed_description, set_description, tracked_labels
+from tracking.ui import (  # flatten: tracking.nas and tracking.meta import it from here
+    flatten,  # noqa: F401
+    for_mlflow,
+    role_alias,
+    role_names,
+    seed_description,
+    set_description,
+    tracked_labels,
+)
 
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
-    """Nested config dict -> {'training.learning_rate': '0.001', 'physics.lines.0.center': '732.0', ...}."""
-    out: dict[str, str] = {}
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-    elif isinstance(tree, list) and tree and all(isinstance(v, dict) for v in tree):
-        for i, value in enumerate(tree):
-            out.update(flatten(value, f"{prefix}{i}."))
-    else:
-        out[prefix.rstrip(".")] = str(tree)
-    return out
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:

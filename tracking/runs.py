@@ -16,10 +16,8 @@ from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from tracking.stale import process_tags
-from tracking.store import redact_url
+from tracking.store import record_error
 
-ERROR_TAG = "error"
-NOTE_TAG = "mlflow.note.content"  # shown as the run's description in the UI
 DEFAULT_EXPERIMENT = "speccomp"
 """Where every entry point's parent run lands unless told otherwise: runs, studies, NAS and meta
 runs side by side."""
@@ -98,15 +96,6 @@ class RunTracker:
                 if error:
                     record_error(self.client, run_id, error)
                 self.finish(run_id, status)
-
-
-def record_error(client: MlflowClient, run_id: str, message: str) -> None:
-    """The one-line reason as the `error` tag and as the run's description, in one store write (a
-    stop closes up to 17 runs within a supervisor's grace period)."""
-    from mlflow.entities import RunTag
-
-    line = redact_url(message.strip().splitlines()[0] if message.strip() else message)[:5000]
-    client.log_batch(run_id, tags=[RunTag(ERROR_TAG, line), RunTag(NOTE_TAG, f"**Error:** {line}")])
 
 
 def parent_experiment(client: MlflowClient, uri: str, experiment_name: str | None, attached: str | None) -> str:

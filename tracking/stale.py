@@ -173,8 +173,7 @@ def tidy(client: MlflowClient, store_uri: str, keep: set[str]) -> str | None:
     """End every stale run FAILED (its reason recorded as the run's error); one line saying what
     was done, or None when there was nothing to do. Never raises: a store that cannot be searched
     gives a warning line instead (the work itself may still succeed)."""
-    from tracking.runs import record_error
-    from tracking.store import redact_url
+    from tracking.store import record_error, redact_url
 
     try:
         stale = find_stale(client, store_uri, keep)

@@ -137,14 +137,26 @@ seeds a run actually trained are its `seeds` tag and each seed run's `seed` para
 loading has no workers."""
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config dict -> {'training.learning_rate': '0.001', 'physics.lines.0.center': '732.0', ...}."""
+    out: dict[str, str] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(tree, list) and tree and all(isinstance(v, dict) for v in tree):
+        for i, value in enumerate(tree):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        out[prefix.rstrip(".")] = str(tree)
+    return out
+
+
 def run_params(cfg) -> dict[str, str]:
     """The config as a run's params, only what is in use: no unset (`None`) values, no dead
     fields, CNN settings only for a CNN, the checkpoint spacing in use, each split's combinations
     as one param, and of the 20-line physics table the tracked components' lines plus a digest
     of the whole (the full config is the run's `config.yaml`)."""
     import hashlib
-
-    from tracking.pipeline import flatten
 
     tree = cfg.to_dict()
     lines = tree.get("physics", {}).pop("lines", [])

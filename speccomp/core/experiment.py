@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from speccomp.core.config import ExperimentConfig
-from speccomp.core.data import SplitData
+from speccomp.core.splits import Split
 from speccomp.core.task import config_from_any_dict, task_for
 from speccomp.core.training import SeedResult, TrainingLogger, TrainResult, train
 
@@ -46,7 +46,7 @@ it leaves at most this many seeds' runs to end, never hundreds). Measured on the
 @dataclass
 class ExperimentResult:
     data_seed: int
-    datasets: dict[str, SplitData]
+    datasets: dict[str, Split]
     result: TrainResult
     out_dir: Path | None
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -95,7 +95,7 @@ def run_experiment(
     progress: bool = False,
     figures: bool = True,
     floor: dict[str, float] | None = None,
-    datasets: dict[str, SplitData] | None = None,
+    datasets: dict[str, Split] | None = None,
     max_ensemble: int = MAX_ENSEMBLE,
     on_start: Callable[[list[int]], None] | None = None,
     on_done: Callable[[TrainResult], None] | None = None,
@@ -182,7 +182,7 @@ def write_predictions(result: SeedResult, out: Path) -> Path:
 
 def draw_figures(
     cfg: ExperimentConfig,
-    datasets: dict[str, SplitData],
+    datasets: dict[str, Split],
     trajectory: pd.DataFrame,
     test_predictions: dict[int, np.ndarray],
     plots_dir: Path,

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from speccomp.core.data import SplitData
+from speccomp.core.splits import ComponentSplit
 
 
 def component_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,7 +47,7 @@ def present_r2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return torch.where(ok, 1.0 - sse / sst.clamp_min(1e-30), torch.full_like(sse, float("nan")))
 
 
-def split_metrics(split_name: str, pred: torch.Tensor, split: SplitData, tracked: list[str]) -> list[dict[str, float]]:
+def split_metrics(split_name: str, pred: torch.Tensor, split: ComponentSplit, tracked: list[str]) -> list[dict[str, float]]:
     """The per-checkpoint metrics of one split for every member: `<split>/mse` (all components, as
     in the tutorial), `<split>/mse/<label>` (all samples of the split) and
     `<split>/mse_present/<label>` (only the samples that carry the component: the two sides of
@@ -94,9 +94,9 @@ def not_learned(final: dict[str, float], tracked: list[str], threshold: float = 
 def final_metrics(
     val_pred: torch.Tensor | None,
     test_pred: torch.Tensor,
-    val: SplitData | None,
-    test: SplitData,
-    train: SplitData,
+    val: ComponentSplit | None,
+    test: ComponentSplit,
+    train: ComponentSplit,
     tracked: list[str],
     learned_skill: float = LEARNED_SKILL,
 ) -> list[dict[str, float]]:

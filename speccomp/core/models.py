@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speccomp.core.registry import MODEL_DOMAINS, MODEL_MODULES
+from speccomp.core.registry import DEFAULT_DOMAIN, MODEL_DOMAINS, MODEL_MODULES
 from speccomp.core.schema import TrainingConfig
 
 LOG_FLOOR = 1e-6  # spectra are positive in expectation; rare noisy bins <= 0 are clamped before log
@@ -71,7 +71,7 @@ class ModelSpec:
 MODEL_REGISTRY: dict[str, type[EnsembleModel]] = {}
 
 
-def register_model(name: str, domain: str = "spectra") -> Callable[[type[EnsembleModel]], type[EnsembleModel]]:
+def register_model(name: str, domain: str = DEFAULT_DOMAIN) -> Callable[[type[EnsembleModel]], type[EnsembleModel]]:
     """Class decorator: make an `EnsembleModel` subclass selectable as `training.model_type` in
     the configs of `domain`."""
 

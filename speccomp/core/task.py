@@ -13,12 +13,16 @@ member per training seed (`speccomp.core.models`).
     data = task.generate(cfg, data_seed=42)
     loss = task.loss_fn(cfg)(model(x), y)         # (S,) one loss per member
 
-Implementations: `speccomp.spectra.task.SpectraTask` (regression, MSE, oracle floor) and
-`speccomp.matrices.task.MatricesTask` (multiple choice, accuracy, chance floor).
+The core knows no domain: a domain registers its task (`register_task`) when its task module is
+imported, and the domain list `speccomp/domains.py` declares which module that is
+(`speccomp.core.registry.declare_domain`), so the lookups below import a declared domain the first
+time they need it. The project's domains are the spectra (regression, MSE, oracle floor) and the
+matrices (multiple choice, accuracy, chance floor); docs/layout.md walks through adding one.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
+from speccomp.core import registry
 from speccomp.core.models import ModelSpec
 
 
@@ -127,6 +132,7 @@ class Task(ABC):
 
 
 TASKS: dict[str, Task] = {}
+"""Domain name -> its task, filled by `register_task`."""
 
 
 def register_task(task: Task) -> Task:
@@ -135,8 +141,10 @@ def register_task(task: Task) -> Task:
 
 
 def _load() -> None:
-    import speccomp.matrices.task  # noqa: F401
-    import speccomp.spectra.task  # noqa: F401
+    """Import every declared domain not registered yet (each registers itself on import)."""
+    for name, module in list(registry.DOMAIN_MODULES.items()):
+        if name not in TASKS:
+            importlib.import_module(module)
 
 
 def get_task(name: str) -> Task:
@@ -147,26 +155,29 @@ def get_task(name: str) -> Task:
 
 
 def task_for(cfg: Any) -> Task:
-    """The task of a validated config (its class's DOMAIN, spectra by default)."""
-    return get_task(getattr(type(cfg), "DOMAIN", "spectra"))
+    """The task of a validated config (its class's DOMAIN; the default domain's for the core's schema)."""
+    return get_task(getattr(type(cfg), "DOMAIN", registry.DEFAULT_DOMAIN))
+
+
+def _claimed(owns: Callable[[Task], bool]) -> Task:
+    """The first registered domain other than the default one that claims a folder or dict, else the default."""
+    _load()
+    for task in TASKS.values():
+        if task.name != registry.DEFAULT_DOMAIN and owns(task):
+            return task
+    return get_task(registry.DEFAULT_DOMAIN)
 
 
 def task_for_dir(folder: str | Path | None) -> Task:
-    """The domain a config folder selects: matrices when it holds `matrices.yaml`, else spectra."""
-    _load()
-    if folder is not None:
-        for task in TASKS.values():
-            if task.name != "spectra" and task.owns_dir(Path(folder)):
-                return task
-    return TASKS["spectra"]
+    """The domain a config folder selects (e.g. matrices when it holds `matrices.yaml`), else the default."""
+    if folder is None:
+        return get_task(registry.DEFAULT_DOMAIN)
+    return _claimed(lambda task: task.owns_dir(Path(folder)))
 
 
 def task_for_raw(raw: dict[str, Any]) -> Task:
-    _load()
-    for task in TASKS.values():
-        if task.name != "spectra" and task.owns_raw(raw):
-            return task
-    return TASKS["spectra"]
+    """The domain of a resolved config dict (a `config.yaml` read back)."""
+    return _claimed(lambda task: task.owns_raw(raw))
 
 
 def load_any_config(config_dir: str | Path | None, overrides=(), presets=()) -> Any:

@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from speccomp.core.config import ExperimentConfig, TrainingConfig
-from speccomp.core.data import SplitData
 from speccomp.core.models import EnsembleModel, Member, ModelSpec, build_model, checkpoint_payload, extract_member
 from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
+from speccomp.core.splits import Split
 from speccomp.core.task import Task, task_for
 
 EVAL_CHUNK = 2048  # spectra per evaluation forward pass; bounds memory for large splits
@@ -123,7 +123,7 @@ def predict(model: EnsembleModel, inputs: torch.Tensor) -> torch.Tensor:
 
 def train(
     cfg: ExperimentConfig,
-    datasets: dict[str, SplitData],
+    datasets: dict[str, Split],
     seeds: list[int],
     logger: TrainingLogger | None = None,
     out_dir: str | Path | None = None,
@@ -246,8 +246,8 @@ def _evaluate(
     cfg: ExperimentConfig,
     model: EnsembleModel,
     seeds: list[int],
-    test: SplitData,
-    val: SplitData | None,
+    test: Split,
+    val: Split | None,
     device: torch.device,
 ) -> dict[int, dict[str, float]]:
     test_rows = task.split_metrics(cfg, "test", predict(model, test.inputs.to(device)).cpu(), test)

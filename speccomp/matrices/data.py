@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speccomp.core.data import tensor_digest
 from speccomp.core.seeding import numpy_generator
+from speccomp.core.splits import tensor_digest
 from speccomp.matrices.config import MatricesExperimentConfig
 from speccomp.matrices.generator import ATTRIBUTES, RULES, MatrixBatch, encode, generate
 

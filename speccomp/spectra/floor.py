@@ -4,7 +4,7 @@ Cramér–Rao bound beside it, computed once per dataset (cached by the split's 
 from __future__ import annotations
 
 from speccomp.core.config import ExperimentConfig
-from speccomp.core.data import SplitData
+from speccomp.spectra.data import SplitData
 from speccomp.spectra.oracle import components_in_split, crb_mse_per_component, fit_oracle, oracle_component_mse
 from speccomp.spectra.physics import ForwardModel
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from speccomp.core import config as core_config
 from speccomp.core.config import SECTION_FILES, ExperimentConfig
-from speccomp.core.data import SplitData
 from speccomp.core.models import ModelSpec
 from speccomp.core.task import FloorResult, Task, register_task
+from speccomp.spectra.data import SplitData
 
 
 class SpectraTask(Task):
@@ -40,7 +40,7 @@ class SpectraTask(Task):
 
     # --- data -------------------------------------------------------------------------------
     def generate(self, cfg: ExperimentConfig, data_seed: int) -> dict[str, SplitData]:
-        from speccomp.core.data import generate_datasets
+        from speccomp.spectra.data import generate_datasets
 
         return generate_datasets(cfg, data_seed)
 
