@@ -12,10 +12,10 @@ any run or trial exists; a problem prints one line and exits with code 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -293,11 +293,14 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
 
     from speccomp.core.task import task_for
     from study.objective import Objective, directions
-    from study.records import StudyProgress, link_study, record_study
+    from study.records import StudyProgress, TrialLines, link_study, record_study, save_note, study_note
     from study.report import build_report
-    from tracking import store, ui
+    from tracking import store
+    from tracking.describe import closing_lines, run_url
     from tracking.pipeline import log_params, set_tags
+    from tracking.progress import heartbeat, say
     from tracking.runs import RunTracker, guarded, parent_experiment
+    from tracking.ui import seed_list
 
     settings.threads = _set_threads(settings)
     uri = store.configure()
@@ -324,19 +327,22 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     )
     if study.user_attrs.get("objective") != args.objective:
         study.set_user_attr("objective", args.objective)  # the report leaves out a duplicate target
-    with guarded(tracker):
+    beat = heartbeat("study", every_s=30.0) if not parent_given else contextlib.nullcontext()
+    with guarded(tracker), beat:
         if parent_given:
             parent = parent_given  # a spawned worker: the launcher owns the study run
         else:
-            parent = tracker.open_parent(args.study_name, attached)
+            parent = tracker.open_parent(study_run_name(args, settings, task_for(base).name), attached)
             set_tags(client, parent, {
+                # objective, sampler and pruner are params (study.*), the host is speccomp.host: no tag repeats them
                 "speccomp.role": "study", "optuna.study_name": args.study_name, "optuna.storage": storage_text,
-                "objective": args.objective, "sampler": args.sampler, "pruner": args.pruner,
-                "space": str(args.space), "seeds": ui.seed_list(settings.seeds), "host": socket.gethostname(),
+                "space": str(args.space), "seeds": seed_list(settings.seeds),
+                "domain": task_for(base).name,
             })
             log_params(client, parent, _study_params(args, settings, space, base))
             link_study(study, args.objective, experiment_id, client.get_experiment(experiment_id).name, parent,
                        store.ui_command(uri), task_for(base).name)
+            save_note(study, study_note(study, uri, experiment_id, parent))
         budget = settings.total_trials
         if settings.workers > 1 and budget is None:  # the invocation's n_trials, shared by its workers
             budget = _alive(study) + settings.n_trials
@@ -346,12 +352,13 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             objective = Objective(
                 base=base, space=space, seeds=settings.seeds, data_seed=settings.data_seed,
                 measure=args.objective, tracker=tracker, study_run_id=parent, work_root=Path(tmp),
-                total_trials=budget, pruning=args.pruner != "none", log_models=args.log_models,
+                total_trials=budget, pruning=args.pruner != "none", log_models=args.log_models, uri=uri,
             )
             started = time.perf_counter()
             try:
                 ran = run_worker(study, objective, settings.n_trials, budget,
-                                 callbacks=[StudyProgress(client, parent)])
+                                 callbacks=[StudyProgress(client, parent),
+                                            TrialLines(settings.n_trials, budget, settings.workers)])
             except BaseException:
                 for proc in helpers:  # stopped or failed: so are the workers it started (their runs end KILLED)
                     proc.terminate()
@@ -365,17 +372,44 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
                       file=sys.stderr)
             report = None
             if not args.no_report and not parent_given:
+                say("study: writing the sensitivity report ...")
                 report = build_report(study, Path(tmp) / "report")
                 client.log_artifacts(parent, str(report.folder), "report")
-                print(report.text)
             if not parent_given:
-                record_study(client, parent, study, args.objective, report, task_for(base).name)
+                record_study(client, parent, study, args.objective, report, task_for(base).name, uri=uri)
         if not parent_given:
             tracker.finish(parent)
     print(f"\n{ran} trial(s) run here in {elapsed:.1f} s; study {args.study_name!r} in {storage_text}")
+    if report is not None:
+        print("\n".join(["", *report_summary(report.text),
+                         "", f"full report (tables, figures): artifact report/report.md of the study run, "
+                         f"{run_url(uri, experiment_id, parent)}"]))
     if not parent_given:
-        print("\n".join(ui.ui_lines(uri, experiment_id)))
+        print()
+        print("\n".join(closing_lines(uri, client.get_run(parent).info)))
     return 0
+
+
+def study_run_name(args: StudyOptions, settings: Settings, domain: str) -> str:
+    """`study speccomp-sensitivity space quick seeds 123-125` (`raven` after `study` for the matrices
+    domain): the study, its space file and its seeds."""
+    from tracking.describe import domain_word, run_name
+
+    return run_name("study", domain_word(domain) if domain != "spectra" else "", args.study_name,
+                    f"space {Path(str(args.space)).stem}", seeds=settings.seeds)
+
+
+def report_summary(text: str) -> list[str]:
+    """The report's opening lines and its summary section (up to the next section), not its tables."""
+    out, section = [], None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line
+        if section is None or section.startswith("## Summary"):
+            out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    return out
 
 
 def _run_exists(client, run_id: str) -> bool:

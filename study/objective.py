@@ -4,7 +4,10 @@ MLflow run (nested under the study's run) whose children are the seeds' runs.
 Seeds are trained in chunks (the first seed, then the rest as one ensemble) so that seed-level
 results can be reported as intermediate values (step = seed index) before the rest is trained:
 median, successive-halving and Wilcoxon pruners then stop hopeless trials after one seed. A
-seed gives the same result alone or in an ensemble, so chunking changes no number.
+seed gives the same result alone or in an ensemble, so chunking changes no number. Without a
+pruner the seeds train together and their values are reported once all are done (optuna-dashboard
+draws them as the trial's intermediate values). Each trial leaves an optuna-dashboard note linking
+its MLflow run and its seed runs.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pandas as pd
 
 from speccomp.core.config import ExperimentConfig
 from speccomp.core.task import task_for
-from study.records import compact_seeds, trial_description
+from study.records import compact_seeds, save_note, trial_description, trial_note
 from study.space import SearchSpace
 from tracking.pipeline import (
     log_metric_dict,
@@ -30,6 +33,7 @@ from tracking.pipeline import (
     run_tracked_experiment,
     set_tags,
 )
+from tracking.progress import set_stage
 from tracking.runs import RunTracker
 from tracking.ui import run_params, set_description
 
@@ -125,6 +129,8 @@ class Objective:
     total_trials: int | None = None
     pruning: bool = False
     log_models: bool = False
+    uri: str | None = None
+    """The tracking URI, for the links of the trial's optuna-dashboard note (None: the current one)."""
 
     def seed_chunks(self) -> list[list[int]]:
         if self.pruning and len(self.seeds) > 1:
@@ -150,11 +156,14 @@ class Objective:
         params = run_params(cfg)
         log_params(client, run_id, {**params, **{f"trial.{k}": str(v) for k, v in values.items()}})
         work = self.work_root / f"trial-{trial.number}"
+        set_stage(f"trial {trial.number}")
+        self._seed_runs: dict[int, str] = {}
         try:
             value = self._train(trial, cfg, run_id, params, work)
         except optuna.TrialPruned:
             set_tags(client, run_id, {STATE_TAG: "PRUNED"})
             self.tracker.finish(run_id)
+            self._note(trial, run_id, "PRUNED")
             raise
         except BaseException as exc:
             set_tags(client, run_id, {STATE_TAG: "FAIL"})
@@ -178,7 +187,17 @@ class Objective:
         else:
             set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
         self.tracker.finish(run_id)
+        finite = all(math.isfinite(v) for v in values)
+        self._note(trial, run_id, "COMPLETE" if finite else "FAIL",
+                   ", ".join(f"{v:.3g}" for v in values) if finite else "no value (not learned)")
         return value
+
+    def _note(self, trial: optuna.Trial, run_id: str, state: str, value_text: str = "") -> None:
+        """The trial's optuna-dashboard note: links to its MLflow run and its seed runs."""
+        from tracking.store import tracking_uri
+
+        save_note(trial, trial_note(trial.number, self.uri or tracking_uri(), self.tracker.experiment_id, run_id,
+                                    self._seed_runs, state, value_text))
 
     def _check_budget(self, trial: optuna.Trial) -> None:
         if self.total_trials is None:
@@ -201,6 +220,7 @@ class Objective:
                 tags={"optuna.study_name": trial.study.study_name, "optuna.trial_number": str(trial.number)},
                 log_models=self.log_models, figures=False, datasets=datasets,
             )
+            self._seed_runs.update(te.child_run_ids)
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
             for r in te.experiment.result.seeds:
@@ -214,6 +234,11 @@ class Objective:
                     self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
                     raise optuna.TrialPruned(f"pruned after seeds {list(per_seed)}")
         self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
+        if not self.pruning and len(trial.study.directions) == 1:  # seed-level values, for the dashboard's chart
+            for index, seed in enumerate(self.seeds):
+                seed_value = objective_values(per_seed[seed], self.measure, task.name)[0]
+                if math.isfinite(seed_value):
+                    trial.report(seed_value, step=index)
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
         values = objective_values(mean, self.measure, task.name)
         last_step = int(pd.concat(trajectories)["step"].max())

@@ -21,6 +21,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from tracking.describe import link, run_url, sig
 from tracking.pipeline import log_metric_dict, set_tags
 from tracking.ui import markdown_rows, set_description, summary_description
 
@@ -72,6 +73,112 @@ def compact_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> str:
                   if key in measures and measures[key] is not None and math.isfinite(measures[key])]
         parts.append(f"{seed}: {', '.join(values)}")
     return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# the console: one line per finished trial
+# ------------------------------------------------------------------------------------------------
+def short_params(params: Mapping[str, object], width: int = 120) -> str:
+    """A trial's settings in short: the last part of each dotted name, values to 3 significant
+    digits (`model_type linear, learning_rate 0.00198, pair comp10+comp8`), cut to `width`."""
+    text = ", ".join(f"{k.rsplit('.', 1)[-1]} {_short(v)}" for k, v in params.items())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def trial_line(study: optuna.Study, trial: FrozenTrial, done: int, planned: int | None, elapsed_s: float,
+               eta_s: float | None) -> str:
+    """`trial 3 COMPLETE · model_type linear, ... · value 0.0579 · best 0.0412 (#1) · 4/10 · 1 min 2 s
+    elapsed · ETA 2 min 30 s`: what the console says when a trial ends."""
+    from tracking.progress import duration
+
+    parts = [f"trial {trial.number} {trial.state.name}", short_params(trial.params)]
+    if trial.values is not None:
+        parts.append("value " + ", ".join(sig(v) for v in trial.values))
+    elif trial.state == TrialState.PRUNED:
+        parts.append(f"pruned at step {trial.last_step}" if trial.last_step is not None else "pruned")
+    else:
+        parts.append("no value")
+    best = _best_trial(study)
+    if best is not None:
+        parts.append(f"best {sig(best.value)} (#{best.number})")
+    elif len(study.directions) > 1 and any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        parts.append(f"Pareto front {len(study.best_trials)}")
+    parts.append(f"{done}/{planned}" if planned else f"{done} done")
+    parts.append(f"{duration(elapsed_s)} elapsed")
+    if eta_s is not None and math.isfinite(eta_s) and eta_s > 0:
+        parts.append(f"ETA {duration(eta_s)}")
+    return " · ".join(parts)
+
+
+class TrialLines:
+    """Optuna callback: the console line of every trial this worker finishes (`trial_line`, on
+    stderr, as the trial ends). `planned`: the trials this worker means to run; `budget`: the
+    study-wide budget it shares with `workers - 1` others (None: none). The ETA is the mean wall
+    time of this worker's trials times what is left of its share."""
+
+    def __init__(self, planned: int, budget: int | None = None, workers: int = 1, clock=None):
+        import time
+
+        self.planned = planned
+        self.budget = budget
+        self.workers = max(workers, 1)
+        self.clock = clock or time.monotonic
+        self.started = self.clock()
+        self.done = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        from tracking.progress import say
+
+        self.done += 1
+        elapsed = self.clock() - self.started
+        left = self.planned - self.done
+        if self.budget is not None:
+            finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+            left = min(left, math.ceil(max(self.budget - finished, 0) / self.workers))
+        say(trial_line(study, trial, self.done, self.planned, elapsed, elapsed / self.done * max(left, 0)))
+
+
+# ------------------------------------------------------------------------------------------------
+# optuna-dashboard notes
+# ------------------------------------------------------------------------------------------------
+def save_note(study_or_trial, body: str) -> bool:
+    """`optuna_dashboard.save_note` (markdown shown on the study's or trial's page in
+    optuna-dashboard), where optuna-dashboard is installed; returns whether the note was saved."""
+    try:
+        from optuna_dashboard import save_note as save
+    except ImportError:  # the dashboard is a user tool; a study runs without it
+        return False
+    save(study_or_trial, body)
+    return True
+
+
+def trial_note(number: int, uri: str, experiment_id: str, run_id: str, seed_runs: Mapping[int, str],
+               state: str, value_text: str = "") -> str:
+    """A trial's optuna-dashboard note: links to its MLflow run and to each seed's run."""
+    seeds = ", ".join(link(f"seed {seed}", run_url(uri, experiment_id, rid)) for seed, rid in seed_runs.items())
+    lines = [f"**trial {number}** {state}" + (f": {value_text}" if value_text else ""), "",
+             f"MLflow: {link(f'trial-{number}', run_url(uri, experiment_id, run_id))} (description, curves, "
+             "summary.csv)" + (f"; seed runs {seeds}" if seeds else "")]
+    return "\n".join(lines)
+
+
+def study_note(study: optuna.Study, uri: str, experiment_id: str, run_id: str, verdict_line: str | None = None) -> str:
+    """The study's optuna-dashboard note: what it found (when known), links to the study's MLflow
+    run (its description and report), the experiment's headline view and the best trial's run."""
+    from tracking.describe import experiment_url
+
+    lines = [f"**{verdict_line}**" if verdict_line else f"**study {study.study_name}**: running", "",
+             f"- MLflow study run: {link(study.study_name, run_url(uri, experiment_id, run_id))} (description, "
+             "report/report.md with the figures, per-trial curves)",
+             f"- all runs: {link('headline view', experiment_url(uri, experiment_id))}"]
+    best = _best_trial(study)
+    if best is not None and best.user_attrs.get("mlflow_run_id"):
+        lines.append(f"- best trial #{best.number}: "
+                     f"{link(f'trial-{best.number}', run_url(uri, experiment_id, best.user_attrs['mlflow_run_id']))}")
+    lines += ["", "Importances: the report leads with fANOVA (share of the variance a setting explains over the "
+              "whole space); this dashboard's panel computes PED-ANOVA (how differently a setting is distributed "
+              "among the best trials). Where they disagree, the report's rank tests decide."]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,8 +235,12 @@ def study_summary(study: optuna.Study) -> dict[str, float]:
 
 
 def record_study(client, run_id: str, study: optuna.Study, measure: str, report=None,
-                 domain: str = "spectra") -> dict[str, float]:
-    """The study run's final metrics, `best_trial` tags and its description."""
+                 domain: str = "spectra", uri: str | None = None) -> dict[str, float]:
+    """The study run's final metrics, `best_trial` tags, its description, and the study's
+    optuna-dashboard note (both open with the same verdict)."""
+    from tracking.store import tracking_uri
+
+    uri = uri or tracking_uri()
     summary = study_summary(study)
     last = max((t.number for t in study.get_trials(deepcopy=False)), default=0)
     log_metric_dict(client, run_id, summary, step=last)
@@ -137,7 +248,11 @@ def record_study(client, run_id: str, study: optuna.Study, measure: str, report=
     if best is not None:
         set_tags(client, run_id, {"best_trial": str(best.number),
                                   "best_trial_run_id": best.user_attrs.get("mlflow_run_id", "")})
-    set_description(client, run_id, study_description(study, measure, summary, best, report, domain))
+    experiment_id = client.get_run(run_id).info.experiment_id
+    set_description(client, run_id, study_description(study, measure, summary, best, report, domain,
+                                                      uri=uri, experiment_id=experiment_id))
+    save_note(study, study_note(study, uri, experiment_id, run_id,
+                                study_verdict(study, measure, summary, best, report, domain)))
     return summary
 
 
@@ -150,27 +265,79 @@ def _best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
-def study_description(study: optuna.Study, measure: str, summary: Mapping[str, float], best: FrozenTrial | None,
-                      report=None, domain: str = "spectra") -> str:
+def study_verdict(study: optuna.Study, measure: str, summary: Mapping[str, float], best: FrozenTrial | None,
+                  report=None, domain: str = "spectra") -> str:
+    """One line: the best trial (or the Pareto front) and the report's first significant effect,
+    or that none was found."""
     names = objective_names(measure, len(study.directions), domain)
-    lines = [f"**study {study.study_name}** · objective: {', '.join(names)} · "
-             f"{int(summary['study/n_trials'])} trials: {int(summary['study/n_complete'])} complete, "
-             f"{int(summary['study/n_pruned'])} pruned, {int(summary['study/n_failed'])} failed"
-             + (f" · {summary['study/wall_s_per_trial']:.1f} s per trial" if "study/wall_s_per_trial" in summary
-                else ""), ""]
+    complete = int(summary.get("study/n_complete", 0))
     if best is not None:
-        params = ", ".join(f"{k} = {_short(v)}" for k, v in best.params.items())
-        lines += [f"Best trial: **#{best.number}**, value {best.value:.4g} ({params}); its run is the child "
-                  f"`trial-{best.number}`.", ""]
+        head = (f"best of {complete} complete trials: #{best.number}, {names[0]} {sig(best.value)} "
+                f"({short_params(best.params, 70)})")
     elif "study/n_pareto" in summary:
+        head = f"Pareto front of {int(summary['study/n_pareto'])} among {complete} complete trials"
+    else:
+        head = f"no complete trial among {int(summary.get('study/n_trials', 0))}"
+    significance = getattr(report, "significance", None)
+    if significance is None or significance.empty:
+        return head
+    found = significance[significance["significant"]].sort_values("p_holm")
+    if found.empty and significance["p_holm"].notna().any():
+        return head + "; no setting has a significant effect (Holm-adjusted p < 0.05)"
+    if found.empty:
+        return head + "; too few trials with a value to test any setting"
+    row = found.iloc[0]
+    more = f", {len(found) - 1} more effect{'s' if len(found) > 2 else ''} in the report" if len(found) > 1 else ""
+    return head + f"; {row['target']} depends on {row['param']} (Holm-adjusted p = {sig(row['p_holm'], 2)}){more}"
+
+
+TOP_TRIALS = 5
+"""Trials listed in the study run's description (the best first)."""
+
+
+def study_description(study: optuna.Study, measure: str, summary: Mapping[str, float], best: FrozenTrial | None,
+                      report=None, domain: str = "spectra", uri: str | None = None,
+                      experiment_id: str | None = None) -> str:
+    """The verdict, the best trials as a table (each linked to its MLflow run when `uri` and
+    `experiment_id` are given), what the study was, the top importances, where the report is."""
+    names = objective_names(measure, len(study.directions), domain)
+    lines = [f"**{study_verdict(study, measure, summary, best, report, domain)}**", ""]
+    ranked = _ranked(study)
+    if ranked:
+        header = ["trial", *(names if len(names) > 1 else ["value"]), "settings"]
+        rows = []
+        for t in ranked[:TOP_TRIALS]:
+            name = f"#{t.number}"
+            if uri and experiment_id and t.user_attrs.get("mlflow_run_id"):
+                name = link(name, run_url(uri, experiment_id, t.user_attrs["mlflow_run_id"]))
+            rows.append([name, *(sig(v) for v in t.values), short_params(t.params, 100)])
+        lines += [markdown_rows(header, rows), ""]
+    lines += [f"study {study.study_name} · objective: {', '.join(names)} · "
+              f"{int(summary['study/n_trials'])} trials: {int(summary['study/n_complete'])} complete, "
+              f"{int(summary['study/n_pruned'])} pruned, {int(summary['study/n_failed'])} failed"
+              + (f" · {summary['study/wall_s_per_trial']:.1f} s per trial" if "study/wall_s_per_trial" in summary
+                 else ""), ""]
+    if best is None and "study/n_pareto" in summary:
         lines += [f"Pareto front: {int(summary['study/n_pareto'])} trials (`report/pareto.png`).", ""]
     top = _top_importances(report)
     if top:
         lines += ["Most important settings (fANOVA; full table, intervals and tests in `report/report.md`):", "",
                   markdown_rows(["target", "setting", "importance"], top), ""]
-    lines.append("Report: `report/report.md` (tables), `report/importances.png`, the effect figures and "
-                 "`report/trials.csv`; curves here are per trial number.")
+    lines.append("Report: `report/report.md` (summary, tables and figures), `report/trials.csv`; curves here are "
+                 "per trial number.")
     return "\n".join(lines)
+
+
+def _ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials with finite values, the best first (single objective: by value, in the
+    study's direction; two: the Pareto front first, then by the first value)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None and all(math.isfinite(v) for v in t.values)]
+    if len(study.directions) == 1:
+        flip = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+        return sorted(done, key=lambda t: flip * t.values[0])
+    front = {t.number for t in study.best_trials}
+    return sorted(done, key=lambda t: (t.number not in front, t.values[0]))
 
 
 def _top_importances(report) -> list[list[str]]:

@@ -536,10 +536,9 @@ def _matrices_lead(study, analysed: list) -> list[str]:
 
 def _text(study, trials, analysed, imp, effects, significance, pareto, measures=None) -> str:
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
-    n_nl = sum(not_learned(t) for t in analysed)
-    states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
-    lines = [f"# Sensitivity report: study {study.study_name}", "",
-             f"trials: {states}" + (f" (of the failed, {n_nl} learned nothing to transfer)" if n_nl else ""), ""]
+    states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+    # the not-learned count is the summary's first line (a trial that learned nothing may be complete)
+    lines = [f"# Sensitivity report: study {study.study_name}", "", f"trials: {states}.", ""]
     if pareto is None and len(study.directions) == 1 and study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE,)):
         best = study.best_trial

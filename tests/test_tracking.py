@@ -138,7 +138,7 @@ def test_one_parent_with_a_child_per_seed(main_run):
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["seed"] == str(seed) and child.data.tags["data_seed"] == str(DATA_SEED)
-        assert child.data.params["seed"] == str(seed)
+        assert "seed" not in child.data.params and "data_seed" not in child.data.params  # tags, not repeated
     # params: the resolved config in use (the overrides applied; see tracking.ui.run_params)
     for run in (parent, *children.values()):
         assert run.data.params["training.epochs"] == "2"
@@ -214,7 +214,7 @@ def test_logged_model_and_checkpoint_reproduce_the_logged_metrics(main_run, tmp_
         run_id = child.info.run_id
         (output,) = child.outputs.model_outputs
         model = client.get_logged_model(output.model_id)
-        assert model.name == f"seed-{seed}" and model.source_run_id == run_id
+        assert model.name == f"spectra-seed-{seed}" and model.source_run_id == run_id
         assert model.experiment_id == child.info.experiment_id
         found = client.search_logged_models([child.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
         assert [m.model_id for m in found] == [output.model_id]

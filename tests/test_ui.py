@@ -204,18 +204,48 @@ def test_compact_seed_attributes_and_objective_names():
 # a default run and a study, read back as the UI reads them
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch):
+def route_query(url: str) -> dict[str, list[str]]:
+    """The query the MLflow UI reads from an address: the one after its `#/...` route."""
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(urlsplit(url).fragment).query)
+
+
+def opens_model_training(text: str) -> list[str]:
+    """Every address in `text`; each must open the UI's model-training view."""
+    from tracking.describe import urls_in
+
+    found = urls_in(text)
+    wrong = [u for u in found if route_query(u).get("workflowType") != ["machine_learning"]]
+    assert not wrong, wrong
+    return found
+
+
+def repeated_params(run) -> list[str]:
+    """Tags of `run` that repeat one of its params (same name, or a dotted param ending in the
+    tag's name with the same value)."""
+    params = run.data.params
+    return [k for k, v in run.data.tags.items() if not k.startswith("mlflow.") and (
+        k in params or any(p.endswith(f".{k}") and params[p] == v for p in params))]
+
+
+@pytest.mark.slow
+def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     from speccomp_cli.main import main
     from study.storage import open_storage
-    from tracking.ui import EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, VIEW_ID, VIEW_TAG_PREFIX
+    from tests.test_matrices import RAVEN
+    from tests.test_matrices import TINY as RAVEN_TINY
+    from tracking.ui import EXPERIMENT_KIND_TAG, HEADLINE_COLUMNS, NOTE_TAG, TRAINING_KIND, VIEW_ID, VIEW_TAG_PREFIX
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(name, raising=False)
+    printed = {}
     assert main(["run", "--seeds", "1,2", "--threads", "1", "--config-dir", str(default_config_dir()), *TINY_ARGS]) == 0
+    printed["main"] = capsys.readouterr()
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"name": "tiny", "params": {
         "training.model_type": {"type": "categorical", "choices": ["mlp", "linear"]},
@@ -223,6 +253,10 @@ def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch)
     assert main(["study", "--n-trials", "3", "--study-name", "ui-study", "--storage", str(tmp_path / "optuna.log"),
                        "--space", str(space), "--seeds", "1,2", "--threads", "1",
                        "--config-dir", str(default_config_dir()), *TINY_ARGS]) == 0
+    printed["study"] = capsys.readouterr()
+    assert main(["run", "--seeds", "1", "--threads", "1", "--config-dir", str(RAVEN),
+                 *[a for item in RAVEN_TINY for a in ("--set", item)]]) == 0
+    printed["raven"] = capsys.readouterr()
 
     client = MlflowClient()
     (exp,) = [e for e in client.search_experiments() if e.name != "Default"]
@@ -235,7 +269,8 @@ def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch)
         assert NOTE_TAG in run.data.tags, run.info.run_name  # every run has a description
         assert all(v.strip() not in ("", "''") for v in run.data.params.values()), run.info.run_name
         assert "training.seed" not in run.data.params
-    (main_run,) = by_role["main"]
+    (main_run,) = [r for r in by_role["main"] if r.data.tags["domain"] == "spectra"]
+    (raven,) = [r for r in by_role["main"] if r.data.tags["domain"] == "matrices"]
     assert main_run.info.run_name == "main seeds 1,2"
     assert len(markdown_tables(main_run.data.tags[NOTE_TAG])) == 1
     label = tiny_config().tracked_labels[0]
@@ -244,10 +279,11 @@ def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch)
     seeds = [r for r in by_role["seed"] if r.data.tags["mlflow.parentRunId"] == main_run.info.run_id]
     assert sorted(r.info.run_name for r in seeds) == ["seed-1", "seed-2"]
     models = client.search_logged_models([exp.experiment_id])
-    assert sorted(m.name for m in models if m.source_run_id in {r.info.run_id for r in seeds}) == ["seed-1", "seed-2"]
+    assert sorted(m.name for m in models if m.source_run_id in {r.info.run_id for r in seeds}) == [
+        "spectra-seed-1", "spectra-seed-2"]
 
     (study_run,) = by_role["study"]
-    assert study_run.info.run_name == "ui-study"
+    assert study_run.info.run_name == "study ui-study space space seeds 1,2"
     study = optuna.load_study(study_name="ui-study", storage=open_storage(str(tmp_path / "optuna.log")))
     m = study_run.data.metrics
     assert m["study/n_trials"] == 3 and m["study/n_complete"] == 3 and m["study/n_pruned"] == m["study/n_failed"] == 0
@@ -267,3 +303,39 @@ def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch)
     assert study.user_attrs["mlflow_study_run_id"] == study_run.info.run_id
     assert study.user_attrs["mlflow_experiment"] == f"speccomp (id {exp.experiment_id})"
     assert all(len(t.user_attrs["seeds"]) < 120 and t.user_attrs["seeds"].isascii() for t in study.trials)
+
+    # the raven run: named and its model named by domain
+    assert raven.info.run_name == "raven main seeds 1"
+    (raven_seed,) = [r for r in by_role["seed"] if r.data.tags["mlflow.parentRunId"] == raven.info.run_id]
+    assert [m.name for m in models if m.source_run_id == raven_seed.info.run_id] == ["raven-seed-1"]
+
+    # every address printed or stored opens the model-training view; the run pages are among them
+    for command, out in printed.items():
+        found = opens_model_training(out.out + out.err)
+        assert any("/runs/" in u for u in found), command
+    study_page = [u for u in opens_model_training(printed["study"].out) if study_run.info.run_id in u]
+    assert study_page and "report/report.md" in printed["study"].out
+    assert "## Significance" not in printed["study"].out  # the summary, not the whole report
+    trial_lines = [line for line in printed["study"].err.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 3 and all("value" in line and "best" in line and "elapsed" in line for line in trial_lines)
+    assert "ETA" in trial_lines[0]
+    for run in client.search_runs([exp.experiment_id], max_results=1000):
+        opens_model_training(run.data.tags[NOTE_TAG])
+        assert not repeated_params(run), (run.info.run_name, repeated_params(run))
+    for parent in (main_run, study_run, raven):
+        verdict = parent.data.tags[NOTE_TAG].splitlines()[0]
+        assert verdict.startswith("**") and verdict.endswith("**") and len(verdict) > 10, verdict
+        filled = [name for kind, name in HEADLINE_COLUMNS if getattr(parent.data, kind).get(name) not in (None, "")]
+        assert len(filled) >= 4, (parent.info.run_name, filled)
+    assert [r.info.run_id in study_run.data.tags[NOTE_TAG] for r in by_role["trial"]].count(True) == 3
+
+    # optuna-dashboard: the study's and each trial's note link to their MLflow runs; seed values
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    note = get_note_from_system_attrs(attrs, None)["body"]
+    assert any(study_run.info.run_id in u for u in opens_model_training(note))
+    for t in study.trials:
+        note = get_note_from_system_attrs(attrs, t._trial_id)["body"]
+        assert any(t.user_attrs["mlflow_run_id"] in u for u in opens_model_training(note))
+        assert sorted(t.intermediate_values) == [0, 1]

@@ -13,7 +13,6 @@ line recorded, and nothing else logged).
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +65,7 @@ def run(args: RunOptions) -> int:
 
     from speccomp.core.threads import apply_threads
     from tracking import store, ui
+    from tracking.progress import heartbeat
     from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
 
     uri = store.configure()
@@ -80,10 +80,10 @@ def run(args: RunOptions) -> int:
     client = store.tracking_client()
     experiment_id = parent_experiment(client, uri, args.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
-    run_name = args.run_name or ui.main_run_name(inputs.seeds, inputs.data_seeds, inputs.presets)
+    run_name = args.run_name or ui.main_run_name(inputs.seeds, inputs.data_seeds, inputs.presets, inputs.task.name)
     parent = None
     try:
-        with guarded(tracker):
+        with guarded(tracker), heartbeat("main"):
             parent = tracker.open_parent(run_name, attached)
             if inputs.work_dir:
                 summary = _run_all(tracker, parent, inputs, inputs.work_dir, args)
@@ -111,6 +111,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
         run_tracked_experiment,
         set_tags,
     )
+    from tracking.progress import say, training_progress
 
     client = tracker.client
     cfg = inputs.cfg
@@ -129,10 +130,11 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
     for data_seed in inputs.data_seeds:
         sub = f"data_seed-{data_seed}" if several else None
         folder = work / sub if sub else work
-        print(f"data seed {data_seed}: training seeds {ui.seed_list(inputs.seeds, ', ')} ...", file=sys.stderr, flush=True)
+        say(f"data seed {data_seed}: training seeds {ui.seed_list(inputs.seeds, ', ')} ...")
         tracked = run_tracked_experiment(
             tracker, parent, cfg, data_seed, inputs.seeds, folder, params,
-            log_models=not args.no_models, figures=not args.no_figures, progress=sys.stderr.isatty(),
+            log_models=not args.no_models, figures=not args.no_figures,
+            progress=training_progress(after="measuring the floor, logging the seed runs and models, drawing figures"),
             run_name=(lambda s, d=data_seed: f"seed-{s}-data-{d}") if several else (lambda s: f"seed-{s}"),
         )
         if data_seed == inputs.data_seeds[0]:  # the parent shows the data of its first data seed
@@ -198,7 +200,7 @@ def summary_lines(summary, tracked: list[str], learned_skill: float) -> list[str
 
 
 def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
-    from tracking.ui import ui_lines
+    from tracking.describe import closing_lines
 
     cfg = inputs.cfg
     if inputs.task.name == "spectra":
@@ -206,7 +208,7 @@ def _print_summary(summary, inputs: _Inputs, info, uri: str) -> None:
     else:  # another domain says what its results are
         lines = inputs.task.console_summary(cfg, summary)
     print("\n".join(lines))
-    print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
-    print("\n".join(ui_lines(uri, info.experiment_id)))
+    print()
+    print("\n".join(closing_lines(uri, info)))
 
 

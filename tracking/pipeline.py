@@ -32,6 +32,7 @@ from speccomp.core.experiment import (
 from speccomp.core.task import task_for
 from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
+from tracking.describe import domain_word
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
 from tracking.ui import (  # flatten: tracking.nas and tracking.meta import it from here
@@ -80,7 +81,7 @@ def run_tracked_experiment(
     tags: dict[str, str] | None = None,
     log_models: bool = True,
     figures: bool = True,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], Any] = False,
     run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
     datasets: dict[str, SplitData] | None = None,
 ) -> TrackedExperiment:
@@ -100,7 +101,7 @@ def run_tracked_experiment(
                 parent_id=parent_run_id,
                 tags={"seed": str(seed), "data_seed": str(data_seed), "speccomp.role": "seed", **(tags or {})},
             )
-            log_params(client, child_ids[seed], {**params, "seed": str(seed), "data_seed": str(data_seed)})
+            log_params(client, child_ids[seed], params)  # seed and data_seed are the run's tags
         mlflow_logger.add_runs({seed: child_ids[seed] for seed in group})
 
     def done(part) -> None:
@@ -116,7 +117,8 @@ def run_tracked_experiment(
                 client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
             client.log_artifact(run_id, str(write_predictions(r, work_dir)), PREDICTIONS_DIR)
             if log_models:
-                log_final_model(run_id, r, datasets_used["train"], step=part.total_steps, client=client)
+                log_final_model(run_id, r, datasets_used["train"], step=part.total_steps, client=client,
+                                name=f"{domain_word(task.name)}-{run_name(r.seed)}")
             set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, tracked_labels(cfg)))
             tracker.finish(run_id)
 
@@ -194,10 +196,12 @@ def log_final_model(
     train: SplitData,
     step: int = 0,
     client: MlflowClient | None = None,
+    name: str | None = None,
 ) -> str:
-    """The final model the MLflow way (`mlflow.pytorch`, an MLflow 3 logged model named
-    `seed-<seed>`), with its input/output signature; returns its model id. `step` (the last optimiser step) links
-    the run's final metrics to the model."""
+    """The final model the MLflow way (`mlflow.pytorch`, an MLflow 3 logged model named `name`,
+    default `seed-<seed>`; the tracked pipeline names it by domain and run, `spectra-seed-123`,
+    `raven-seed-123`), with its input/output signature; returns its model id. `step` (the last
+    optimiser step) links the run's final metrics to the model."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
@@ -208,7 +212,7 @@ def log_final_model(
     # model under the fluent "current" experiment (Default, id 0, outside `mlflow run`).
     model = client.create_logged_model(
         experiment_id=run.info.experiment_id,
-        name=f"seed-{result.seed}",
+        name=name or f"seed-{result.seed}",
         source_run_id=run_id,
         params=dict(run.data.params),
         tags={"seed": str(result.seed), "data_seed": str(result.data_seed)},
@@ -219,7 +223,7 @@ def log_final_model(
     signature = infer_signature(np.zeros((1, *example.shape[1:]), np.float32), np.zeros((1, *n_out), np.float32))
     mlflow.pytorch.log_model(
         result.model,
-        name=f"seed-{result.seed}",
+        name=name or f"seed-{result.seed}",
         signature=signature,
         input_example=example.numpy(),  # the pt2 format traces forward() on it
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],

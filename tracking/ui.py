@@ -51,21 +51,30 @@ def prepare_experiment(client: MlflowClient, experiment_id: str) -> None:
 
 HEADLINE_COLUMNS = (
     ("tags", "speccomp.role"),
-    ("tags", "tracked"),
+    ("tags", "domain"),
+    ("tags", "seeds"),
     ("params", "training.model_type"),
-    ("params", "training.input_transform"),
+    # spectra (main, trials, nas: the derived model; see tracking.describe.headline_metrics)
     ("metrics", "first/test/mse"),
     ("metrics", "second/test/mse"),
-    ("metrics", "transfer/first"),
-    ("metrics", "transfer/second"),
     ("metrics", "gap/first"),
-    ("metrics", "gap/second"),
+    ("metrics", "transfer/first"),
     ("metrics", "oracle/efficiency/first"),
-    ("metrics", "oracle/efficiency/second"),
+    # matrices (raven main, trials, nas)
+    ("metrics", "test/acc"),
+    ("metrics", "gap/acc"),
+    ("metrics", "chance/acc"),
+    # the comparisons with a null (nas: vs the default model; meta: vs the oracle and the prior)
+    ("metrics", "headline/ratio_to_default"),
+    ("metrics", "headline/ratio_to_oracle"),
+    ("metrics", "headline/median_test_mse"),
+    ("metrics", "headline/p_value"),
+    # studies
     ("metrics", "study/best_value"),
     ("metrics", "study/n_complete"),
 )
-"""The runs-table columns of the saved view (and the set docs/tracking.md recommends)."""
+"""The runs-table columns of the saved view (and the set docs/tracking.md recommends): every
+parent role fills at least four (role, domain, seeds and its own headline metrics)."""
 
 
 def column_key(kind: str, name: str) -> str:
@@ -116,16 +125,20 @@ def _bar_chart(metric: str) -> dict:
 def view_url(base_url: str, experiment_id: str) -> str:
     """The runs table of `experiment_id` opened on the saved headline view (in the UI's model
     training mode; its GenAI mode is the UI's own default)."""
-    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-            f"?workflowType=machine_learning&viewStateShareKey={VIEW_ID}")
+    from tracking.describe import experiment_url
+
+    return experiment_url(base_url, experiment_id)
 
 
 def ui_lines(uri: str, experiment_id: str) -> list[str]:
-    """What the console says last: the command that opens the UI and the page to open."""
-    from tracking.store import redact_url, ui_command
+    """The command that opens the UI and the page to open (see `tracking.describe.closing_lines`
+    for a command's last lines with its parent run)."""
+    from tracking.describe import experiment_url
+    from tracking.store import ui_command
 
-    base = redact_url(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return [f"open the UI: {ui_command(uri)}", f"then the headline view: {view_url(base, experiment_id)}"]
+    if uri.startswith(("http://", "https://")):
+        return [f"the headline view: {experiment_url(uri, experiment_id)}"]
+    return [f"open the UI: {ui_command(uri)}", f"then the headline view: {experiment_url(uri, experiment_id)}"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,27 +205,20 @@ def run_params(cfg) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------
 # run names and descriptions
 # ------------------------------------------------------------------------------------------------
-def main_run_name(seeds: Sequence[int], data_seeds: Sequence[int], presets: Sequence[str]) -> str:
-    """`main 123-125` / `main loglinear 1,5,9 data 42,43`: what was run, readable in a list."""
-    parts = ["main", *[_preset_name(p) for p in presets if p], f"seeds {_seed_text(seeds)}"]
-    if list(data_seeds) != [42]:
-        parts.append(f"data {_seed_text(data_seeds)}")
-    return " ".join(parts)
+def main_run_name(seeds: Sequence[int], data_seeds: Sequence[int], presets: Sequence[str],
+                  domain: str = "spectra") -> str:
+    """`main seeds 123-125` / `main loglinear seeds 1,5,9 data 42,43` / `raven main seeds 123-125`
+    (the matrices domain): what was run, readable in a list."""
+    from tracking.describe import run_name
+
+    kind = "raven main" if domain == "matrices" else "main"
+    return run_name(kind, *[_preset_name(p) for p in presets if p], seeds=seeds, data_seeds=data_seeds)
 
 
 def _preset_name(preset: str) -> str:
     from pathlib import PurePath
 
     return PurePath(preset).stem
-
-
-def _seed_text(seeds: Sequence[int]) -> str:
-    seeds = list(seeds)
-    if len(seeds) > SHORT_FROM:
-        return short_seeds(seeds)
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ",".join(map(str, seeds))
 
 
 SHORT_FROM = 10
@@ -265,7 +271,9 @@ def rename_run(client: MlflowClient, run_id: str, name: str) -> None:
 
 
 def set_description(client: MlflowClient, run_id: str, markdown: str) -> None:
-    client.set_tag(run_id, NOTE_TAG, markdown[:5000])
+    from tracking.describe import set_description as store
+
+    store(client, run_id, markdown)
 
 
 def tracked_labels(cfg) -> list[str]:
@@ -383,8 +391,9 @@ def seed_description(seed: int, data_seed: int, final: Mapping[str, float], trac
 
 
 def summary_description(title: str, summary, tracked: Sequence[str], extra: Sequence[str] = ()) -> str:
-    """A parent's (main invocation's or trial's) description: the headline table as mean ± std over
-    the seeds of `summary` (one row per seed, final metrics as columns), `title`, `extra` lines."""
+    """A parent's (main invocation's or trial's) description: the one-line verdict (`verdict`),
+    the headline table as mean ± std over the seeds of `summary` (one row per seed, final metrics
+    as columns), `title`, `extra` lines."""
     import pandas as pd
 
     numeric = summary.drop(columns=[c for c in ("seed", "data_seed") if c in summary]).apply(
@@ -394,15 +403,64 @@ def summary_description(title: str, summary, tracked: Sequence[str], extra: Sequ
     std = tidy_std({**mean, **{f"std/{k}": (v if n > 1 else math.nan)
                                for k, v in numeric.std(ddof=1).to_dict().items()}}) if n > 1 else None
     spread = [f"Mean ± std over {n} seeds." if n > 1 else "One seed."]
-    lines = [headline_table(mean, tracked, std, n), "", title, "", *spread, *_baseline_lines(mean, tracked), *extra]
+    lines = [f"**{verdict(summary, tracked)}**", "", headline_table(mean, tracked, std, n), "", title, "", *spread,
+             *_baseline_lines(mean, tracked), *extra]
     return "\n".join(lines)
+
+
+def verdict(summary, tracked: Sequence[str]) -> str:
+    """What the seeds of `summary` (one row per seed) show, in one line. Spectra, per tracked
+    component: learned by how many seeds (in-distribution skill at the threshold: the component has
+    a `transfer` value) and how well it transfers to the novel combination, or its test MSE beside
+    the no-skill baseline when it was not learned. Matrices: held-out against in-distribution
+    accuracy, and chance."""
+    import pandas as pd
+
+    from tracking.describe import pm, sig
+
+    def column(name: str):
+        return pd.to_numeric(summary[name], errors="coerce").dropna() if name in summary else pd.Series(dtype=float)
+
+    def mean_std(values) -> str:
+        return pm(values.mean(), values.std(ddof=1) if len(values) > 1 else None)
+
+    n = len(summary)
+    if not tracked:
+        test, val, chance = column("test/acc"), column("val/acc"), column("chance/acc")
+        if test.empty:
+            return f"{n} seed{'s' if n != 1 else ''} trained"
+        text = f"held-out accuracy {mean_std(test)}"
+        if not val.empty:
+            text += f" vs {mean_std(val)} in distribution"
+        if not chance.empty:
+            at_chance = test.mean() <= chance.mean() + 2 * (test.std(ddof=1) if len(test) > 1 else 0.01)
+            text += f" (chance {sig(chance.mean())}{'; held out at chance' if at_chance else ''})"
+        return text
+    parts = []
+    for label in tracked:
+        skill, transfer, mse = column(f"skill/val/{label}"), column(f"transfer/{label}"), column(f"test/mse/{label}")
+        baseline = column(f"baseline/test/mse/{label}")
+        if skill.empty:  # no validation split: nothing to judge learning by
+            parts.append(f"{label} test MSE {mean_std(mse)}")
+        elif transfer.empty:
+            nothing = f"{label} not learned by any of {n} seed{'s' if n != 1 else ''}"
+            against = f" (test MSE {mean_std(mse)}" + (f", no-skill {sig(baseline.mean())})" if not baseline.empty
+                                                        else ")")
+            parts.append(nothing + against)
+        else:
+            by = "every seed" if len(transfer) == len(skill) else f"{len(transfer)} of {len(skill)} seeds"
+            parts.append(f"{label} learned by {by}, transfer {mean_std(transfer)} (test MSE {mean_std(mse)})")
+    return "; ".join(parts)
 
 
 def main_description(seeds: Sequence[int], data_seeds: Sequence[int], presets: Sequence[str], cfg, summary) -> str:
     """The description of a `main` invocation's parent run."""
     t = cfg.training
     transform = getattr(t, "input_transform", None)
-    title = (f"**main** · seeds {seed_list(seeds, ', ')} · data seed{'s' if len(data_seeds) > 1 else ''} "
+    from speccomp.core.task import task_for
+
+    kind = "raven main" if task_for(cfg).name == "matrices" else "main"
+    title = (f"**{kind}** · seeds {seed_list(seeds, ', ')} · data seed{'s' if len(data_seeds) > 1 else ''} "
              f"{seed_list(data_seeds, ', ')} · preset {', '.join(_preset_name(p) for p in presets) or 'none'} · "
              f"model {t.model_type}{f' (input {transform})' if transform else ''}, {t.epochs} epochs")
     extra = ["", "Figures under `plots/`, per-seed values in `summary.csv`, curves in the child runs "
@@ -433,13 +491,10 @@ def _number(value: float, digits: int) -> str:
 
 
 def markdown_rows(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub-flavoured markdown table (pipes in cells escaped)."""
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
+    """A GitHub-flavoured markdown table (pipes in cells escaped); see `tracking.describe`."""
+    from tracking.describe import markdown_rows as table
 
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return table(header, rows)
 
 
 def now_ms() -> int:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,7 +93,7 @@ def run_experiment(
     seeds: list[int],
     out_dir: str | Path | None = None,
     logger: TrainingLogger | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], Any] = False,
     figures: bool = True,
     floor: dict[str, float] | None = None,
     datasets: dict[str, Split] | None = None,

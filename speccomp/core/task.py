@@ -118,7 +118,8 @@ class Task(ABC):
     # --- reporting ------------------------------------------------------------------------
     @abstractmethod
     def tags(self, cfg: Any) -> dict[str, str]:
-        """Run tags that say what the experiment is (domain, model, what is held out)."""
+        """Run tags that say what the experiment is (domain, what is held out); never a value that is
+        already a param of the run (the model type is `training.model_type`)."""
 
     def console_summary(self, cfg: Any, summary: pd.DataFrame) -> list[str]:
         """Lines of the console table at the end of `main` (per seed, mean ± std, floor); the

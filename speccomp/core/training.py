@@ -12,6 +12,7 @@ studies with a pruning hook (an exception raised from `checkpoint` stops trainin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +27,10 @@ from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
 from speccomp.core.splits import Split
 from speccomp.core.task import Task, task_for
+
+ProgressFactory = Callable[[int, int], Any]
+"""(total steps, number of seeds) -> an object with `update(n)` and `close()` (a tqdm bar, or
+`tracking.progress.Progress`)."""
 
 EVAL_CHUNK = 2048  # spectra per evaluation forward pass; bounds memory for large splits
 
@@ -127,12 +132,13 @@ def train(
     seeds: list[int],
     logger: TrainingLogger | None = None,
     out_dir: str | Path | None = None,
-    progress: bool = False,
+    progress: bool | ProgressFactory = False,
 ) -> TrainResult:
     """Train one member per seed on `datasets['train']`; evaluate `val` (if present) and `test` at
     every checkpoint. Checkpoints go to `out_dir/checkpoints/seed-<seed>/` (if `out_dir` is given).
     The loss and metrics come from the config's task (`speccomp.core.task`); a split supplies
-    `inputs` and `targets`.
+    `inputs` and `targets`. `progress`: True for a tqdm bar, or a factory called with (total
+    steps, number of seeds) whose result is updated once per optimiser step and closed at the end.
     """
     if not seeds:
         raise ValueError("seeds: give at least one training seed")
@@ -312,8 +318,10 @@ def _save_checkpoint(
     return path
 
 
-def _progress_bar(total: int, n_seeds: int, enabled: bool):
-    if not enabled:
+def _progress_bar(total: int, n_seeds: int, progress: bool | ProgressFactory):
+    if callable(progress):
+        return progress(total, n_seeds)
+    if not progress:
         return None
     from tqdm import tqdm
 

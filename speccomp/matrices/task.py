@@ -138,7 +138,7 @@ class MatricesTask(Task):
     def tags(self, cfg: MatricesExperimentConfig) -> dict[str, str]:
         held = [p.label for p in cfg.data.heldout_pairs]
         held += [f"{a}={lo}..{hi}" for a, (lo, hi) in cfg.data.heldout_values.items()]
-        return {"domain": "matrices", "model_type": cfg.training.model_type, "heldout": ",".join(held) or "none"}
+        return {"domain": "matrices", "heldout": ",".join(held) or "none"}  # the model type is a param
 
     def console_summary(self, cfg: MatricesExperimentConfig, summary: pd.DataFrame) -> list[str]:
         cols = [c for c in ("val/acc", "test/acc", "gap/acc") if c in summary]

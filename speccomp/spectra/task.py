@@ -90,7 +90,7 @@ class SpectraTask(Task):
 
     # --- reporting --------------------------------------------------------------------------
     def tags(self, cfg) -> dict[str, str]:
-        return {"tracked": ",".join(cfg.tracked_labels), "model_type": cfg.training.model_type}
+        return {"domain": "spectra", "tracked": ",".join(cfg.tracked_labels)}  # the model type is a param
 
 
 SPECTRA = register_task(SpectraTask())
