@@ -153,8 +153,8 @@ def run_cmd(
     run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
     work_dir: Annotated[str | None, typer.Option(
         parser=_optional_text, help="where files are staged before upload (default: a temporary folder)")] = None,
-    no_models: Annotated[bool, typer.Option(help="skip logging the final models the MLflow way")] = False,
-    no_figures: Annotated[bool, typer.Option(help="skip the nine figures (draw them later with `speccomp redraw`)")] = False,
+    no_models: Annotated[bool, typer.Option("--no-models", help="skip logging the final models the MLflow way")] = False,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="skip the nine figures (draw them later with `speccomp redraw`)")] = False,
 ) -> int:
     """Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow."""
     from tracking.main import RunOptions, run
@@ -200,8 +200,8 @@ def study_cmd(
     experiment_name: Annotated[str | None, typer.Option(
         parser=_optional_text, help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one "
         "`mlflow run` chose)")] = None,
-    log_models: Annotated[bool, typer.Option(help="log every seed's final model the MLflow way")] = False,
-    no_report: Annotated[bool, typer.Option(help="skip the sensitivity report (another worker writes it)")] = False,
+    log_models: Annotated[bool, typer.Option("--log-models", help="log every seed's final model the MLflow way")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="skip the sensitivity report (another worker writes it)")] = False,
 ) -> int:
     """An Optuna study of how the compositional gap depends on architecture and split settings."""
     from study.main import StudyOptions, main
@@ -254,7 +254,7 @@ def nas_cmd(
         parser=_optional_text, help="MLflow experiment (default 'speccomp', or MLFLOW_EXPERIMENT_NAME, or the one "
         "`mlflow run` chose)")] = None,
     run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
-    log_models: Annotated[bool, typer.Option(help="log every retrained model the MLflow way")] = False,
+    log_models: Annotated[bool, typer.Option("--log-models", help="log every retrained model the MLflow way")] = False,
 ) -> int:
     """Differentiable architecture search (Gumbel-softmax), then the derived architecture and the
     domain's reference models (spectra: the default and the log-linear preset; matrices: raven_mlp and

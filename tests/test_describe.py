@@ -188,3 +188,27 @@ def test_training_takes_a_progress_factory_and_updates_it_every_step(fresh_gate)
 
     result = train(cfg, generate_datasets(cfg, 42), [1, 2], progress=Recorder)
     assert calls == [("start", result.total_steps, 2), ("close", result.total_steps)]
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["run", "study", "nas", "meta"])
+def test_help_offers_no_double_negatives(command, capsys):
+    from speccomp_cli.main import main
+
+    main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "Usage:" in text
+    assert "--no-no-" not in text and "--no-log-models" not in text  # each flag once, no negated negation
+    if command == "run":
+        assert "--no-models" in text and "--no-figures" in text
+    if command == "study":
+        assert "--no-report" in text and "--log-models" in text
+
+
+def test_a_users_env_file_is_never_committed():
+    from pathlib import Path
+
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
+    assert ".env" in ignored
