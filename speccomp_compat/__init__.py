@@ -62,6 +62,15 @@ def study_id(study: Any) -> int:
     return study._study_id
 
 
+def dashboard_note(storage: Any, study_id_: int, trial_id_: int | None = None) -> str | None:
+    """The markdown of the optuna-dashboard note that `optuna_dashboard.save_note` saved on a study
+    (or on one of its trials), None when there is none: read back as optuna-dashboard reads it
+    (`optuna_dashboard._note`; the package has no public reader)."""
+    note = importlib.import_module("optuna_dashboard._note")
+    found = note.get_note_from_system_attrs(storage.get_study_system_attrs(study_id_), trial_id_)
+    return found["body"] or None
+
+
 # A sampler's random states: its own, and those of the samplers it delegates to.
 SAMPLER_RANDOM_STREAMS = ("_rng", "_random_sampler._rng", "_independent_sampler._rng")
 
@@ -144,6 +153,11 @@ def check() -> list[str]:
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     need(isinstance(getattr(study.trials[0], "_trial_id", None), int), "optuna FrozenTrial._trial_id")
     need(isinstance(getattr(study, "_study_id", None), int), "optuna Study._study_id")
+    import contextlib
+
+    with contextlib.suppress(ImportError):  # optuna-dashboard is a user tool; without it no note is written or read
+        need(callable(getattr(importlib.import_module("optuna_dashboard._note"), "get_note_from_system_attrs", None)),
+             "optuna_dashboard._note.get_note_from_system_attrs")
     for sampler in (optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0)):
         states = sampler_random_states(sampler)
         need(bool(states) and all(isinstance(s, np.random.RandomState) for _, s in states),

@@ -330,12 +330,12 @@ def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch,
     assert [r.info.run_id in study_run.data.tags[NOTE_TAG] for r in by_role["trial"]].count(True) == 3
 
     # optuna-dashboard: the study's and each trial's note link to their MLflow runs; seed values
-    from optuna_dashboard._note import get_note_from_system_attrs
+    from speccomp_compat import dashboard_note, study_id, trial_id
 
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    note = get_note_from_system_attrs(attrs, None)["body"]
+    storage = open_storage(str(tmp_path / "optuna.log"))
+    note = dashboard_note(storage, study_id(study))
     assert any(study_run.info.run_id in u for u in opens_model_training(note))
     for t in study.trials:
-        note = get_note_from_system_attrs(attrs, t._trial_id)["body"]
+        note = dashboard_note(storage, study_id(study), trial_id(t))
         assert any(t.user_attrs["mlflow_run_id"] in u for u in opens_model_training(note))
         assert sorted(t.intermediate_values) == [0, 1]
