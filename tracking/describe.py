@@ -75,12 +75,32 @@ MISSING = "—"
 # ------------------------------------------------------------------------------------------------
 # names
 # ------------------------------------------------------------------------------------------------
+SHORT_FROM = 10
+"""Seed lists longer than this are printed and tagged in short form (`short_seeds`)."""
+SHORT_MAX_CHARS = 120
+
+
+def short_seeds(seeds: Sequence[int]) -> str:
+    """`0–4999 (5,000 seeds)`; runs of consecutive seeds as ranges (`0–99, 200–299 (200 seeds)`),
+    and when those are still long the first and last few (`1, 3, 5, …, 9999 (5,000 seeds)`)."""
+    seeds = list(seeds)
+    parts, start = [], 0
+    for i in range(1, len(seeds) + 1):
+        if i == len(seeds) or seeds[i] != seeds[i - 1] + 1:
+            first, last = seeds[start], seeds[i - 1]
+            parts.append(str(first) if first == last else f"{first}–{last}")
+            start = i
+    count = f"({len(seeds):,} seed{'s' if len(seeds) != 1 else ''})"
+    text = ", ".join(parts)
+    if len(text) > SHORT_MAX_CHARS:
+        text = ", ".join([*parts[:3], "…", *parts[-2:]])
+    return f"{text} {count}"
+
+
 def seed_range(seeds: Iterable[int]) -> str:
     """Seeds as written by hand: runs of three or more consecutive seeds as `a-b`, the rest
-    comma-separated, in the given order; a list longer than `tracking.ui.SHORT_FROM` in its short
-    form (`0–4999 (5,000 seeds)`, `tracking.ui.short_seeds`)."""
-    from tracking.ui import SHORT_FROM, short_seeds
-
+    comma-separated, in the given order; a list longer than `SHORT_FROM` in its short
+    form (`0–4999 (5,000 seeds)`, `short_seeds`)."""
     seeds = list(seeds)
     if len(seeds) > SHORT_FROM:
         return short_seeds(seeds)

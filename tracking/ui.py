@@ -18,6 +18,8 @@ from typing import Any
 
 from mlflow import MlflowClient
 
+from tracking.describe import SHORT_FROM, SHORT_MAX_CHARS, short_seeds  # noqa: F401  (short seed lists live there)
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"  # the UI's "model training" kind (vs "genai_development")
 NOTE_TAG = "mlflow.note.content"
@@ -221,33 +223,11 @@ def _preset_name(preset: str) -> str:
     return PurePath(preset).stem
 
 
-SHORT_FROM = 10
-"""Seed lists longer than this are printed and tagged in short form (`short_seeds`)."""
-SHORT_MAX_CHARS = 120
-
-
 def seed_list(seeds: Sequence[int], sep: str = ",") -> str:
     """A seed list as printed and tagged: every seed up to `SHORT_FROM` of them (`123,124,125`), the
     short form above (`0–4999 (5,000 seeds)`)."""
     seeds = list(seeds)
     return sep.join(map(str, seeds)) if len(seeds) <= SHORT_FROM else short_seeds(seeds)
-
-
-def short_seeds(seeds: Sequence[int]) -> str:
-    """`0–4999 (5,000 seeds)`; runs of consecutive seeds as ranges (`0–99, 200–299 (200 seeds)`),
-    and when those are still long the first and last few (`1, 3, 5, …, 9999 (5,000 seeds)`)."""
-    seeds = list(seeds)
-    parts, start = [], 0
-    for i in range(1, len(seeds) + 1):
-        if i == len(seeds) or seeds[i] != seeds[i - 1] + 1:
-            first, last = seeds[start], seeds[i - 1]
-            parts.append(str(first) if first == last else f"{first}–{last}")
-            start = i
-    count = f"({len(seeds):,} seed{'s' if len(seeds) != 1 else ''})"
-    text = ", ".join(parts)
-    if len(text) > SHORT_MAX_CHARS:
-        text = ", ".join([*parts[:3], "…", *parts[-2:]])
-    return f"{text} {count}"
 
 
 def seed_count(text: str) -> int:
