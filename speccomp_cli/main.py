@@ -428,13 +428,9 @@ def generate_cmd(out: Out, data_seeds: DataSeeds = "42", config_dir: ConfigDir =
 
     cfg = _load(config_dir, preset, set_, overrides)
     task = task_for(cfg)
-    if task.name == "matrices":
-        from speccomp.matrices.data import save_datasets
-    else:
-        from speccomp.spectra.data import save_datasets
     for data_seed, folder in _per_data_seed(out, data_seeds or [42]):
         datasets = task.generate(cfg, data_seed)
-        save_datasets(datasets, folder)
+        task.save_datasets(datasets, folder)
         print(f"data seed {data_seed}: {', '.join(f'{n}={len(d)}' for n, d in datasets.items())} -> {folder}")
     return 0
 

@@ -264,3 +264,47 @@ def test_domains_import_only_the_core():
             offenders += [f"{module} imports {t}" for t in sorted(targets)
                           if not (t.startswith("speccomp.core") or t == own or t.startswith(own + "."))]
     assert offenders == []
+
+
+DOMAIN_NAMES = {"MATRICES", "SPECTRA"}
+DOMAIN_WORDS = {"matrices", "spectra", "chance/acc"}
+SEARCH_AND_META = ("speccomp/nas", "speccomp/meta", "tracking/nas.py", "tracking/meta.py", "study/meta.py")
+KNOWN_DOMAIN_TESTS = {"speccomp/meta/adapt.py", "speccomp/meta/run.py", "tracking/nas.py"}
+"""Files of the search and the meta-learner that still test which domain they have; the lead's
+rewrite of speccomp/nas/ and speccomp/meta/ moves these into the domain objects and empties this set."""
+
+
+def _domain_tests(path: Path) -> list[str]:
+    """Comparisons that test which domain is at hand: `x is MATRICES`, `task.name == "spectra"`,
+    `"chance/acc" in floor` (a metric name standing for a domain)."""
+
+    def names_a_domain(node: ast.AST) -> bool:
+        return ((isinstance(node, ast.Name) and node.id in DOMAIN_NAMES)
+                or (isinstance(node, ast.Attribute) and node.attr in DOMAIN_NAMES)
+                or (isinstance(node, ast.Constant) and node.value in DOMAIN_WORDS))
+
+    return [f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Compare) and any(names_a_domain(n) for n in (node.left, *node.comparators))]
+
+
+def test_domain_test_finder(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    code = ('if d is MATRICES or t.name == "spectra" or "chance/acc" in f or x.y is not lib.SPECTRA:\n    pass\n'
+            '"""docs may say matrices"""\nif name == "comp4":\n    pass\n')
+    (tmp_path / "m.py").write_text(code)
+    found = _domain_tests(tmp_path / "m.py")
+    assert len(found) == 4 and all(line.startswith("m.py:1: ") for line in found)
+
+
+def test_search_and_meta_learner_never_test_their_domain():
+    """The search and the meta-learner ask their domain object (data, loss, scores, floor, reading,
+    table row); only a domain object (a module named `domain*.py`) may know which domain it is."""
+    offenders = []
+    for path in _python_files(*(d for d in SEARCH_AND_META if not d.endswith(".py"))) + \
+            [REPO / f for f in SEARCH_AND_META if f.endswith(".py")]:
+        rel = str(path.relative_to(REPO))
+        if path.name.startswith("domain") or rel in KNOWN_DOMAIN_TESTS:
+            continue
+        offenders += _domain_tests(path)
+    assert offenders == []

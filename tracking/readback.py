@@ -288,10 +288,7 @@ def redraw_from_mlflow(
                               f"final test predictions; the run is {run.info.status}")
                 )
             task = task_for(cfg)
-            if floor is not None or task.name != "spectra":
-                seed_floor = floor
-            else:
-                seed_floor = _oracle_floor(runs, cfg.tracked_labels)
+            seed_floor = floor if floor is not None else task.recorded_floor(cfg, [run.data.metrics for run in runs])
             drawn = draw_figures(
                 cfg,
                 task.generate(cfg, data_seed),
@@ -302,17 +299,6 @@ def redraw_from_mlflow(
             )
             paths.update({(f"data_seed-{data_seed}/{k}" if several else k): Path(v) for k, v in drawn.items()})
     return paths
-
-
-def _oracle_floor(runs: list, tracked: list[str]) -> dict[str, float] | None:
-    """label -> the oracle MSE the runs of one data seed logged (the same for each of them)."""
-    floor = {}
-    for label in tracked:
-        values = [r.data.metrics[f"oracle/mse/{label}"] for r in runs if f"oracle/mse/{label}" in r.data.metrics]
-        if not values:
-            return None
-        floor[label] = float(np.mean(values))
-    return floor
 
 
 # --------------------------------------------------------------------------------------------

@@ -110,6 +110,15 @@ class Task(ABC):
         """Optional: a floor to report beside the results (default: none)."""
         return FloorResult()
 
+    def recorded_floor(self, cfg: Any, finals: list[dict[str, float]]) -> Any:
+        """Optional: the floor line of the figures from the seeds' final metrics as recorded (a run
+        read back from the tracking store draws its figures with it); default none."""
+        return None
+
+    def save_datasets(self, datasets: dict[str, Any], folder: Path) -> None:
+        """Optional: write the splits to a folder (`speccomp generate`)."""
+        raise NotImplementedError(f"{self.name}: its splits have no on-disk form")
+
     @abstractmethod
     def figures(self, cfg: Any, datasets: dict[str, Any], trajectory: pd.DataFrame,
                 predictions: dict[int, Any], plots_dir: Path, floor: Any = None) -> dict[str, Path]:
@@ -122,9 +131,9 @@ class Task(ABC):
         already a param of the run (the model type is `training.model_type`)."""
 
     def console_summary(self, cfg: Any, summary: pd.DataFrame) -> list[str]:
-        """Lines of the console table at the end of `main` (per seed, mean ± std, floor); the
-        spectra table (skill, transfer, gap per component) is `tracking.main.summary_lines`."""
-        raise NotImplementedError(f"{self.name}: no console summary")
+        """Lines of the console table at the end of `main` (per seed, mean ± std, floor) from the
+        table of the seeds' final metrics (one row per seed); default: that table as it is."""
+        return [summary.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
 
     def seed_measures(self, cfg: Any, final: dict[str, float]) -> dict[str, float]:
         """Measures of one seed a study compares across trials (the spectra ones, per tracked

@@ -140,6 +140,11 @@ class MatricesTask(Task):
         held += [f"{a}={lo}..{hi}" for a, (lo, hi) in cfg.data.heldout_values.items()]
         return {"domain": "matrices", "heldout": ",".join(held) or "none"}  # the model type is a param
 
+    def save_datasets(self, datasets, folder: Path) -> None:
+        from speccomp.matrices.data import save_datasets
+
+        save_datasets(datasets, folder)
+
     def console_summary(self, cfg: MatricesExperimentConfig, summary: pd.DataFrame) -> list[str]:
         cols = [c for c in ("val/acc", "test/acc", "gap/acc") if c in summary]
         table = summary[["data_seed", "seed", *cols]].copy()

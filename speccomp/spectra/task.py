@@ -1,12 +1,14 @@
 """Spectra as a task: regression of abundances from spectra, MSE loss, per-component metrics, the
 gap as a ratio of MSEs, the oracle as the floor, the tutorial's nine figures. A thin wrapper over
-`speccomp.core.{config,data,metrics}` and `speccomp.spectra.{floor,figures}`: numbers and names
+`speccomp.core.{config,metrics}` and `speccomp.spectra.{data,floor,figures,summary}`: numbers and names
 are those the project had before the task interface."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from speccomp.core import config as core_config
 from speccomp.core.config import SECTION_FILES, ExperimentConfig
@@ -88,9 +90,29 @@ class SpectraTask(Task):
 
         return draw_all(plots_dir, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels, floor=floor)
 
+    def recorded_floor(self, cfg, finals: list[dict[str, float]]) -> dict[str, float] | None:
+        """label -> the oracle MSE the seeds recorded (the same for each of them), None without one."""
+        floor = {}
+        for label in cfg.tracked_labels:
+            values = [f[f"oracle/mse/{label}"] for f in finals if f"oracle/mse/{label}" in f]
+            if not values:
+                return None
+            floor[label] = float(np.mean(values))
+        return floor
+
+    def save_datasets(self, datasets, folder: Path) -> None:
+        from speccomp.spectra.data import save_datasets
+
+        save_datasets(datasets, folder)
+
     # --- reporting --------------------------------------------------------------------------
     def tags(self, cfg) -> dict[str, str]:
         return {"domain": "spectra", "tracked": ",".join(cfg.tracked_labels)}  # the model type is a param
+
+    def console_summary(self, cfg, summary) -> list[str]:
+        from speccomp.spectra.summary import summary_lines
+
+        return summary_lines(summary, cfg.tracked_labels, cfg.analysis.learned_skill)
 
 
 SPECTRA = register_task(SpectraTask())
