@@ -464,8 +464,9 @@ def build_report(study: optuna.Study, folder: str | Path, n_boot_importance: int
     for name, table in tables:
         table.to_csv(folder / name, index=False)
         files.append(folder / name)
-    if not effects.empty:
-        files.append(_plot_effects(effects, significance, folder / "effects.png"))
+    effects_figure = _plot_effects(effects, significance, folder / "effects.png") if not effects.empty else None
+    if effects_figure is not None:
+        files.append(effects_figure)
     importance_figure = plot_importances(imp, folder / "importances.png", n_trials=len(analysed))
     if importance_figure is not None:
         files.append(importance_figure)
@@ -558,18 +559,22 @@ def _text(study, trials, analysed, imp, effects, significance, pareto, measures=
         lines += [f"Note: the {counts['PRUNED']} pruned trials (the poorer settings) are left out, so the tables "
                   "describe the better part of the space. Run without a pruner for an unbiased estimate.", ""]
     if not significance.empty:
-        lines += ["## Significance", "", "Rank tests; p_holm adjusted over the parameters of each target.", "",
-                  markdown_table(significance), ""]
+        lines += ["## Significance", "", "Rank tests; p_holm adjusted over the parameters of each target "
+                  "(all columns: `significance.csv`).", "", markdown_table(_significance_shown(significance), digits=3),
+                  ""]
     if not effects.empty:
         counted = ("chance = what guessing scores (1 / n_candidates for an accuracy, 0 for gap/acc)"
                    if "chance" in effects else
                    "n_not_learned = trials in which no seed learned every tracked component")
-        lines += ["## Effects", "", "Mean over trials with a bootstrap 95 % interval; seed_std = across-seed std; "
-                  f"{counted}. Figure: `effects.png`.", "", markdown_table(effects), ""]
+        lines += ["## Effects", ""]
+        if effects["mean"].notna().any():  # the figure exists
+            lines += ["![Effect of each setting on each target, with 95 % intervals](effects.png)", ""]
+        lines += ["Mean over trials with a bootstrap 95 % interval; seed_std = across-seed std; "
+                  f"{counted} (all columns: `effects.csv`).", "", markdown_table(_effects_shown(effects), digits=3), ""]
     ok = imp.dropna(subset=["param"])
     if not ok.empty:
-        lines += ["## Parameter importances", "", "Each evaluator's importances sum to 1; bootstrap 95 % intervals "
-                  "in brackets. Figure: `importances.png`.", ""]
+        lines += ["## Parameter importances", "", "![Parameter importances by target and evaluator](importances.png)",
+                  "", "Each evaluator's importances sum to 1; bootstrap 95 % intervals in brackets.", ""]
         shown = ok.assign(importance=[_imp_text(r) for _, r in ok.iterrows()])
         table = shown.pivot_table(index="param", columns=["target", "evaluator"], values="importance", aggfunc="first")
         lines += [markdown_table(table, index=True), ""]
@@ -579,8 +584,25 @@ def _text(study, trials, analysed, imp, effects, significance, pareto, measures=
         lines.append(f"- importances of {row['target']} / {row['evaluator']}: {row['note']}")
     if pareto is not None:
         axes = "val vs test error" if measures is not None else "val vs test MSE, where the component is present"
-        lines += ["", f"## Pareto front ({axes})", "", markdown_table(pareto), ""]
+        lines += ["", f"## Pareto front ({axes})", "", "![The Pareto front](pareto.png)", "",
+                  markdown_table(pareto, digits=3), ""]
     return "\n".join(lines)
+
+
+def _significance_shown(significance: pd.DataFrame) -> pd.DataFrame:
+    """The significance table as the report shows it: without the parameter kind and the raw
+    statistic (in `significance.csv`), `significant` as yes / no."""
+    shown = significance.drop(columns=["kind", "statistic"], errors="ignore")
+    return shown.assign(significant=shown["significant"].map({True: "yes", False: "no"}))
+
+
+def _effects_shown(effects: pd.DataFrame) -> pd.DataFrame:
+    """The effects table as the report shows it: the interval in one column, `[low, high]`."""
+    ci = [f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else "" for lo, hi in zip(effects["ci_low"], effects["ci_high"],
+                                                                                 strict=True)]
+    shown = effects.drop(columns=["ci_low", "ci_high", "n_with_value"], errors="ignore")
+    return shown.assign(**{"95 % CI": ci})[[c for c in (*shown.columns[:shown.columns.get_loc("mean") + 1], "95 % CI",
+                                                       *shown.columns[shown.columns.get_loc("mean") + 1:])]]
 
 
 def _accuracies_text(t: optuna.trial.FrozenTrial) -> str:
@@ -590,10 +612,24 @@ def _accuracies_text(t: optuna.trial.FrozenTrial) -> str:
     return ", ".join(f"{name} {v:.3g}" for name, v in shown if math.isfinite(v))
 
 
-def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path) -> Path:
+def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path) -> Path | None:
+    fig = effects_figure(effects, significance)
+    if fig is None:
+        return None
+    fig.savefig(path)
+    return path
+
+
+def effects_figure(effects: pd.DataFrame, significance: pd.DataFrame):
+    """One row of panels per target that some trial has a value of, one column per parameter,
+    each titled with its Holm-adjusted p-value (or "too few trials to test"); None when no target
+    has a value (nothing to draw)."""
     from matplotlib.figure import Figure
 
-    shown = [t for t in ("transfer", "skill/val", *MATRICES_TARGETS) if t in set(effects["target"])]
+    with_value = set(effects.loc[effects["mean"].notna(), "target"])  # a target no trial has: no empty row
+    shown = [t for t in ("transfer", "skill/val", *MATRICES_TARGETS) if t in with_value]
+    if not shown:
+        return None
     with_chance = "chance" in effects
     params = list(dict.fromkeys(effects["param"]))
     fig = Figure(figsize=(3.6 * len(params) + 0.5, 3.2 * len(shown) + 0.8), dpi=100, layout="constrained")
@@ -617,8 +653,9 @@ def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path)
             ax.set_xticks(x, sub["value"], rotation=30, ha="right", fontsize=8)
             row = significance[(significance["target"] == target) & (significance["param"] == param)]
             p = row["p_holm"].iloc[0] if not row.empty else math.nan
-            ax.set_title(f"{param}\n(p_holm {p:.2g}{', significant' if math.isfinite(p) and p < ALPHA else ''})",
-                         fontsize=9)
+            tested = (f"Holm-adjusted p = {p:.2g}{', significant' if p < ALPHA else ''}" if math.isfinite(p) else
+                      "too few trials to test")
+            ax.set_title(f"{param}\n({tested})", fontsize=9)
             if target == "transfer":
                 ax.axhline(1.0, color="grey", lw=0.8, ls="--")
             elif with_chance and np.isfinite(sub["chance"].to_numpy(dtype=float)).any():  # matrices: guessing
@@ -632,5 +669,4 @@ def _plot_effects(effects: pd.DataFrame, significance: pd.DataFrame, path: Path)
                "n.l. = trials that learned nothing in distribution")
     fig.suptitle(f"Effect of each setting, {int(effects.groupby(['target', 'param'])['n_trials'].sum().max())} "
                  f"trials (n = trials per point; {meaning})", fontsize=10)
-    fig.savefig(path)
-    return path
+    return fig

@@ -215,3 +215,24 @@ def test_matrices_objective_names():
     assert objective_names("pareto", 2, "matrices") == ["in-distribution (val) error", "test error"]
     assert compact_seeds({1: {"test/error": 0.25, "val/error": 0.2, "gap/acc": -0.05}}) == \
         "1: test_error 0.25, gap_acc -0.05"
+
+
+def test_a_study_that_learned_nothing_draws_no_empty_row_and_no_nan_title(tmp_path):
+    """Three trials, none of which learned anything (no transfer), too few for any test: the
+    effect figure has one row per target that has values (not transfer) and titles that say why
+    nothing was tested; the report embeds only figures that exist and its tables stay narrow."""
+    import re
+
+    from study.report import effects_figure
+
+    study = planted_study(n=3, n_not_learned=3)
+    rep = build_report(study, tmp_path, n_boot_importance=2)
+    fig = effects_figure(rep.effects, rep.significance)
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["skill/val"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles and not [t for t in titles if "nan" in t] and all("too few trials to test" in t for t in titles)
+    embedded = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", rep.text)
+    assert "effects.png" in embedded and all((tmp_path / name).is_file() for name in embedded)
+    widths = [len(row) for table in markdown_tables(rep.text) for row in table[:1]]
+    assert widths and max(widths) <= 8  # columns, so that cells do not wrap in the artifact viewer
+    assert "trials: 3 fail." in rep.text and "(of the failed" not in rep.text
