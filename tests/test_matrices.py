@@ -438,3 +438,25 @@ def test_figures_are_drawn_from_a_training(trained, tmp_path):
     size, progression = ATTRIBUTES.index("size"), cfg.matrices.rules.index("progression")
     assert count[progression, size] == len(data["test"])  # every test matrix holds the held-out pair
     assert np.isnan(acc[cfg.matrices.rules.index("constant"), size])  # other rules on size: none in test
+
+
+def test_matrices_figure_captions_are_readable(tmp_path, monkeypatch):
+    """Every text of `matrices.png` (title, the rules under each matrix) is at least 8 pt, with one
+    caption per matrix shown."""
+    from matplotlib.figure import Figure
+
+    from speccomp.matrices.figures import draw_matrices
+
+    cfg = raven()
+    test = task_for(cfg).generate(cfg, 42)["test"]
+    sizes: list[tuple[str, float]] = []
+    save = Figure.savefig
+
+    def recording(fig, *args, **kwargs):
+        sizes.extend((t.get_text(), t.get_fontsize()) for ax in fig.axes for t in [*ax.texts, ax.title] if t.get_text())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    draw_matrices(tmp_path / "matrices.png", test, {}, cfg.matrices.image_size, n_show=2)
+    captions = [text for text, _ in sizes if text.startswith("matrix ")]
+    assert len(captions) == 2 and all(size >= 8 for _, size in sizes), sizes

@@ -103,12 +103,15 @@ def draw_matrices(path: Path, split, predictions: dict[int, np.ndarray], image_s
     pick = next(iter(predictions.values())).argmax(-1) if predictions else None
     pad, size = 4, image_size
     step = size + pad
+    caption = 2 * 11  # two caption lines under each matrix, in canvas pixels
+    block = 3 * step + 2 * pad + caption
     width = (3 + per_row) * step + 2 * pad
-    height = n_show * (3 * step + 2 * pad)
+    height = n_show * block
     canvas = np.full((height, width), 0.85, np.float32)
-    fig, ax = plt.subplots(figsize=(width / 60, height / 60 + 0.5))
+    scale = 40  # canvas pixels per inch: panels large enough to see, captions at a readable size
+    fig, ax = plt.subplots(figsize=(max(width / scale, 6.0), height / scale + 0.6))
     for m in range(n_show):
-        top = m * (3 * step + 2 * pad)
+        top = m * block
         images = render_panels(batch.values[m], batch.positions[m], size)
         for k in range(9):
             y, x = top + (k // 3) * step, (k % 3) * step
@@ -121,12 +124,14 @@ def draw_matrices(path: Path, split, predictions: dict[int, np.ndarray], image_s
             colour = "green" if c == batch.target[m] else ("red" if pick is not None and c == pick[m] else None)
             if colour:
                 ax.add_patch(plt.Rectangle((x - 1.5, y - 1.5), size + 2, size + 2, fill=False, edgecolor=colour, linewidth=2))
-        desc = ", ".join(f"{a}: {RULES[r]}" for a, r in zip(ATTRIBUTES, batch.rules[m], strict=True))
-        ax.text(3 * step + 2 * pad, top + 3 * step - pad, desc, fontsize=6, va="top")
+        rules = [f"{a}: {RULES[r]}" for a, r in zip(ATTRIBUTES, batch.rules[m], strict=True)]
+        half = (len(rules) + 1) // 2
+        ax.text(0, top + 3 * step + pad, f"matrix {m + 1}: " + ", ".join(rules[:half]) + "\n" + ", ".join(rules[half:]),
+                fontsize=9, va="top", ha="left", linespacing=1.3)
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title("test matrices: context (left), candidates (right)\ngreen = answer, red = first seed's wrong pick",
-                 fontsize=8)
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
