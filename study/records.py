@@ -273,7 +273,7 @@ def study_verdict(study: optuna.Study, measure: str, summary: Mapping[str, float
     complete = int(summary.get("study/n_complete", 0))
     if best is not None:
         head = (f"best of {complete} complete trials: #{best.number}, {names[0]} {sig(best.value)} "
-                f"({short_params(best.params, 70)})")
+                f"({short_params(best.params, 100)})")
     elif "study/n_pareto" in summary:
         head = f"Pareto front of {int(summary['study/n_pareto'])} among {complete} complete trials"
     else:
@@ -310,7 +310,7 @@ def study_description(study: optuna.Study, measure: str, summary: Mapping[str, f
             name = f"#{t.number}"
             if uri and experiment_id and t.user_attrs.get("mlflow_run_id"):
                 name = link(name, run_url(uri, experiment_id, t.user_attrs["mlflow_run_id"]))
-            rows.append([name, *(sig(v) for v in t.values), short_params(t.params, 100)])
+            rows.append([name, *(sig(v) for v in t.values), short_params(t.params, 140)])
         lines += [markdown_rows(header, rows), ""]
     lines += [f"study {study.study_name} · objective: {', '.join(names)} · "
               f"{int(summary['study/n_trials'])} trials: {int(summary['study/n_complete'])} complete, "

@@ -560,7 +560,7 @@ def _text(study, trials, analysed, imp, effects, significance, pareto, measures=
                   "describe the better part of the space. Run without a pruner for an unbiased estimate.", ""]
     if not significance.empty:
         lines += ["## Significance", "", "Rank tests; p_holm adjusted over the parameters of each target "
-                  "(all columns: `significance.csv`).", "", markdown_table(_significance_shown(significance), digits=3),
+                  "(all columns, the raw p among them: `significance.csv`).", "", markdown_table(_significance_shown(significance), digits=3),
                   ""]
     if not effects.empty:
         counted = ("chance = what guessing scores (1 / n_candidates for an accuracy, 0 for gap/acc)"
@@ -568,12 +568,12 @@ def _text(study, trials, analysed, imp, effects, significance, pareto, measures=
                    "n_not_learned = trials in which no seed learned every tracked component")
         lines += ["## Effects", ""]
         if effects["mean"].notna().any():  # the figure exists
-            lines += ["![Effect of each setting on each target, with 95 % intervals](effects.png)", ""]
+            lines += ["![effects.png: the effect of each setting on each target, with 95 % intervals](effects.png)", ""]
         lines += ["Mean over trials with a bootstrap 95 % interval; seed_std = across-seed std; "
                   f"{counted} (all columns: `effects.csv`).", "", markdown_table(_effects_shown(effects), digits=3), ""]
     ok = imp.dropna(subset=["param"])
     if not ok.empty:
-        lines += ["## Parameter importances", "", "![Parameter importances by target and evaluator](importances.png)",
+        lines += ["## Parameter importances", "", "![importances.png: parameter importances by target and evaluator](importances.png)",
                   "", "Each evaluator's importances sum to 1; bootstrap 95 % intervals in brackets.", ""]
         shown = ok.assign(importance=[_imp_text(r) for _, r in ok.iterrows()])
         table = shown.pivot_table(index="param", columns=["target", "evaluator"], values="importance", aggfunc="first")
@@ -584,7 +584,7 @@ def _text(study, trials, analysed, imp, effects, significance, pareto, measures=
         lines.append(f"- importances of {row['target']} / {row['evaluator']}: {row['note']}")
     if pareto is not None:
         axes = "val vs test error" if measures is not None else "val vs test MSE, where the component is present"
-        lines += ["", f"## Pareto front ({axes})", "", "![The Pareto front](pareto.png)", "",
+        lines += ["", f"## Pareto front ({axes})", "", "![pareto.png: the Pareto front](pareto.png)", "",
                   markdown_table(pareto, digits=3), ""]
     return "\n".join(lines)
 
@@ -592,8 +592,19 @@ def _text(study, trials, analysed, imp, effects, significance, pareto, measures=
 def _significance_shown(significance: pd.DataFrame) -> pd.DataFrame:
     """The significance table as the report shows it: without the parameter kind and the raw
     statistic (in `significance.csv`), `significant` as yes / no."""
-    shown = significance.drop(columns=["kind", "statistic"], errors="ignore")
-    return shown.assign(significant=shown["significant"].map({True: "yes", False: "no"}))
+    shown = significance.drop(columns=["kind", "statistic", "p"], errors="ignore")
+    return _short_names(shown.assign(significant=shown["significant"].map({True: "yes", False: "no"})))
+
+
+def _short_names(table: pd.DataFrame) -> pd.DataFrame:
+    """`param` as the last part of each dotted name (`learning_rate`) where that stays unambiguous,
+    so that the column fits the artifact viewer's cell width."""
+    if "param" not in table:
+        return table
+    names = {p: str(p).rsplit(".", 1)[-1] for p in table["param"].dropna().unique()}
+    if len(set(names.values())) < len(names):
+        return table
+    return table.assign(param=table["param"].map(lambda p: names.get(p, p)))
 
 
 def _effects_shown(effects: pd.DataFrame) -> pd.DataFrame:
@@ -601,7 +612,7 @@ def _effects_shown(effects: pd.DataFrame) -> pd.DataFrame:
     ci = [f"[{lo:.3g}, {hi:.3g}]" if math.isfinite(lo) else "" for lo, hi in zip(effects["ci_low"], effects["ci_high"],
                                                                                  strict=True)]
     shown = effects.drop(columns=["ci_low", "ci_high", "n_with_value"], errors="ignore")
-    return shown.assign(**{"95 % CI": ci})[[c for c in (*shown.columns[:shown.columns.get_loc("mean") + 1], "95 % CI",
+    return _short_names(shown.assign(**{"95 % CI": ci}))[[c for c in (*shown.columns[:shown.columns.get_loc("mean") + 1], "95 % CI",
                                                        *shown.columns[shown.columns.get_loc("mean") + 1:])]]
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 USER_ERROR = 2
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 WIDTH, HEIGHT = 1400, 1300
+RUNS_SIZE = (2400, 560)
+"""The runs table: wide, so that the saved view's columns (role, domain, seeds, model, metrics) show."""
 PAGE_WAIT_S = 60.0
 """Longest wait for a page to show its content (the UI fetches it after loading)."""
 PREPARE_JS = r"""
@@ -201,9 +203,10 @@ def browser() -> str | None:
     return None
 
 
-def shoot(tools: DevTools, url: str, ready_js: str, path: Path) -> str:
-    """Open `url`, wait until `ready_js` holds (or `PAGE_WAIT_S`), prepare the page, save a PNG.
-    Returns what was prepared."""
+def shoot(tools: DevTools, url: str, ready_js: str, path: Path, size: tuple[int, int] = (WIDTH, HEIGHT)) -> str:
+    """Open `url` in a `size` window, wait until `ready_js` holds (or `PAGE_WAIT_S`), prepare the
+    page, save a PNG. Returns what was prepared."""
+    tools.call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False)
     tools.call("Page.navigate", url=url)
     deadline = time.monotonic() + PAGE_WAIT_S
     while time.monotonic() < deadline and not tools.evaluate(ready_js):
@@ -261,8 +264,6 @@ def take(store: str, out: Path, kinds: list[str] | None = None) -> list[tuple[st
             tools = DevTools(page["webSocketDebuggerUrl"])
             try:
                 tools.call("Page.enable")
-                tools.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1,
-                           mobile=False)
                 for kind, run in sorted(parents.items()):
                     name = run.info.run_name
                     path = out / f"ui_{kind}.png"
@@ -273,7 +274,7 @@ def take(store: str, out: Path, kinds: list[str] | None = None) -> list[tuple[st
                 first = next(iter(parents.values()))
                 path = out / "ui_runs.png"
                 shoot(tools, experiment_url(base, first.info.experiment_id),
-                      READY_JS["runs"].replace("{name}", first.info.run_name.replace("'", "\\'")), path)
+                      READY_JS["runs"].replace("{name}", first.info.run_name.replace("'", "\\'")), path, RUNS_SIZE)
                 taken.append((path.name, "runs table, saved headline view", ""))
                 print(f"{path}: the runs table on the saved headline view", file=sys.stderr)
             finally:
