@@ -155,6 +155,9 @@ def run_cmd(
         parser=_optional_text, help="where files are staged before upload (default: a temporary folder)")] = None,
     no_models: Annotated[bool, typer.Option("--no-models", help="skip logging the final models the MLflow way")] = False,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="skip the nine figures (draw them later with `speccomp redraw`)")] = False,
+    model_format: Annotated[Literal["pickle", "pt2"], typer.Option(
+        "--model-format", help="how the final models are logged: pickle (torch.save; the default) or pt2 "
+        "(torch.export, a traced graph that loads without running pickled code; about a second more per run)")] = "pickle",
 ) -> int:
     """Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow."""
     from tracking.main import RunOptions, run
@@ -162,6 +165,7 @@ def run_cmd(
     return run(RunOptions(
         seeds=_list(seeds), data_seeds=_list(data_seeds) or [42], threads=threads, experiment_name=experiment_name,
         run_name=run_name, work_dir=work_dir, no_models=no_models, no_figures=no_figures,
+        model_format=model_format,
         **_config_inputs(config_dir, preset, set_, overrides),
     ))
 

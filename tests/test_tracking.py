@@ -20,7 +20,7 @@ import torch
 
 from speccomp.core.config import default_config_dir
 from speccomp.core.metrics import component_mse
-from speccomp.core.models import load_member
+from speccomp.core.models import Member, load_member
 from speccomp.core.training import checkpoint_steps
 from speccomp.spectra.data import generate_datasets
 from speccomp.spectra.figures import FIGURE_NAMES
@@ -221,6 +221,7 @@ def test_logged_model_and_checkpoint_reproduce_the_logged_metrics(main_run, tmp_
         logged = np.load(client.download_artifacts(run_id, f"predictions/test_seed-{seed}.npy", str(tmp_path)))
 
         loaded = mlflow.pytorch.load_model(f"models:/{output.model_id}")
+        assert isinstance(loaded, Member)  # pickled by default (`--model-format pt2`: a traced graph)
         with torch.no_grad():
             pred = loaded(test.spectra)
         np.testing.assert_allclose(pred.numpy(), logged, rtol=1e-5, atol=1e-6)
@@ -233,6 +234,28 @@ def test_logged_model_and_checkpoint_reproduce_the_logged_metrics(main_run, tmp_
         for label in LABELS:
             expected = child.data.metrics[f"test/mse/{label}"]
             assert float(mse[test.label_index(label)]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_pt2_model_is_a_traced_graph_that_predicts_the_same(main_run, tmp_path):
+    import mlflow.pytorch
+
+    assert run_main("pt2", "--model-format", "pt2", "--no-figures", seeds="1") == 0
+    _, children = family(main_run.client, "pt2")
+    (output,) = children[1].outputs.model_outputs
+    loaded = mlflow.pytorch.load_model(f"models:/{output.model_id}")
+    assert not isinstance(loaded, Member)  # torch.export's graph module, no pickled class
+    test = main_run.datasets["test"]
+    logged = np.load(main_run.client.download_artifacts(children[1].info.run_id, "predictions/test_seed-1.npy",
+                                                        str(tmp_path)))
+    with torch.no_grad():
+        pred = loaded(test.spectra)
+    np.testing.assert_allclose(pred.numpy(), logged, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_model_format_is_refused_in_one_line(capsys):
+    assert run_main("bad-format", "--model-format", "onnx") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model-format" in err[0] and "onnx" in err[0]
 
 
 def test_same_seeds_give_identical_metrics(main_run):

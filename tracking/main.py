@@ -38,6 +38,8 @@ class RunOptions:
     run_name: str | None = None
     work_dir: str | None = None
     no_models: bool = False
+    model_format: str = "pickle"
+    """How the final models are serialised: "pickle" or "pt2" (`tracking.pipeline.MODEL_FORMATS`)."""
     threads: int | None = None
     no_figures: bool = False
 
@@ -133,7 +135,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
         say(f"data seed {data_seed}: training seeds {ui.seed_list(inputs.seeds, ', ')} ...")
         tracked = run_tracked_experiment(
             tracker, parent, cfg, data_seed, inputs.seeds, folder, params,
-            log_models=not args.no_models, figures=not args.no_figures,
+            log_models=not args.no_models, model_format=args.model_format, figures=not args.no_figures,
             progress=training_progress(after="measuring the floor, logging the seed runs and models, drawing figures"),
             run_name=(lambda s, d=data_seed: f"seed-{s}-data-{d}") if several else (lambda s: f"seed-{s}"),
         )

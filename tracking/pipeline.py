@@ -46,6 +46,11 @@ from tracking.ui import (  # flatten: tracking.nas and tracking.meta import it f
 )
 
 SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
+MODEL_FORMATS = ("pickle", "pt2")
+"""How `log_final_model` serialises a model (`mlflow.pytorch`'s `serialization_format`): "pickle"
+(the default; `torch.save` of the module, loaded back by `mlflow.pytorch.load_model` where
+speccomp is importable) or "pt2" (`torch.export`: a traced graph that loads without executing
+pickled code, but costs about a second and 80 MB for its first model, importing torch._dynamo)."""
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
@@ -80,6 +85,7 @@ def run_tracked_experiment(
     params: dict[str, str],
     tags: dict[str, str] | None = None,
     log_models: bool = True,
+    model_format: str = "pickle",
     figures: bool = True,
     progress: bool | Callable[[int, int], Any] = False,
     run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
@@ -118,6 +124,7 @@ def run_tracked_experiment(
             client.log_artifact(run_id, str(write_predictions(r, work_dir)), PREDICTIONS_DIR)
             if log_models:
                 log_final_model(run_id, r, datasets_used["train"], step=part.total_steps, client=client,
+                                model_format=model_format,
                                 name=f"{domain_word(task.name)}-{run_name(r.seed)}")
             set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, tracked_labels(cfg)))
             tracker.finish(run_id)
@@ -197,11 +204,15 @@ def log_final_model(
     step: int = 0,
     client: MlflowClient | None = None,
     name: str | None = None,
+    model_format: str = "pickle",
 ) -> str:
     """The final model the MLflow way (`mlflow.pytorch`, an MLflow 3 logged model named `name`,
     default `seed-<seed>`; the tracked pipeline names it by domain and run, `spectra-seed-123`,
-    `raven-seed-123`), with its input/output signature; returns its model id. `step` (the last
-    optimiser step) links the run's final metrics to the model."""
+    `raven-seed-123`), with its input/output signature and input example, serialised as
+    `model_format` (see MODEL_FORMATS); returns its model id. `step` (the last optimiser step)
+    links the run's final metrics to the model."""
+    import logging
+
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
@@ -221,16 +232,26 @@ def log_final_model(
     with torch.no_grad():
         n_out = tuple(result.model(example[:1]).shape[1:])
     signature = infer_signature(np.zeros((1, *example.shape[1:]), np.float32), np.zeros((1, *n_out), np.float32))
-    mlflow.pytorch.log_model(
-        result.model,
-        name=name or f"seed-{result.seed}",
-        signature=signature,
-        input_example=example.numpy(),  # the pt2 format traces forward() on it
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        run_id=run_id,  # the child run, without making it the active fluent run
-        model_id=model.model_id,
-        step=step,
-    )
+    if model_format not in MODEL_FORMATS:
+        raise ValueError(f"model_format: {model_format!r}; allowed: {', '.join(MODEL_FORMATS)}")
+    pytorch_logger = logging.getLogger("mlflow.pytorch")
+    level = pytorch_logger.level
+    if model_format == "pickle":  # its warning says what MODEL_FORMATS says, once per model
+        pytorch_logger.setLevel(logging.ERROR)
+    try:
+        mlflow.pytorch.log_model(
+            result.model,
+            name=name or f"seed-{result.seed}",
+            signature=signature,
+            input_example=example.numpy(),  # the pt2 format traces forward() on it
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            run_id=run_id,  # the child run, without making it the active fluent run
+            model_id=model.model_id,
+            step=step,
+            serialization_format=model_format,
+        )
+    finally:
+        pytorch_logger.setLevel(level)
     return model.model_id
 
 
