@@ -65,10 +65,10 @@ class _Inputs:
 def run(args: RunOptions) -> int:
     # (the `tracking` package, imported with this module, has set the MLflow environment already)
 
+    from speccomp.core.figure_worker import FigureWorker
     from speccomp.core.threads import apply_threads
-    from tracking import store, ui
-    from tracking.progress import heartbeat
-    from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
+    from tracking import store
+    from tracking.runs import refused
 
     uri = store.configure()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
@@ -79,6 +79,20 @@ def run(args: RunOptions) -> int:
         return refused(str(exc))  # `mlflow run` made a run already: it ends FAILED with the reason
 
     apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
+    # The figures' process starts now, so that its imports overlap with the store's set-up and training.
+    worker = None if args.no_figures else FigureWorker.start()
+    try:
+        return _tracked(args, inputs, uri, attached, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _tracked(args: RunOptions, inputs: _Inputs, uri: str, attached: str | None, worker) -> int:
+    from tracking import store, ui
+    from tracking.progress import heartbeat
+    from tracking.runs import RunTracker, guarded, parent_experiment, stopped
+
     client = store.tracking_client()
     experiment_id = parent_experiment(client, uri, args.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
@@ -88,10 +102,10 @@ def run(args: RunOptions) -> int:
         with guarded(tracker), heartbeat("main"):
             parent = tracker.open_parent(run_name, attached)
             if inputs.work_dir:
-                summary = _run_all(tracker, parent, inputs, inputs.work_dir, args)
+                summary = _run_all(tracker, parent, inputs, inputs.work_dir, args, worker)
             else:
                 with tempfile.TemporaryDirectory(prefix="speccomp-") as tmp:
-                    summary = _run_all(tracker, parent, inputs, Path(tmp), args)
+                    summary = _run_all(tracker, parent, inputs, Path(tmp), args, worker)
             tracker.finish(parent)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
         return stopped(exc, f"parent run {parent} and its children ended KILLED")
@@ -99,7 +113,7 @@ def run(args: RunOptions) -> int:
     return 0
 
 
-def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions):
+def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions, worker=None):
     import pandas as pd
     import yaml
 
@@ -138,6 +152,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path, args: RunOptions
             log_models=not args.no_models, model_format=args.model_format, figures=not args.no_figures,
             progress=training_progress(after="measuring the floor, logging the seed runs and models, drawing figures"),
             run_name=(lambda s, d=data_seed: f"seed-{s}-data-{d}") if several else (lambda s: f"seed-{s}"),
+            figure_worker=worker if data_seed == inputs.data_seeds[0] else None,  # later data seeds start their own
         )
         if data_seed == inputs.data_seeds[0]:  # the parent shows the data of its first data seed
             log_dataset_inputs(client, parent, tracked.experiment.datasets)

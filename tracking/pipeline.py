@@ -29,6 +29,7 @@ from speccomp.core.experiment import (
     run_experiment,
     write_predictions,
 )
+from speccomp.core.figure_worker import FigureWorker
 from speccomp.core.task import task_for
 from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
@@ -90,12 +91,15 @@ def run_tracked_experiment(
     progress: bool | Callable[[int, int], Any] = False,
     run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
     datasets: dict[str, SplitData] | None = None,
+    figure_worker: FigureWorker | None = None,
 ) -> TrackedExperiment:
     """One child run per seed under `parent_run_id`, created when its ensemble starts training
     (see `speccomp.core.experiment.ensembles`), and ended FINISHED with its metrics, checkpoints,
     predictions, inputs and final model as soon as that ensemble is done: so a run stopped at any
     point holds at most one ensemble's runs open, and seeds not started have no run. On an
-    exception the open runs stay in `tracker` for the caller's guard to close FAILED or KILLED."""
+    exception the open runs stay in `tracker` for the caller's guard to close FAILED or KILLED.
+    The figures are drawn by a second process (`figure_worker`, or one started here) while the
+    last ensemble's records are logged."""
     client = tracker.client
     child_ids: dict[int, str] = {}
     mlflow_logger = MlflowTrainingLogger(client, {}, tracked=tuple(tracked_labels(cfg)))
@@ -136,7 +140,7 @@ def run_tracked_experiment(
         exp = run_experiment(
             cfg, data_seed, seeds, work_dir, logger=mlflow_logger,
             progress=progress, figures=figures, datasets=datasets_used,
-            on_start=start, on_done=done,
+            on_start=start, on_done=done, background_figures=True, figure_worker=figure_worker,
         )
     except BaseException:
         # Interrupted or failed: what was measured so far still reaches the runs (the caller's

@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from speccomp.core.config import ExperimentConfig
+from speccomp.core.figure_worker import FigureWorker
 from speccomp.core.splits import Split
 from speccomp.core.task import config_from_any_dict, task_for
 from speccomp.core.training import SeedResult, TrainingLogger, TrainResult, train
@@ -100,13 +101,33 @@ def run_experiment(
     max_ensemble: int = MAX_ENSEMBLE,
     on_start: Callable[[list[int]], None] | None = None,
     on_done: Callable[[TrainResult], None] | None = None,
+    background_figures: bool = False,
+    figure_worker: FigureWorker | None = None,
 ) -> ExperimentResult:
     """Generate the data for `data_seed` (unless `datasets`, generated from the same config and
     data seed, are given), train every seed (in `ensembles` of at most `max_ensemble`), measure
     the domain's floor (spectra: the oracle, unless `analysis.oracle` is off; matrices: chance),
     write tables and figures to `out_dir`. `floor` (spectra: label -> MSE) replaces the floor's
     line in the figures. `on_start(seeds)` is called before each ensemble trains, `on_done(result)`
-    after it, with its seeds' final metrics complete (the floor's included)."""
+    after it, with its seeds' final metrics complete (the floor's included).
+
+    With `background_figures`, the figures are drawn by a second process (`figure_worker`, or one
+    started here) while the last ensemble's `on_done` and the tables run; the files are the same.
+    `timings['figures']` is then the time spent waiting for them."""
+    draw = figures and out_dir is not None
+    worker = (figure_worker or FigureWorker.start()) if draw and background_figures else None
+    if figure_worker is not None and worker is None:
+        figure_worker.close()
+    try:
+        return _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, floor, datasets,
+                               max_ensemble, on_start, on_done, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, floor, datasets, max_ensemble,
+                    on_start, on_done, worker: FigureWorker | None) -> ExperimentResult:
     task = task_for(cfg)
     timings: dict[str, float] = {"train": 0.0, "oracle": 0.0}
     t0 = time.perf_counter()
@@ -119,7 +140,8 @@ def run_experiment(
         write_config(cfg, out)
 
     parts = []
-    for group in ensembles(seeds, max_ensemble):
+    groups = ensembles(seeds, max_ensemble)
+    for k, group in enumerate(groups):
         if on_start is not None:
             on_start(group)
         t0 = time.perf_counter()
@@ -135,6 +157,9 @@ def run_experiment(
                 logger.log_metrics(r.seed, extra, part.total_steps)
         if floor is None and measured.figure_floor:
             floor = measured.figure_floor
+        if worker is not None and k == len(groups) - 1:  # everything the figures show is known now
+            whole = merge_results([*parts, part])
+            worker.submit(cfg, datasets, whole.trajectory, predictions_by_seed(whole), out / PLOTS_DIR, floor)
         if on_done is not None:
             on_done(part)
         parts.append(part)
@@ -146,7 +171,10 @@ def run_experiment(
         timings["tables"] = time.perf_counter() - t0
         if figures:
             t0 = time.perf_counter()
-            draw_figures(cfg, datasets, result.trajectory, predictions_by_seed(result), out / PLOTS_DIR, floor)
+            if worker is not None:
+                worker.result()
+            else:
+                draw_figures(cfg, datasets, result.trajectory, predictions_by_seed(result), out / PLOTS_DIR, floor)
             timings["figures"] = time.perf_counter() - t0
     return ExperimentResult(data_seed, datasets, result, out, timings)
 

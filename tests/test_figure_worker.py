@@ -1,0 +1,57 @@
+"""The figures drawn by the second process (`speccomp.core.figure_worker`) are the files the
+caller would draw itself, byte for byte; its errors reach the caller; a worker never given a job
+ends when closed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from speccomp.core.experiment import draw_figures
+from speccomp.core.figure_worker import FigureWorker
+from speccomp.spectra.data import generate_datasets
+from speccomp.spectra.figures import FIGURE_NAMES
+from tests.conftest import tiny_config
+from tests.test_figures import make_predictions, make_trajectory
+
+
+@pytest.fixture(scope="module")
+def job():
+    cfg = tiny_config()
+    datasets = generate_datasets(cfg, 42)
+    return cfg, datasets, make_trajectory(cfg.tracked_labels), make_predictions(datasets["test"])
+
+
+@pytest.mark.slow
+def test_the_worker_draws_the_same_files_as_the_caller(job, tmp_path):
+    cfg, datasets, trajectory, predictions = job
+    floor = {label: 1e-3 for label in cfg.tracked_labels}
+    worker = FigureWorker.start()
+    try:
+        worker.submit(cfg, datasets, trajectory, predictions, tmp_path / "worker", floor)
+        drawn = worker.result()
+    finally:
+        worker.close()
+    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
+    assert set(drawn) == set(inline) == set(FIGURE_NAMES)
+    for name in FIGURE_NAMES:
+        assert drawn[name] == tmp_path / "worker" / name
+        assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+
+
+def test_an_error_in_the_worker_is_raised_in_the_caller(job, tmp_path):
+    cfg, datasets, trajectory, _ = job
+    worker = FigureWorker.start()
+    try:
+        worker.submit(cfg, datasets, trajectory, {123: np.zeros((3, 20))}, tmp_path, None)
+        with pytest.raises(RuntimeError, match="shape"):
+            worker.result()
+    finally:
+        worker.close()
+    assert not any(tmp_path.iterdir()), "nothing is drawn when the inputs are wrong"
+
+
+def test_a_worker_without_a_job_ends_when_closed():
+    worker = FigureWorker.start()
+    worker.close()
+    assert worker._process.poll() is not None
