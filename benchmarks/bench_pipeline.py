@@ -50,8 +50,7 @@ PROMISES = (  # measures every run prints (the smoke test checks them in the JSO
     'part: training: optimiser steps',
     'part: training: checkpoint evaluations',
     'part: oracle floor',
-    'part: figures: building the plots',
-    'part: figures: savefig',
+    'part: figures: waiting for the figure worker',
     'part: mlflow: models',
     'part: mlflow: metrics',
     'part: mlflow: artifacts',
@@ -171,6 +170,7 @@ def probe(argv: list[str]) -> int:
     import mlflow
 
     import speccomp.core.experiment as experiment
+    import speccomp.core.figure_worker as figure_worker
     import speccomp.core.training as training
     import speccomp.spectra.figures as figures
     import tracking.logger as tlogger
@@ -191,8 +191,9 @@ def probe(argv: list[str]) -> int:
         (tlogger.MlflowTrainingLogger, "flush", "mlflow: metrics"),
         (experiment, "write_tables", "tables (csv, npy)"),
         (experiment, "write_config", "tables (csv, npy)"),
-        (experiment, "draw_figures", "figures: building the plots"),
-        (figures, "save_figure", "figures: savefig (render + PNG encode)"),
+        (experiment, "draw_figures", "figures: drawn in this process (building the plots)"),
+        (figures, "save_figure", "figures: drawn in this process (savefig)"),
+        (figure_worker.FigureWorker, "result", "figures: waiting for the figure worker"),
         (SpectraTask, "floor", "oracle floor (fit_oracle + CRB on the test split)"),
         (pipeline, "log_final_model", "mlflow: models (mlflow.pytorch.log_model)"),
         (pipeline, "log_dataset_inputs", "mlflow: dataset inputs"),
