@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 USER_ERROR = 2
+UNREACHABLE = 3
+"""Exit code of a worker that stopped because the tracking server did not answer within MLflow's retries."""
 SAMPLERS = ("random", "qmc", "tpe", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "wilcoxon")
 DEFAULT_SPACE = "configs/spaces/quick.yaml"
@@ -204,6 +206,12 @@ def main(args: StudyOptions) -> int:
         return _run(args, settings, base, space, overrides, storage, describe(args.storage))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
         return stopped(exc, "the study's runs opened here ended KILLED, its running trial FAIL")
+    except Exception as exc:
+        line = tracking_store.unreachable(exc)
+        if line is None:
+            raise
+        print(f"error: {line}; this worker stopped, its running trial ended FAIL in Optuna", file=sys.stderr)
+        return UNREACHABLE
 
 
 def _check_existing_study(storage, args: StudyOptions) -> None:
@@ -249,6 +257,26 @@ def close_dead_trial_runs(study, trial) -> None:
             record_error(client, r.info.run_id, message)
             client.set_terminated(r.info.run_id, status="FAILED")
     client.set_tag(run_id, STATE_TAG, "FAIL")
+    _close_dead_study_run(client, run.data.tags.get("mlflow.parentRunId"), message)
+
+
+def _close_dead_study_run(client, run_id: str | None, message: str) -> None:
+    """The dead worker's own study run (a worker started as `speccomp study` on its machine), when
+    it is still RUNNING and its process is gone (this host) or cannot be checked (another host: its
+    trial's heartbeat stopped, so the process stopped too). A run whose process is alive here (a
+    launcher of `--workers N`, whose spawned worker died) is left to that process."""
+    from tracking.runs import record_error
+    from tracking.stale import process_gone
+
+    if not run_id:
+        return
+    study_run = client.get_run(run_id)
+    if study_run.info.status != "RUNNING" or study_run.data.tags.get("speccomp.role") != "study":
+        return
+    if process_gone(study_run.data.tags) is False:
+        return
+    record_error(client, run_id, f"{message}; the worker's study run ended FAILED with it")
+    client.set_terminated(run_id, status="FAILED")
 
 
 def _refuse_password(storage: str) -> int:
@@ -451,20 +479,41 @@ def _study_params(args, settings: Settings, space, base) -> dict[str, str]:
             | {k: v for k, v in run_params(base).items() if k not in varied})
 
 
-def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=()) -> int:
-    """Run up to `n_trials` trials, stopping early when the study holds `budget` trials."""
-    from study.objective import SurplusTrial
+def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=(),
+               wait_for_stale_s: float | None = None) -> int:
+    """Run up to `n_trials` trials, stopping early when the study holds `budget` trials.
 
-    ran = 0
-    for _ in range(n_trials):
+    When the budget is reached while trials of other workers are still RUNNING, one of them may
+    belong to a worker that died (SIGKILL, a lost machine): its trial only frees its place in the
+    budget when the heartbeat fails it, and is then re-queued (WAITING) for someone to run. So the
+    worker waits, at most `wait_for_stale_s` (default: the heartbeat's grace period plus two beats),
+    for those trials to end or to be failed as stale, and runs a re-queued trial if one appears."""
+    import optuna
+
+    from study.objective import SurplusTrial
+    from study.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
+
+    limit = GRACE_PERIOD_S + 2 * HEARTBEAT_INTERVAL_S if wait_for_stale_s is None else wait_for_stale_s
+    ran, waited_since = 0, None
+    while ran < n_trials:
         if budget is not None and _alive(study) >= budget:
-            break
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, its retry queued
+            states = {t.state for t in study.get_trials(deepcopy=False)}
+            if optuna.trial.TrialState.WAITING not in states:
+                if optuna.trial.TrialState.RUNNING not in states:
+                    break
+                waited_since = waited_since or time.monotonic()
+                if time.monotonic() - waited_since > limit:
+                    break  # they are alive (their heartbeats are fresh): their workers finish them
+                time.sleep(min(2.0, HEARTBEAT_INTERVAL_S / 2))
+                continue
         try:
             study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError, ArithmeticError),
                            callbacks=list(callbacks))
         except SurplusTrial:
             break  # another worker filled the budget between our check and our trial
         ran += 1
+        waited_since = None
     return ran
 
 

@@ -82,6 +82,29 @@ class HeartbeatJournalStorage(StaleTrialsByHeartbeat, JournalStorage, optuna_bas
         return self.stale_callback
 
 
+class SteadyRDBStorage(RDBStorage):
+    """RDBStorage whose heartbeat survives a dropped database connection (a restarted server,
+    `pg_terminate_backend`): Optuna's heartbeat thread ends at the first exception, after which a
+    live worker's trial would be failed as stale by the others. A beat that fails is tried again
+    (pool_pre_ping opens a new connection), and one that still fails is skipped with a warning."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        for attempt in range(HEARTBEAT_TRIES):
+            try:
+                super().record_heartbeat(trial_id)
+                return
+            except Exception as exc:  # the database's error, whatever its driver calls it
+                if attempt == HEARTBEAT_TRIES - 1:
+                    reason = redact_url(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0])[:200]
+                    print(f"warning: heartbeat of trial id {trial_id} not recorded ({reason}); next one in "
+                          f"{self.heartbeat_interval} s", file=sys.stderr)
+                    return
+                time.sleep(1.0)
+
+
+HEARTBEAT_TRIES = 3
+
+
 def open_storage(
     spec: str,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
@@ -112,7 +135,7 @@ def open_storage(
         try:
             # Workers started together on a fresh database would all create the tables at once.
             with creation_lock(spec, "optuna"):
-                return RDBStorage(
+                return SteadyRDBStorage(
                     spec,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,

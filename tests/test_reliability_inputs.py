@@ -218,3 +218,58 @@ def test_held_signals_are_delivered_when_the_block_ends():
         steps.append("SIGTERM held too")
     assert steps[-1] == "SIGTERM held too"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# --- a tracking server that does not answer ------------------------------------------------------
+def test_each_mlflow_retry_is_one_line_and_giving_up_says_for_how_long(monkeypatch, capsys):
+    """Against a port where nothing listens: every retry MLflow's client makes is one console line,
+    and the exhausted request is one line naming the server and how long it was retried."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tracking import store
+
+    with socket_free_port() as port:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        try:
+            store.configure()
+            with pytest.raises(MlflowException) as caught:
+                MlflowClient().get_run("0" * 32)
+        finally:
+            mlflow.set_tracking_uri(None)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert [line.split(" (", 1)[0] for line in lines] == [
+            f"warning: tracking server http://127.0.0.1:{port} did not answer"] * 2, lines
+        assert lines[-1].endswith("for /api/2.0/mlflow/runs/get; MLflow retries the request (retry 2 of 2)")
+        assert store.unreachable(caught.value) == (
+            f"tracking server http://127.0.0.1:{port} did not answer: MLflow retried the request 2 times over about "
+            "2 s (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR) and gave up")
+    assert store.unreachable(ValueError("Max retries exceeded")) is None
+
+
+def test_mlflow_request_retries_are_set_explicitly():
+    import tracking
+    from tracking.store import retry_span_s
+
+    assert tracking.HTTP_RETRIES["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "10"
+    for name in tracking.HTTP_RETRIES:
+        assert name in os.environ
+    if all(os.environ[k] == v for k, v in tracking.HTTP_RETRIES.items()):
+        assert 450 < retry_span_s() < 500  # about 8 minutes of outage before a request fails
+
+
+def socket_free_port():
+    """A port on 127.0.0.1 where nothing listens (bound, then closed)."""
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def free():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        yield port
+
+    return free()

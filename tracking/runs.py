@@ -243,9 +243,30 @@ def guarded(tracker: RunTracker) -> Iterator[RunTracker]:
                 tracker.close_all("KILLED", error=what)
             raise
         except BaseException as exc:
-            with signals_deferred():
-                tracker.close_all("FAILED", error=f"{type(exc).__name__}: {exc}")
+            from tracking.store import unreachable
+
+            gone = unreachable(exc)
+            with signals_deferred(), _no_http_retries(bool(gone)):
+                tracker.close_all("FAILED", error=gone or f"{type(exc).__name__}: {exc}")
             raise
+
+
+@contextlib.contextmanager
+def _no_http_retries(active: bool) -> Iterator[None]:
+    """With a tracking server that has stopped answering, closing runs tries each request once
+    (not MLflow's minutes of retries per run); the next start on this host ends what it could not."""
+    if not active:
+        yield
+        return
+    previous = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = previous
 
 
 def exit_at_once_if_stopped(code: int) -> int:

@@ -22,12 +22,76 @@ def tracking_uri() -> str:
 
 
 def configure() -> str:
-    """Point mlflow at `tracking_uri()` and return it."""
+    """Point mlflow at `tracking_uri()` and return it; with a tracking server, each retry of a
+    request it did not answer is one console line (`report_http_retries`)."""
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        report_http_retries()
     return uri
+
+
+def retry_line(record) -> str | None:
+    """urllib3's "Retrying (...) after connection broken" record as one console line:
+    `warning: tracking server URL did not answer (REASON) for PATH; MLflow retries the request
+    (retry N of M)`; None for any other record."""
+    if not str(record.msg).startswith("Retrying") or len(record.args or ()) < 3:
+        return None
+    retry, err, path = record.args[:3]
+    total = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "")
+    left = getattr(retry, "total", None)
+    tries = f"retry {int(total) - left} of {total}" if isinstance(left, int) and total.isdigit() else "retrying"
+    reason = " ".join(str(err).split()).split("Failed to establish a new connection: ")[-1].rstrip("')\"")[:120]
+    return (f"warning: tracking server {redact_url(tracking_uri())} did not answer ({redact_url(reason)}) for "
+            f"{str(path).split('?')[0]}; MLflow retries the request ({tries})")
+
+
+def retry_span_s() -> float:
+    """How long MLflow's client keeps retrying one request to a server that does not answer, from
+    its settings (urllib3: no wait before the first retry, then factor * 2^(n-1) s, at most 120 s)."""
+    def number(name: str, default: float) -> float:
+        try:
+            return float(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    retries, factor = int(number("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 7)), number("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 2)
+    return sum(min(120.0, factor * 2 ** (n - 1)) for n in range(2, retries + 1))
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """One line for an MLflow request that failed because the tracking server never answered
+    (MLflow's retries exhausted), else None."""
+    text = " ".join(str(exc).split())
+    if type(exc).__name__ != "MlflowException" or "Max retries exceeded" not in text:
+        return None
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    found = re.search(r"API request to (\S+?)/api/", text)
+    server = found[1] if found else tracking_uri()
+    return (f"tracking server {redact_url(server)} did not answer: MLflow retried the request {retries} "
+            f"times over about {retry_span_s():.0f} s (MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR) and gave up")
+
+
+def report_http_retries() -> None:
+    """Route urllib3's retry warnings (how MLflow's client rides out a tracking server that is
+    away; otherwise silent) to one console line each; idempotent."""
+    import logging
+    import sys
+
+    class RetryLines(logging.Handler):
+        def emit(self, record) -> None:
+            with contextlib.suppress(Exception):  # a log line must never break a request
+                line = retry_line(record)
+                if line:
+                    print(line, file=sys.stderr, flush=True)
+
+    log = logging.getLogger("urllib3.connectionpool")
+    if not any(type(h).__name__ == "RetryLines" for h in log.handlers):
+        log.addHandler(RetryLines(logging.WARNING))
+        log.setLevel(logging.WARNING)
 
 
 # user:password@ up to the last "@" of the URL (a password may hold "/", ":" or even "@")
