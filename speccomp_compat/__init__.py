@@ -52,6 +52,18 @@ class StaleTrialsByHeartbeat:
         raise NotImplementedError
 
 
+def silent_trial_ids(storage: Any, study_id: int, silent_s: float) -> list[int]:
+    """RUNNING trials of the study whose last heartbeat is older than `silent_s` (Optuna's stale
+    check, `_get_stale_trial_ids`, with `silent_s` in place of the grace period): trials whose
+    worker may have died, before the grace period says so."""
+    saved = storage.grace_period
+    storage.grace_period = silent_s
+    try:
+        return list(storage._get_stale_trial_ids(study_id))
+    finally:
+        storage.grace_period = saved
+
+
 def trial_id(trial: Any) -> int:
     """The storage's id of a FrozenTrial (Optuna keeps it private)."""
     return trial._trial_id

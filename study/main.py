@@ -386,7 +386,8 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             try:
                 ran = run_worker(study, objective, settings.n_trials, budget,
                                  callbacks=[StudyProgress(client, parent),
-                                            TrialLines(settings.n_trials, budget, settings.workers)])
+                                            TrialLines(settings.n_trials, budget, settings.workers)],
+                                 storage=storage)
             except BaseException:
                 for proc in helpers:  # stopped or failed: so are the workers it started (their runs end KILLED)
                     proc.terminate()
@@ -479,32 +480,42 @@ def _study_params(args, settings: Settings, space, base) -> dict[str, str]:
             | {k: v for k, v in run_params(base).items() if k not in varied})
 
 
-def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=(),
-               wait_for_stale_s: float | None = None) -> int:
+SILENT_BEATS = 1.5
+"""A trial whose heartbeat is older than this many intervals may have lost its worker."""
+
+
+def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=(), storage=None) -> int:
     """Run up to `n_trials` trials, stopping early when the study holds `budget` trials.
 
-    When the budget is reached while trials of other workers are still RUNNING, one of them may
-    belong to a worker that died (SIGKILL, a lost machine): its trial only frees its place in the
-    budget when the heartbeat fails it, and is then re-queued (WAITING) for someone to run. So the
-    worker waits, at most `wait_for_stale_s` (default: the heartbeat's grace period plus two beats),
-    for those trials to end or to be failed as stale, and runs a re-queued trial if one appears."""
+    When the budget is reached while a trial of another worker has missed its heartbeats (its
+    worker may have died: SIGKILL, a lost machine), that trial only frees its place when the
+    heartbeat's grace period fails it, and is then re-queued (WAITING) for someone to run. So the
+    worker (given the heartbeat `storage`) waits while such a silent trial exists, at most the
+    grace period plus two beats, and runs the re-queued trial if one appears. Trials that keep
+    beating for `SILENT_BEATS` intervals after the budget is reached are left to their workers (a
+    worker that dies later than that is re-run only by a worker still running)."""
     import optuna
 
+    from speccomp_compat import silent_trial_ids
+    from speccomp_compat import study_id as id_of
     from study.objective import SurplusTrial
     from study.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
 
-    limit = GRACE_PERIOD_S + 2 * HEARTBEAT_INTERVAL_S if wait_for_stale_s is None else wait_for_stale_s
+    limit = GRACE_PERIOD_S + 2 * HEARTBEAT_INTERVAL_S
     ran, waited_since = 0, None
     while ran < n_trials:
         if budget is not None and _alive(study) >= budget:
+            if storage is None:
+                break
             optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, its retry queued
-            states = {t.state for t in study.get_trials(deepcopy=False)}
-            if optuna.trial.TrialState.WAITING not in states:
-                if optuna.trial.TrialState.RUNNING not in states:
+            if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+                if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                     break
                 waited_since = waited_since or time.monotonic()
-                if time.monotonic() - waited_since > limit:
-                    break  # they are alive (their heartbeats are fresh): their workers finish them
+                waited = time.monotonic() - waited_since
+                silent = silent_trial_ids(storage, id_of(study), SILENT_BEATS * HEARTBEAT_INTERVAL_S)
+                if waited > limit or (not silent and waited >= SILENT_BEATS * HEARTBEAT_INTERVAL_S):
+                    break  # every running trial has beaten since we started waiting: its worker is alive
                 time.sleep(min(2.0, HEARTBEAT_INTERVAL_S / 2))
                 continue
         try:
