@@ -1,6 +1,6 @@
 """End to end, as a user meets them: SIGTERM to a run of 200 seeds, SIGINT at several instants of a
-run of 5,000 seeds, `mlflow run` without conda
-leaving its run RUNNING (tidied by the next start), and a password passed as `mlflow run -P`."""
+run of 5,000 seeds, `mlflow run` without conda leaving its run RUNNING (tidied by the next start),
+a password passed as `mlflow run -P` and a custom sampler that fails, through `mlflow run`."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_sigint_at_any_instant_of_a_5000_seed_run_leaves_nothing_running(store, 
             name, "--no-models", "--no-figures", "--threads", "1", "--config-dir", str(default_config_dir()),
             *[a for o in [*TINY_OVERRIDES, "training.checkpoint_retention=last"] for a in ("--set", o)]]
     proc = subprocess.Popen(argv, cwd=store.path, env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_default)  # Ctrl-C acts even if this shell ignores it
     try:
         deadline = time.monotonic() + 120
         while not [r for r in all_runs(store.client) if r.info.run_name == name]:
@@ -105,6 +105,10 @@ def test_sigint_at_any_instant_of_a_5000_seed_run_leaves_nothing_running(store, 
     if "seeds" in parent.data.tags:  # tagged unless the signal came before the tags were written
         assert parent.data.tags["seeds"] == "0–4999 (5,000 seeds)"
     assert [r.info.run_name for r in all_runs(store.client) if r.info.status == "RUNNING"] == []
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell starts its children with SIGINT ignored
 
 
 def _wait_for_finished_seed_runs(client, proc, name: str, n: int, timeout: float) -> None:

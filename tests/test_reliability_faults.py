@@ -153,6 +153,8 @@ def test_a_study_survives_a_tracking_outage_a_killed_worker_and_dropped_connecti
             study = optuna.load_study(study_name=STUDY, storage=reader)
 
             def running() -> list:
+                early = [i for i, w in enumerate(workers) if w.poll() is not None]
+                assert not early, {i: (tmp_path / f"worker-{i}.log").read_text()[-2000:] for i in early}
                 return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
             # (b) SIGKILL one worker in the middle of its trial: once all three train

@@ -124,6 +124,9 @@ STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "http
 REACH_TIMEOUT_S = 5.0
 """Bound on every check made before work starts (HTTP request, database connection)."""
 SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TRIES = 3
+"""A tracking server that times out (busy, e.g. many workers starting at once) is asked this many
+times before the command refuses it; one that refuses the connection, once."""
 
 
 class TrackingStoreError(ConfigError):
@@ -251,14 +254,21 @@ def tracking_server_problem(uri: str) -> str | None:
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + urllib.parse.urlencode(
         {"experiment_name": "Default"})
     request = urllib.request.Request(url, headers=_auth_headers())
-    try:
-        with urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S) as response:
-            status, body = response.status, response.read(65536)
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read(65536)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"no tracking server answers ({redact_url(str(reason))})"
+    for attempt in range(BUSY_TRIES):  # a server that accepted the connection but is slow: busy, not gone
+        try:
+            with urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S) as response:
+                status, body = response.status, response.read(65536)
+            break
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read(65536)
+            break
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+            if timed_out and attempt < BUSY_TRIES - 1:
+                continue
+            waited = f" {BUSY_TRIES} times, {REACH_TIMEOUT_S:g} s each" if timed_out else ""
+            return f"no tracking server answers ({redact_url(str(reason))}{waited})"
     if status in (401, 403):
         return (f"the server refuses access (HTTP {status}); set MLFLOW_TRACKING_USERNAME and "
                 "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
