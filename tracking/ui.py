@@ -44,11 +44,29 @@ def prepare_experiment(client: MlflowClient, experiment_id: str) -> None:
     headline runs-table view on it (refreshed, so that it follows the project's metric names)."""
     exp = client.get_experiment(experiment_id)
     if not exp.tags.get(EXPERIMENT_KIND_TAG):
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+        _set_experiment_tag(client, experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     view = saved_view()
     if exp.tags.get(VIEW_TAG_PREFIX + VIEW_ID) is None or _view_state(exp.tags[VIEW_TAG_PREFIX + VIEW_ID]) != \
             _view_state(view):
-        client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + VIEW_ID, view)
+        _set_experiment_tag(client, experiment_id, VIEW_TAG_PREFIX + VIEW_ID, view)
+
+
+def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, value: str, attempts: int = 3) -> None:
+    """`set_experiment_tag`, again when another worker set the same new tag at the same moment: the
+    store looks the tag up, finds it missing and inserts it, so the second of two workers starting
+    together on a new experiment fails on the unique key (`experiment_tag_pk`, seen with three
+    workers on one tracking server); the retry finds the tag and updates it."""
+    from mlflow.exceptions import MlflowException
+
+    from tracking.pipeline import DUPLICATE_WORDS
+
+    for attempt in range(attempts):
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+            return
+        except MlflowException as exc:
+            if attempt == attempts - 1 or not any(w in str(exc) for w in DUPLICATE_WORDS):
+                raise
 
 
 HEADLINE_COLUMNS = (
