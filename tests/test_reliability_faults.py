@@ -87,7 +87,8 @@ class TrackingServer:
                 [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                  "--backend-store-uri", self.backend, "--artifacts-destination", str(self.artifacts)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+                # no job consumers (GenAI jobs; a dozen huey processes that slow the start and the stop)
+                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         while time.monotonic() - started < timeout:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
             with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
