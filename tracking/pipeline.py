@@ -173,7 +173,7 @@ def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets:
         log_inputs_retrying(client, run_id, inputs)
 
 
-DUPLICATE_WORDS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+from tracking.store import DUPLICATE_WORDS  # noqa: E402  (one list, shared with tracking.ui)
 
 
 def log_inputs_retrying(client: MlflowClient, run_id: str, inputs: list, attempts: int = 3) -> None:

@@ -12,6 +12,9 @@ from pathlib import Path
 from speccomp.core.config import ConfigError
 
 DEFAULT_DB = "mlflow.db"
+DUPLICATE_WORDS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+"""What a store's error says when two writers inserted the same new key at once (SQLite, PostgreSQL,
+MySQL, SQLAlchemy): the loser's write is retried and finds the row."""
 
 
 def tracking_uri() -> str:

@@ -58,7 +58,7 @@ def _set_experiment_tag(client: MlflowClient, experiment_id: str, key: str, valu
     workers on one tracking server); the retry finds the tag and updates it."""
     from mlflow.exceptions import MlflowException
 
-    from tracking.pipeline import DUPLICATE_WORDS
+    from tracking.store import DUPLICATE_WORDS
 
     for attempt in range(attempts):
         try:
