@@ -246,9 +246,15 @@ def nas_cmd(
     architecture_search_iterations: Annotated[int | None, typer.Option(
         parser=_int(1, optional=True), help="search iterations (default: the space file's, 1000)")] = None,
     architecture_learning_rate: Annotated[float | None, typer.Option(
-        parser=_positive_float(optional=True), help="Adam step size of α (default: the space file's, 0.001)")] = None,
-    search_seed: Annotated[int | None, typer.Option(
-        parser=_int(0, optional=True), help="seed of the search (default: the first retraining seed)")] = None,
+        parser=_positive_float(optional=True), help="Adam step size of α (default: the space file's, 0.1)")] = None,
+    search_seeds: Annotated[str, typer.Option(
+        metavar="A,B,...", help="seeds of the searches, one search each (default auto: three, counting up from "
+        "the first retraining seed)")] = "auto",
+    random_draws: Annotated[int | None, typer.Option(
+        parser=_int(1, optional=True), help="architectures random search draws and trains on the first seed "
+        "(default auto: as many as the searches' gradient steps buy)")] = None,
+    random_seed: Annotated[int | None, typer.Option(
+        parser=_int(0, optional=True), help="seed of the random draws (default: the first search seed)")] = None,
     config_dir: ConfigDir = None,
     preset: Presets = [],  # noqa: B006
     set_: Sets = [],  # noqa: B006
@@ -260,18 +266,30 @@ def nas_cmd(
     run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
     log_models: Annotated[bool, typer.Option("--log-models", help="log every retrained model the MLflow way")] = False,
 ) -> int:
-    """Differentiable architecture search (Gumbel-softmax), then the derived architecture and the
-    domain's reference models (spectra: the default and the log-linear preset; matrices: raven_mlp and
-    raven_wren) retrained over the seeds and compared; all tracked in MLflow."""
+    """Differentiable architecture search (Gumbel-softmax) from several search seeds, random search at
+    the same budget, then the derived architectures, the best random draw and the domain's reference
+    models (spectra: the default and the log-linear preset; matrices: raven_mlp and raven_wren)
+    retrained over the seeds and compared; all tracked in MLflow."""
     from tracking.nas import NasOptions, run_nas
 
     return run_nas(NasOptions(
         seeds=_list(seeds), data_seed=data_seed, space=space,
         architecture_search_iterations=architecture_search_iterations,
-        architecture_learning_rate=architecture_learning_rate, search_seed=search_seed, threads=threads,
+        architecture_learning_rate=architecture_learning_rate, threads=threads,
+        search_seeds=_search_seeds(search_seeds), random_draws=random_draws, random_seed=random_seed,
         experiment_name=experiment_name, run_name=run_name, log_models=log_models,
         **_config_inputs(config_dir, preset, set_, overrides),
     ))
+
+
+def _search_seeds(text: str) -> list[int] | None:
+    """auto/none: the default; anything else must be a seed list (an empty one is refused)."""
+    if str(text).strip().lower() in ("auto", "none"):
+        return None
+    try:
+        return parse_seed_list(text, "--search-seeds")
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--search-seeds: ")) from None
 
 
 def _setting(name: str, help_text: str):

@@ -48,6 +48,7 @@ REFERENCES: dict[str, dict[str, dict[str, list[str]]]] = {
 """The models retrained beside `nas` and `default` per domain: name -> presets and overrides added
 to the run's own."""
 FLUSH_EVERY_S = 2.0
+DEFAULT_SEARCH_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,13 @@ class NasOptions:
     """Overrides the space file's search.architecture_search_iterations (> 0)."""
     architecture_learning_rate: float | None = None
     """Overrides the space file's search.architecture_learning_rate (> 0)."""
-    search_seed: int | None = None
-    """Seed of the search (supernet weights, batches, Gumbel noise); default: the first retraining seed."""
+    search_seeds: list[int] | None = None
+    """Seeds of the searches (supernet weights, batches, Gumbel noise), one search each; None:
+    three, counting up from the first retraining seed."""
+    random_draws: int | None = None
+    """Architectures random search draws (>= 1); None: as many as the searches' gradient steps buy."""
+    random_seed: int | None = None
+    """Seed of the random draws; None: the first search seed."""
     config_dir: str | None = None
     presets: list[str] = field(default_factory=list)
     """Partial configs merged under every compared model (e.g. smoke)."""
@@ -82,7 +88,8 @@ class NasOptions:
 class _Inputs:
     seeds: list[int]
     data_seed: int
-    search_seed: int
+    search_seeds: list[int]
+    random_seed: int
     space: NasSpace
     cfg: Any
     compare_cfgs: dict[str, Any]
@@ -112,7 +119,12 @@ def resolve(options: NasOptions) -> _Inputs:
     )
     seeds = parse_seed_list(options.seeds if options.seeds is not None else cfg.training.seeds, "seeds")
     data_seed = parse_seed_list([options.data_seed], "data_seed")[0]
-    search_seed = parse_seed_list([options.search_seed], "search_seed")[0] if options.search_seed is not None else seeds[0]
+    search_seeds = (parse_seed_list(options.search_seeds, "search_seeds") if options.search_seeds is not None
+                    else [seeds[0] + k for k in range(DEFAULT_SEARCH_SEEDS)])
+    random_seed = parse_seed_list([options.random_seed], "random_seed")[0] if options.random_seed is not None \
+        else search_seeds[0]
+    if options.random_draws is not None and (isinstance(options.random_draws, bool) or options.random_draws < 1):
+        raise ConfigError(f"random_draws: {options.random_draws}; allowed: an integer >= 1 (or auto: the searches' budget)")
     if "val" not in cfg.data.resolved_splits():
         raise ConfigError("data.validation.n_samples: is 0; the search needs the in-distribution validation split (> 0)")
     domain.check(space, domain.features_of(cfg))
@@ -120,7 +132,7 @@ def resolve(options: NasOptions) -> _Inputs:
     for name, extra in REFERENCES[domain.name].items():
         compare[name] = load_any_config(options.config_dir or None, [*options.overrides, *extra["overrides"]],
                                         presets=[*presets, *extra["presets"]])
-    return _Inputs(seeds, data_seed, search_seed, space, cfg, compare, options, domain)
+    return _Inputs(seeds, data_seed, search_seeds, random_seed, space, cfg, compare, options, domain)
 
 
 def run_nas(options: NasOptions) -> int:
@@ -145,7 +157,7 @@ def run_nas(options: NasOptions) -> int:
     parent = None
     try:
         with guarded(tracker):
-            parent = tracker.open_parent(options.run_name or f"nas-{time.strftime('%Y%m%d-%H%M%S')}", attached)
+            parent = tracker.open_parent(options.run_name or default_run_name(inputs), attached)
             with tempfile.TemporaryDirectory(prefix="speccomp-nas-") as tmp:
                 outcome = _run_all(tracker, parent, inputs, Path(tmp))
             tracker.finish(parent)
@@ -153,6 +165,14 @@ def run_nas(options: NasOptions) -> int:
         return stopped(exc, f"parent run {parent} and its children ended KILLED")
     _print_outcome(outcome, inputs, client.get_run(parent).info, uri)
     return 0
+
+
+def default_run_name(inputs: _Inputs) -> str:
+    """`nas spectra 1000 it seeds 123-125`: domain, iterations and retraining seeds."""
+    seeds = inputs.seeds
+    consecutive = len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    text = f"{seeds[0]}-{seeds[-1]}" if consecutive else ",".join(map(str, seeds))
+    return f"nas {inputs.domain.name} {inputs.space.search.architecture_search_iterations} it seeds {text}"
 
 
 class _BatchedMetrics:
@@ -180,20 +200,16 @@ class _BatchedMetrics:
 
 @dataclass
 class _Outcome:
-    choices: dict[str, str]
-    probabilities: dict[str, dict[str, float]]
-    preset_text: str
-    table: object  # pandas DataFrame, one row per compared model
-    search_seconds: float
-    iterations: int
+    searches: list  # _Search per search seed
+    compared: Any  # _Compared
+    budget: Any  # _Budget
+    best_search: int
 
 
 def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     import yaml
 
     from speccomp.core.task import task_for
-    from speccomp.nas import preset_yaml, run_search
-    from speccomp.nas.figures import PROBABILITIES_FIGURE, draw_probabilities
     from tracking.pipeline import log_dataset_inputs, log_params, set_tags
 
     client, cfg, space = tracker.client, inputs.cfg, inputs.space
@@ -201,54 +217,133 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     client.log_text(parent, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
     set_tags(client, parent, {
         "speccomp.role": "nas", "seeds": ",".join(map(str, inputs.seeds)), "data_seed": inputs.data_seed,
-        "search_seed": inputs.search_seed, "space": str(space.path), "sampling": settings.sampling,
-        "domain": inputs.domain.name,
+        "search_seeds": ",".join(map(str, inputs.search_seeds)), "space": str(space.path),
+        "sampling": settings.sampling, "domain": inputs.domain.name,
     })
     log_params(client, parent, {  # prefixed: `mlflow run` logs its own -P parameters unprefixed
         "nas.seeds": ",".join(map(str, inputs.seeds)), "nas.data_seed": str(inputs.data_seed),
-        "nas.search_seed": str(inputs.search_seed), "nas.space": str(space.path),
+        "nas.search_seeds": ",".join(map(str, inputs.search_seeds)), "nas.space": str(space.path),
+        "nas.random_seed": str(inputs.random_seed),
         **{f"nas.{k}": str(v) for k, v in settings.model_dump().items()},
         "nas.decisions": ",".join(space.decision_names),
     })
     print(f"data seed {inputs.data_seed}: generating ...", file=sys.stderr, flush=True)
     datasets = task_for(cfg).generate(cfg, inputs.data_seed)
     log_dataset_inputs(client, parent, datasets)
-    print(f"searching {space.path} ({settings.architecture_search_iterations} iterations, {settings.sampling}, "
-          f"seed {inputs.search_seed}) ...", file=sys.stderr, flush=True)
-    logger = _BatchedMetrics(client, parent)
-    step = max(1, settings.architecture_search_iterations // 10)
+    searches = [_search(tracker, parent, inputs, datasets, seed, work) for seed in inputs.search_seeds]
+    budget = _budget(inputs, datasets, searches)
+    log_params(client, parent, {"nas.random_draws": str(budget.draws), "nas.budget_measure": "gradient steps"})
+    compared = _retrain_and_compare(tracker, parent, inputs, work, datasets, searches, budget)
+    best = searches[compared.best_search]
+    arch_path = work / ARCHITECTURE_ARTIFACT
+    arch_path.parent.mkdir(parents=True, exist_ok=True)
+    arch_path.write_text(best.preset_text)
+    client.log_artifact(parent, str(arch_path), "nas")
+    log_params(client, parent, {f"nas.arch.{k}": v for k, v in best.result.choices.items()}
+               | {"nas.arch.layers": _layers_text(best.result.preset), "nas.arch.search_seed": str(best.seed)})
+    return _Outcome(searches, compared, budget, compared.best_search)
+
+
+@dataclass
+class _Search:
+    seed: int
+    run_id: str
+    result: Any  # SearchResult
+    table: list[dict]
+    """`decision_table` rows."""
+    preset_path: Path
+    preset_text: str
+
+    @property
+    def entropy_ratio(self) -> float:
+        """Mean entropy of the decisions over its starting value (mean log K)."""
+        return sum(r["entropy"] for r in self.table) / sum(r["log_k"] for r in self.table)
+
+    @property
+    def decided(self) -> int:
+        return sum(r["decided"] for r in self.table)
+
+
+def _search(tracker, parent: str, inputs: _Inputs, datasets, seed: int, work: Path) -> _Search:
+    """One search, tracked as the nested run `search-seed-<seed>`: its per-iteration curves, the
+    derived preset, the decision table (`nas/decisions.csv`) and the probabilities figure."""
+    from speccomp.nas import decision_table, preset_yaml, run_search
+    from speccomp.nas.figures import PROBABILITIES_FIGURE, draw_probabilities
+    from tracking.pipeline import log_metric_dict, log_params
+
+    client, space, settings = tracker.client, inputs.space, inputs.space.search
+    run_id = tracker.start(f"search-seed-{seed}", parent_id=parent, tags={
+        "speccomp.role": "nas-search", "search_seed": str(seed), "data_seed": str(inputs.data_seed)})
+    log_params(client, run_id, {"search_seed": str(seed), **{f"nas.{k}": str(v) for k, v in settings.model_dump().items()}})
+    print(f"search seed {seed}: {settings.architecture_search_iterations} {settings.sampling} iterations on "
+          f"{space.path} (the first {round(settings.warmup_fraction * 100)} % weights only) ...", file=sys.stderr, flush=True)
+    logger = _BatchedMetrics(client, run_id)
+    step = max(1, settings.architecture_search_iterations // 5)
 
     def callback(iteration: int, metrics: dict[str, float]) -> None:
         logger(iteration, metrics)
         if iteration % step == 0:
+            val = metrics["nas/val_loss"]
             print(f"  iteration {iteration}: tau {metrics['nas/tau']:.2f}  train {metrics['nas/train_loss']:.4f}  "
-                  f"val {metrics['nas/val_loss']:.4f}  entropy {metrics['nas/entropy']:.3f}", file=sys.stderr, flush=True)
+                  f"val {'-' if math.isnan(val) else f'{val:.4f}'}  entropy {metrics['nas/entropy']:.3f}",
+                  file=sys.stderr, flush=True)
 
-    result = run_search(space, datasets["train"], datasets["val"], inputs.search_seed, callback=callback)
+    result = run_search(space, datasets["train"], datasets["val"], seed, callback=callback)
     logger.flush()
-
-    header = (f"Architecture derived by `nas` (parent run {parent}): argmax of softmax(alpha) (zero left out, as in "
-              f"DARTS) after "
-              f"{settings.architecture_search_iterations} {settings.sampling} iterations on {space.path}, search seed "
-              f"{inputs.search_seed}, data seed {inputs.data_seed}.\nA partial config: "
-              f"mlflow run . --env-manager local{_config_dir_flag(inputs)} -P preset=<this file>\n\nprobabilities at the end:\n"
-              + "\n".join(f"  {d}: " + ", ".join(f"{o} {p:.2f}" for o, p in probs.items())
-                          for d, probs in result.probabilities().items()))
+    table = decision_table(space, result.alpha, result.alpha_gradients)
+    header = (f"Architecture derived by `nas` search seed {seed}: argmax of softmax(alpha) (zero left out, as in "
+              f"DARTS) after {settings.architecture_search_iterations} {settings.sampling} iterations on {space.path}, "
+              f"data seed {inputs.data_seed}.\nA partial config: "
+              f"mlflow run . --env-manager local{_config_dir_flag(inputs)} -P preset=<this file>\n\n"
+              "probabilities at the end (decided: entropy <= 0.8 log K):\n"
+              + "\n".join(f"  {r['decision']}: {r['choice']} {r['p']:.2f}, next {r['runner_up']} {r['p_runner_up']:.2f}"
+                          f"{'' if r['decided'] else '  (undecided)'}" for r in table))
     text = preset_yaml(result.preset, header)
-    arch_path = work / ARCHITECTURE_ARTIFACT
-    arch_path.parent.mkdir(parents=True, exist_ok=True)
-    arch_path.write_text(text)
-    client.log_artifact(parent, str(arch_path), "nas")
-    _log_history(client, parent, result, work)
-    log_params(client, parent, {f"nas.arch.{k}": v for k, v in result.choices.items()}
-               | {"nas.arch.layers": _layers_text(result.preset)})
-    figure = draw_probabilities(space, result.alpha_trajectory, work / "plots" / PROBABILITIES_FIGURE, result.choices)
-    client.log_artifact(parent, str(figure), "plots")
-    client.log_metric(parent, "nas/search_seconds", result.seconds)
+    preset_path = work / "search" / str(seed) / ARCHITECTURE_ARTIFACT
+    preset_path.parent.mkdir(parents=True, exist_ok=True)
+    preset_path.write_text(text)
+    client.log_artifact(run_id, str(preset_path), "nas")
+    _log_history(client, run_id, result, preset_path.parent.parent)
+    import pandas as pd
 
-    table = _retrain_and_compare(tracker, parent, inputs, work, datasets, arch_path)
-    return _Outcome(result.choices, result.probabilities(), text, table, result.seconds,
-                    settings.architecture_search_iterations)
+    decisions_csv = preset_path.parent / "decisions.csv"
+    pd.DataFrame(table).to_csv(decisions_csv, index=False)
+    client.log_artifact(run_id, str(decisions_csv), "nas")
+    figure = draw_probabilities(space, result.alpha_trajectory, preset_path.parent / "plots" / PROBABILITIES_FIGURE,
+                                result.choices)
+    client.log_artifact(run_id, str(figure), "plots")
+    found = _Search(seed, run_id, result, table, preset_path, text)
+    log_metric_dict(client, run_id, {
+        "nas/search_seconds": result.seconds, "nas/gradient_steps": float(result.gradient_steps),
+        "nas/entropy_ratio": found.entropy_ratio, "nas/decided": float(found.decided),
+        **{f"nas/grad_snr/{r['decision']}": r["grad_snr"] for r in table if math.isfinite(r["grad_snr"])},
+        **{f"nas/max_prob/{r['decision']}": r["p"] for r in table},
+    })
+    log_params(client, run_id, {f"nas.arch.{k}": v for k, v in result.choices.items()}
+               | {"nas.arch.layers": _layers_text(result.preset)})
+    tracker.finish(run_id)
+    print(f"  search seed {seed}: mean entropy {found.entropy_ratio:.2f} x its start, {found.decided}/{len(table)} "
+          f"decisions decided, {result.seconds:.1f} s", file=sys.stderr, flush=True)
+    return found
+
+
+@dataclass(frozen=True)
+class _Budget:
+    search_steps: int
+    """Gradient steps of every search together."""
+    steps_per_draw: int
+    """Gradient steps of one random draw's training (one seed)."""
+    draws: int
+    search_seconds: float
+
+
+def _budget(inputs: _Inputs, datasets, searches: list[_Search]) -> _Budget:
+    from speccomp.nas.random_search import equal_budget_draws, training_steps
+
+    search_steps = sum(s.result.gradient_steps for s in searches)
+    per_draw = training_steps(inputs.cfg, len(datasets["train"]))
+    draws = inputs.options.random_draws or equal_budget_draws(search_steps, per_draw)
+    return _Budget(search_steps, per_draw, draws, sum(s.result.seconds for s in searches))
 
 
 def _config_dir_flag(inputs: _Inputs) -> str:
@@ -282,125 +377,216 @@ def _log_history(client, run_id: str, result, work: Path) -> None:
     client.log_artifact(run_id, str(path), "nas")
 
 
-def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, datasets, arch_path: Path):
-    import pandas as pd
+@dataclass
+class _Compared:
+    per_seed: Any  # pandas DataFrame: one row per retrained (model, seed) run
+    table: Any  # comparison_table
+    ranks: Any  # per search seed, the derived architecture's rank among the random draws
+    paired: dict[str, dict[str, float]]  # {"val": paired_test, "test": paired_test}
+    best_search: int  # index of the search seed whose derived model validated best
+    best_draw: int
+    draw_seconds: float
 
-    from tracking.pipeline import flatten, log_metric_dict, log_params, run_tracked_experiment
 
-    client = tracker.client
-    options = inputs.options
-    configs = {
-        "nas": load_any_config(options.config_dir or None, options.overrides,
-                               presets=[*[p for p in options.presets if p], arch_path]),
-        **inputs.compare_cfgs,
-    }
+def _retrain(tracker, parent: str, inputs: _Inputs, work: Path, datasets, cfg, model: str, seeds: list[int],
+             name: str, tags: dict[str, str]):
+    """Train `cfg` over `seeds` as nested runs `<name>-seed-<s>` tagged `model` and `tags`; the per-seed summary."""
+    from tracking.pipeline import flatten, run_tracked_experiment
+
     data_sections = {k: v for k, v in inputs.cfg.to_dict().items() if k != "training"}
-    rows = []
-    for model in inputs.compared:
-        cfg = configs[model]
-        same_data = {k: v for k, v in cfg.to_dict().items() if k != "training"} == data_sections
-        print(f"retraining {model} ({cfg.training.model_type}) for seeds {', '.join(map(str, inputs.seeds))} ...",
-              file=sys.stderr, flush=True)
-        tracked = run_tracked_experiment(
-            tracker, parent, cfg, inputs.data_seed, inputs.seeds, work / "retrain" / model,
-            {**flatten(cfg.to_dict()), "model": model}, tags={"model": model, "speccomp.role": "nas-retrain"},
-            log_models=options.log_models, figures=False, run_name=lambda s, m=model: f"{m}-seed-{s}",
-            datasets=datasets if same_data else None,
-        )
-        summary = tracked.experiment.summary
-        summary.insert(0, "model", model)
-        rows.append(summary)
-    per_seed = pd.concat(rows, ignore_index=True)
-    table = comparison_table(per_seed, compared_columns(inputs.cfg))
-    path = work / "nas" / "comparison.csv"
-    table.to_csv(path)
-    per_seed.to_csv(work / "nas" / "comparison_per_seed.csv", index=False)
-    client.log_artifact(parent, str(path), "nas")
-    client.log_artifact(parent, str(work / "nas" / "comparison_per_seed.csv"), "nas")
-    metrics = {f"compare/{model}/{col}": float(v) for model, row in table.iterrows() for col, v in row.items()}
-    log_metric_dict(client, parent, metrics)
-    log_params(client, parent, {"compared_models": ",".join(inputs.compared)})
-    return table
+    same_data = {k: v for k, v in cfg.to_dict().items() if k != "training"} == data_sections
+    tracked = run_tracked_experiment(
+        tracker, parent, cfg, inputs.data_seed, seeds, work / "retrain" / name,
+        {**flatten(cfg.to_dict()), "model": model}, tags={"model": model, "speccomp.role": "nas-retrain", **tags},
+        log_models=inputs.options.log_models, figures=False, run_name=lambda s: f"{name}-seed-{s}",
+        datasets=datasets if same_data else None,
+    )
+    summary = tracked.experiment.summary
+    summary.insert(0, "model", model)
+    summary["run_id"] = [tracked.child_run_ids[int(seed)] for seed in summary["seed"]]
+    for key, value in tags.items():
+        summary[key] = value
+    return summary
 
 
-def compared_columns(cfg) -> list[str]:
-    """The per-seed measures the comparison reports: spectra, per tracked component, the test MSE,
-    the gap and the oracle efficiency; matrices the in-distribution and held-out accuracy and
-    `gap/acc`."""
-    if domain_for_config(cfg).name == "matrices":
-        return ["val/acc", "test/acc", "gap/acc"]
-    return [f"{kind}/{label}" for label in cfg.tracked_labels for kind in ("test/mse", "gap", "oracle/efficiency")]
+def _preset_config(inputs: _Inputs, path: Path):
+    options = inputs.options
+    return load_any_config(options.config_dir or None, options.overrides,
+                           presets=[*[p for p in options.presets if p], path])
 
 
-def comparison_table(per_seed, columns: list[str]):
-    """One row per model: across-seed mean and std (the seed spread) of each of `columns` (e.g.
-    `compared_columns(cfg)`)."""
+def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, datasets, searches: list[_Search],
+                         budget: _Budget) -> _Compared:
     import pandas as pd
 
-    out = {}
-    for model, group in per_seed.groupby("model", sort=False):
-        row = {}
-        for name in columns:
-            if name in group:
-                values = pd.to_numeric(group[name], errors="coerce").dropna()
-                row[name] = float(values.mean())
-                row[f"std/{name}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out[model] = row
-    return pd.DataFrame.from_dict(out, orient="index")
+    from speccomp.nas import preset_of, preset_yaml
+    from speccomp.nas.compare import comparison_table, paired_test, ranks
+    from speccomp.nas.random_search import random_architectures
+    from tracking.pipeline import log_metric_dict, log_params, set_tags
+
+    client, domain, seeds = tracker.client, inputs.domain, inputs.seeds
+    parts = []
+    for search in searches:
+        print(f"retraining the architecture of search seed {search.seed} for seeds {_seed_text(seeds)} ...",
+              file=sys.stderr, flush=True)
+        parts.append(_retrain(tracker, parent, inputs, work, datasets, _preset_config(inputs, search.preset_path),
+                              "nas", seeds, f"nas-s{search.seed}", {"search_seed": str(search.seed)}))
+    for model, cfg in inputs.compare_cfgs.items():
+        print(f"retraining {model} ({cfg.training.model_type}) for seeds {_seed_text(seeds)} ...", file=sys.stderr, flush=True)
+        parts.append(_retrain(tracker, parent, inputs, work, datasets, cfg, model, seeds, model, {}))
+    draws = random_architectures(inputs.space, budget.draws, inputs.random_seed)
+    print(f"random search: {len(draws)} architectures drawn uniformly (seed {inputs.random_seed}), each trained on "
+          f"seed {seeds[0]}: the searches' budget of {budget.search_steps} gradient steps ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    draw_parts, draw_cfgs = [], []
+    for i, choices in enumerate(draws, start=1):
+        path = work / "random" / f"draw-{i}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(preset_yaml(preset_of(inputs.space, choices, domain.model_type),
+                                    f"random draw {i} of {len(draws)} (seed {inputs.random_seed})"))
+        draw_cfgs.append(_preset_config(inputs, path))
+        draw_parts.append(_retrain(tracker, parent, inputs, work, datasets, draw_cfgs[-1], "random", seeds[:1],
+                                   f"random-{i}", {"draw": str(i)}))
+    draw_seconds = time.perf_counter() - t0
+    errors = [float(p[domain.selection_metric].iloc[0]) for p in draw_parts]
+    best_draw = min(range(len(errors)), key=lambda i: (errors[i], i))
+    set_tags(client, draw_parts[best_draw]["run_id"].iloc[0], {"random.best": "true"})
+    draw_parts[best_draw]["best"] = True
+    if len(seeds) > 1:
+        print(f"retraining the best random draw ({best_draw + 1}) for seeds {_seed_text(seeds[1:])} ...",
+              file=sys.stderr, flush=True)
+        rest = _retrain(tracker, parent, inputs, work, datasets, draw_cfgs[best_draw], "random", seeds[1:],
+                        f"random-{best_draw + 1}", {"draw": str(best_draw + 1), "random.best": "true"})
+        rest["best"] = True
+        draw_parts.append(rest)
+    per_seed = pd.concat([*parts, *draw_parts], ignore_index=True)
+    if "best" not in per_seed:
+        per_seed["best"] = False
+    per_seed["best"] = per_seed["best"].fillna(False).astype(bool)
+    columns = [*domain.reading_columns(inputs.cfg), *domain.floor_columns(inputs.cfg), domain.selection_metric,
+               domain.test_metric]
+    table = comparison_table(per_seed, list(dict.fromkeys(columns)))
+    rank_table = ranks(per_seed, seeds[0], [domain.selection_metric, domain.test_metric])
+    paired = {"val": paired_test(per_seed, domain.selection_metric), "test": paired_test(per_seed, domain.test_metric)}
+    nas_rows = per_seed[per_seed["model"] == "nas"]
+    by_search = nas_rows.groupby("search_seed")[domain.selection_metric].mean()
+    best_seed = int(min(by_search.index, key=lambda k: (by_search[k], int(k))))
+    best_search = [s.seed for s in searches].index(best_seed)
+
+    out = work / "nas"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "comparison.csv")
+    per_seed.to_csv(out / "comparison_per_seed.csv", index=False)
+    rank_table.to_csv(out / "ranks.csv", index=False)
+    pd.DataFrame(paired).T.to_csv(out / "paired_test.csv")
+    for name in ("comparison.csv", "comparison_per_seed.csv", "ranks.csv", "paired_test.csv"):
+        client.log_artifact(parent, str(out / name), "nas")
+    metrics = {f"compare/{model}/{col}": float(v) for model, row in table.iterrows() for col, v in row.items()
+               if isinstance(v, (int, float)) and math.isfinite(float(v))}
+    for m, kind in ((domain.selection_metric, "val"), (domain.test_metric, "test")):
+        metrics[f"nas/rank/{kind}"] = float(rank_table[f"rank/{m}"].median())
+        metrics[f"nas/better_fraction/{kind}"] = float(rank_table[f"better/{m}"].median())
+        metrics |= {f"nas/paired/{kind}/{k}": v for k, v in paired[kind].items() if math.isfinite(v)}
+    metrics |= {"nas/random_draws": float(len(draws)), "nas/search_gradient_steps": float(budget.search_steps),
+                "nas/random_gradient_steps": float(len(draws) * budget.steps_per_draw),
+                "nas/search_seconds": budget.search_seconds, "nas/random_seconds": draw_seconds,
+                "nas/entropy_ratio": sum(s.entropy_ratio for s in searches) / len(searches)}
+    log_metric_dict(client, parent, metrics)
+    log_params(client, parent, {"compared_models": ",".join(["nas", *inputs.compare_cfgs, "random"])})
+    return _Compared(per_seed, table, rank_table, paired, best_search, best_draw, draw_seconds)
+
+
+def _seed_text(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
 
 
 def _print_outcome(outcome: _Outcome, inputs: _Inputs, info, uri: str) -> None:
+    print("\n".join(outcome_lines(outcome, inputs)))
     from tracking.store import ui_command
 
-    lines = [f"derived architecture ({outcome.iterations} iterations, {outcome.search_seconds:.1f} s; "
-             f"artifact {ARCHITECTURE_ARTIFACT}):"]
-    for decision, option in outcome.choices.items():
-        probs = outcome.probabilities[decision]
-        runner_up = max((p for o, p in probs.items() if o != option), default=0.0)
-        lines.append(f"  {decision:<12} {option:<16} p = {probs[option]:.2f} (uniform {1 / len(probs):.2f}, "
-                     f"next best {runner_up:.2f})")
-    lines.append("")
-    lines.append(f"retrained over seeds {','.join(map(str, inputs.seeds))} (mean ± std across seeds):")
-    if inputs.domain.name == "matrices":
-        lines += _matrices_lines(outcome.table, inputs)
-    else:
-        lines += _spectra_lines(outcome.table, inputs.cfg.tracked_labels)
-    print("\n".join(lines))
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")
+
+
+def outcome_lines(outcome: _Outcome, inputs: _Inputs) -> list[str]:
+    """The console summary: per search seed how far α moved; the chosen seed's decisions with their
+    runner-up and an explicit `undecided`; the agreement of the search seeds; the comparison table
+    in the domain's readings; the ranks among random draws and the paired test."""
+    from speccomp.nas.compare import agreement
+
+    searches, compared, budget = outcome.searches, outcome.compared, outcome.budget
+    best = searches[outcome.best_search]
+    n_dec = len(best.table)
+    lines = [f"searches ({inputs.space.search.architecture_search_iterations} iterations each, "
+             f"{budget.search_seconds:.0f} s in all):"]
+    for s in searches:
+        lines.append(f"  search seed {s.seed}: mean entropy {s.entropy_ratio:.2f} x its start (uniform); "
+                     f"{s.decided}/{n_dec} decisions decided (entropy <= 0.8 log K)")
+    verdict = sum(s.entropy_ratio for s in searches) / len(searches)
+    lines.append(f"  mean over search seeds: {verdict:.2f} ({'moved' if verdict <= 0.8 else 'NOT moved: close to uniform'})")
+    lines.append("")
+    lines.append(f"derived architecture (search seed {best.seed}, the best on in-distribution validation; "
+                 f"artifact {ARCHITECTURE_ARTIFACT}):")
+    agree = agreement([s.result.choices for s in searches])
+    body = []
+    for r in best.table:
+        option, count = agree[r["decision"]]
+        body.append([r["decision"], r["choice"], f"{r['p']:.2f}", f"{r['runner_up']} {r['p_runner_up']:.2f}",
+                     f"{r['uniform']:.2f}", f"{r['entropy_ratio']:.2f}", "yes" if r["decided"] else "undecided",
+                     f"{option} {count}/{len(searches)}"])
+    lines += ["  " + x for x in _aligned(["decision", "choice", "p", "runner-up", "uniform", "H/logK", "decided",
+                                          "search seeds agree"], body)]
+    lines.append("")
+    lines.append(f"retrained over seeds {_seed_text(inputs.seeds)} (mean ± std over runs; nas: all search seeds x seeds; "
+                 f"random: the best of {budget.draws} draws on validation):")
+    lines += comparison_lines(compared, inputs)
+    lines.append("")
+    dom = inputs.domain
+    for kind, metric in (("validation", dom.selection_metric), ("test", dom.test_metric)):
+        ranks = compared.ranks
+        cells = ", ".join(f"seed {int(r['search_seed'])}: {int(r[f'rank/{metric}'])}/{int(r['n_draws']) + 1}"
+                          for _, r in ranks.iterrows())
+        quartile = int((ranks[f"better/{metric}"] <= 0.25).sum())
+        lines.append(f"rank of the derived architecture among the random draws on {kind} ({metric}, seed "
+                     f"{inputs.seeds[0]}): {cells}; in the best quartile for {quartile}/{len(ranks)} search seeds")
+    for kind, metric in (("val", dom.selection_metric), ("test", dom.test_metric)):
+        t = compared.paired[kind]
+        lines.append(f"paired test nas vs best random on {metric} over {int(t['pairs'])} (search seed, seed) pairs: "
+                     f"median difference {_sig(t['median_difference'])}, nas better in {int(t['wins'])}, "
+                     f"Wilcoxon p = {_sig(t['p'])}")
+    lines.append(f"budget (gradient steps, forward-backward passes of a batch): searches {budget.search_steps}, random "
+                 f"search {budget.draws} x {budget.steps_per_draw} = {budget.draws * budget.steps_per_draw}; wall time "
+                 f"{budget.search_seconds:.0f} s against {compared.draw_seconds:.0f} s. Both select on in-distribution "
+                 f"validation: neither sees the novel combination.")
+    return lines
+
+
+def _sig(x: float) -> str:
+    """3 significant digits (NaN as 'n/a')."""
+    return "n/a" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def comparison_lines(compared, inputs: _Inputs) -> list[str]:
+    """The comparison table in the domain's readings, and per model the seeds that learned nothing."""
+    cfg, dom, table = inputs.cfg, inputs.domain, compared.table
+    columns = [c for c in dom.reading_columns(cfg) if c in table.columns]
+    body = []
+    rows = compared.per_seed
+    from speccomp.nas.compare import compared_rows
+
+    kept = compared_rows(rows)
+    for model, row in table.iterrows():
+        cells = [str(model)]
+        for c in columns:
+            value, spread = row.get(c, math.nan), row.get(f"std/{c}", math.nan)
+            cells.append("-" if not math.isfinite(value) else f"{_sig(value)} ± {_sig(spread)}")
+        missing = dom.not_learned(kept[kept["model"] == model], cfg)
+        n = int(row["n"])
+        cells.append(", ".join(f"{label} {k}/{n}" for label, k in missing.items() if k) or "-")
+        body.append(cells)
+    return [*_aligned(["model", *columns, "not learned"], body), dom.not_learned_note(cfg)]
 
 
 def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]]
-
-
-def _matrices_lines(table, inputs: _Inputs) -> list[str]:
-    cfg = inputs.cfg
-    models = {name: c.training.model_type for name, c in inputs.compare_cfgs.items()}
-    header = ["model", "in-distribution acc", "held-out acc", "gap/acc"]
-    body = []
-    for model, row in table.iterrows():
-        name = f"{model} ({models.get(str(model), 'raven_seq')})"
-        body.append([name, *(f"{row.get(c, math.nan):.3f} ± {row.get('std/' + c, math.nan):.3f}"
-                             for c in ("val/acc", "test/acc", "gap/acc"))])
-    held = ", ".join(p.label for p in cfg.data.heldout_pairs) or "none"
-    return [*_aligned(header, body),
-            f"chance accuracy {cfg.chance:.3f} ({cfg.matrices.n_candidates} candidates); in-distribution = val, "
-            f"held out = test ({held}); gap/acc = in-distribution - held-out accuracy"]
-
-
-def _spectra_lines(table, labels: list[str]) -> list[str]:
-    header = ["model"] + [f"test MSE {label}" for label in labels] + [f"gap {label}" for label in labels] \
-        + [f"efficiency {label}" for label in labels]
-    body = []
-    for model, row in table.iterrows():
-        cells = [str(model)]
-        for name in [*(f"test/mse/{x}" for x in labels), *(f"gap/{x}" for x in labels)]:
-            cells.append(f"{row.get(name, math.nan):.4g} ± {row.get('std/' + name, math.nan):.2g}")
-        for x in labels:
-            cells.append(f"{row.get(f'oracle/efficiency/{x}', math.nan):.3f}")
-        body.append(cells)
-    return [*_aligned(header, body),
-            "gap = test MSE on the novel combination / in-distribution MSE; efficiency = oracle MSE / test MSE "
-            "(1 = the physical floor)"]

@@ -43,7 +43,15 @@ from speccomp.nas.gumbel import (
     sample_weights,
     temperature,
 )
-from speccomp.nas.search import SearchResult, metric_names, probability_names, run_search
+from speccomp.nas.search import (
+    SearchResult,
+    decision_table,
+    gradient_snr,
+    metric_names,
+    probability_names,
+    run_search,
+    warmup_iterations,
+)
 from speccomp.nas.space import (
     Decision,
     NasSpace,
@@ -63,5 +71,5 @@ __all__ = [
     "architecture_probabilities", "choices_of", "derive", "flatten_alpha", "gumbel_softmax", "inherit_weights",
     "init_alpha", "load_space", "mean_entropy", "metric_label", "metric_names", "one_hot_weights", "preset_of",
     "preset_yaml", "probability_names", "run_search", "sample_weights", "space_from_dict", "temperature",
-    "unflatten_alpha", "write_preset",
+    "unflatten_alpha", "write_preset", "decision_table", "gradient_snr", "warmup_iterations",
 ]

@@ -97,6 +97,35 @@ class SearchDomain:
     """The registry model a derived architecture is trained as."""
     transforms: tuple[str, ...] | None = None
     """Input transforms the domain allows in a space (None: every one)."""
+    selection_metric = "val/mse"
+    """The in-distribution validation error (lower is better) on which the derived architecture
+    is ranked among random draws and random search picks its best draw."""
+    test_metric = "test/mse"
+    """The same error on the test split (the novel combination)."""
+
+    def reading_columns(self, cfg: Any) -> list[str]:
+        """The per-seed measures a comparison reports: the validation MSE, then per tracked label
+        the test MSE, in-distribution skill, combination skill, transfer and oracle efficiency."""
+        kinds = ("test/mse", "skill/val", "skill/test", "transfer")
+        return ["val/mse", *[f"{k}/{label}" for label in cfg.tracked_labels for k in kinds]]
+
+    def floor_columns(self, cfg: Any) -> list[str]:
+        """The per-seed measures against the physical floor (oracle MSE ÷ test MSE per label)."""
+        return [f"oracle/efficiency/{label}" for label in cfg.tracked_labels]
+
+    def not_learned_note(self, cfg: Any) -> str:
+        return (f"not learned: runs whose in-distribution skill is below analysis.learned_skill "
+                f"({cfg.analysis.learned_skill:g}); transfer is left out for them")
+
+    def not_learned(self, rows: Any, cfg: Any) -> dict[str, int]:
+        """{label: seeds (rows of a per-seed frame) whose in-distribution skill is below
+        `analysis.learned_skill`}: for those, no transfer value exists and the gap says nothing."""
+        out = {}
+        for label in cfg.tracked_labels:
+            column = f"skill/val/{label}"
+            if column in rows:
+                out[label] = int((rows[column].astype(float) < cfg.analysis.learned_skill).sum())
+        return out
 
     def tensors(self, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, targets) of a split object (`.inputs` / `.targets`) or of an (x, y) pair."""
@@ -159,6 +188,25 @@ class MatricesSearch(SearchDomain):
     name = "matrices"
     model_type = "raven_seq"
     transforms = ("none",)
+    selection_metric = "val/error"
+    test_metric = "test/error"
+
+    def reading_columns(self, cfg: Any) -> list[str]:
+        """In-distribution and held-out accuracy, their difference, and chance beside them."""
+        return ["val/acc", "test/acc", "gap/acc", "chance/acc"]
+
+    def floor_columns(self, cfg: Any) -> list[str]:
+        """Chance is the floor here, and it is among the readings already."""
+        return []
+
+    def not_learned_note(self, cfg: Any) -> str:
+        return f"not learned: runs at or below chance ({cfg.chance:.3f}) in distribution"
+
+    def not_learned(self, rows: Any, cfg: Any) -> dict[str, int]:
+        """{"val/acc": seeds at or below chance in distribution}: nothing learned to compose."""
+        if "val/acc" not in rows:
+            return {}
+        return {"val/acc": int((rows["val/acc"].astype(float) <= cfg.chance).sum())}
 
     def n_features(self, x: torch.Tensor) -> int:
         return (N_CONTEXT + 1) * x.shape[2]

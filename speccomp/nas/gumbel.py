@@ -30,9 +30,14 @@ def _unpack(matrix: torch.Tensor, names: list[str], sizes: list[int]) -> dict[st
     return {n: matrix[i, :s] for i, (n, s) in enumerate(zip(names, sizes, strict=True))}
 
 
-def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool, generator: torch.Generator) -> torch.Tensor:
+def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool, generator: torch.Generator,
+                   backward: str = "gumbel") -> torch.Tensor:
     """(..., K) logits -> (..., K) weights that sum to 1 along the last axis (see module doc).
-    Gumbel noise g = -log(E), E ~ Exp(1), drawn from `generator`."""
+    Gumbel noise g = -log(E), E ~ Exp(1), drawn from `generator`. With `hard`, `backward` says
+    whose Jacobian the straight-through gradient takes: `gumbel` the soft sample's (GDAS), or
+    `softmax` that of softmax(α) itself (the straight-through estimator of Bengio et al. 2013):
+    the same forward, no Gumbel noise and no 1/τ in the gradient, so its variance is that of the
+    batch and of the other decisions' draws alone."""
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     exp = torch.empty(logits.shape, dtype=logits.dtype).exponential_(generator=generator)
@@ -40,16 +45,17 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool, generator: torc
     if not hard:
         return soft
     one_hot = torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
-    return one_hot - soft.detach() + soft
+    surrogate = torch.softmax(logits, dim=-1) if backward == "softmax" else soft
+    return one_hot - surrogate.detach() + surrogate
 
 
 def sample_weights(
-    alpha: dict[str, torch.Tensor], tau: float, hard: bool, generator: torch.Generator
+    alpha: dict[str, torch.Tensor], tau: float, hard: bool, generator: torch.Generator, backward: str = "gumbel"
 ) -> dict[str, torch.Tensor]:
     """One Gumbel-softmax sample per decision: {name: (n_options,) weights}. Differentiable in α
-    (straight-through when `hard`)."""
+    (straight-through when `hard`, through `backward`'s Jacobian: see `gumbel_softmax`)."""
     matrix, names, sizes = _pack(alpha)
-    return _unpack(gumbel_softmax(matrix, tau, hard, generator), names, sizes)
+    return _unpack(gumbel_softmax(matrix, tau, hard, generator, backward), names, sizes)
 
 
 def architecture_probabilities(alpha: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

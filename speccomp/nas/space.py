@@ -113,10 +113,13 @@ class SearchSettings(_Strict):
 
     architecture_search_iterations: int = Field(1000, gt=0, strict=True)
     """Alternating iterations: one weight step on train, one α step on val each."""
-    architecture_learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
-    """Adam step size of α (the meta-learner's ARCHITECTURE_LEARNING_RATE)."""
-    architecture_weight_decay: float = Field(1e-3, ge=0, allow_inf_nan=False)
-    """L2 on α (DARTS' 1e-3), pulling unused logits back to 0."""
+    architecture_learning_rate: float = Field(0.1, gt=0, allow_inf_nan=False)
+    """Adam step size of α (the meta-learner's ARCHITECTURE_LEARNING_RATE). Adam moves a logit by
+    about lr · SNR per step, and the α gradient's per-step signal-to-noise ratio is ~0.02-0.2 here:
+    the source document's 0.001 moves a logit ~0.1 in 1000 steps, 0.1 moves it several units."""
+    architecture_weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """L2 on α, pulling unused logits back to 0 (DARTS/GDAS: 1e-3, with a cross-entropy loss whose
+    α gradient is far larger; against an MSE's ~1e-4 it holds every logit at ~0)."""
     weight_learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
     """AdamW step size of the supernet's weights."""
     weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
@@ -132,6 +135,17 @@ class SearchSettings(_Strict):
     sampling: Literal["gdas", "snas"] = "gdas"
     """gdas: one path per position, hard one-hot with straight-through gradients; snas: the soft
     Gumbel-softmax mixture of all paths."""
+    alpha_gradient: Literal["gumbel", "softmax"] = "gumbel"
+    """With gdas sampling, the Jacobian the straight-through α gradient takes: `gumbel`, the soft
+    Gumbel sample's (GDAS; its noise and its 1/τ scale swamp the signal at low τ), or `softmax`,
+    that of softmax(α) (no sampling noise in the gradient)."""
+    warmup_fraction: float = Field(0.3, ge=0, lt=1, allow_inf_nan=False)
+    """Fraction of the iterations that train the weights only (architectures drawn from softmax(α),
+    uniform at the start) before α takes its first step; τ anneals over the iterations after it.
+    DARTS-style warm-up: the α gradient compares trained candidates, not random ones."""
+    alpha_samples: int = Field(1, gt=0, strict=True)
+    """Gumbel samples averaged per α step (each on its own validation batch): the α gradient's
+    noise falls as 1/sqrt(alpha_samples), its cost rises in proportion."""
 
     @model_validator(mode="after")
     def _taus(self) -> SearchSettings:
