@@ -73,6 +73,19 @@ def _seeds(name: str) -> Callable[[str], IntList | None]:
     return parse
 
 
+def _search_seeds(text: str) -> IntList | None:
+    """auto/none: the default; anything else must be a seed list (an empty one is refused, unlike
+    --seeds, where empty means "not given")."""
+    if isinstance(text, IntList):
+        return text
+    if str(text).strip().lower() in ("auto", "none"):
+        return None
+    try:
+        return IntList(parse_seed_list(text, "search-seeds"))
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("search-seeds: ")) from None
+
+
 def _int(minimum: int, optional: bool = False) -> Callable[[str], int | None]:
     def parse(text: str) -> int | None:
         text = str(text).strip()
@@ -247,9 +260,9 @@ def nas_cmd(
         parser=_int(1, optional=True), help="search iterations (default: the space file's, 1000)")] = None,
     architecture_learning_rate: Annotated[float | None, typer.Option(
         parser=_positive_float(optional=True), help="Adam step size of α (default: the space file's, 0.1)")] = None,
-    search_seeds: Annotated[str, typer.Option(
-        metavar="A,B,...", help="seeds of the searches, one search each (default auto: three, counting up from "
-        "the first retraining seed)")] = "auto",
+    search_seeds: Annotated[IntList | None, typer.Option(
+        parser=_search_seeds, metavar="A,B,...", help="seeds of the searches, one search each (default auto: "
+        "three, counting up from the first retraining seed)")] = None,
     random_draws: Annotated[int | None, typer.Option(
         parser=_int(1, optional=True), help="architectures random search draws and trains on the first seed "
         "(default auto: as many as the searches' gradient steps buy)")] = None,
@@ -276,20 +289,10 @@ def nas_cmd(
         seeds=_list(seeds), data_seed=data_seed, space=space,
         architecture_search_iterations=architecture_search_iterations,
         architecture_learning_rate=architecture_learning_rate, threads=threads,
-        search_seeds=_search_seeds(search_seeds), random_draws=random_draws, random_seed=random_seed,
+        search_seeds=_list(search_seeds), random_draws=random_draws, random_seed=random_seed,
         experiment_name=experiment_name, run_name=run_name, log_models=log_models,
         **_config_inputs(config_dir, preset, set_, overrides),
     ))
-
-
-def _search_seeds(text: str) -> list[int] | None:
-    """auto/none: the default; anything else must be a seed list (an empty one is refused)."""
-    if str(text).strip().lower() in ("auto", "none"):
-        return None
-    try:
-        return parse_seed_list(text, "--search-seeds")
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc).removeprefix("--search-seeds: ")) from None
 
 
 def _setting(name: str, help_text: str):

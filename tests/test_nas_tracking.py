@@ -26,6 +26,8 @@ TINY_SPACE = {
     "search": {"architecture_search_iterations": 50, "batch_size": 16},
 }
 MODELS = ("nas", "default", "loglinear")
+SEARCH_SEEDS = ("1", "2")
+DRAWS = 3
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,8 @@ def run_nas(store, name: str, *extra: str) -> int:
     from speccomp_cli.main import main
 
     args = ["nas", "--seeds", "1,2", "--run-name", name, "--config-dir", str(default_config_dir()),
-            "--space", str(store.space), "--architecture-search-iterations", str(ITERATIONS)]
+            "--space", str(store.space), "--architecture-search-iterations", str(ITERATIONS),
+            "--search-seeds", ",".join(SEARCH_SEEDS), "--random-draws", str(DRAWS)]
     return main([*args, *[a for item in TINY_OVERRIDES for a in ("--set", item)], *extra])
 
 
@@ -52,14 +55,35 @@ def nas_run(store):
     return SimpleNamespace(parent=parent, children=kids, client=store.client)
 
 
-def test_parent_and_one_child_per_model_and_seed(nas_run):
-    parent, kids = nas_run.parent, nas_run.children
+def _searches(nas_run):
+    return [k for k in nas_run.children if k.data.tags["speccomp.role"] == "nas-search"]
+
+
+def _retrained(nas_run):
+    return [k for k in nas_run.children if k.data.tags["speccomp.role"] == "nas-retrain"]
+
+
+def test_parent_one_search_run_per_search_seed_and_one_child_per_model_and_seed(nas_run):
+    parent = nas_run.parent
     assert parent.info.status == "FINISHED" and parent.data.tags["speccomp.role"] == "nas"
-    assert sorted((k.data.tags["model"], k.data.tags["seed"]) for k in kids) == sorted(
-        (m, s) for m in MODELS for s in ("1", "2"))
-    assert all(k.info.status == "FINISHED" for k in kids)
+    assert sorted(k.data.tags["search_seed"] for k in _searches(nas_run)) == list(SEARCH_SEEDS)
+    kids = _retrained(nas_run)
+    expected = [("nas", s, seed) for s in SEARCH_SEEDS for seed in ("1", "2")]
+    expected += [(m, "", seed) for m in MODELS[1:] for seed in ("1", "2")]
+    got = [(k.data.tags["model"], k.data.tags.get("search_seed", ""), k.data.tags["seed"]) for k in kids
+           if k.data.tags["model"] != "random"]
+    assert sorted(got) == sorted(expected)
+    draws = [k for k in kids if k.data.tags["model"] == "random"]
+    # every draw on the first seed; the best one (tagged) on the other seed too
+    assert sorted(k.data.tags["draw"] for k in draws if k.data.tags["seed"] == "1") == ["1", "2", "3"]
+    (rest,) = [k for k in draws if k.data.tags["seed"] == "2"]
+    best = [k for k in draws if k.data.tags.get("random.best") == "true"]
+    assert {k.data.tags["draw"] for k in best} == {rest.data.tags["draw"]} and len(best) == 2
+    first = {k.data.tags["draw"]: k.data.metrics["val/mse"] for k in draws if k.data.tags["seed"] == "1"}
+    assert min(first, key=first.get) == rest.data.tags["draw"]  # chosen on in-distribution validation
+    assert all(k.info.status == "FINISHED" for k in nas_run.children)
     types = {k.data.tags["model"]: k.data.params["training.model_type"] for k in kids}
-    assert types == {"nas": "seq", "default": "mlp", "loglinear": "linear"}
+    assert types == {"nas": "seq", "default": "mlp", "loglinear": "linear", "random": "seq"}
     for k in kids:  # every child trained and scored like a `main` seed run
         assert {"test/mse", "val/mse", "train/loss"} <= set(k.data.metrics)
         assert any(name.startswith("gap/") for name in k.data.metrics)
@@ -68,19 +92,26 @@ def test_parent_and_one_child_per_model_and_seed(nas_run):
 def test_search_metrics_every_iteration(nas_run):
     from speccomp.nas import load_space, metric_names
 
-    client, run_id = nas_run.client, nas_run.parent.info.run_id
+    client = nas_run.client
     space = load_space(nas_run.parent.data.params["nas.space"])
     names = metric_names(space)
     assert {"nas/tau", "nas/train_loss", "nas/val_loss", "nas/entropy"} <= set(names)
-    curves = {name: history(client, run_id, name) for name in names}
-    for name, curve in curves.items():
-        assert [step for step, _ in curve] == list(range(1, ITERATIONS + 1)), name
-    taus = [v for _, v in curves["nas/tau"]]
-    assert taus[0] == pytest.approx(10.0) and taus[-1] == pytest.approx(0.1) and taus == sorted(taus, reverse=True)
-    for d in space.decisions:  # the probabilities of a decision sum to one at every step
-        rows = zip(*[curves[f"nas/prob/{d.name}/{o.replace('+', '_')}"] for o in d.options], strict=True)
-        assert all(math.isclose(sum(v for _, v in row), 1.0, rel_tol=1e-6) for row in rows)
-    assert all(0 <= v <= math.log(3) + 1e-6 for _, v in curves["nas/entropy"])
+    warm = round(space.search.warmup_fraction * ITERATIONS)
+    for search in _searches(nas_run):
+        run_id = search.info.run_id
+        curves = {name: history(client, run_id, name) for name in names}
+        for name, curve in curves.items():
+            steps = [step for step, _ in curve]
+            assert steps == list(range(warm + 1 if name == "nas/val_loss" else 1, ITERATIONS + 1)), name
+        taus = [v for _, v in curves["nas/tau"]]
+        assert taus[0] == pytest.approx(10.0) and taus[-1] == pytest.approx(0.1) and taus == sorted(taus, reverse=True)
+        for d in space.decisions:  # the probabilities of a decision sum to one at every step
+            rows = zip(*[curves[f"nas/prob/{d.name}/{o.replace('+', '_')}"] for o in d.options], strict=True)
+            assert all(math.isclose(sum(v for _, v in row), 1.0, rel_tol=1e-6) for row in rows)
+        assert all(0 <= v <= math.log(3) + 1e-6 for _, v in curves["nas/entropy"])
+        metrics = search.data.metrics
+        assert 0 < metrics["nas/entropy_ratio"] <= 1.0 + 1e-6 and "nas/grad_snr/input" in metrics
+        assert metrics["nas/gradient_steps"] == ITERATIONS + (ITERATIONS - warm) * space.search.alpha_samples
 
 
 def test_architecture_artifact_is_a_preset_main_trains(nas_run, tmp_path):
@@ -90,23 +121,47 @@ def test_architecture_artifact_is_a_preset_main_trains(nas_run, tmp_path):
     cfg = load_config(default_config_dir(), list(TINY_OVERRIDES), presets=[path])
     assert cfg.training.model_type == "seq" and cfg.training.input_transform == parent.data.params["nas.arch.input"]
     assert preset["training"]["seq"]["layers"][-1]["op"] == {
-        "dense16": "dense", "identity": "identity", "zero": "zero"}[parent.data.params["nas.arch.dense1"]]
-    nas_kid = next(k for k in nas_run.children if k.data.tags["model"] == "nas")
-    assert nas_kid.data.params["training.input_transform"] == parent.data.params["nas.arch.input"]
-    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert plots == {"nas_probabilities.png"}
+        "dense16": "dense", "identity": "identity"}[parent.data.params["nas.arch.dense1"]]
+    chosen = parent.data.params["nas.arch.search_seed"]
+    nas_kids = [k for k in _retrained(nas_run) if k.data.tags["model"] == "nas" and k.data.tags["search_seed"] == chosen]
+    assert all(k.data.params["training.input_transform"] == parent.data.params["nas.arch.input"] for k in nas_kids)
     tables = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "nas")}
-    assert {"architecture.yaml", "comparison.csv", "comparison_per_seed.csv", "search_history.csv"} <= tables
+    assert {"architecture.yaml", "comparison.csv", "comparison_per_seed.csv", "ranks.csv", "paired_test.csv"} <= tables
+    for search in _searches(nas_run):
+        run_id = search.info.run_id
+        assert {Path(a.path).name for a in client.list_artifacts(run_id, "plots")} == {"nas_probabilities.png"}
+        assert {"architecture.yaml", "search_history.csv", "decisions.csv"} <= {
+            Path(a.path).name for a in client.list_artifacts(run_id, "nas")}
 
 
-def test_parent_compares_the_models(nas_run):
+def test_parent_compares_the_models_with_random_search_at_equal_budget(nas_run):
     metrics = nas_run.parent.data.metrics
-    kids = nas_run.children
-    for model in MODELS:
-        mine = [k.data.metrics["test/mse/comp4"] for k in kids if k.data.tags["model"] == model]
+    kids = _retrained(nas_run)
+    for model in (*MODELS, "random"):
+        mine = [k.data.metrics["test/mse/comp4"] for k in kids if k.data.tags["model"] == model
+                and (model != "random" or k.data.tags.get("random.best") == "true")]
         assert metrics[f"compare/{model}/test/mse/comp4"] == pytest.approx(sum(mine) / len(mine))
-        assert f"compare/{model}/std/gap/comp10" in metrics
+        assert f"compare/{model}/std/skill/val/comp10" in metrics
         assert f"compare/{model}/oracle/efficiency/comp10" in metrics
+    assert metrics["nas/random_draws"] == DRAWS
+    steps = [s.data.metrics["nas/gradient_steps"] for s in _searches(nas_run)]
+    assert metrics["nas/search_gradient_steps"] == sum(steps)
+    assert 1 <= metrics["nas/rank/val"] <= DRAWS + 1 and 0 <= metrics["nas/better_fraction/val"] <= 1
+    assert metrics["nas/paired/val/pairs"] == len(SEARCH_SEEDS) * 2
+
+
+def test_the_default_draw_count_is_the_searches_budget(store):
+    """Without --random-draws, random search gets the gradient steps the searches took."""
+    from speccomp.nas.random_search import training_steps
+
+    assert run_nas(store, "nas-auto", "--random-draws", "auto", "--search-seeds", "1") == 0
+    (parent,) = runs_named(store.client, "nas-auto")
+    cfg = load_config(default_config_dir(), list(TINY_OVERRIDES))
+    n_train = cfg.data.resolved_splits()["train"].n_samples
+    per_draw = training_steps(cfg, n_train)
+    search_steps = parent.data.metrics["nas/search_gradient_steps"]
+    assert parent.data.metrics["nas/random_draws"] == max(1, round(search_steps / per_draw))
+    assert parent.data.metrics["nas/random_gradient_steps"] == parent.data.metrics["nas/random_draws"] * per_draw
 
 
 BAD_ARGS = [
@@ -117,6 +172,11 @@ BAD_ARGS = [
     (["--architecture-learning-rate", "fast"], "--architecture-learning-rate: 'fast' is not a number"),
     (["--architecture-learning-rate", "nan"], "--architecture-learning-rate: 'nan' is out of range"),
     (["--seeds", "1,,2"], "seeds: empty item"),
+    (["--random-draws", "0"], "--random-draws: 0 is too small; allowed: an integer >= 1"),
+    (["--random-draws", "-2"], "--random-draws: -2 is too small; allowed: an integer >= 1"),
+    (["--search-seeds", ""], "--search-seeds: empty; allowed: comma-separated non-negative integers"),
+    (["--search-seeds", "1,,2"], "--search-seeds: empty item"),
+    (["--search-seeds", "4,4"], "--search-seeds: 4 appears twice"),
     (["--space", "nowhere.yaml"], "space: nowhere.yaml: file not found"),
     (["--preset", "nosuch"], "preset: nosuch: no such file or preset"),
     (["--set", "data.validation.n_samples=0"], "data.validation.n_samples: is 0"),
@@ -187,7 +247,8 @@ def test_mlflow_run_nas_end_to_end(tmp_path):
             args += ["-P", p]
         return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
-    done = mlflow_run("seeds=1,2", f"space={space}", "architecture_search_iterations=10",
+    done = mlflow_run("seeds=1,2", f"space={space}", "architecture_search_iterations=10", "search_seeds=1",
+                      "random_draws=2",
                       f"overrides={' '.join(TINY_OVERRIDES)}", f"config_dir={default_config_dir()}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "derived architecture" in done.stdout and "loglinear" in done.stdout
@@ -196,9 +257,12 @@ def test_mlflow_run_nas_end_to_end(tmp_path):
     client = MlflowClient(uri)
     runs = all_runs(client)
     (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "nas"]
-    assert parent.info.status == "FINISHED" and len(history(client, parent.info.run_id, "nas/tau")) == 10
-    assert parent.info.run_name.startswith("nas-")  # renamed from `mlflow run`'s random name
-    assert sorted(r.data.tags.get("model") for r in runs if r.info.run_id != parent.info.run_id) == sorted(MODELS * 2)
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "nas spectra 10 it seeds 1-2"  # renamed from `mlflow run`'s random name
+    kids = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert sum(r.data.tags.get("speccomp.role") == "nas-search" for r in kids) == 1
+    assert {r.data.tags.get("model") for r in kids if r.data.tags.get("speccomp.role") == "nas-retrain"} == {
+        *MODELS, "random"}
 
     bad = mlflow_run("architecture_learning_rate=abc", f"space={space}")
     assert bad.returncode != 0 and "error: --architecture-learning-rate: 'abc' is not a number" in bad.stderr

@@ -171,21 +171,35 @@ def _best_candidate(nets_alphas, space, data, cols, steps, hp, gen):
 # methods
 # ------------------------------------------------------------------------------------------------
 def stage_two(meta_net: Supernet, posterior: GaussianPosterior, data: dict[str, SplitData], pair: Pair,
-              hp: StageTwo, seed: int) -> MethodResult:
-    """The meta-learner on a meta-test pair (see module doc)."""
+              hp: StageTwo, seed: int, method: str = "meta", fresh_weights: bool = False,
+              use_map: bool = True) -> MethodResult:
+    """The meta-learner on a meta-test pair (see module doc), and its two ablations, which run the
+    same procedure on the same data, seed and budget with one ingredient replaced:
+
+    - `meta`: the learned q and the meta-learned (REPTILE) weights;
+    - `meta-arch` (`fresh_weights`): the learned q, weights from a fresh initialisation: what the
+      posterior alone carries;
+    - `meta-weights` (q = the prior, `use_map` False since the prior's mean prefers nothing, and
+      weights meta-learned with q frozen at the prior): what the meta-learned weights alone carry.
+
+    The random stream is the same for all three ((seed, "meta", "stage2", pair)): posterior samples,
+    batches and Gumbel noise are drawn alike, so the ablations differ only by what they replace."""
     space = meta_net.space
     gen = torch_generator(seed, "meta", "stage2", pair_name(pair))
     cols = _cols(data, pair)
-    alphas = [posterior.mean.detach().clone()] + [posterior.sample(gen).detach() for _ in range(hp.candidates)]
-    _, net, alpha0 = _best_candidate([(copy.deepcopy(meta_net), a) for a in alphas], space, data, cols,
+    alphas = ([posterior.mean.detach().clone()] if use_map else [])
+    alphas += [posterior.sample(gen).detach() for _ in range(hp.candidates + (0 if use_map else 1))]
+    start = fresh_supernet(space, data, seed, "stage2") if fresh_weights else meta_net
+    _, net, alpha0 = _best_candidate([(copy.deepcopy(start), a) for a in alphas], space, data, cols,
                                      hp.candidate_steps, hp, gen)
     alpha = {k: v.clone().requires_grad_(True) for k, v in unflatten_alpha(space, alpha0).items()}
     _adapt_alpha(net, alpha, data, hp, gen)
     choices = choices_of(space, alpha)
     path = one_hot_weights(space, choices)
     _train_all(net, path, data, hp.finetune_steps, hp, gen)
-    picked = "map" if torch.equal(alpha0, alphas[0]) else "sample"
-    return MethodResult("meta", pair, seed, evaluate_path(net, path, data, pair), choices, {"candidate": picked})
+    picked = "map" if use_map and torch.equal(alpha0, alphas[0]) else "sample"
+    return MethodResult(method, pair, seed, evaluate_path(net, path, data, pair), choices,
+                        {"candidate": picked, "weight_steps": hp.budget})
 
 
 def _adapt_alpha(net: Supernet, alpha: dict[str, torch.Tensor], data, hp: StageTwo, gen) -> None:

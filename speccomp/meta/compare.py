@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
 
 REFERENCE = "meta"
-ORDER = ("meta", "prior", "nas", "default", "loglinear", "wren", "oracle", "chance")
+ORDER = ("meta", "meta-weights", "meta-arch", "prior", "nas", "default", "loglinear", "wren", "oracle", "chance")
 
 
 def measure_of(per_pair: pd.DataFrame) -> str:

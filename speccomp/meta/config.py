@@ -111,9 +111,12 @@ class AdaptSection(_Strict):
 
 
 class BaselinesSection(_Strict):
-    methods: list[Literal["default", "loglinear", "wren", "prior", "nas"]] = ["default", "loglinear", "prior", "nas"]
+    methods: list[Literal["meta-weights", "meta-arch", "default", "loglinear", "wren", "prior", "nas"]] = [
+        "meta-weights", "meta-arch", "default", "loglinear", "prior", "nas"]
     """Baselines run on the same meta-test pairs, data and seeds (the oracle floor always).
-    `loglinear` is a spectra model, `wren` (`raven_wren`, relational) a matrices one."""
+    `meta-weights` and `meta-arch` are the ablations of `meta` (see `speccomp.meta.adapt.stage_two`;
+    `meta-weights` meta-trains a second supernet with q frozen at the prior). `loglinear` is a
+    spectra model, `wren` (`raven_wren`, relational) a matrices one."""
     nas_iterations: int | None = Field(None, ge=1)
     """Search iterations of single-task NAS per pair (default: the stage-two budget)."""
 

@@ -97,6 +97,13 @@ class MatricesBank:
         q = self.query[task]
         return F.cross_entropy(MATRICES.forward(net, q.panels[idx], path), q.target[idx])
 
+    def query_nll(self, net: Any, path: dict[str, torch.Tensor], task: RuleAttribute,
+                  idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(NLL, CE): the summed cross-entropy of the task's whole query set, estimated from the
+        batch `idx`; and the batch's mean cross-entropy."""
+        ce = self.query_loss(net, path, task, idx)
+        return len(self.query[task]) * ce, ce
+
     def task_datasets(self, task: RuleAttribute, n_train: int | None = None, final: bool = False) -> dict[str, MatrixSplit]:
         """`train`, `val` and `test` of a task; `test` is the query set of a meta-training task and
         the test set of a meta-test task when `final`."""

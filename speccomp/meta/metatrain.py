@@ -9,9 +9,14 @@ One meta-iteration (BASE, Shaw et al. 2019; MetaNAS, Elsken et al. 2020; GDAS sa
 3. query: score θ' with the path z on the task's **combination** (MSE of the pair's two
    components; on the matrices domain the cross-entropy on matrices holding the held-out
    (rule, attribute) pair) — the quantity compositional generalisation is about;
-4. q is updated by Adam at META_LEARNING_RATE on the negative ELBO
-   `query loss + kl_weight · KL(q‖p) / num_meta_training_tasks`
-   (first order: θ' is treated as a constant, the gradient reaches α through z);
+4. q is updated by Adam at META_LEARNING_RATE on the negative ELBO of one task,
+   `query NLL + kl_weight · KL(q‖p) / num_meta_training_tasks`, where the query NLL is the
+   negative log-likelihood of the task's whole query set (the bank's `query_nll`: spectra, a
+   Gaussian whose variance is profiled out, n/2 · log MSE over its n values; matrices, the summed
+   cross-entropy). This is the ELBO of all tasks divided by their number, estimated from one task.
+   (A mean MSE in its place, as before, weighs the data n times too little: the KL term then held
+   every logit at ~0.01.) First order: θ' is treated as a constant, the gradient reaches α
+   through z;
 5. REPTILE: θ ← θ + ε (θ' − θ).
 
 Pure: no I/O, no logging; a callback receives each iteration's record.
@@ -46,6 +51,9 @@ class MetaHyper:
     tau_max: float = 5.0
     tau_min: float = 0.5
     kl_weight: float = 1.0
+    learn_posterior: bool = True
+    """False: q stays as it is, bit for bit (the `meta-weights` ablation: architectures drawn from
+    the prior while REPTILE trains the weights)."""
 
 
 @dataclass
@@ -145,12 +153,13 @@ def meta_train(
         q_idx = torch.randint(len(query), (min(hyper.query_batch, len(query)),), generator=g_batch)
         for p in params:
             p.requires_grad_(False)
-        query_loss = bank.query_loss(net, path, pair, q_idx)
+        query_nll, query_loss = bank.query_nll(net, path, pair, q_idx)
         kl = posterior.kl()
-        elbo = query_loss + hyper.kl_weight * kl / hyper.n_tasks
-        meta_opt.zero_grad(set_to_none=True)
-        elbo.backward()
-        meta_opt.step()
+        elbo = query_nll + hyper.kl_weight * kl / hyper.n_tasks
+        if hyper.learn_posterior:
+            meta_opt.zero_grad(set_to_none=True)
+            elbo.backward()
+            meta_opt.step()
         with torch.no_grad():
             for p, b in zip(params, before, strict=True):
                 p.copy_(b + hyper.meta_step * (p - b))

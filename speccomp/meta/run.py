@@ -72,7 +72,8 @@ def plan_meta(
     other_domain = {"loglinear": "spectra", "wren": "matrices"}
     for method in meta.baselines.methods:
         if other_domain.get(method, domain.name) != domain.name:
-            allowed = [m for m in ("default", "loglinear", "wren", "prior", "nas") if other_domain.get(m, domain.name) == domain.name]
+            allowed = [m for m in ("meta-weights", "meta-arch", "default", "loglinear", "wren", "prior", "nas")
+                       if other_domain.get(m, domain.name) == domain.name]
             raise ConfigError(f"{meta_path}: baselines.methods: {method} is a {other_domain[method]} model and the "
                               f"experiment is of the {domain.name} domain; allowed: {', '.join(allowed)}")
     if domain is MATRICES:
@@ -173,6 +174,11 @@ def run_meta(
 
     hp = stage_two_hyper(plan)
     methods = plan.meta.baselines.methods
+    frozen = None
+    if "meta-weights" in methods:  # the weights' share: the same meta-training with q frozen at the prior
+        say("meta-training the meta-weights ablation (q frozen at the prior) ...")
+        frozen = frozen_prior_training(plan, bank, seeds[0])
+        timings["meta_train_frozen"] = frozen.seconds
     results: list[MethodResult] = []
     floors: dict[Pair, dict[str, float]] = {}
     rows = []
@@ -185,6 +191,11 @@ def run_meta(
         pair_results: list[MethodResult] = []
         for seed in seeds:
             pair_results.append(stage_two(net, posterior, data, pair, hp, seed))
+            if frozen is not None:
+                pair_results.append(stage_two(frozen.net, frozen.posterior, data, pair, hp, seed, "meta-weights",
+                                              use_map=False))
+            if "meta-arch" in methods:
+                pair_results.append(stage_two(net, posterior, data, pair, hp, seed, "meta-arch", fresh_weights=True))
             if "prior" in methods:
                 pair_results.append(prior_search(plan.space, data, pair, hp, seed))
             if "nas" in methods:
@@ -203,6 +214,17 @@ def run_meta(
             on_pair(pair, by_method)
     timings["meta_test"] = time.perf_counter() - t1
     return MetaOutcome(plan, training, results, floors, pd.DataFrame(rows), timings)
+
+
+def frozen_prior_training(plan: MetaPlan, bank, seed: int) -> MetaTrainResult:
+    """The `meta-weights` ablation's meta-training: the same supernet initialisation, tasks,
+    iterations and random streams as `meta`, with q = the prior p(α) = N(0, s²), never updated."""
+    net = bank.search.supernet(plan.space, bank.train_x, bank.train_y, torch_generator(seed, "meta", "supernet", "init"))
+    s = plan.meta.posterior.prior_scale
+    prior = build_posterior(plan.space, s, s)
+    hyper = meta_hyper(plan)
+    hyper.learn_posterior = False
+    return meta_train(net, prior, bank, plan.tasks.meta_train, hyper, seed)
 
 
 def _mean_by_method(results: list[MethodResult], floor: dict[str, float], pair: Pair) -> dict[str, dict[str, float]]:

@@ -147,6 +147,13 @@ class TaskBank:
         cols = torch.tensor([self.labels.index(c) for c in pair])
         return ((net(query.spectra[idx], path)[:, cols] - query.abundances[idx][:, cols]) ** 2).mean()
 
+    def query_nll(self, net, path: dict[str, torch.Tensor], pair: Pair, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(NLL, MSE): the negative log-likelihood of the pair's whole query set (n = spectra × 2
+        components) under a Gaussian whose variance is profiled out, n/2 · log MSE (up to a
+        constant), estimated from the batch `idx`; and the batch's MSE itself."""
+        mse = self.query_loss(net, path, pair, idx)
+        return 0.5 * len(self.query[pair]) * len(pair) * torch.log(mse), mse
+
     def train_rows(self, pair: Pair, n_train: int | None = None) -> torch.Tensor:
         """Row indices into `train_x` of a task's training split: the bare continuum and each
         component alone, in equal thirds (`n_train` rows in all; None = every row)."""
