@@ -386,6 +386,9 @@ class _Compared:
     best_search: int  # index of the search seed whose derived model validated best
     best_draw: int
     draw_seconds: float
+    kendall_taus: list[float]
+    """Per search seed: Kendall's τ between the supernet's validation loss of each random draw
+    and that draw's retrained validation error (can weight sharing rank architectures?)."""
 
 
 def _retrain(tracker, parent: str, inputs: _Inputs, work: Path, datasets, cfg, model: str, seeds: list[int],
@@ -409,9 +412,9 @@ def _retrain(tracker, parent: str, inputs: _Inputs, work: Path, datasets, cfg, m
     return summary
 
 
-def _preset_config(inputs: _Inputs, path: Path):
+def _preset_config(inputs: _Inputs, path: Path, extra: list[str] | None = None):
     options = inputs.options
-    return load_any_config(options.config_dir or None, options.overrides,
+    return load_any_config(options.config_dir or None, [*options.overrides, *(extra or [])],
                            presets=[*[p for p in options.presets if p], path])
 
 
@@ -420,7 +423,7 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
     import pandas as pd
 
     from speccomp.nas import preset_of, preset_yaml
-    from speccomp.nas.compare import comparison_table, paired_test, ranks
+    from speccomp.nas.compare import comparison_table, kendall_tau, paired_test, ranks, supernet_losses
     from speccomp.nas.random_search import random_architectures
     from tracking.pipeline import log_metric_dict, log_params, set_tags
 
@@ -444,11 +447,12 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(preset_yaml(preset_of(inputs.space, choices, domain.model_type),
                                     f"random draw {i} of {len(draws)} (seed {inputs.random_seed})"))
-        draw_cfgs.append(_preset_config(inputs, path))
+        draw_cfgs.append(_preset_config(inputs, path, ["training.checkpoint_retention=none"]))
         draw_parts.append(_retrain(tracker, parent, inputs, work, datasets, draw_cfgs[-1], "random", seeds[:1],
                                    f"random-{i}", {"draw": str(i)}))
     draw_seconds = time.perf_counter() - t0
     errors = [float(p[domain.selection_metric].iloc[0]) for p in draw_parts]
+    taus = [kendall_tau(supernet_losses(s.result, datasets["val"], draws), errors) for s in searches]
     best_draw = min(range(len(errors)), key=lambda i: (errors[i], i))
     set_tags(client, draw_parts[best_draw]["run_id"].iloc[0], {"random.best": "true"})
     draw_parts[best_draw]["best"] = True
@@ -491,9 +495,12 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
                 "nas/random_gradient_steps": float(len(draws) * budget.steps_per_draw),
                 "nas/search_seconds": budget.search_seconds, "nas/random_seconds": draw_seconds,
                 "nas/entropy_ratio": sum(s.entropy_ratio for s in searches) / len(searches)}
+    finite = [t for t in taus if math.isfinite(t)]
+    if finite:
+        metrics["nas/kendall_tau"] = sum(finite) / len(finite)
     log_metric_dict(client, parent, metrics)
     log_params(client, parent, {"compared_models": ",".join(["nas", *inputs.compare_cfgs, "random"])})
-    return _Compared(per_seed, table, rank_table, paired, best_search, best_draw, draw_seconds)
+    return _Compared(per_seed, table, rank_table, paired, best_search, best_draw, draw_seconds, taus)
 
 
 def _seed_text(seeds: list[int]) -> str:
@@ -554,6 +561,9 @@ def outcome_lines(outcome: _Outcome, inputs: _Inputs) -> list[str]:
         lines.append(f"paired test nas vs best random on {metric} over {int(t['pairs'])} (search seed, seed) pairs: "
                      f"median difference {_sig(t['median_difference'])}, nas better in {int(t['wins'])}, "
                      f"Wilcoxon p = {_sig(t['p'])}")
+    taus = ", ".join(_sig(t) for t in compared.kendall_taus)
+    lines.append(f"can the supernet rank architectures? Kendall's tau between its validation loss of each random draw "
+                 f"and the draw's retrained validation error, per search seed: {taus} (1: the same order, 0: unrelated)")
     lines.append(f"budget (gradient steps, forward-backward passes of a batch): searches {budget.search_steps}, random "
                  f"search {budget.draws} x {budget.steps_per_draw} = {budget.draws * budget.steps_per_draw}; wall time "
                  f"{budget.search_seconds:.0f} s against {compared.draw_seconds:.0f} s. Both select on in-distribution "

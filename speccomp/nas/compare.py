@@ -84,3 +84,35 @@ def agreement(choices: list[dict[str, str]]) -> dict[str, tuple[str, int]]:
         counts = picks.value_counts(sort=True)
         out[name] = (str(counts.index[0]), int(counts.iloc[0]))
     return out
+
+
+def supernet_losses(result: Any, val: Any, architectures: list[dict[str, str]]) -> list[float]:
+    """The search's own estimate of each architecture: the validation loss of its one-hot path
+    through the final supernet weights (shared weights, no retraining), in the domain's loss."""
+    import torch
+
+    from speccomp.nas.derive import one_hot_weights
+
+    domain, net = result.domain, result.supernet
+    x, y = domain.tensors(val)
+    net.eval()
+    out = []
+    with torch.no_grad():
+        z = domain.prepare(net, x)
+        idx = torch.arange(y.shape[0])
+        for choices in architectures:
+            pred = domain.forward(net, domain.rows(z, idx), one_hot_weights(result.space, choices))
+            out.append(float(domain.loss(pred, y)))
+    net.train()
+    return out
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's τ between two scorings of the same architectures (1: the same order; 0: unrelated).
+    Here: the supernet's validation loss against the retrained models' validation error — whether
+    weight sharing can rank architectures at all (Yu et al. 2020 measured τ ≈ 0 on NAS benchmarks)."""
+    from scipy.stats import kendalltau
+
+    if len(a) < 3:
+        return math.nan
+    return float(kendalltau(a, b).statistic)
