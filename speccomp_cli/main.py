@@ -304,9 +304,11 @@ def _setting(name: str, help_text: str):
 @app.command("meta")
 def meta_cmd(
     task_generator_seed: Annotated[str, _setting("task_generator_seed", "overrides $TASK_GENERATOR_SEED (default 0)")] = "",
-    meta_learning_rate: Annotated[str, _setting("meta_learning_rate", "overrides $META_LEARNING_RATE (default 0.001)")] = "",
+    meta_learning_rate: Annotated[str, _setting("meta_learning_rate", "overrides $META_LEARNING_RATE (default 0.001; "
+                                                "the project's meta configs set 0.003)")] = "",
     architecture_learning_rate: Annotated[str, _setting(
-        "architecture_learning_rate", "overrides $ARCHITECTURE_LEARNING_RATE (default 0.001)")] = "",
+        "architecture_learning_rate", "overrides $ARCHITECTURE_LEARNING_RATE (default 0.001; the project's meta "
+        "configs set 0.1)")] = "",
     num_meta_training_tasks: Annotated[str, _setting(
         "num_meta_training_tasks", "overrides $NUM_META_TRAINING_TASKS (default 100)")] = "",
     num_meta_testing_tasks: Annotated[str, _setting(
@@ -343,6 +345,48 @@ def meta_cmd(
                                 overrides=split_overrides(overrides) if _given(overrides) else [], env_file=env_file,
                                 threads=threads if _given(threads) else "", experiment_name=experiment_name,
                                 run_name=run_name))
+
+
+@app.command("meta-eval")
+def meta_eval_cmd(
+    repetitions: Annotated[int, typer.Option(parser=_int(1), help="meta runs, each with its own task draw and meta "
+                                             "seed (TASK_GENERATOR_SEED + r, meta seed + r)")] = 3,
+    threads: Annotated[IntList | None, typer.Option(
+        parser=_seeds("threads"), metavar="A,B", help="torch thread counts; every repetition runs at each "
+        "(e.g. 1,2: does the conclusion survive the float reduction order?)")] = None,
+    task_generator_seed: Annotated[str, _setting("task_generator_seed", "base of $TASK_GENERATOR_SEED")] = "",
+    meta_learning_rate: Annotated[str, _setting("meta_learning_rate", "overrides $META_LEARNING_RATE")] = "",
+    architecture_learning_rate: Annotated[str, _setting("architecture_learning_rate",
+                                                        "overrides $ARCHITECTURE_LEARNING_RATE")] = "",
+    num_meta_training_tasks: Annotated[str, _setting("num_meta_training_tasks", "overrides $NUM_META_TRAINING_TASKS")] = "",
+    num_meta_testing_tasks: Annotated[str, _setting("num_meta_testing_tasks", "overrides $NUM_META_TESTING_TASKS")] = "",
+    architecture_search_iterations: Annotated[str, _setting("architecture_search_iterations",
+                                                            "overrides $ARCHITECTURE_SEARCH_ITERATIONS")] = "",
+    config: Annotated[str, typer.Option(help="meta config file or name under configs/meta/ (default, smoke, raven)")] = "",
+    overrides: Annotated[str, typer.Option(help="space-separated KEY=VALUE overrides of the meta config")] = "",
+    env_file: Annotated[str, typer.Option(help="an env file of NAME=VALUE lines (default: .env, if present)")] = "",
+    experiment_name: Annotated[str | None, typer.Option(parser=_optional_text, help="MLflow experiment")] = None,
+    run_name: Annotated[str | None, typer.Option(parser=_optional_text, help="name of the parent run")] = None,
+) -> int:
+    """The meta-learner's powered evaluation: repeated meta-training and meta-testing, every method
+    and ablation against `meta` with bootstrap intervals and Holm-corrected paired tests; tracked."""
+    from tracking.meta_eval import MetaEvalOptions, run_meta_eval
+
+    flags = {"task_generator_seed": task_generator_seed, "meta_learning_rate": meta_learning_rate,
+             "architecture_learning_rate": architecture_learning_rate,
+             "num_meta_training_tasks": num_meta_training_tasks, "num_meta_testing_tasks": num_meta_testing_tasks,
+             "architecture_search_iterations": architecture_search_iterations}
+    flags = {k: v if _given(v) else "" for k, v in flags.items()}
+    if _given(env_file):
+        from speccomp.meta.settings import check_named_env_file
+
+        check_named_env_file(env_file)
+    else:
+        env_file = ".env"
+    return run_meta_eval(MetaEvalOptions(
+        flags=flags, config=config if _given(config) else "",
+        overrides=split_overrides(overrides) if _given(overrides) else [], env_file=env_file,
+        repetitions=repetitions, threads=_list(threads) or [1], experiment_name=experiment_name, run_name=run_name))
 
 
 @app.command("study-worker", hidden=True)

@@ -198,12 +198,25 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
         if row["method"] != "meta":
             summary[f"comparison/{row['method']}/median_ratio_meta_to_method"] = row["median_ratio_meta_to_method"]
             summary[f"comparison/{row['method']}/wilcoxon_p"] = row["wilcoxon_p"]
+    summary.update(posterior_summary(plan.space, posterior))
     summary.update({f"time/{k}_s": v for k, v in outcome.timings.items()})
     summary["time/meta_iterations_per_s"] = s.architecture_search_iterations / max(outcome.timings["meta_train"], 1e-9)
     log_metric_dict(client, parent, summary, step=s.architecture_search_iterations)
     set_tags(client, parent, {f"meta.map.{k}": v for k, v in choices.items()})
     client.log_text(parent, format_table(table), "meta/comparison.txt")
     return outcome, table
+
+
+def posterior_summary(space, posterior) -> dict[str, float]:
+    """How far q moved: `meta/entropy_ratio` (mean entropy of softmax(μ) over decisions ÷ the
+    prior's, log K; 1 = nothing learned), `meta/final_kl` (KL(q‖p), nats) and per decision
+    `meta/max_prob/<decision>`."""
+    from speccomp.meta.evaluate import entropy_ratio
+    from speccomp.meta.metatrain import posterior_probabilities
+
+    probs = posterior_probabilities(space, posterior)
+    return {"meta/entropy_ratio": entropy_ratio(space, posterior), "meta/final_kl": float(posterior.kl()),
+            **{f"meta/max_prob/{k}": float(p.max()) for k, p in probs.items()}}
 
 
 def _print_summary(outcome, table, info, uri: str) -> None:
@@ -224,5 +237,9 @@ def _print_summary(outcome, table, info, uri: str) -> None:
         print("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
               "medians over pairs; p: two-sided Wilcoxon signed-rank, meta vs method")
     print(format_table(table))
+    moved = posterior_summary(plan.space, outcome.training.posterior)
+    ratio = moved["meta/entropy_ratio"]
+    print(f"posterior: mean entropy of softmax(mu) {ratio:.2f} x the prior's "
+          f"({'moved' if ratio <= 0.9 else 'NOT moved: close to the prior'}), KL(q||p) {moved['meta/final_kl']:.1f} nats")
     print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
     print(f"open the UI: {ui_command(uri)}")

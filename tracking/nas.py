@@ -447,7 +447,9 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(preset_yaml(preset_of(inputs.space, choices, domain.model_type),
                                     f"random draw {i} of {len(draws)} (seed {inputs.random_seed})"))
-        draw_cfgs.append(_preset_config(inputs, path, ["training.checkpoint_retention=none"]))
+        # a draw is judged by its final metrics: no checkpoints, and no evaluation on the way
+        draw_cfgs.append(_preset_config(inputs, path, ["training.checkpoint_retention=none",
+                                                       "training.checkpoint_ratio=1.0"]))
         draw_parts.append(_retrain(tracker, parent, inputs, work, datasets, draw_cfgs[-1], "random", seeds[:1],
                                    f"random-{i}", {"draw": str(i)}))
     draw_seconds = time.perf_counter() - t0
