@@ -89,7 +89,7 @@ def test_run_scores_every_method_by_held_out_accuracy_with_chance():
 BAD = [
     ({}, ["baselines.methods=[default, loglinear]"],
      "baselines.methods: loglinear is a spectra model and the experiment is of the matrices domain; "
-     "allowed: default, wren, prior, nas"),
+     "allowed: meta-weights, meta-arch, default, wren, prior, nas"),
     ({}, ["tasks.held_out_components=2"], "tasks.held_out_components: 2; allowed: 0 on the matrices domain"),
     ({"num_meta_training_tasks": "13", "num_meta_testing_tasks": "4"}, [],
      "more than the 16 (rule, attribute) tasks; allowed: a sum <= 16"),
@@ -112,7 +112,7 @@ def test_bad_matrices_meta_input_is_one_line(flags, overrides, text):
 
 def test_a_matrices_model_is_refused_on_spectra():
     with pytest.raises(ConfigError, match="baselines.methods: wren is a matrices model and the experiment is of the "
-                                          "spectra domain; allowed: default, loglinear, prior, nas"):
+                                          "spectra domain; allowed: meta-weights, meta-arch, default, loglinear, prior, nas"):
         plan_meta(FLAGS, "smoke", ["baselines.methods=[default, wren]"], env_file=None)
 
 
