@@ -61,7 +61,7 @@ def test_mlflow_run_meta_reads_environment_and_dotenv(store):
     assert p["meta.meta_learning_rate.source"] == "default"
     assert [m.step for m in store.client.get_metric_history(parent.info.run_id, "meta/elbo")] == list(range(1, 7))
     children = [r for r in all_runs(store.client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 2 * 6 and {r.data.tags["method"] for r in children} >= {"meta", "oracle", "nas"}
+    assert len(children) == 2 * 8 and {r.data.tags["method"] for r in children} >= {"meta", "oracle", "nas"}
     arts = {a.path for a in store.client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/meta_posterior.png", "plots/meta_test.png"} <= arts
     assert all(r.info.status == "FINISHED" for r in [parent, *children])

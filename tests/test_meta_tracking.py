@@ -62,7 +62,7 @@ def test_parent_records(meta_run):
         history = client.get_metric_history(parent.info.run_id, name)
         assert [m.step for m in history] == list(range(1, 7)), name
     probs = [k for k in parent.data.metrics if k.startswith("meta/prob/")]
-    assert "meta/prob/input/log" in probs and len(probs) == 36
+    assert "meta/prob/input/log" in probs and len(probs) == 34  # the default space: 34 logits
     last = {k: parent.data.metrics[k] for k in probs if k.startswith("meta/prob/dense1/")}
     assert sum(last.values()) == pytest.approx(1.0, abs=1e-5)
 
@@ -77,9 +77,9 @@ def test_parent_artifacts(meta_run, tmp_path):
         assert name in names
     path = client.download_artifacts(rid, "meta/posterior.pt", str(tmp_path))
     state = torch.load(path, weights_only=True)
-    assert state["mean"].shape == state["std"].shape == (36,) and (state["std"] > 0).all()
+    assert state["mean"].shape == state["std"].shape == (34,) and (state["std"] > 0).all()
     table = pd.read_csv(client.download_artifacts(rid, "meta/comparison.csv", str(tmp_path)))
-    assert list(table.method) == ["meta", "prior", "nas", "default", "loglinear", "oracle"]
+    assert list(table.method) == ["meta", "meta-weights", "meta-arch", "prior", "nas", "default", "loglinear", "oracle"]
     assert (table.n_pairs == 2).all()
     assert table.set_index("method").loc["oracle", "median_ratio_to_oracle"] == pytest.approx(1.0)
 
@@ -89,7 +89,7 @@ def test_one_child_per_pair_and_method(meta_run):
     client, parent = meta_run
     children = [r for r in all_runs(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     pairs = parent.data.tags["meta.pairs.test"].split(",")
-    methods = {"meta", "prior", "nas", "default", "loglinear", "oracle"}
+    methods = {"meta", "meta-weights", "meta-arch", "prior", "nas", "default", "loglinear", "oracle"}
     assert {(r.data.tags["pair"], r.data.tags["method"]) for r in children} == {(p, m) for p in pairs for m in methods}
     assert len(children) == len(pairs) * len(methods)
     for r in children:

@@ -145,19 +145,23 @@ def test_spectra_space_on_the_raven_folder_is_one_line_exit_2(store, capsys):
 def test_nas_on_raven_tracks_search_and_compares_three_models(store, capsys, tmp_path):
     assert run_nas(store, "nas-raven") == 0
     out = capsys.readouterr().out
-    assert "chance accuracy 0.125 (8 candidates)" in out and "wren (raven_wren)" in out
+    assert "chance accuracy 0.125 (8 candidates)" in out and "\nwren " in out and "\nrandom " in out
     (parent,) = runs_named(store.client, "nas-raven")
     client = store.client
-    assert parent.data.tags["domain"] == "matrices" and parent.data.params["compared_models"] == "nas,default,wren"
+    assert parent.data.tags["domain"] == "matrices" and parent.data.params["compared_models"] == "nas,default,wren,random"
     kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted((k.data.tags["model"], k.data.tags["seed"]) for k in kids) == sorted(
-        (m, s) for m in ("nas", "default", "wren") for s in ("1", "2"))
+    searches = [k for k in kids if k.data.tags["speccomp.role"] == "nas-search"]
+    kids = [k for k in kids if k.data.tags["speccomp.role"] == "nas-retrain"]
+    assert searches and all("nas/val_loss" in k.data.metrics and "nas/prob/dense1/dense16" in k.data.metrics
+                            for k in searches)
+    fixed = sorted((k.data.tags["model"], k.data.tags["seed"]) for k in kids if k.data.tags["model"] in ("default", "wren"))
+    assert fixed == sorted((m, s) for m in ("default", "wren") for s in ("1", "2"))
     metrics = parent.data.metrics
     for model in ("nas", "default", "wren"):
         mine = [k.data.metrics["test/acc"] for k in kids if k.data.tags["model"] == model]
         assert metrics[f"compare/{model}/test/acc"] == pytest.approx(sum(mine) / len(mine))
         assert f"compare/{model}/std/gap/acc" in metrics and f"compare/{model}/val/acc" in metrics
-    assert "nas/val_loss" in metrics and "nas/prob/dense1/dense16" in metrics
+    assert "nas/rank/val" in metrics and "nas/paired/val/pairs" in metrics
     path = client.download_artifacts(parent.info.run_id, "nas/architecture.yaml", str(tmp_path))
     cfg = load_any_config(RAVEN, TINY, presets=[path])
     assert cfg.training.model_type == "raven_seq"

@@ -200,7 +200,8 @@ class MatricesSearch(SearchDomain):
         return []
 
     def not_learned_note(self, cfg: Any) -> str:
-        return f"not learned: runs at or below chance ({cfg.chance:.3f}) in distribution"
+        return (f"chance accuracy {cfg.chance:.3f} ({cfg.matrices.n_candidates} candidates); not learned: runs at or "
+                "below chance in distribution")
 
     def not_learned(self, rows: Any, cfg: Any) -> dict[str, int]:
         """{"val/acc": seeds at or below chance in distribution}: nothing learned to compose."""
