@@ -51,7 +51,7 @@ MODEL_FORMATS = ("pickle", "pt2")
 """How `log_final_model` serialises a model (`mlflow.pytorch`'s `serialization_format`): "pickle"
 (the default; `torch.save` of the module, loaded back by `mlflow.pytorch.load_model` where
 speccomp is importable) or "pt2" (`torch.export`: a traced graph that loads without executing
-pickled code, but costs about a second and 80 MB for its first model, importing torch._dynamo)."""
+pickled code, but costs about a second and 80 MB for its first model, importing torch dynamo)."""
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ the other. When the caller ends, the worker's stdin closes and it exits.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import subprocess
@@ -87,7 +88,9 @@ def _serve() -> int:
     torch.set_num_threads(1)
     import matplotlib.figure  # noqa: F401  (imported while the caller trains)
 
-    from speccomp.core.experiment import draw_figures
+    # The worker is its own program (run as __main__ in a fresh interpreter): it looks the drawing
+    # function up by name, so that the module that starts it is not one it imports back.
+    draw_figures = importlib.import_module("speccomp.core.experiment").draw_figures
 
     raw = sys.stdin.buffer.read()
     if not raw:
