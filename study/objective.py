@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 
 from speccomp.core.config import ExperimentConfig
-from speccomp.core.task import task_for
+from speccomp.core.task import Task, get_task, task_for
 from study.records import compact_seeds, save_note, trial_description, trial_note
 from study.space import SearchSpace
 from tracking.pipeline import (
@@ -47,67 +47,30 @@ MEASURES = {
     "test": "the domain's test measure (minimise): spectra the test MSE of the tracked components (as test_mse), "
             "matrices the test error 1 - test/acc",
 }
-MATRICES_MEASURES = {"test_mse": None, "test": "test/error", "gap": "gap/acc", "transfer": None}
-"""Matrices: the measure behind each objective (None: not defined for this domain)."""
 STATE_TAG = "optuna.trial_state"
-TRIAL_MEASURES = ("test/mse/tracked", "val/mse/tracked", "val/mse_present/tracked", "test/mse_present/tracked",
-                  "gap/tracked", "skill/val/tracked", "skill/test/tracked", "transfer/tracked", "learned/tracked",
-                  "oracle/mse/tracked", "oracle/efficiency/tracked")
-"""Per-seed measures whose across-seed mean and std every trial stores (user attributes
-`<name with _>_mean` / `_std`) for the report."""
 
 
 class SurplusTrial(Exception):
     """Another worker already filled the study's trial budget; this trial is not run."""
 
 
-def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, float]:
-    """Label-independent summaries of one seed (comparable across trials with different pairs).
-    `transfer/tracked` is the mean transfer of the tracked components, NaN unless every one was
-    learned in distribution; `learned/tracked` is 1 when every one was, 0 when not (NaN without a
-    validation split)."""
-    def mean_of(prefix: str) -> float:
-        values = [final.get(f"{prefix}/{label}", math.nan) for label in tracked]
-        return float(sum(values) / len(values))
-
-    judged = all(f"skill/val/{label}" in final for label in tracked)
-    learned = all(f"transfer/{label}" in final for label in tracked)
-    return {
-        "test/mse/tracked": mean_of("test/mse"),
-        "val/mse/tracked": mean_of("val/mse"),
-        "val/mse_present/tracked": mean_of("val/mse_present"),
-        "test/mse_present/tracked": mean_of("test/mse_present"),
-        "gap/tracked": mean_of("gap"),
-        "skill/val/tracked": mean_of("skill/val"),
-        "skill/test/tracked": mean_of("skill/test"),
-        "transfer/tracked": mean_of("transfer") if learned else math.nan,
-        "learned/tracked": float(learned) if judged else math.nan,
-        "oracle/mse/tracked": mean_of("oracle/mse"),
-        "oracle/efficiency/tracked": mean_of("oracle/efficiency"),
-    }
-
-
-def objective_values(measures: dict[str, float], measure: str, domain: str = "spectra") -> tuple[float, ...]:
-    if domain == "matrices":
-        if measure == "pareto":
-            return (measures["val/error"], measures["test/error"])
-        return (measures[MATRICES_MEASURES[measure]],)
-    if measure in ("test_mse", "test"):
-        return (measures["test/mse/tracked"],)
-    if measure == "gap":
-        return (measures["gap/tracked"],)
-    if measure == "transfer":
-        return (measures["transfer/tracked"],)
-    return (measures["val/mse_present/tracked"], measures["test/mse_present/tracked"])
+def objective_values(measures: dict[str, float], measure: str, task: Task) -> tuple[float, ...]:
+    """The values a trial (or one seed) reports for objective `measure`: the domain's measures behind
+    it (`Task.study_objectives`), one per objective."""
+    return tuple(measures[key] for key in task.study_objectives[measure])
 
 
 def check_measure(measure: str, domain: str) -> None:
     """Refuse an objective the domain does not define (one line naming `objective`, exit 2)."""
-    if domain == "matrices" and MATRICES_MEASURES.get(measure, "") is None:
+    task = get_task(domain)
+    if measure not in task.study_objectives:
         from speccomp.core.config import ConfigError
+        from speccomp.core.task import TASKS
 
-        allowed = [m for m in MEASURES if MATRICES_MEASURES.get(m, "") is not None]
-        raise ConfigError(f"objective: {measure} is a spectra measure; allowed for the matrices domain: {', '.join(allowed)}")
+        owners = " or ".join(t.name for t in TASKS.values() if t is not task and measure in t.study_objectives)
+        allowed = [m for m in MEASURES if m in task.study_objectives]
+        raise ConfigError(f"objective: {measure} is {f'a {owners} measure' if owners else 'not a measure of any domain'}; "
+                          f"allowed for the {domain} domain: {', '.join(allowed)}")
 
 
 def directions(measure: str) -> list[str]:
@@ -177,13 +140,7 @@ class Objective:
             # Optuna fails a trial whose value is NaN; here that means "not learned", which the
             # report counts per setting (the trial's measures are in its user attributes).
             set_tags(client, run_id, {STATE_TAG: "FAIL"})
-            if task_for(cfg).name == "spectra":
-                print(f"trial {trial.number}: no seed learned every tracked component in distribution "
-                      f"(in-distribution skill < {cfg.analysis.learned_skill:g}); no {self.measure} value",
-                      file=sys.stderr)
-            else:  # matrices: a NaN measure (val/error and gap/acc need the validation split)
-                print(f"trial {trial.number}: no {self.measure} value (NaN; gap/acc and val/error need the "
-                      "validation split)", file=sys.stderr)
+            print(f"trial {trial.number}: {task_for(cfg).study_no_value(cfg, self.measure)}", file=sys.stderr)
         else:
             set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
         self.tracker.finish(run_id)
@@ -224,11 +181,10 @@ class Objective:
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
             for r in te.experiment.result.seeds:
-                per_seed[r.seed] = (seed_measures(r.final, cfg.tracked_labels) if task.name == "spectra"
-                                    else task.seed_measures(cfg, r.final))
+                per_seed[r.seed] = task.seed_measures(cfg, r.final)
             if self.pruning:
                 for seed in chunk:
-                    trial.report(objective_values(per_seed[seed], self.measure, task.name)[0],
+                    trial.report(objective_values(per_seed[seed], self.measure, task)[0],
                                  step=self.seeds.index(seed))
                 if i < len(self.seed_chunks()) - 1 and trial.should_prune():
                     self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
@@ -236,11 +192,11 @@ class Objective:
         self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
         if not self.pruning and len(trial.study.directions) == 1:  # seed-level values, for the dashboard's chart
             for index, seed in enumerate(self.seeds):
-                seed_value = objective_values(per_seed[seed], self.measure, task.name)[0]
+                seed_value = objective_values(per_seed[seed], self.measure, task)[0]
                 if math.isfinite(seed_value):
                     trial.report(seed_value, step=index)
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
-        values = objective_values(mean, self.measure, task.name)
+        values = objective_values(mean, self.measure, task)
         last_step = int(pd.concat(trajectories)["step"].max())
         log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v
                                          for i, v in enumerate(values)}, step=last_step)
@@ -255,17 +211,14 @@ class Objective:
         trajectory.to_csv(folder / "trajectory_data.csv", index=False)
         shutil.copy(folder / "chunk-0" / "config.yaml", folder / "config.yaml")
         measures = pd.DataFrame.from_dict(per_seed, orient="index")
-        spectra = task_for(cfg).name == "spectra"
         extra = measures.drop(columns=[c for c in measures.columns if c in summary.columns])  # matrices: already finals
         log_parent_summary(client, run_id, summary, trajectory, extra=extra)
         tracked = [c.removeprefix("test/mse/") for c in summary.columns if c.startswith("test/mse/")]
         set_description(client, run_id, trial_description(trial, trial.study.study_name, summary, tracked))
         trial.set_user_attr("seeds", compact_seeds(per_seed))
-        if spectra:
-            trial.set_user_attr("learned_skill", cfg.analysis.learned_skill)
-        else:  # matrices: what guessing scores, beside the accuracies in the report
-            trial.set_user_attr("chance_acc", float(cfg.chance))
-        for key in TRIAL_MEASURES if spectra else measures.columns:  # matrices: test/error, val/error, gap/acc
+        for key, value in task_for(cfg).study_trial_attrs(cfg).items():  # what the report reads beside the measures
+            trial.set_user_attr(key, value)
+        for key in measures.columns:  # every per-seed measure of the domain (`Task.seed_measures`)
             values = measures[key].dropna()
             trial.set_user_attr(key.replace("/", "_") + "_mean", float(values.mean()) if len(values) else None)
             trial.set_user_attr(key.replace("/", "_") + "_std", float(values.std(ddof=1)) if len(values) > 1 else 0.0)

@@ -159,3 +159,23 @@ def test_a_whole_experiment_runs_on_the_toy_domain_and_reads_back(toy, tmp_path)
     assert np.allclose(fit["seed-1"], res.result.seeds[0].test_predictions[:, 0], atol=1e-6)
     assert task_for(read_config(tmp_path / "config.yaml")) is toy  # found from its resolved config
     assert set(redraw(tmp_path)) == {"toy_fit"}
+
+
+def test_a_study_asks_the_domain_for_its_objectives(toy):
+    from speccomp.core.config import ConfigError
+    from study.objective import check_measure, objective_values
+
+    spectra, matrices = get_task("spectra"), get_task("matrices")
+    measures = {"test/mse/tracked": 0.1, "gap/tracked": 1.2, "transfer/tracked": 0.9,
+                "val/mse_present/tracked": 0.05, "test/mse_present/tracked": 0.2,
+                "test/error": 0.7, "val/error": 0.6, "gap/acc": 0.1}
+    assert objective_values(measures, "test_mse", spectra) == (0.1,) == objective_values(measures, "test", spectra)
+    assert objective_values(measures, "pareto", spectra) == (0.05, 0.2)
+    assert objective_values(measures, "test", matrices) == (0.7,)
+    assert objective_values(measures, "pareto", matrices) == (0.6, 0.7)
+    check_measure("transfer", "spectra")
+    with pytest.raises(ConfigError, match="^objective: transfer is a spectra measure; allowed for the matrices "
+                                          "domain: gap, pareto, test$"):
+        check_measure("transfer", "matrices")
+    with pytest.raises(ConfigError, match="^objective: gap is a spectra or matrices measure; allowed for the toy domain: $"):
+        check_measure("gap", "toy")  # the toy domain defines no study objective

@@ -135,10 +135,23 @@ class Task(ABC):
         table of the seeds' final metrics (one row per seed); default: that table as it is."""
         return [summary.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
 
+    # --- studies ---------------------------------------------------------------------------
+    study_objectives: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Study objective (`speccomp study --objective`) -> the keys of `seed_measures` it optimises,
+    one per objective (two for `pareto`); an objective not listed is refused for this domain."""
+
     def seed_measures(self, cfg: Any, final: dict[str, float]) -> dict[str, float]:
-        """Measures of one seed a study compares across trials (the spectra ones, per tracked
-        component pair, live in `study.objective.seed_measures`)."""
+        """Measures of one seed a study compares across trials (each trial stores their across-seed
+        mean and std); from the seed's final metrics."""
         raise NotImplementedError(f"{self.name}: no study measures")
+
+    def study_trial_attrs(self, cfg: Any) -> dict[str, Any]:
+        """Settings a study's report reads beside the measures (stored on every trial); default none."""
+        return {}
+
+    def study_no_value(self, cfg: Any, objective: str) -> str:
+        """Why a trial has no value for `objective` (its measure is NaN), for the console."""
+        return f"no {objective} value (NaN)"
 
 
 TASKS: dict[str, Task] = {}

@@ -157,6 +157,14 @@ class MatricesTask(Task):
                      f"val = in distribution, test = held out ({held}); gap/acc = val/acc - test/acc")
         return lines
 
+    study_objectives = {"test": ("test/error",), "gap": ("gap/acc",), "pareto": ("val/error", "test/error")}
+
+    def study_trial_attrs(self, cfg) -> dict[str, Any]:
+        return {"chance_acc": float(cfg.chance)}  # what guessing scores, beside the accuracies in the report
+
+    def study_no_value(self, cfg, objective: str) -> str:
+        return f"no {objective} value (NaN; gap/acc and val/error need the validation split)"
+
     def seed_measures(self, cfg, final: dict[str, float]) -> dict[str, float]:
         return {
             "test/error": final.get("test/error", np.nan),

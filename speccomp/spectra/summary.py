@@ -1,6 +1,7 @@
-"""The spectra's console table at the end of a run: per (seed, component) the test MSE, the skills,
-the transfer and the gap, then the across-seed means and the physical floor
-(`SpectraTask.console_summary`)."""
+"""What the spectra report of their results: the console table at the end of a run (per seed and
+component the test MSE, the skills, the transfer and the gap, then the across-seed means and the
+physical floor: `SpectraTask.console_summary`), and the label-free measures of one seed that a
+study compares across trials (`SpectraTask.seed_measures`)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,29 @@ def summary_lines(summary, tracked: list[str], learned_skill: float) -> list[str
                      + "   ".join(f"{t} {v:.2g} (test MSE {summary[f'test/mse/{t}'].mean() / v:.0f}x that)"
                                   for t, v in floors))
     return lines
+
+
+def seed_measures(final: dict[str, float], tracked: list[str]) -> dict[str, float]:
+    """Label-independent summaries of one seed (comparable across trials with different pairs).
+    `transfer/tracked` is the mean transfer of the tracked components, NaN unless every one was
+    learned in distribution; `learned/tracked` is 1 when every one was, 0 when not (NaN without a
+    validation split)."""
+    def mean_of(prefix: str) -> float:
+        values = [final.get(f"{prefix}/{label}", math.nan) for label in tracked]
+        return float(sum(values) / len(values))
+
+    judged = all(f"skill/val/{label}" in final for label in tracked)
+    learned = all(f"transfer/{label}" in final for label in tracked)
+    return {
+        "test/mse/tracked": mean_of("test/mse"),
+        "val/mse/tracked": mean_of("val/mse"),
+        "val/mse_present/tracked": mean_of("val/mse_present"),
+        "test/mse_present/tracked": mean_of("test/mse_present"),
+        "gap/tracked": mean_of("gap"),
+        "skill/val/tracked": mean_of("skill/val"),
+        "skill/test/tracked": mean_of("skill/test"),
+        "transfer/tracked": mean_of("transfer") if learned else math.nan,
+        "learned/tracked": float(learned) if judged else math.nan,
+        "oracle/mse/tracked": mean_of("oracle/mse"),
+        "oracle/efficiency/tracked": mean_of("oracle/efficiency"),
+    }

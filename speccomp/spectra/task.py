@@ -114,5 +114,22 @@ class SpectraTask(Task):
 
         return summary_lines(summary, cfg.tracked_labels, cfg.analysis.learned_skill)
 
+    # --- studies ----------------------------------------------------------------------------
+    study_objectives = {"test_mse": ("test/mse/tracked",), "test": ("test/mse/tracked",), "gap": ("gap/tracked",),
+                        "transfer": ("transfer/tracked",),
+                        "pareto": ("val/mse_present/tracked", "test/mse_present/tracked")}
+
+    def seed_measures(self, cfg, final: dict[str, float]) -> dict[str, float]:
+        from speccomp.spectra.summary import seed_measures
+
+        return seed_measures(final, cfg.tracked_labels)
+
+    def study_trial_attrs(self, cfg) -> dict[str, Any]:
+        return {"learned_skill": cfg.analysis.learned_skill}
+
+    def study_no_value(self, cfg, objective: str) -> str:
+        return (f"no seed learned every tracked component in distribution "
+                f"(in-distribution skill < {cfg.analysis.learned_skill:g}); no {objective} value")
+
 
 SPECTRA = register_task(SpectraTask())
