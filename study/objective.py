@@ -67,7 +67,7 @@ def check_measure(measure: str, domain: str) -> None:
         from speccomp.core.config import ConfigError
         from speccomp.core.task import TASKS
 
-        owners = " or ".join(t.name for t in TASKS.values() if t is not task and measure in t.study_objectives)
+        owners = " or ".join(sorted(t.name for t in TASKS.values() if t is not task and measure in t.study_objectives))
         allowed = [m for m in MEASURES if m in task.study_objectives]
         raise ConfigError(f"objective: {measure} is {f'a {owners} measure' if owners else 'not a measure of any domain'}; "
                           f"allowed for the {domain} domain: {', '.join(allowed)}")

@@ -16,7 +16,6 @@ the other. When the caller ends, the worker's stdin closes and it exits.
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import subprocess
@@ -88,16 +87,14 @@ def _serve() -> int:
     torch.set_num_threads(1)
     import matplotlib.figure  # noqa: F401  (imported while the caller trains)
 
-    # The worker is its own program (run as __main__ in a fresh interpreter): it looks the drawing
-    # function up by name, so that the module that starts it is not one it imports back.
-    draw_figures = importlib.import_module("speccomp.core.experiment").draw_figures
+    from speccomp.core.task import task_for  # not core.experiment, which imports this module
 
     raw = sys.stdin.buffer.read()
     if not raw:
         return 0  # the caller ended without a job
     try:
         cfg, datasets, trajectory, predictions, plots_dir, floor = pickle.loads(raw)
-        answer = ("ok", draw_figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
+        answer = ("ok", task_for(cfg).figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
     except Exception:
         answer = ("error", traceback.format_exc())
     sys.stdout.buffer.write(pickle.dumps(answer))
