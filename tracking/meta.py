@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speccomp.core.config import ConfigError
-from speccomp.meta.settings import FIELDS
 
 
 @dataclass
@@ -80,7 +79,7 @@ def run_meta(options: MetaOptions) -> int:
     parent = None
     try:
         with guarded(tracker):
-            parent = tracker.open_parent(options.run_name or f"meta-{time.strftime('%Y%m%d-%H%M%S')}", attached)
+            parent = tracker.open_parent(options.run_name or default_run_name(plan), attached)
             with tempfile.TemporaryDirectory(prefix="speccomp-meta-") as tmp:
                 outcome, table = _run_tracked(tracker, parent, plan, Path(tmp))
             tracker.finish(parent)
@@ -88,6 +87,16 @@ def run_meta(options: MetaOptions) -> int:
         return stopped(exc, f"parent run {parent} and its children ended KILLED")
     _print_summary(outcome, table, client.get_run(parent).info, uri)
     return 0
+
+
+def default_run_name(plan) -> str:
+    """`meta spectra 100/20 tasks` (`meta raven 12/4 tasks` on the matrices domain)."""
+    from speccomp.nas.domain import domain_for_config
+    from tracking.describe import domain_word, run_name
+
+    s = plan.settings.values
+    return run_name("meta", domain_word(domain_for_config(plan.cfg).name),
+                    f"{s.num_meta_training_tasks}/{s.num_meta_testing_tasks} tasks")
 
 
 class _BatchedMetrics:
@@ -136,8 +145,7 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     params["meta_config.file"] = str(plan.meta_path)
     log_params(client, parent, params)
     set_tags(client, parent, {
-        "speccomp.role": "meta",
-        **{f"meta.source.{name}": plan.settings.sources[name] for name in FIELDS},
+        "speccomp.role": "meta",  # the settings' sources are params (meta.<name>.source), not tags
         "meta.pairs.train": ",".join(pair_name(p) for p in plan.tasks.meta_train)[:5000],
         "meta.pairs.test": ",".join(pair_name(p) for p in plan.tasks.meta_test),
         "meta.held_out": ",".join(plan.tasks.held_out),
@@ -202,9 +210,43 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     summary.update({f"time/{k}_s": v for k, v in outcome.timings.items()})
     summary["time/meta_iterations_per_s"] = s.architecture_search_iterations / max(outcome.timings["meta_train"], 1e-9)
     log_metric_dict(client, parent, summary, step=s.architecture_search_iterations)
-    set_tags(client, parent, {f"meta.map.{k}": v for k, v in choices.items()})
+    _describe(client, parent, plan, table, measure, choices, posterior)
     client.log_text(parent, format_table(table), "meta/comparison.txt")
     return outcome, table
+
+
+def _describe(client, parent: str, plan, table, measure: str, choices: dict, posterior) -> None:
+    """Verdict first: did q move, and does meta beat each method; the MAP architecture; headline metrics."""
+    from tracking.describe import description, set_description, sig
+    from tracking.pipeline import log_metric_dict
+
+    moved = posterior_summary(plan.space, posterior)
+    rows, best_p = [], float("nan")
+    for _, r in table.iterrows():
+        if r["method"] in ("meta", "oracle", "chance"):
+            continue
+        rows.append([r["method"], sig(r[f"median_{measure}"]), sig(r["median_ratio_meta_to_method"]), r["meta_wins"],
+                     sig(r["wilcoxon_p"])])
+        if r["method"] == "prior":
+            best_p = r["wilcoxon_p"]
+    ratio = moved["meta/entropy_ratio"]
+    meta_row = table.set_index("method").loc["meta"]
+    verdict = (f"posterior {'moved' if ratio <= 0.9 else 'did NOT move'} (entropy {sig(ratio)} x the prior's, KL "
+               f"{sig(moved['meta/final_kl'])}); meta median {measure} {sig(meta_row[f'median_{measure}'])}, "
+               f"vs prior p = {sig(best_p)}")
+    notes = ["MAP architecture: " + ", ".join(f"{k} {v}" for k, v in choices.items()),
+             "Ratio = meta ÷ method per task, median over tasks (< 1: meta better); p: two-sided Wilcoxon. "
+             "For a powered answer: `speccomp meta-eval`."]
+    set_description(client, parent, description(verdict, ["method", f"median {measure}", "meta ÷ method",
+                                                           "meta wins", "p"], rows, notes))
+    headline = {"headline/p_value": best_p, "meta/entropy_ratio": ratio}
+    if measure == "test_mse":
+        headline["headline/median_test_mse"] = float(meta_row["median_test_mse"])
+        headline["headline/ratio_to_oracle"] = float(meta_row["median_ratio_to_oracle"])
+    else:
+        headline["test/acc"] = float(meta_row["median_test_acc"])
+        headline["chance/acc"] = float(plan.cfg.chance)
+    log_metric_dict(client, parent, {k: float(v) for k, v in headline.items() if v == v})
 
 
 def posterior_summary(space, posterior) -> dict[str, float]:
@@ -221,7 +263,6 @@ def posterior_summary(space, posterior) -> dict[str, float]:
 
 def _print_summary(outcome, table, info, uri: str) -> None:
     from speccomp.meta.compare import format_table
-    from tracking.store import ui_command
 
     plan = outcome.plan
     s = plan.settings.values
@@ -241,5 +282,6 @@ def _print_summary(outcome, table, info, uri: str) -> None:
     ratio = moved["meta/entropy_ratio"]
     print(f"posterior: mean entropy of softmax(mu) {ratio:.2f} x the prior's "
           f"({'moved' if ratio <= 0.9 else 'NOT moved: close to the prior'}), KL(q||p) {moved['meta/final_kl']:.1f} nats")
-    print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
-    print(f"open the UI: {ui_command(uri)}")
+    from tracking.describe import closing_lines
+
+    print("\n" + "\n".join(closing_lines(uri, info)))

@@ -168,11 +168,11 @@ def run_nas(options: NasOptions) -> int:
 
 
 def default_run_name(inputs: _Inputs) -> str:
-    """`nas spectra 1000 it seeds 123-125`: domain, iterations and retraining seeds."""
-    seeds = inputs.seeds
-    consecutive = len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds)))
-    text = f"{seeds[0]}-{seeds[-1]}" if consecutive else ",".join(map(str, seeds))
-    return f"nas {inputs.domain.name} {inputs.space.search.architecture_search_iterations} it seeds {text}"
+    """`nas spectra 1000 it seeds 123-125` (`nas raven ...` on the matrices domain)."""
+    from tracking.describe import domain_word, run_name
+
+    return run_name("nas", domain_word(inputs.domain.name),
+                    f"{inputs.space.search.architecture_search_iterations} it", seeds=inputs.seeds)
 
 
 class _BatchedMetrics:
@@ -215,13 +215,10 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     client, cfg, space = tracker.client, inputs.cfg, inputs.space
     settings = space.search
     client.log_text(parent, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
-    set_tags(client, parent, {
-        "speccomp.role": "nas", "seeds": ",".join(map(str, inputs.seeds)), "data_seed": inputs.data_seed,
-        "search_seeds": ",".join(map(str, inputs.search_seeds)), "space": str(space.path),
-        "sampling": settings.sampling, "domain": inputs.domain.name,
-    })
+    set_tags(client, parent, {"speccomp.role": "nas", "domain": inputs.domain.name,
+                              "seeds": ",".join(map(str, inputs.seeds))})  # a tag for the saved view, not a param
     log_params(client, parent, {  # prefixed: `mlflow run` logs its own -P parameters unprefixed
-        "nas.seeds": ",".join(map(str, inputs.seeds)), "nas.data_seed": str(inputs.data_seed),
+        "nas.data_seed": str(inputs.data_seed),
         "nas.search_seeds": ",".join(map(str, inputs.search_seeds)), "nas.space": str(space.path),
         "nas.random_seed": str(inputs.random_seed),
         **{f"nas.{k}": str(v) for k, v in settings.model_dump().items()},
@@ -241,7 +238,44 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
     client.log_artifact(parent, str(arch_path), "nas")
     log_params(client, parent, {f"nas.arch.{k}": v for k, v in best.result.choices.items()}
                | {"nas.arch.layers": _layers_text(best.result.preset), "nas.arch.search_seed": str(best.seed)})
-    return _Outcome(searches, compared, budget, compared.best_search)
+    outcome = _Outcome(searches, compared, budget, compared.best_search)
+    _describe(client, parent, outcome, inputs)
+    return outcome
+
+
+def _describe(client, parent: str, outcome: _Outcome, inputs: _Inputs) -> None:
+    """The parent's description (verdict first, the decisions with runner-up and an explicit
+    undecided, the comparison) and its headline metrics for the saved view."""
+    from tracking.describe import description, headline_metrics, set_description, sig
+    from tracking.pipeline import log_metric_dict
+
+    compared, dom, cfg = outcome.compared, inputs.domain, inputs.cfg
+    ratio = sum(s.entropy_ratio for s in outcome.searches) / len(outcome.searches)
+    paired = compared.paired["val"]
+    quartile = int((compared.ranks[f"better/{dom.selection_metric}"] <= 0.25).sum())
+    moved = "alpha moved" if ratio <= 0.8 else "alpha did NOT move (undecided)"
+    better = "better" if paired["median_difference"] < 0 else "worse"
+    verdict = (f"{moved} (entropy {sig(ratio)} x start); the derived architecture validates {better} than the best of "
+               f"{outcome.budget.draws} random draws (p = {sig(paired['p'])}), best quartile for {quartile}/"
+               f"{len(compared.ranks)} search seeds")
+    best = outcome.searches[outcome.best_search]
+    rows = [[r["decision"], r["choice"], sig(r["p"]), f"{r['runner_up']} {sig(r['p_runner_up'])}", sig(r["uniform"]),
+             "yes" if r["decided"] else "undecided"] for r in best.table]
+    columns = [c for c in dom.reading_columns(cfg) if c in compared.table.columns]
+    table_rows = "\n".join("| " + " | ".join([str(m)] + [sig(row.get(c)) for c in columns]) + " |"
+                           for m, row in compared.table.iterrows())
+    notes = [f"Search seed {best.seed} (the best on validation); decided: entropy <= 0.8 log K.",
+             "| model | " + " | ".join(columns) + " |\n|" + " --- |" * (len(columns) + 1) + "\n" + table_rows,
+             f"Kendall tau, supernet vs retrained validation error, per search seed: "
+             f"{', '.join(sig(t) for t in compared.kendall_taus)}. Budget in gradient steps: searches "
+             f"{outcome.budget.search_steps}, random search {outcome.budget.draws} x {outcome.budget.steps_per_draw}."]
+    set_description(client, parent, description(verdict, ["decision", "choice", "p", "runner-up", "uniform",
+                                                           "decided"], rows, notes))
+    nas_row = compared.table.loc["nas"].to_dict()
+    values = {**nas_row, "headline/ratio_to_default": nas_row.get(dom.test_metric, float("nan"))
+              / compared.table.loc["default"].get(dom.test_metric, float("nan"))}
+    log_metric_dict(client, parent, headline_metrics(dom.name, values, getattr(cfg, "tracked_labels", ()),
+                                                     getattr(cfg, "chance", None)))
 
 
 @dataclass
@@ -510,11 +544,9 @@ def _seed_text(seeds: list[int]) -> str:
 
 
 def _print_outcome(outcome: _Outcome, inputs: _Inputs, info, uri: str) -> None:
-    print("\n".join(outcome_lines(outcome, inputs)))
-    from tracking.store import ui_command
+    from tracking.describe import closing_lines
 
-    print(f"\nparent run {info.run_id} ({info.run_name}) in experiment {info.experiment_id}")
-    print(f"open the UI: {ui_command(uri)}")
+    print("\n".join([*outcome_lines(outcome, inputs), "", *closing_lines(uri, info)]))
 
 
 def outcome_lines(outcome: _Outcome, inputs: _Inputs) -> list[str]:

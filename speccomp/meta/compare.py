@@ -93,11 +93,15 @@ def plot_posterior(probabilities: dict[str, np.ndarray], options: dict[str, tupl
     for ax, name in zip(axes.flat, names, strict=False):
         probs = probabilities[name]
         steps = np.arange(1, len(probs) + 1)
+        chosen = int(np.argmax(probs[-1]))
         for k, option in enumerate(options[name]):
-            ax.plot(steps, probs[:, k], label=option, lw=1.2)
+            ax.plot(steps, probs[:, k], label=option + (" (MAP)" if k == chosen else ""),
+                    lw=2.4 if k == chosen else 1.0)
         ax.axhline(1 / probs.shape[1], color="0.6", lw=0.8, ls=":")
-        ax.set_title(name, fontsize=9)
-        ax.set_ylim(0, 1)
+        ax.set_title(f"{name}: MAP {options[name][chosen]} {probs[-1, chosen]:.2f}", fontsize=9)
+        low, high = float(probs.min()), float(probs.max())
+        pad = max(0.02, 0.1 * (high - low))
+        ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))  # zoomed to the data: small moves show
         ax.legend(fontsize=6, loc="upper left", ncol=2)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
@@ -105,7 +109,7 @@ def plot_posterior(probabilities: dict[str, np.ndarray], options: dict[str, tupl
         ax.set_xlabel("meta-iteration")
     for ax in axes[:, 0]:
         ax.set_ylabel("posterior-mean probability")
-    fig.suptitle("Posterior over architectures during meta-training (dotted: uniform)", fontsize=10)
+    fig.suptitle("Posterior-mean probabilities during meta-training (dotted: uniform; thick: the MAP option; axes zoomed to the data)", fontsize=10)
     fig.tight_layout()
     return fig
 
