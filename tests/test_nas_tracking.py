@@ -258,7 +258,7 @@ def test_mlflow_run_nas_end_to_end(tmp_path):
     runs = all_runs(client)
     (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "nas"]
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == "nas spectra 10 it seeds 1-2"  # renamed from `mlflow run`'s random name
+    assert parent.info.run_name == "nas spectra 10 it seeds 1,2"  # renamed from `mlflow run`'s random name
     kids = [r for r in runs if r.info.run_id != parent.info.run_id]
     assert sum(r.data.tags.get("speccomp.role") == "nas-search" for r in kids) == 1
     assert {r.data.tags.get("model") for r in kids if r.data.tags.get("speccomp.role") == "nas-retrain"} == {
