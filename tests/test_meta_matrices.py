@@ -73,7 +73,7 @@ def test_run_scores_every_method_by_held_out_accuracy_with_chance():
     p = plan()
     outcome = run_meta(p)
     per_pair = outcome.per_pair
-    assert set(per_pair.method) == {"meta", "prior", "nas", "default", "wren", "chance"}
+    assert set(per_pair.method) == {"meta", "meta-weights", "meta-arch", "prior", "nas", "default", "wren", "chance"}
     assert set(per_pair.pair) == {pair_name(t) for t in p.tasks.meta_test}
     assert np.allclose(per_pair.test_error, 1 - per_pair.test_acc) and (per_pair.chance_acc == 0.125).all()
     assert (per_pair[per_pair.method == "chance"].test_acc == 0.125).all()
@@ -142,7 +142,8 @@ def test_tracked_meta_on_raven_leaves_its_records(tmp_path, capsys):
     assert {"comparison/meta/median_test_error", "comparison/meta/median_test_acc",
             "comparison/wren/wilcoxon_p", "meta/query_loss"} <= set(m)
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(kids) == 2 * 6 and {k.data.tags["method"] for k in kids} == {"meta", "prior", "nas", "default", "wren", "chance"}
+    assert len(kids) == 2 * 8 and {k.data.tags["method"] for k in kids} == {
+        "meta", "meta-weights", "meta-arch", "prior", "nas", "default", "wren", "chance"}
     assert all("/" in k.data.tags["pair"] for k in kids)
     path = client.download_artifacts(parent.info.run_id, "meta/architecture_map.yaml", str(tmp_path))
     assert yaml.safe_load(Path(path).read_text())["training"]["model_type"] == "raven_seq"
