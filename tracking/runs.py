@@ -165,21 +165,67 @@ def fail_attached_run(message: str) -> None:
     client.set_terminated(run_id, status="FAILED")
 
 
+RESEND_S = 1.0
+"""How long an interrupt may go unanswered before it is delivered again (see `sigterm_as_interrupt`)."""
+
+
+class _Interrupt:
+    """An interrupt raised but not yet answered: Python drops an exception raised inside a weakref
+    callback, a `__del__` or the garbage collector ("Exception ignored in ..."), so a Ctrl-C landing
+    there would be lost and the run would go on. Until `acknowledge` (the guard's cleanup has begun)
+    the signal is sent again every `RESEND_S` seconds."""
+
+    pending: int | None = None
+    timer: threading.Timer | None = None
+
+    @classmethod
+    def raised(cls, signum: int) -> None:
+        cls.pending = signum
+        if cls.timer is None:
+            cls.timer = threading.Timer(RESEND_S, cls._resend)
+            cls.timer.daemon = True
+            cls.timer.start()
+
+    @classmethod
+    def _resend(cls) -> None:
+        cls.timer = None
+        signum = cls.pending
+        if signum is not None:
+            os.kill(os.getpid(), signum)  # the main thread's handler raises again
+
+    @classmethod
+    def acknowledge(cls) -> None:
+        cls.pending = None
+        if cls.timer is not None:
+            cls.timer.cancel()
+            cls.timer = None
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM raises `Terminated`, so that cleanup runs as for Ctrl-C."""
+    """Within the block SIGTERM raises `Terminated` and Ctrl-C `KeyboardInterrupt`, so that cleanup
+    runs; an interrupt that some library swallowed is delivered again (`_Interrupt`)."""
 
-    def handler(signum, frame):  # noqa: ARG001
+    def on_term(signum, frame):  # noqa: ARG001
+        _Interrupt.raised(signum)
         raise Terminated(f"signal {signum}")
+
+    def on_int(signum, frame):  # noqa: ARG001
+        _Interrupt.raised(signum)
+        raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when Ctrl-C is ignored
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_int)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _Interrupt.acknowledge()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -223,6 +269,7 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _Interrupt.acknowledge()  # the cleanup has begun: an interrupt it answers is not sent again
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
