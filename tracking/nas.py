@@ -48,6 +48,16 @@ REFERENCES: dict[str, dict[str, dict[str, list[str]]]] = {
 """The models retrained beside `nas` and `default` per domain: name -> presets and overrides added
 to the run's own."""
 FLUSH_EVERY_S = 2.0
+RETRAIN_OVERRIDES = ("training.checkpoint_ratio=0.25", "training.checkpoint_retention=last")
+"""The retrained models (derived, baselines, the best random draw) are judged by their final
+metrics: 5 evaluations on the way instead of the config's 20, and only the last checkpoint kept
+(evaluation draws no random numbers, so the final metrics are the same; the checkpoint
+evaluations were a quarter of the retraining time). A `--set training.checkpoint_*` wins."""
+CURVE_POINTS = 200
+"""Points per search curve in MLflow: every ceil(T / CURVE_POINTS)-th iteration and the last (the
+store writes one row per metric and step: the 38 curves of 1,000 iterations of three searches,
+114,000 rows, took 45 s of a 4-minute run; the chart shows a few hundred points anyway). Every
+iteration is in the run's `nas/search_history.csv`."""
 DEFAULT_SEARCH_SEEDS = 3
 
 
@@ -128,9 +138,11 @@ def resolve(options: NasOptions) -> _Inputs:
     if "val" not in cfg.data.resolved_splits():
         raise ConfigError("data.validation.n_samples: is 0; the search needs the in-distribution validation split (> 0)")
     domain.check(space, domain.features_of(cfg))
-    compare = {"default": cfg}
+    compare = {"default": load_any_config(options.config_dir or None, [*RETRAIN_OVERRIDES, *options.overrides],
+                                          presets=presets)}
     for name, extra in REFERENCES[domain.name].items():
-        compare[name] = load_any_config(options.config_dir or None, [*options.overrides, *extra["overrides"]],
+        compare[name] = load_any_config(options.config_dir or None,
+                                        [*RETRAIN_OVERRIDES, *options.overrides, *extra["overrides"]],
                                         presets=[*presets, *extra["presets"]])
     return _Inputs(seeds, data_seed, search_seeds, random_seed, space, cfg, compare, options, domain)
 
@@ -176,16 +188,20 @@ def default_run_name(inputs: _Inputs) -> str:
 
 
 class _BatchedMetrics:
-    """Per-iteration search metrics, sent with log_batch every FLUSH_EVERY_S and at the end."""
+    """Search metrics of every `every`-th iteration and of iteration `last`, sent with log_batch
+    every FLUSH_EVERY_S and at the end."""
 
-    def __init__(self, client, run_id: str):
+    def __init__(self, client, run_id: str, every: int = 1, last: int = 0):
         self.client, self.run_id = client, run_id
+        self.every, self.final = every, last
         self.pending: list = []
         self.last = time.monotonic()
 
     def __call__(self, iteration: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
+        if iteration % self.every and iteration != self.final:
+            return
         now = int(time.time() * 1000)
         self.pending.extend(Metric(k, v, now, iteration) for k, v in metrics.items() if math.isfinite(v))
         if time.monotonic() - self.last >= FLUSH_EVERY_S:
@@ -311,7 +327,8 @@ def _search(tracker, parent: str, inputs: _Inputs, datasets, seed: int, work: Pa
     log_params(client, run_id, {"search_seed": str(seed), **{f"nas.{k}": str(v) for k, v in settings.model_dump().items()}})
     print(f"search seed {seed}: {settings.architecture_search_iterations} {settings.sampling} iterations on "
           f"{space.path} (the first {round(settings.warmup_fraction * 100)} % weights only) ...", file=sys.stderr, flush=True)
-    logger = _BatchedMetrics(client, run_id)
+    n_iter = settings.architecture_search_iterations
+    logger = _BatchedMetrics(client, run_id, every=math.ceil(n_iter / CURVE_POINTS), last=n_iter)
     step = max(1, settings.architecture_search_iterations // 5)
 
     def callback(iteration: int, metrics: dict[str, float]) -> None:
@@ -448,7 +465,7 @@ def _retrain(tracker, parent: str, inputs: _Inputs, work: Path, datasets, cfg, m
 
 def _preset_config(inputs: _Inputs, path: Path, extra: list[str] | None = None):
     options = inputs.options
-    return load_any_config(options.config_dir or None, [*options.overrides, *(extra or [])],
+    return load_any_config(options.config_dir or None, [*RETRAIN_OVERRIDES, *options.overrides, *(extra or [])],
                            presets=[*[p for p in options.presets if p], path])
 
 

@@ -188,8 +188,12 @@ def ensemble_dropout(x: torch.Tensor, p: float, generators: list[torch.Generator
 def max_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Max over non-overlapping windows of `factor` along the last axis (a trailing remainder is
     dropped): the values of `F.max_pool1d(x, factor)` for any leading shape, as one reduction
-    (faster than max_pool1d on CPU, forward and backward)."""
+    (faster than max_pool1d on CPU, forward and backward, where gradients flow; without them
+    max_pool1d is, as it keeps no indices)."""
     length = x.shape[-1] // factor * factor
+    if not (x.requires_grad and torch.is_grad_enabled()):  # evaluation: max_pool1d is 10x faster without indices
+        flat = x.reshape(-1, 1, x.shape[-1]) if x.dim() != 3 else x
+        return F.max_pool1d(flat, factor).reshape(*x.shape[:-1], length // factor)
     return x[..., :length].unflatten(-1, (-1, factor)).max(-1).values
 
 
