@@ -259,7 +259,7 @@ def posterior_summary(space, posterior) -> dict[str, float]:
     from speccomp.meta.metatrain import posterior_probabilities
 
     probs = posterior_probabilities(space, posterior)
-    return {"meta/entropy_ratio": entropy_ratio(space, posterior), "meta/final_kl": float(posterior.kl()),
+    return {"meta/entropy_ratio": entropy_ratio(space, posterior), "meta/final_kl": float(posterior.kl().detach()),
             **{f"meta/max_prob/{k}": float(p.max()) for k, p in probs.items()}}
 
 

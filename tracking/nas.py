@@ -314,7 +314,7 @@ def _search(tracker, parent: str, inputs: _Inputs, datasets, seed: int, work: Pa
     say(f"search seed {seed}: {settings.architecture_search_iterations} {settings.sampling} iterations on "
         f"{space.path} (the first {round(settings.warmup_fraction * 100)} % weights only) ...")
     logger = _BatchedMetrics(client, run_id)
-    bar = Progress(f"search seed {seed}", total=settings.architecture_search_iterations, unit="it",
+    bar = Progress(f"search seed {seed}", total=settings.architecture_search_iterations, unit="iteration",
                    after=f"logging search seed {seed}")
 
     def callback(iteration: int, metrics: dict[str, float]) -> None:

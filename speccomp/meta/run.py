@@ -161,8 +161,8 @@ class Steps(Protocol):
 
 
 StepsFactory = Callable[[str, int, str], Steps]
-"""(what, total, unit) -> the `Steps` of a stage: `meta-training` (it), `meta-weights ablation`
-(it), `meta-test` (pair or task)."""
+"""(what, total, unit) -> the `Steps` of a stage: `meta-training` (iterations), `meta-weights
+ablation` (iterations), `meta-test` (pairs, or tasks on the matrices domain)."""
 
 
 class _NoSteps:
@@ -196,7 +196,7 @@ def run_meta(
     iterations = plan.settings.values.architecture_search_iterations
     unit = "task" if bank.search is MATRICES else "pair"
     say(f"meta-training: {iterations} iterations over {len(plan.tasks.meta_train)} {unit}s ...")
-    bar = stage("meta-training", iterations, "it")
+    bar = stage("meta-training", iterations, "iteration")
     training = meta_train(net, posterior, bank, plan.tasks.meta_train, meta_hyper(plan), seeds[0],
                           _counting(bar, on_iteration))
     bar.close()
@@ -208,7 +208,7 @@ def run_meta(
     frozen = None
     if "meta-weights" in methods:  # the weights' share: the same meta-training with q frozen at the prior
         say("meta-training the meta-weights ablation (q frozen at the prior) ...")
-        bar = stage("meta-weights ablation", iterations, "it")
+        bar = stage("meta-weights ablation", iterations, "iteration")
         frozen = frozen_prior_training(plan, bank, seeds[0], _counting(bar))
         bar.close()
         timings["meta_train_frozen"] = frozen.seconds
