@@ -88,10 +88,11 @@ def is_terminal(stream: IO[str]) -> bool:
 
 
 class Progress:
-    """One task's progress (see the module docstring). `clock` is for tests."""
+    """One task's progress (see the module docstring). `clock` is for tests (default: the module's
+    `time.monotonic`, the clock of `say` and the heartbeat)."""
 
     def __init__(self, what: str, total: float | None = None, unit: str = "step", every_s: float | None = None,
-                 stream: IO[str] | None = None, tty: bool | None = None, clock: Callable[[], float] = time.monotonic,
+                 stream: IO[str] | None = None, tty: bool | None = None, clock: Callable[[], float] | None = None,
                  after: str | None = None):
         self.what = what
         self.after = after or f"after {what}"
@@ -101,8 +102,8 @@ class Progress:
         self.every_s = EVERY_S if every_s is None else every_s
         self.stream = stream if stream is not None else sys.stderr
         self.tty = is_terminal(self.stream) if tty is None else tty
-        self.clock = clock
-        self.started = clock()
+        self.clock = clock if clock is not None else time.monotonic  # looked up now: a test may slow or speed it
+        self.started = self.clock()
         self.done = 0.0
         self.note = ""
         self._last = self.started  # the first line comes `every_s` after the start
@@ -163,7 +164,7 @@ class Progress:
         if self._bar is not None:
             self._bar.write(line, file=self.stream)
             return
-        _mark_line(time.monotonic())
+        _mark_line(self.clock())
         self._write(line)
 
     def close(self, note: str | None = None) -> None:
