@@ -86,6 +86,33 @@ def _search_seeds(text: str) -> IntList | None:
         raise typer.BadParameter(str(exc).removeprefix("search-seeds: ")) from None
 
 
+THREAD_COUNTS = "comma-separated distinct integers >= 1, e.g. 1,2"
+
+
+def _thread_counts(text: str) -> IntList | None:
+    """`--threads` of meta-eval: distinct thread counts >= 1 (empty, auto, none: not given, one
+    thread); a duplicate is refused (it would run every repetition twice at the same count)."""
+    if isinstance(text, IntList):
+        return text
+    if not _given(text):
+        return None
+    counts: list[int] = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            raise typer.BadParameter(f"empty item in {text!r}; allowed: {THREAD_COUNTS}")
+        try:
+            value = int(item)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not an integer; allowed: {THREAD_COUNTS}") from None
+        if value < 1:
+            raise typer.BadParameter(f"{value} is too small; allowed: {THREAD_COUNTS}")
+        if value in counts:
+            raise typer.BadParameter(f"{value} appears twice; allowed: {THREAD_COUNTS}")
+        counts.append(value)
+    return IntList(counts)
+
+
 def _int(minimum: int, optional: bool = False) -> Callable[[str], int | None]:
     def parse(text: str) -> int | None:
         text = str(text).strip()
@@ -352,8 +379,8 @@ def meta_eval_cmd(
     repetitions: Annotated[int, typer.Option(parser=_int(1), help="meta runs, each with its own task draw and meta "
                                              "seed (TASK_GENERATOR_SEED + r, meta seed + r)")] = 3,
     threads: Annotated[IntList | None, typer.Option(
-        parser=_seeds("threads"), metavar="A,B", help="torch thread counts; every repetition runs at each "
-        "(e.g. 1,2: does the conclusion survive the float reduction order?)")] = None,
+        parser=_thread_counts, metavar="A,B", help="torch thread counts, distinct, each >= 1 (default 1); every "
+        "repetition runs at each (e.g. 1,2: does the conclusion survive the float reduction order?)")] = None,
     task_generator_seed: Annotated[str, _setting("task_generator_seed", "base of $TASK_GENERATOR_SEED")] = "",
     meta_learning_rate: Annotated[str, _setting("meta_learning_rate", "overrides $META_LEARNING_RATE")] = "",
     architecture_learning_rate: Annotated[str, _setting("architecture_learning_rate",

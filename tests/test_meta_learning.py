@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from speccomp.core.seeding import torch_generator
 from speccomp.meta.metatrain import MetaHyper, build_posterior, meta_train, posterior_probabilities
@@ -154,3 +155,94 @@ def test_stage_two_and_baselines_score_the_same_pair_reproducibly():
             assert {f"test/mse/{label}", f"gap/{label}", f"oracle/efficiency/{label}"} <= set(m)
         assert m["oracle/ratio"] == pytest.approx(m["test/mse/pair"] / floor["oracle/mse/pair"])
     assert results[-1].extra["steps"] >= hp.budget * 0.5  # the preset model trains about B steps
+
+
+ABLATIONS = ("meta", "meta-weights", "meta-arch")
+
+
+def test_the_ablations_share_tasks_data_seeds_and_budget_with_meta(monkeypatch, tmp_path):
+    """`meta-weights` (q frozen at the prior, REPTILE weights) and `meta-arch` (the learned q,
+    weights from scratch) differ from `meta` by the one ingredient they replace: a tiny `run_meta`
+    (two meta-test pairs, two seeds) watched from outside. Meta-training of the frozen-q ablation
+    draws the same meta-training pair at every iteration from the same supernet initialisation,
+    with the same hyper-parameters and seed, and takes as many weight steps (counted at the
+    optimiser); on each (pair, seed) the three stage-two runs get the same data (one object), the
+    same stage-two settings and seed, and take exactly B = (candidates + 1) · candidate_steps +
+    search_steps + finetune_steps weight steps each, as they record."""
+    import dataclasses
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    import speccomp.meta.run as run
+    from tests.test_nas_tracking import TINY_SPACE
+
+    steps = [0]  # optimiser steps on network weights (α and the posterior are vectors; weights are not)
+
+    def count(optimizer, args, kwargs) -> None:
+        steps[0] += any(p.ndim >= 2 for group in optimizer.param_groups for p in group["params"])
+
+    trainings, stage_twos = [], []
+    real_meta_train, real_stage_two = run.meta_train, run.stage_two
+
+    def meta_train(net, posterior, bank, pairs, hyper, seed, callback=None):
+        start, initial = steps[0], [p.detach().clone() for p in net.parameters()]
+        result = real_meta_train(net, posterior, bank, pairs, hyper, seed, callback)
+        trainings.append({"hyper": dataclasses.replace(hyper), "seed": seed, "pairs": list(pairs), "initial": initial,
+                          "drawn": [r.pair for r in result.records], "weight_steps": steps[0] - start})
+        return result
+
+    def stage_two(net, posterior, data, pair, hp, seed, method="meta", **kw):
+        start = steps[0]
+        result = real_stage_two(net, posterior, data, pair, hp, seed, method, **kw)
+        stage_twos.append({"method": method, "pair": pair, "seed": seed, "data": data, "hp": hp,
+                           "weight_steps": steps[0] - start, "recorded": result.extra["weight_steps"]})
+        return result
+
+    monkeypatch.setattr(run, "meta_train", meta_train)
+    monkeypatch.setattr(run, "stage_two", stage_two)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    plan = run.plan_meta(
+        {"num_meta_training_tasks": "3", "num_meta_testing_tasks": "2", "architecture_search_iterations": "7"},
+        "smoke", [f"space={space}", "experiment.overrides=[physics.n_bins=64]", "experiment.seeds=[5,6]",
+                  "tasks.n_single=12", "tasks.n_empty=12", "tasks.n_val_single=6", "tasks.n_query=8", "tasks.n_test=16",
+                  "inner.batch_size=8", "inner.query_batch_size=8", "adapt.batch_size=8", "adapt.candidates=2",
+                  "adapt.candidate_steps=2", "adapt.search_steps=3", "adapt.finetune_steps=4",
+                  "baselines.methods=[meta-weights,meta-arch]"], env_file=None)
+    handle, threads = register_optimizer_step_post_hook(count), torch.get_num_threads()
+    torch.set_num_threads(1)  # as every command runs (speccomp.core.threads); several times faster on a busy machine
+    try:
+        outcome = run.run_meta(plan)
+    finally:
+        handle.remove()
+        torch.set_num_threads(threads)
+
+    # meta-training: meta, then the frozen-q ablation, alike but for learning q
+    learned, frozen = trainings
+    assert (learned["hyper"].learn_posterior, frozen["hyper"].learn_posterior) == (True, False)
+    assert dataclasses.replace(frozen["hyper"], learn_posterior=True) == learned["hyper"]
+    assert frozen["seed"] == learned["seed"] == plan.meta.experiment.seeds[0]
+    assert frozen["pairs"] == learned["pairs"] == plan.tasks.meta_train
+    assert frozen["drawn"] == learned["drawn"] and len(learned["drawn"]) == 7
+    assert len(set(learned["drawn"])) > 1  # the draw is a real sequence, not one pair repeated
+    assert all(torch.equal(a, b) for a, b in zip(frozen["initial"], learned["initial"], strict=True))
+    assert frozen["weight_steps"] == learned["weight_steps"] == 7 * plan.meta.inner.steps
+
+    # stage two: per (pair, seed) one run of each, on one data object, with the same settings and budget
+    hp = run.stage_two_hyper(plan)
+    assert hp.budget == 3 * 2 + 3 + 4
+    cells = {}
+    for call in stage_twos:
+        cells.setdefault((call["pair"], call["seed"]), {})[call["method"]] = call
+    assert set(cells) == {(p, s) for p in plan.tasks.meta_test for s in (5, 6)}
+    for key, by_method in cells.items():
+        assert sorted(by_method) == sorted(ABLATIONS), key
+        calls = list(by_method.values())
+        assert all(c["data"] is calls[0]["data"] for c in calls), key
+        assert all(c["hp"] == hp for c in calls), key
+        assert [c["weight_steps"] for c in calls] == [hp.budget] * 3, (key, [c["weight_steps"] for c in calls])
+        assert [c["recorded"] for c in calls] == [hp.budget] * 3
+    data_of_pair = {p: {id(c["data"]) for (q, _), m in cells.items() if q == p for c in m.values()}
+                    for p in plan.tasks.meta_test}
+    assert all(len(ids) == 1 for ids in data_of_pair.values())  # the seeds of a pair share its data too
+    assert set(outcome.per_pair["method"]) >= set(ABLATIONS)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ def run_meta(options: MetaOptions) -> int:
 
     from speccomp.meta.run import plan_meta
     from tracking import store
+    from tracking.progress import heartbeat
     from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
 
     uri = store.configure()
@@ -78,7 +78,7 @@ def run_meta(options: MetaOptions) -> int:
     tracker = RunTracker(client, experiment_id)
     parent = None
     try:
-        with guarded(tracker):
+        with guarded(tracker), heartbeat("meta"):
             parent = tracker.open_parent(options.run_name or default_run_name(plan), attached)
             with tempfile.TemporaryDirectory(prefix="speccomp-meta-") as tmp:
                 outcome, table = _run_tracked(tracker, parent, plan, Path(tmp))
@@ -138,6 +138,7 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     from speccomp.nas import choices_of, preset_of, unflatten_alpha
     from speccomp.nas.domain import domain_for_config
     from tracking.pipeline import flatten, log_metric_dict, log_params, set_tags
+    from tracking.progress import say, set_stage, stage_progress
 
     client = tracker.client
     s = plan.settings.values
@@ -166,10 +167,11 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
 
     def progress(msg: str) -> None:
         logger.flush()
-        print(msg, file=sys.stderr, flush=True)
+        say(msg)
 
-    outcome = run_meta(plan, on_iteration=logger, on_pair=on_pair, progress=progress)
+    outcome = run_meta(plan, on_iteration=logger, on_pair=on_pair, progress=progress, steps=stage_progress)
     logger.flush()
+    set_stage("logging the posterior, tables and figures")
 
     # posterior, MAP architecture, tables, figures
     posterior = outcome.training.posterior
@@ -257,7 +259,7 @@ def posterior_summary(space, posterior) -> dict[str, float]:
     from speccomp.meta.metatrain import posterior_probabilities
 
     probs = posterior_probabilities(space, posterior)
-    return {"meta/entropy_ratio": entropy_ratio(space, posterior), "meta/final_kl": float(posterior.kl()),
+    return {"meta/entropy_ratio": entropy_ratio(space, posterior), "meta/final_kl": float(posterior.kl().detach()),
             **{f"meta/max_prob/{k}": float(p.max()) for k, p in probs.items()}}
 
 

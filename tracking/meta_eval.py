@@ -20,7 +20,6 @@ the meta seed. Bad input: one line, exit 2, before any run.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ class MetaEvalOptions:
 def run_meta_eval(options: MetaEvalOptions) -> int:
     from speccomp.meta.run import plan_meta
     from tracking import store
+    from tracking.progress import heartbeat
     from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
 
     uri = store.configure()
@@ -50,9 +50,10 @@ def run_meta_eval(options: MetaEvalOptions) -> int:
     try:
         store.check_store(uri)
         if options.repetitions < 1:
-            raise ConfigError(f"repetitions: {options.repetitions}; allowed: an integer >= 1")
+            raise ConfigError(f"--repetitions: {options.repetitions} is too small; allowed: an integer >= 1")
         if not options.threads or any(t < 1 for t in options.threads) or len(set(options.threads)) != len(options.threads):
-            raise ConfigError(f"threads: {options.threads}; allowed: distinct integers >= 1, e.g. 1,2")
+            raise ConfigError(f"--threads: {','.join(map(str, options.threads))}; allowed: comma-separated distinct "
+                              "integers >= 1, e.g. 1,2")
         plan = plan_meta(options.flags, options.config or None, options.overrides, options.env_file)
     except ConfigError as exc:
         return refused(str(exc))
@@ -61,7 +62,7 @@ def run_meta_eval(options: MetaEvalOptions) -> int:
     tracker = RunTracker(client, experiment_id)
     parent = None
     try:
-        with guarded(tracker):
+        with guarded(tracker), heartbeat("meta-eval"):
             parent = tracker.open_parent(options.run_name or _name(plan, options), attached)
             with tempfile.TemporaryDirectory(prefix="speccomp-meta-eval-") as tmp:
                 lines = _run(tracker, parent, plan, options, Path(tmp))
@@ -98,6 +99,7 @@ def _run(tracker, parent: str, plan, options: MetaEvalOptions, work: Path) -> li
     )
     from tracking.describe import description, set_description, sig
     from tracking.pipeline import log_metric_dict, log_params, set_tags
+    from tracking.progress import Progress, stage_progress
 
     client = tracker.client
     log_params(client, parent, {**plan.settings.as_params(), "meta_eval.repetitions": str(options.repetitions),
@@ -119,11 +121,16 @@ def _run(tracker, parent: str, plan, options: MetaEvalOptions, work: Path) -> li
         client.log_artifact(child, str(path), "meta")
         tracker.finish(child)
 
-    def say(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+    runs = Progress("meta-eval", total=options.repetitions * len(options.threads), unit="repetition",
+                    after="writing the evaluation")
+
+    def repetition_done(*args) -> None:
+        on_repetition(*args)
+        runs.update(1)
 
     result = evaluate(options.flags, options.config or None, options.overrides, options.env_file,
-                      options.repetitions, options.threads, on_repetition, say)
+                      options.repetitions, options.threads, repetition_done, runs.say, stage_progress)
+    runs.close()
     per_unit = result["per_unit"]
     measure = measure_of(per_unit)
     out = work / "meta_eval"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -150,6 +149,7 @@ def resolve(options: NasOptions) -> _Inputs:
 def run_nas(options: NasOptions) -> int:
     """The whole pipeline; returns the exit code (0, 2 user error, 130/143 interrupted)."""
     from tracking import store
+    from tracking.progress import heartbeat
     from tracking.runs import RunTracker, guarded, parent_experiment, refused, stopped
 
     uri = store.configure()
@@ -168,7 +168,7 @@ def run_nas(options: NasOptions) -> int:
     tracker = RunTracker(client, experiment_id)
     parent = None
     try:
-        with guarded(tracker):
+        with guarded(tracker), heartbeat("nas"):
             parent = tracker.open_parent(options.run_name or default_run_name(inputs), attached)
             with tempfile.TemporaryDirectory(prefix="speccomp-nas-") as tmp:
                 outcome = _run_all(tracker, parent, inputs, Path(tmp))
@@ -227,6 +227,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
 
     from speccomp.core.task import task_for
     from tracking.pipeline import log_dataset_inputs, log_params, set_tags
+    from tracking.progress import say
 
     client, cfg, space = tracker.client, inputs.cfg, inputs.space
     settings = space.search
@@ -240,7 +241,7 @@ def _run_all(tracker, parent: str, inputs: _Inputs, work: Path) -> _Outcome:
         **{f"nas.{k}": str(v) for k, v in settings.model_dump().items()},
         "nas.decisions": ",".join(space.decision_names),
     })
-    print(f"data seed {inputs.data_seed}: generating ...", file=sys.stderr, flush=True)
+    say(f"data seed {inputs.data_seed}: generating ...")
     datasets = task_for(cfg).generate(cfg, inputs.data_seed)
     log_dataset_inputs(client, parent, datasets)
     searches = [_search(tracker, parent, inputs, datasets, seed, work) for seed in inputs.search_seeds]
@@ -320,26 +321,27 @@ def _search(tracker, parent: str, inputs: _Inputs, datasets, seed: int, work: Pa
     from speccomp.nas import decision_table, preset_yaml, run_search
     from speccomp.nas.figures import PROBABILITIES_FIGURE, draw_probabilities
     from tracking.pipeline import log_metric_dict, log_params
+    from tracking.progress import Progress, say
 
     client, space, settings = tracker.client, inputs.space, inputs.space.search
     run_id = tracker.start(f"search-seed-{seed}", parent_id=parent, tags={
         "speccomp.role": "nas-search", "search_seed": str(seed), "data_seed": str(inputs.data_seed)})
     log_params(client, run_id, {"search_seed": str(seed), **{f"nas.{k}": str(v) for k, v in settings.model_dump().items()}})
-    print(f"search seed {seed}: {settings.architecture_search_iterations} {settings.sampling} iterations on "
-          f"{space.path} (the first {round(settings.warmup_fraction * 100)} % weights only) ...", file=sys.stderr, flush=True)
+    say(f"search seed {seed}: {settings.architecture_search_iterations} {settings.sampling} iterations on "
+        f"{space.path} (the first {round(settings.warmup_fraction * 100)} % weights only) ...")
     n_iter = settings.architecture_search_iterations
     logger = _BatchedMetrics(client, run_id, every=math.ceil(n_iter / CURVE_POINTS), last=n_iter)
-    step = max(1, settings.architecture_search_iterations // 5)
+    bar = Progress(f"search seed {seed}", total=settings.architecture_search_iterations, unit="iteration",
+                   after=f"logging search seed {seed}")
 
     def callback(iteration: int, metrics: dict[str, float]) -> None:
         logger(iteration, metrics)
-        if iteration % step == 0:
-            val = metrics["nas/val_loss"]
-            print(f"  iteration {iteration}: tau {metrics['nas/tau']:.2f}  train {metrics['nas/train_loss']:.4f}  "
-                  f"val {'-' if math.isnan(val) else f'{val:.4f}'}  entropy {metrics['nas/entropy']:.3f}",
-                  file=sys.stderr, flush=True)
+        val = metrics["nas/val_loss"]
+        bar.update(1, note=f"tau {metrics['nas/tau']:.2f}, train {metrics['nas/train_loss']:.4g}, "
+                           f"val {'-' if math.isnan(val) else f'{val:.4g}'}, entropy {metrics['nas/entropy']:.3f}")
 
     result = run_search(space, datasets["train"], datasets["val"], seed, callback=callback)
+    bar.close()
     logger.flush()
     table = decision_table(space, result.alpha, result.alpha_gradients)
     header = (f"Architecture derived by `nas` search seed {seed}: argmax of softmax(alpha) (zero left out, as in "
@@ -373,8 +375,8 @@ def _search(tracker, parent: str, inputs: _Inputs, datasets, seed: int, work: Pa
     log_params(client, run_id, {f"nas.arch.{k}": v for k, v in result.choices.items()}
                | {"nas.arch.layers": _layers_text(result.preset)})
     tracker.finish(run_id)
-    print(f"  search seed {seed}: mean entropy {found.entropy_ratio:.2f} x its start, {found.decided}/{len(table)} "
-          f"decisions decided, {result.seconds:.1f} s", file=sys.stderr, flush=True)
+    say(f"  search seed {seed}: mean entropy {found.entropy_ratio:.2f} x its start, {found.decided}/{len(table)} "
+        f"decisions decided, {result.seconds:.1f} s")
     return found
 
 
@@ -446,6 +448,7 @@ def _retrain(tracker, parent: str, inputs: _Inputs, work: Path, datasets, cfg, m
              name: str, tags: dict[str, str]):
     """Train `cfg` over `seeds` as nested runs `<name>-seed-<s>` tagged `model` and `tags`; the per-seed summary."""
     from tracking.pipeline import flatten, run_tracked_experiment
+    from tracking.progress import training_progress
 
     data_sections = {k: v for k, v in inputs.cfg.to_dict().items() if k != "training"}
     same_data = {k: v for k, v in cfg.to_dict().items() if k != "training"} == data_sections
@@ -453,7 +456,7 @@ def _retrain(tracker, parent: str, inputs: _Inputs, work: Path, datasets, cfg, m
         tracker, parent, cfg, inputs.data_seed, seeds, work / "retrain" / name,
         {**flatten(cfg.to_dict()), "model": model}, tags={"model": model, "speccomp.role": "nas-retrain", **tags},
         log_models=inputs.options.log_models, figures=False, run_name=lambda s: f"{name}-seed-{s}",
-        datasets=datasets if same_data else None,
+        datasets=datasets if same_data else None, progress=training_progress(f"retraining {name}", after=f"logging {name}"),
     )
     summary = tracked.experiment.summary
     summary.insert(0, "model", model)
@@ -477,21 +480,22 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
     from speccomp.nas.compare import comparison_table, kendall_tau, paired_test, ranks, supernet_losses
     from speccomp.nas.random_search import random_architectures
     from tracking.pipeline import log_metric_dict, log_params, set_tags
+    from tracking.progress import Progress, say
 
     client, domain, seeds = tracker.client, inputs.domain, inputs.seeds
     parts = []
     for search in searches:
-        print(f"retraining the architecture of search seed {search.seed} for seeds {_seed_text(seeds)} ...",
-              file=sys.stderr, flush=True)
+        say(f"retraining the architecture of search seed {search.seed} for seeds {_seed_text(seeds)} ...")
         parts.append(_retrain(tracker, parent, inputs, work, datasets, _preset_config(inputs, search.preset_path),
                               "nas", seeds, f"nas-s{search.seed}", {"search_seed": str(search.seed)}))
     for model, cfg in inputs.compare_cfgs.items():
-        print(f"retraining {model} ({cfg.training.model_type}) for seeds {_seed_text(seeds)} ...", file=sys.stderr, flush=True)
+        say(f"retraining {model} ({cfg.training.model_type}) for seeds {_seed_text(seeds)} ...")
         parts.append(_retrain(tracker, parent, inputs, work, datasets, cfg, model, seeds, model, {}))
     draws = random_architectures(inputs.space, budget.draws, inputs.random_seed)
-    print(f"random search: {len(draws)} architectures drawn uniformly (seed {inputs.random_seed}), each trained on "
-          f"seed {seeds[0]}: the searches' budget of {budget.search_steps} gradient steps ...", file=sys.stderr, flush=True)
+    say(f"random search: {len(draws)} architectures drawn uniformly (seed {inputs.random_seed}), each trained on "
+        f"seed {seeds[0]}: the searches' budget of {budget.search_steps} gradient steps ...")
     t0 = time.perf_counter()
+    bar = Progress("random search", total=len(draws), unit="draw", after="scoring the random draws on the supernets")
     draw_parts, draw_cfgs = [], []
     for i, choices in enumerate(draws, start=1):
         path = work / "random" / f"draw-{i}.yaml"
@@ -503,6 +507,8 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
                                                        "training.checkpoint_ratio=1.0"]))
         draw_parts.append(_retrain(tracker, parent, inputs, work, datasets, draw_cfgs[-1], "random", seeds[:1],
                                    f"random-{i}", {"draw": str(i)}))
+        bar.update(1, note=f"draw {i}: {domain.selection_metric} {float(draw_parts[-1][domain.selection_metric].iloc[0]):.4g}")
+    bar.close()
     draw_seconds = time.perf_counter() - t0
     errors = [float(p[domain.selection_metric].iloc[0]) for p in draw_parts]
     taus = [kendall_tau(supernet_losses(s.result, datasets["val"], draws), errors) for s in searches]
@@ -510,8 +516,7 @@ def _retrain_and_compare(tracker, parent: str, inputs: _Inputs, work: Path, data
     set_tags(client, draw_parts[best_draw]["run_id"].iloc[0], {"random.best": "true"})
     draw_parts[best_draw]["best"] = True
     if len(seeds) > 1:
-        print(f"retraining the best random draw ({best_draw + 1}) for seeds {_seed_text(seeds[1:])} ...",
-              file=sys.stderr, flush=True)
+        say(f"retraining the best random draw ({best_draw + 1}) for seeds {_seed_text(seeds[1:])} ...")
         rest = _retrain(tracker, parent, inputs, work, datasets, draw_cfgs[best_draw], "random", seeds[1:],
                         f"random-{best_draw + 1}", {"draw": str(best_draw + 1), "random.best": "true"})
         rest["best"] = True

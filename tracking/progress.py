@@ -4,9 +4,9 @@ On a terminal a live tqdm bar; elsewhere (CI, `mlflow run` logs, a pipe) plain l
 update, at most every `every_s` seconds (default 5 s) and never two progress lines within
 `MIN_GAP_S` (1 s) of each other in one process, whichever `Progress` printed them.
 
-API (for any entry point; `main` and `study` use it, `nas` and `meta` may):
+API (for any entry point; `main`, `study`, `nas`, `meta` and `meta-eval` use it):
 
-`Progress(what, total=None, unit="step", every_s=5.0, stream=None, tty=None)`
+`Progress(what, total=None, unit="step", every_s=EVERY_S, stream=None, tty=None)`
     bar = Progress("meta-training", total=1000, unit="it")
     for i in range(1000):
         ...
@@ -18,8 +18,10 @@ API (for any entry point; `main` and `study` use it, `nas` and `meta` may):
 `training_progress(what="training") -> callable`: what `speccomp.core.training.train` takes as its
     `progress` argument: called with (total steps, number of seeds), it returns the `Progress`
     the loop updates once per optimiser step.
+`stage_progress(what, total, unit) -> Progress`: the `steps` argument of the meta-learner
+    (`speccomp.meta.run.run_meta`): one `Progress` per stage (meta-training, the ablation, meta-test).
 `say(text)`: one line now (a stage starting), counted as progress by the heartbeat.
-`heartbeat(what, every_s=10.0) -> context manager`: while the block runs, a line
+`heartbeat(what, every_s=HEARTBEAT_S) -> context manager`: while the block runs, a line
     `what: working (stage) · 25 s elapsed` whenever no progress line was printed for `every_s`
     (work that has no loop to update: figures, model logging, a store round trip). `set_stage(text)`
     names what is being done (a `Progress` names itself while it runs).
@@ -40,7 +42,10 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 EVERY_S = 5.0
-"""Seconds between two progress lines of one task where the output is not a terminal."""
+"""Seconds between two progress lines of one task where the output is not a terminal (read when
+a `Progress` starts, so that a test may shorten it)."""
+HEARTBEAT_S = 10.0
+"""Silence after which the heartbeat speaks (read when it starts)."""
 MIN_GAP_S = 1.0
 """No two progress lines (of any task of this process) closer than this, off a terminal."""
 
@@ -83,21 +88,22 @@ def is_terminal(stream: IO[str]) -> bool:
 
 
 class Progress:
-    """One task's progress (see the module docstring). `clock` is for tests."""
+    """One task's progress (see the module docstring). `clock` is for tests (default: the module's
+    `time.monotonic`, the clock of `say` and the heartbeat)."""
 
-    def __init__(self, what: str, total: float | None = None, unit: str = "step", every_s: float = EVERY_S,
-                 stream: IO[str] | None = None, tty: bool | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, what: str, total: float | None = None, unit: str = "step", every_s: float | None = None,
+                 stream: IO[str] | None = None, tty: bool | None = None, clock: Callable[[], float] | None = None,
                  after: str | None = None):
         self.what = what
         self.after = after or f"after {what}"
         """What the heartbeat says is being done once this task is closed."""
         self.total = total
         self.unit = unit
-        self.every_s = every_s
+        self.every_s = EVERY_S if every_s is None else every_s
         self.stream = stream if stream is not None else sys.stderr
         self.tty = is_terminal(self.stream) if tty is None else tty
-        self.clock = clock
-        self.started = clock()
+        self.clock = clock if clock is not None else time.monotonic  # looked up now: a test may slow or speed it
+        self.started = self.clock()
         self.done = 0.0
         self.note = ""
         self._last = self.started  # the first line comes `every_s` after the start
@@ -158,12 +164,13 @@ class Progress:
         if self._bar is not None:
             self._bar.write(line, file=self.stream)
             return
-        _mark_line(time.monotonic())
+        _mark_line(self.clock())
         self._write(line)
 
     def close(self, note: str | None = None) -> None:
         """The task's last line: how much was done in how long (off a terminal only when the task
-        took longer than `every_s`, so that short work stays quiet)."""
+        took longer than `every_s`, so that short work stays quiet, and not within `MIN_GAP_S` of
+        another progress line, which said about as much)."""
         if note is not None:
             self.note = note
         set_stage(self.after)
@@ -172,9 +179,13 @@ class Progress:
             self._bar = None
             return
         if self.elapsed() >= self.every_s:
+            now = self.clock()
+            with _gate_lock:
+                if now - _last_line[0] < MIN_GAP_S:  # a line came a moment ago: it said about as much
+                    return
+                _last_line[0] = now
             count = f"{self.done:g}/{self.total:g}" if self.total else f"{self.done:g}"
             unit = f"{self.unit}{'s' if self.unit and not self.unit.endswith('s') else ''}"
-            _mark_line(time.monotonic())
             self._write(f"{self.what}: {count} {unit} in {duration(self.elapsed())}"
                         + (f" · {self.note}" if self.note else ""))
 
@@ -188,7 +199,7 @@ class Progress:
         self.close()
 
 
-def training_progress(what: str = "training", stream: IO[str] | None = None, every_s: float = EVERY_S,
+def training_progress(what: str = "training", stream: IO[str] | None = None, every_s: float | None = None,
                       after: str | None = None) -> Callable[[int, int], Progress]:
     """The `progress` argument of `speccomp.core.training.train` (and of the experiment and the
     tracked pipeline that pass it on): a factory of one `Progress` per ensemble trained."""
@@ -197,6 +208,12 @@ def training_progress(what: str = "training", stream: IO[str] | None = None, eve
                         every_s=every_s, stream=stream, after=after)
 
     return start
+
+
+def stage_progress(what: str, total: int, unit: str) -> Progress:
+    """A `Progress` made from (what, total, unit): the `steps` argument of `speccomp.meta.run.run_meta`
+    (and of `speccomp.meta.evaluate.evaluate`), one per stage."""
+    return Progress(what, total=total, unit=unit)
 
 
 class Heartbeat:
@@ -210,7 +227,7 @@ class Heartbeat:
 
     def tick(self, now: float) -> str | None:
         with _gate_lock:
-            if now - _last_line[0] < self.every_s:
+            if now - _last_line[0] < max(self.every_s, MIN_GAP_S):
                 return None
             _last_line[0] = now
         stage = f" ({_stage[0]})" if _stage[0] else ""
@@ -218,9 +235,10 @@ class Heartbeat:
 
 
 @contextlib.contextmanager
-def heartbeat(what: str, every_s: float = 10.0, stream: IO[str] | None = None) -> Iterator[None]:
-    """See the module docstring. A daemon thread; on a terminal the live bars say enough, so it
-    prints only where the output is not a terminal."""
+def heartbeat(what: str, every_s: float | None = None, stream: IO[str] | None = None) -> Iterator[None]:
+    """See the module docstring (`every_s` defaults to `HEARTBEAT_S`). A daemon thread; on a
+    terminal the live bars say enough, so it prints only where the output is not a terminal."""
+    every_s = HEARTBEAT_S if every_s is None else every_s
     stream = stream if stream is not None else sys.stderr
     if is_terminal(stream):
         yield

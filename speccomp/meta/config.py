@@ -151,7 +151,7 @@ def resolve_meta_config(name: str | Path | None) -> Path:
         return default_meta_config()
     path = named_file(name, "meta")
     if path is None:
-        raise ConfigError(f"meta config: {name}: no such file or name; known: {', '.join(known_names('meta'))}")
+        raise ConfigError(f"meta config: {name}: no such file or name; allowed: a meta config file, or one of {', '.join(known_names('meta'))}")
     return path
 
 

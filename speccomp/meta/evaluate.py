@@ -160,13 +160,14 @@ def evaluate(
     threads: list[int],
     on_repetition=None,
     progress=None,
+    steps=None,
 ) -> dict:
     """Run `n_repetitions` meta runs at each thread count: repetition r draws its tasks with
     TASK_GENERATOR_SEED = base + r and meta-trains and trains with seed = base meta seed + r (the
     base values resolved as `speccomp meta` resolves them). Returns {"per_unit": frame with
     `threads`, `repetition`, `task_seed`, `meta_seed` and the meta run's per-pair columns,
     "plans": [...], "posterior": [entropy ratios]}. Validation errors (ConfigError) come before any
-    work: every repetition's plan is made first."""
+    work: every repetition's plan is made first. `progress(line)` and `steps` are `run_meta`'s."""
     import torch
 
     from speccomp.meta.run import plan_meta, run_meta
@@ -188,7 +189,7 @@ def evaluate(
             for r, ((task_seed, meta_seed), plan) in enumerate(zip(reps, plans, strict=True), start=1):
                 say(f"repetition {r}/{len(reps)} at {t} thread{'s' if t > 1 else ''}: task seed {task_seed}, "
                     f"meta seed {meta_seed}")
-                outcome = run_meta(plan, progress=say)
+                outcome = run_meta(plan, progress=say, steps=steps)
                 frame = outcome.per_pair.copy()
                 frame.insert(0, "repetition", r)
                 frame.insert(0, "threads", t)

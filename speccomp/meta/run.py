@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -150,15 +151,41 @@ def build_task_bank(plan: MetaPlan):
                       t.n_val_single, t.n_query, t.n_test)
 
 
+class Steps(Protocol):
+    """How far a stage has come: `update` once per unit done, `close` at its end
+    (`tracking.progress.Progress` is one)."""
+
+    def update(self, n: float = 1, note: str | None = None) -> Any: ...
+
+    def close(self, note: str | None = None) -> None: ...
+
+
+StepsFactory = Callable[[str, int, str], Steps]
+"""(what, total, unit) -> the `Steps` of a stage: `meta-training` (iterations), `meta-weights
+ablation` (iterations), `meta-test` (pairs, or tasks on the matrices domain)."""
+
+
+class _NoSteps:
+    def update(self, n: float = 1, note: str | None = None) -> None:
+        pass
+
+    def close(self, note: str | None = None) -> None:
+        pass
+
+
 def run_meta(
     plan: MetaPlan,
     on_iteration: Callable[[IterationRecord], None] | None = None,
     on_pair: Callable[[Pair, dict[str, dict[str, float]]], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    steps: StepsFactory | None = None,
 ) -> MetaOutcome:
     """Generate, meta-train, evaluate every method on every meta-test pair. `on_pair(pair, {method:
-    metrics})` is called as each pair is done (metrics averaged over the seeds, floor included)."""
+    metrics})` is called as each pair is done (metrics averaged over the seeds, floor included);
+    `progress(line)` as a stage starts; `steps` makes the `Steps` of each stage, updated once per
+    meta-iteration and once per meta-test pair."""
     say = progress or (lambda _msg: None)
+    stage = steps or (lambda _what, _total, _unit: _NoSteps())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     bank = build_task_bank(plan)
@@ -166,9 +193,13 @@ def run_meta(
     seeds = list(plan.meta.experiment.seeds)
     net = bank.search.supernet(plan.space, bank.train_x, bank.train_y, torch_generator(seeds[0], "meta", "supernet", "init"))
     posterior = build_posterior(plan.space, plan.meta.posterior.prior_scale, plan.meta.posterior.init_std)
-    say(f"meta-training: {plan.settings.values.architecture_search_iterations} iterations over "
-        f"{len(plan.tasks.meta_train)} {'tasks' if bank.search is MATRICES else 'pairs'} ...")
-    training = meta_train(net, posterior, bank, plan.tasks.meta_train, meta_hyper(plan), seeds[0], on_iteration)
+    iterations = plan.settings.values.architecture_search_iterations
+    unit = "task" if bank.search is MATRICES else "pair"
+    say(f"meta-training: {iterations} iterations over {len(plan.tasks.meta_train)} {unit}s ...")
+    bar = stage("meta-training", iterations, "iteration")
+    training = meta_train(net, posterior, bank, plan.tasks.meta_train, meta_hyper(plan), seeds[0],
+                          _counting(bar, on_iteration))
+    bar.close()
     timings["meta_train"] = training.seconds
     timings["inner_loop"] = training.inner_seconds
 
@@ -177,14 +208,18 @@ def run_meta(
     frozen = None
     if "meta-weights" in methods:  # the weights' share: the same meta-training with q frozen at the prior
         say("meta-training the meta-weights ablation (q frozen at the prior) ...")
-        frozen = frozen_prior_training(plan, bank, seeds[0])
+        bar = stage("meta-weights ablation", iterations, "iteration")
+        frozen = frozen_prior_training(plan, bank, seeds[0], _counting(bar))
+        bar.close()
         timings["meta_train_frozen"] = frozen.seconds
     results: list[MethodResult] = []
     floors: dict[Pair, dict[str, float]] = {}
     rows = []
     t1 = time.perf_counter()
-    for k, pair in enumerate(plan.tasks.meta_test, start=1):
-        say(f"meta-test {'task' if bank.search is MATRICES else 'pair'} {k}/{len(plan.tasks.meta_test)}: {pair_name(pair)}")
+    say(f"meta-test: {len(plan.tasks.meta_test)} {unit}s x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}, "
+        f"methods meta, {', '.join(methods)} ...")
+    bar = stage("meta-test", len(plan.tasks.meta_test), unit)
+    for pair in plan.tasks.meta_test:
         data = bank.task_datasets(pair, plan.meta.adapt.n_train, final=True)
         task_cfg = bank.task_config(pair, {name: len(split) for name, split in data.items()})
         floors[pair] = oracle(task_cfg, data, pair)
@@ -212,11 +247,24 @@ def run_meta(
             rows.append(_row(pair, method, metrics))
         if on_pair is not None:
             on_pair(pair, by_method)
+        bar.update(1, note=f"last {pair_name(pair)}")
+    bar.close()
     timings["meta_test"] = time.perf_counter() - t1
     return MetaOutcome(plan, training, results, floors, pd.DataFrame(rows), timings)
 
 
-def frozen_prior_training(plan: MetaPlan, bank, seed: int) -> MetaTrainResult:
+def _counting(bar: Steps, then: Callable[[IterationRecord], None] | None = None) -> Callable[[IterationRecord], None]:
+    """A meta-iteration callback: `then(record)`, and one unit on `bar`."""
+    def callback(record: IterationRecord) -> None:
+        if then is not None:
+            then(record)
+        bar.update(1, note=f"elbo {record.elbo:.4g}, query loss {record.query_loss:.4g}")
+
+    return callback
+
+
+def frozen_prior_training(plan: MetaPlan, bank, seed: int,
+                          callback: Callable[[IterationRecord], None] | None = None) -> MetaTrainResult:
     """The `meta-weights` ablation's meta-training: the same supernet initialisation, tasks,
     iterations and random streams as `meta`, with q = the prior p(α) = N(0, s²), never updated."""
     net = bank.search.supernet(plan.space, bank.train_x, bank.train_y, torch_generator(seed, "meta", "supernet", "init"))
@@ -224,7 +272,7 @@ def frozen_prior_training(plan: MetaPlan, bank, seed: int) -> MetaTrainResult:
     prior = build_posterior(plan.space, s, s)
     hyper = meta_hyper(plan)
     hyper.learn_posterior = False
-    return meta_train(net, prior, bank, plan.tasks.meta_train, hyper, seed)
+    return meta_train(net, prior, bank, plan.tasks.meta_train, hyper, seed, callback)
 
 
 def _mean_by_method(results: list[MethodResult], floor: dict[str, float], pair: Pair) -> dict[str, dict[str, float]]:
