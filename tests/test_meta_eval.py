@@ -89,3 +89,50 @@ def test_threads_not_given_mean_one_and_a_list_is_kept_in_order():
 
     assert _thread_counts("") is None and _thread_counts("auto") is None  # MLproject's default: one thread
     assert list(_thread_counts("2,1")) == [2, 1] and list(_thread_counts(" 1 , 2 ")) == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_evaluation_runs_on_the_matrices_domain(store, monkeypatch, tmp_path, capsys):
+    """`speccomp meta-eval --config raven` at a tiny size: exit 0; one parent (role meta-eval) with a
+    child per repetition; its table names the ablations, random search and the matrices' own
+    baseline `wren`, each with an interval and a Holm-corrected p; no run left RUNNING."""
+    from tests.test_meta_matrices import FLAGS, TINY
+
+    monkeypatch.chdir(tmp_path)
+    before = {r.info.run_id for r in all_runs(store)}
+    code = cli(["meta-eval", "--config", "raven", "--repetitions", "2", "--threads", "1", "--run-name", "raven-eval",
+                *[a for k, v in FLAGS.items() for a in (f"--{k}", v)], "--overrides", " ".join(TINY)])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    new = [r for r in all_runs(store) if r.info.run_id not in before]
+    (parent,) = [r for r in new if r.info.run_name == "raven-eval"]
+    assert parent.data.tags["speccomp.role"] == "meta-eval" and parent.info.status == "FINISHED"
+    kids = [r for r in new if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(k.data.tags["repetition"] for k in kids if k.data.tags.get("speccomp.role") == "meta-eval-rep") \
+        == ["1", "2"]
+    import pandas as pd
+
+    table = pd.read_csv(store.download_artifacts(parent.info.run_id, "meta_eval/evaluation.csv", str(tmp_path)))
+    assert {"meta-weights", "meta-arch", "prior", "wren"} <= set(table["method"])
+    assert table[["ci_low", "ci_high", "holm_p"]].notna().all().all()
+    assert "meta-weights" in out and "Holm" in out
+    assert not [r for r in all_runs(store) if r.info.status == "RUNNING"]
+
+
+def test_each_repetition_draws_its_own_tasks_and_none_tests_on_what_it_trained_on(monkeypatch, tmp_path):
+    """Repetition r plans with TASK_GENERATOR_SEED = base + r and meta seed = base + r (as
+    `evaluate` does): within a repetition no meta-test pair is a meta-training pair; across
+    repetitions the draws differ."""
+    from speccomp.meta.evaluate import repetitions
+    from speccomp.meta.run import plan_meta
+
+    monkeypatch.chdir(tmp_path)
+    for name in ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    reps = repetitions(0, 123, 3)
+    assert reps == [(0, 123), (1, 124), (2, 125)]
+    plans = [plan_meta({"task_generator_seed": str(t)}, "smoke", [f"experiment.seeds=[{m}]"], None) for t, m in reps]
+    for plan in plans:
+        assert plan.tasks.meta_test and not set(plan.tasks.meta_test) & set(plan.tasks.meta_train)
+    assert len({tuple(p.tasks.meta_test) for p in plans}) == 3
+    assert [p.meta.experiment.seeds for p in plans] == [[123], [124], [125]]
