@@ -237,14 +237,22 @@ def _check_existing_study(storage, args: StudyOptions) -> None:
 def close_dead_trial_runs(study, trial) -> None:
     """A trial failed by the heartbeat (its worker was killed or lost): its MLflow run and the
     seed runs still open under it end FAILED with the reason, instead of staying RUNNING."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if not run_id:
-        return
     from mlflow import MlflowClient
 
     from study.objective import STATE_TAG
     from tracking.runs import record_error
 
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:  # killed after Optuna made the trial, before its run existed: only a study run can be open
+        message = (f"worker stopped responding (stale heartbeat) before Optuna trial {trial.number} of study "
+                   f"{study.study_name!r} had a run")
+        client = MlflowClient()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        for r in client.search_runs(experiments, filter_string="tags.`speccomp.role` = 'study' and "
+                                    "attributes.status = 'RUNNING'", max_results=1000):
+            if r.data.tags.get("optuna.study_name") == study.study_name:
+                _close_dead_study_run(client, r.info.run_id, message, trial_known=False)
+        return
     client = MlflowClient()
     run = client.get_run(run_id)
     children = client.search_runs(
@@ -260,7 +268,7 @@ def close_dead_trial_runs(study, trial) -> None:
     _close_dead_study_run(client, run.data.tags.get("mlflow.parentRunId"), message)
 
 
-def _close_dead_study_run(client, run_id: str | None, message: str) -> None:
+def _close_dead_study_run(client, run_id: str | None, message: str, trial_known: bool = True) -> None:
     """The dead worker's own study run (a worker started as `speccomp study` on its machine), when
     it is still RUNNING and its process is gone (this host) or cannot be checked (another host: its
     trial's heartbeat stopped, so the process stopped too). A run whose process is alive here (a
@@ -273,7 +281,8 @@ def _close_dead_study_run(client, run_id: str | None, message: str) -> None:
     study_run = client.get_run(run_id)
     if study_run.info.status != "RUNNING" or study_run.data.tags.get("speccomp.role") != "study":
         return
-    if process_gone(study_run.data.tags) is False:
+    gone = process_gone(study_run.data.tags)
+    if gone is False or (gone is None and not trial_known):  # without the trial's run, only a known-dead process
         return
     record_error(client, run_id, f"{message}; the worker's study run ended FAILED with it")
     client.set_terminated(run_id, status="FAILED")

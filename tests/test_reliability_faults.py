@@ -159,7 +159,9 @@ def test_a_study_survives_a_tracking_outage_a_killed_worker_and_dropped_connecti
                 return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
             # (b) SIGKILL one worker in the middle of its trial: once all three train
-            wait_until("three trials running", lambda: len(running()) >= WORKERS, deadline)
+            # each with its MLflow run made (the trial's user attribute), so that the kill lands mid-trial
+            wait_until("three trials running", lambda: len([t for t in running() if t.user_attrs.get(
+                "mlflow_run_id")]) >= WORKERS, deadline)
             time.sleep(1.0)
             victim = workers[0]
             victim.send_signal(signal.SIGKILL)

@@ -41,6 +41,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+from tracking import interrupts
+
 EVERY_S = 5.0
 """Seconds between two progress lines of one task where the output is not a terminal (read when
 a `Progress` starts, so that a test may shorten it)."""
@@ -138,7 +140,9 @@ class Progress:
 
     # -- writing ---------------------------------------------------------------------------------
     def update(self, n: float = 1, note: str | None = None) -> bool:
-        """`n` more units done; returns whether a line was printed."""
+        """`n` more units done; returns whether a line was printed. Raises an interrupt that was
+        dropped on its way (`tracking.interrupts.check`): work going on is where it can act."""
+        interrupts.check()
         self.done += n
         if note is not None:
             self.note = note

@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from tracking import interrupts
+from tracking.interrupts import Terminated
 from tracking.stale import process_tags
 from tracking.store import record_error
 
@@ -24,10 +26,6 @@ runs side by side."""
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 TERMINATED = 143  # 128 + SIGTERM
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: runs end as KILLED."""
 
 
 class RunTracker:
@@ -165,53 +163,18 @@ def fail_attached_run(message: str) -> None:
     client.set_terminated(run_id, status="FAILED")
 
 
-RESEND_S = 1.0
-"""How long an interrupt may go unanswered before it is delivered again (see `sigterm_as_interrupt`)."""
-
-
-class _Interrupt:
-    """An interrupt raised but not yet answered: Python drops an exception raised inside a weakref
-    callback, a `__del__` or the garbage collector ("Exception ignored in ..."), so a Ctrl-C landing
-    there would be lost and the run would go on. Until `acknowledge` (the guard's cleanup has begun)
-    the signal is sent again every `RESEND_S` seconds."""
-
-    pending: int | None = None
-    timer: threading.Timer | None = None
-
-    @classmethod
-    def raised(cls, signum: int) -> None:
-        cls.pending = signum
-        if cls.timer is None:
-            cls.timer = threading.Timer(RESEND_S, cls._resend)
-            cls.timer.daemon = True
-            cls.timer.start()
-
-    @classmethod
-    def _resend(cls) -> None:
-        cls.timer = None
-        signum = cls.pending
-        if signum is not None:
-            os.kill(os.getpid(), signum)  # the main thread's handler raises again
-
-    @classmethod
-    def acknowledge(cls) -> None:
-        cls.pending = None
-        if cls.timer is not None:
-            cls.timer.cancel()
-            cls.timer = None
-
-
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block SIGTERM raises `Terminated` and Ctrl-C `KeyboardInterrupt`, so that cleanup
-    runs; an interrupt that some library swallowed is delivered again (`_Interrupt`)."""
+    runs; an interrupt that some library swallowed is raised again at the next progress update
+    (`tracking.interrupts`)."""
 
     def on_term(signum, frame):  # noqa: ARG001
-        _Interrupt.raised(signum)
+        interrupts.raised(signum)
         raise Terminated(f"signal {signum}")
 
     def on_int(signum, frame):  # noqa: ARG001
-        _Interrupt.raised(signum)
+        interrupts.raised(signum)
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
@@ -223,7 +186,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        _Interrupt.acknowledge()
+        interrupts.acknowledge()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -269,7 +232,7 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _Interrupt.acknowledge()  # the cleanup has begun: an interrupt it answers is not sent again
+    interrupts.acknowledge()  # the cleanup has begun: the interrupt it answers is not raised again
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
