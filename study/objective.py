@@ -12,6 +12,7 @@ its MLflow run and its seed runs.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import sys
@@ -52,6 +53,19 @@ STATE_TAG = "optuna.trial_state"
 
 class SurplusTrial(Exception):
     """Another worker already filled the study's trial budget; this trial is not run."""
+
+
+class _SurplusInOneLine(logging.Filter):
+    """Optuna logs a trial's exception with its traceback; a surplus trial (a race at the end of a
+    shared budget, not an error) is its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SurplusTrial):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_SurplusInOneLine())
 
 
 def objective_values(measures: dict[str, float], measure: str, task: Task) -> tuple[float, ...]:

@@ -43,6 +43,7 @@ class RunTracker:
         parent_id: str | None = None,
         tags: dict[str, str] | None = None,
     ) -> str:
+        interrupts.check()  # a dropped Ctrl-C acts before the next run is made (setup has no progress bar)
         all_tags = {MLFLOW_RUN_NAME: run_name, **process_tags(), **(tags or {})}
         if parent_id is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
