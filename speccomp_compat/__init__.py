@@ -139,6 +139,17 @@ def gc_run(uri: str, run_id: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
+OPTUNA_OPTIMIZE_LOGGER = "optuna.study._optimize"
+"""The logger Optuna writes a failed trial's warning (with its traceback) to."""
+
+
+def filter_trial_failure_logs(log_filter: Any) -> None:
+    """Add `log_filter` (a logging.Filter) to the logger of Optuna's trial-failure warnings."""
+    import logging
+
+    logging.getLogger(OPTUNA_OPTIMIZE_LOGGER).addFilter(log_filter)
+
+
 def check() -> list[str]:
     """Every private API above still exists with the shape used here; returns the problems (the
     test suite asserts there are none, so a library upgrade that breaks one fails loudly)."""
@@ -165,6 +176,9 @@ def check() -> list[str]:
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     need(isinstance(getattr(study.trials[0], "_trial_id", None), int), "optuna FrozenTrial._trial_id")
     need(isinstance(getattr(study, "_study_id", None), int), "optuna Study._study_id")
+    import importlib.util
+
+    need(importlib.util.find_spec(OPTUNA_OPTIMIZE_LOGGER) is not None, OPTUNA_OPTIMIZE_LOGGER)
     import contextlib
 
     with contextlib.suppress(ImportError):  # optuna-dashboard is a user tool; without it no note is written or read

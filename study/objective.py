@@ -24,6 +24,7 @@ import pandas as pd
 
 from speccomp.core.config import ExperimentConfig
 from speccomp.core.task import Task, get_task, task_for
+from speccomp_compat import filter_trial_failure_logs
 from study.records import compact_seeds, save_note, trial_description, trial_note
 from study.space import SearchSpace
 from tracking.pipeline import (
@@ -65,7 +66,7 @@ class _SurplusInOneLine(logging.Filter):
         return True
 
 
-logging.getLogger("optuna.study._optimize").addFilter(_SurplusInOneLine())
+filter_trial_failure_logs(_SurplusInOneLine())
 
 
 def objective_values(measures: dict[str, float], measure: str, task: Task) -> tuple[float, ...]:
