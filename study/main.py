@@ -250,7 +250,7 @@ def close_dead_trial_runs(study, trial) -> None:
         experiments = [e.experiment_id for e in client.search_experiments()]
         for r in client.search_runs(experiments, filter_string="tags.`speccomp.role` = 'study' and "
                                     "attributes.status = 'RUNNING'", max_results=1000):
-            if r.data.tags.get("optuna.study_name") == study.study_name:
+            if r.data.tags.get("optuna.study_name") == study.study_name:  # in Python: a name may hold quotes
                 _close_dead_study_run(client, r.info.run_id, message, trial_known=False)
         return
     client = MlflowClient()
@@ -272,7 +272,9 @@ def _close_dead_study_run(client, run_id: str | None, message: str, trial_known:
     """The dead worker's own study run (a worker started as `speccomp study` on its machine), when
     it is still RUNNING and its process is gone (this host) or cannot be checked (another host: its
     trial's heartbeat stopped, so the process stopped too). A run whose process is alive here (a
-    launcher of `--workers N`, whose spawned worker died) is left to that process."""
+    launcher of `--workers N`, whose spawned worker died) is left to that process. Without
+    `trial_known` (the dead trial had no run to name its study run) only a study run whose process
+    is known gone on this host is ended."""
     from tracking.runs import record_error
     from tracking.stale import process_gone
 

@@ -3,9 +3,9 @@
 Python drops an exception raised inside a weakref callback, a `__del__` or the garbage collector
 ("Exception ignored in ..."): a Ctrl-C landing there would be lost and the run would go on (CI
 once saw a 5,000-seed run keep training after SIGINT). So the signal handlers record the signal
-(`raised`) as well as raise; the next progress update of work going on (`check`, called by
-`tracking.progress.Progress.update` once per training step, search iteration, meta-iteration)
-raises it again, until the guard's cleanup answers it (`acknowledge`). Nothing is re-raised while
+(`raised`) as well as raise; the next step of work going on (`check`, called by
+`tracking.progress.Progress.update` once per training step, search iteration, meta-iteration, and
+by `tracking.runs.RunTracker.start` before each new run) raises it again, until the guard's cleanup answers it (`acknowledge`). Nothing is re-raised while
 the first exception unwinds (no progress is made then), and nothing from another thread.
 Standard library only: `tracking.progress` imports it.
 """
