@@ -46,7 +46,7 @@ from speccomp.core.models import ModelSpec, build_model
 from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
 from speccomp.nas import Supernet, init_alpha, load_space, preset_of, run_search, sample_weights, write_preset
-from speccomp.nas.domain import SPECTRA
+from speccomp.spectra.search import SPECTRA
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
     '(a) search iterations per second',

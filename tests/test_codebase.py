@@ -138,9 +138,8 @@ def test_layers_import_only_downwards():
 # --- the import graph: every import statement of a module, at any depth (a function-level import
 # is an import too: it runs as soon as the function does), resolved to the project's modules.
 GRAPH_PACKAGES = ("speccomp", "speccomp_compat", "tracking", "study", "speccomp_cli")
-KNOWN_CIRCLES = [{"speccomp.nas.domain", "speccomp.nas.supernet"}]
-"""Circles left on purpose: speccomp/nas/ is being rewritten by the lead, who removes this one (the
-search domain and the supernet import each other); delete the entry with it."""
+KNOWN_CIRCLES: list[set[str]] = []
+"""Circles left on purpose: none."""
 CORE_DOMAIN_ALIASES = {"speccomp.core.data": {"speccomp.spectra.data"}}
 """The one import of a domain by the core: the old path of the spectra's splits, kept while
 speccomp/meta/ (being rewritten), tracking/pipeline.py, speccomp/spectra/figures.py and benchmarks/
@@ -254,24 +253,34 @@ def test_core_imports_no_domain():
     assert offenders == []
 
 
+SEARCH_AND_META_INTERFACES = ("speccomp.nas.domain", "speccomp.meta.domain", "speccomp.meta.settings",
+                              "speccomp.meta.tasks")
+"""What a domain's object for the search and the meta-learner (its `search.py`, `meta_tasks.py`) may
+import of those packages: their interfaces, never their machinery."""
+
+
 def test_domains_import_only_the_core():
-    """A domain package imports the core and itself, never another domain, search or meta-learner."""
+    """A domain package imports the core and itself, never another domain; its domain object of the
+    search and the meta-learner imports their interfaces (`SEARCH_AND_META_INTERFACES`) only, and
+    nothing of speccomp/nas/ or speccomp/meta/ imports a domain (they look its object up)."""
     offenders = []
-    for module, targets in _import_graph(("speccomp",)).items():
+    graph = _import_graph(("speccomp",))
+    for module, targets in graph.items():
         parts = module.split(".")
         if len(parts) > 1 and parts[1] in ("spectra", "matrices"):
             own = f"speccomp.{parts[1]}"
             offenders += [f"{module} imports {t}" for t in sorted(targets)
-                          if not (t.startswith("speccomp.core") or t == own or t.startswith(own + "."))]
+                          if not (t.startswith("speccomp.core") or t == own or t.startswith(own + ".")
+                                  or t in SEARCH_AND_META_INTERFACES)]
+        if len(parts) > 1 and parts[1] in ("nas", "meta"):
+            offenders += [f"{module} imports {t}" for t in sorted(targets)
+                          if t.startswith(("speccomp.spectra", "speccomp.matrices"))]
     assert offenders == []
 
 
 DOMAIN_NAMES = {"MATRICES", "SPECTRA"}
 DOMAIN_WORDS = {"matrices", "spectra", "chance/acc"}
 SEARCH_AND_META = ("speccomp/nas", "speccomp/meta", "tracking/nas.py", "tracking/meta.py", "study/meta.py")
-KNOWN_DOMAIN_TESTS = {"speccomp/meta/adapt.py", "speccomp/meta/run.py", "tracking/nas.py"}
-"""Files of the search and the meta-learner that still test which domain they have; the lead's
-rewrite of speccomp/nas/ and speccomp/meta/ moves these into the domain objects and empties this set."""
 
 
 def _domain_tests(path: Path) -> list[str]:
@@ -299,12 +308,10 @@ def test_domain_test_finder(tmp_path, monkeypatch):
 
 def test_search_and_meta_learner_never_test_their_domain():
     """The search and the meta-learner ask their domain object (data, loss, scores, floor, reading,
-    table row); only a domain object (a module named `domain*.py`) may know which domain it is."""
+    table row); only a domain object, which lives in its domain package (`speccomp/spectra/search.py`,
+    `speccomp/matrices/search.py`), knows which domain it is. No file is exempt."""
     offenders = []
     for path in _python_files(*(d for d in SEARCH_AND_META if not d.endswith(".py"))) + \
             [REPO / f for f in SEARCH_AND_META if f.endswith(".py")]:
-        rel = str(path.relative_to(REPO))
-        if path.name.startswith("domain") or rel in KNOWN_DOMAIN_TESTS:
-            continue
         offenders += _domain_tests(path)
     assert offenders == []

@@ -9,9 +9,10 @@ import yaml
 
 from speccomp.core.seeding import torch_generator
 from speccomp.meta.metatrain import MetaHyper, build_posterior, meta_train, posterior_probabilities
-from speccomp.meta.tasks import TaskBank, TaskSets
+from speccomp.meta.tasks import TaskSets
 from speccomp.nas import Supernet, space_from_dict
 from speccomp.spectra.data import SplitData
+from speccomp.spectra.meta_tasks import TaskBank
 from tests.conftest import tiny_config
 
 # One decision that matters: the input transform. Targets are linear in the log-spectrum, so the
@@ -119,20 +120,13 @@ def test_elbo_is_the_query_log_likelihood_plus_scaled_kl():
 
 @pytest.mark.slow
 def test_stage_two_and_baselines_score_the_same_pair_reproducibly():
-    from speccomp.meta.adapt import (
-        StageTwo,
-        oracle,
-        preset_training,
-        prior_search,
-        single_task_nas,
-        stage_two,
-        with_floor,
-    )
-    from speccomp.meta.tasks import build_bank, draw_tasks
+    from speccomp.meta.adapt import StageTwo, preset_training, prior_search, single_task_nas, stage_two
     from speccomp.nas import load_space
+    from speccomp.spectra.meta_tasks import build_bank, draw_pairs
+    from speccomp.spectra.search import SPECTRA
 
     cfg = tiny_config()
-    tasks = draw_tasks(cfg.physics.labels, 2, 1, 0)
+    tasks = draw_pairs(cfg.physics.labels, 2, 1, 0)
     bank = build_bank(cfg, tasks, 42, n_single=12, n_empty=12, n_val_single=6, n_query=8, n_test=16)
     space = load_space("configs/nas/spectra.yaml")
     net = Supernet(space, cfg.physics.n_bins, len(cfg.physics.labels), torch_generator(0, "net"))
@@ -148,9 +142,9 @@ def test_stage_two_and_baselines_score_the_same_pair_reproducibly():
     results = [first, prior_search(space, data, pair, hp, 123), single_task_nas(space, data, pair, hp, 123),
                *preset_training(bank.task_config(pair, {k: len(v) for k, v in data.items()}), "loglinear", data, pair,
                                 hp, [123], "loglinear")]
-    floor = oracle(bank.task_config(pair, {k: len(v) for k, v in data.items()}), data, pair)
+    floor = SPECTRA.floor(bank.task_config(pair, {k: len(v) for k, v in data.items()}), data, pair)
     for r in results:
-        m = with_floor(r.metrics, floor, pair)
+        m = SPECTRA.with_floor(r.metrics, floor, pair)
         for label in pair:
             assert {f"test/mse/{label}", f"gap/{label}", f"oracle/efficiency/{label}"} <= set(m)
         assert m["oracle/ratio"] == pytest.approx(m["test/mse/pair"] / floor["oracle/mse/pair"])

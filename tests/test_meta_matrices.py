@@ -15,12 +15,12 @@ import torch
 
 from speccomp.core.config import ConfigError
 from speccomp.matrices.generator import ATTRIBUTES, RULES
+from speccomp.matrices.meta_tasks import MatricesBank, RuleAttribute
+from speccomp.matrices.search import MATRICES
 from speccomp.meta.compare import comparison_table
-from speccomp.meta.matrices import MatricesBank, RuleAttribute
 from speccomp.meta.run import build_task_bank, plan_meta, run_meta
 from speccomp.meta.settings import ENV_NAMES
 from speccomp.meta.tasks import pair_name
-from speccomp.nas.domain import MATRICES
 
 TINY = ["matrices_tasks.n_train=96", "matrices_tasks.n_val=48", "matrices_tasks.n_query=32", "matrices_tasks.n_test=64",
         "inner.steps=1", "inner.batch_size=16", "inner.query_batch_size=16", "adapt.candidates=1",

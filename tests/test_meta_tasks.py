@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from speccomp.meta.posterior import GaussianPosterior
-from speccomp.meta.tasks import TaskSets, all_pairs, build_bank, draw_tasks
+from speccomp.meta.tasks import TaskSets
+from speccomp.spectra.meta_tasks import all_pairs, build_bank, draw_pairs
 from tests.conftest import tiny_config
 
 LABELS = [f"comp{i}" for i in range(1, 21)]
@@ -23,23 +24,23 @@ def test_190_pairs_of_20_components():
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_meta_train_and_meta_test_are_disjoint_and_seed_determined(seed):
-    tasks = draw_tasks(LABELS, 100, 20, seed)
+    tasks = draw_pairs(LABELS, 100, 20, seed)
     assert len(tasks.meta_train) == 100 == len(set(tasks.meta_train))
     assert len(tasks.meta_test) == 20 == len(set(tasks.meta_test))
     assert not set(tasks.meta_train) & set(tasks.meta_test)
-    assert draw_tasks(LABELS, 100, 20, seed) == tasks
-    other = draw_tasks(LABELS, 100, 20, seed + 1)
+    assert draw_pairs(LABELS, 100, 20, seed) == tasks
+    other = draw_pairs(LABELS, 100, 20, seed + 1)
     assert other.meta_test != tasks.meta_test and other.meta_train != tasks.meta_train
 
 
 def test_all_190_pairs_can_be_used():
-    tasks = draw_tasks(LABELS, 170, 20, 0)
+    tasks = draw_pairs(LABELS, 170, 20, 0)
     assert set(tasks.meta_train) | set(tasks.meta_test) == set(all_pairs(LABELS))
 
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_held_out_components_never_meta_trained_on(seed):
-    tasks = draw_tasks(LABELS, 50, 10, seed, held_out_components=5)
+    tasks = draw_pairs(LABELS, 50, 10, seed, held_out_components=5)
     assert len(tasks.held_out) == 5
     trained = {c for p in tasks.meta_train for c in p}
     assert not trained & set(tasks.held_out)
@@ -48,9 +49,9 @@ def test_held_out_components_never_meta_trained_on(seed):
 
 def test_too_many_tasks_refused():
     with pytest.raises(ValueError, match="only 190 pairs"):
-        draw_tasks(LABELS, 191, 1, 0)
+        draw_pairs(LABELS, 191, 1, 0)
     with pytest.raises(ValueError, match="only 10 pairs left"):
-        draw_tasks(LABELS, 180, 11, 0)
+        draw_pairs(LABELS, 180, 11, 0)
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +100,13 @@ def test_pools_are_shared_and_rows_index_them(bank):
 
 def test_bank_is_reproducible_and_pools_independent_of_the_draw():
     cfg = tiny_config()
-    t1 = draw_tasks(cfg.physics.labels, 3, 2, 0)
+    t1 = draw_pairs(cfg.physics.labels, 3, 2, 0)
     b1 = build_bank(cfg, t1, 42, 10, 10, 4, 8, 8)
     b2 = build_bank(cfg, t1, 42, 10, 10, 4, 8, 8)
     assert torch.equal(b1.train_x, b2.train_x)
     b3 = build_bank(cfg, t1, 43, 10, 10, 4, 8, 8)
     assert not torch.equal(b1.empty["train"].spectra, b3.empty["train"].spectra)
-    t2 = draw_tasks(cfg.physics.labels, 3, 2, 5)
+    t2 = draw_pairs(cfg.physics.labels, 3, 2, 5)
     b4 = build_bank(cfg, t2, 42, 10, 10, 4, 8, 8)
     assert torch.equal(b1.empty["train"].spectra, b4.empty["train"].spectra)
     shared = set(b1.single["train"]) & set(b4.single["train"])

@@ -18,6 +18,7 @@ from speccomp.core.models import build_model
 from speccomp.core.seeding import torch_generator
 from speccomp.core.task import get_task, load_any_config
 from speccomp.core.training import train
+from speccomp.matrices.search import MATRICES
 from speccomp.nas import (
     inherit_weights,
     load_space,
@@ -27,7 +28,8 @@ from speccomp.nas import (
     space_from_dict,
     write_preset,
 )
-from speccomp.nas.domain import MATRICES, SPECTRA, domain_for_config, domain_of
+from speccomp.nas.domain import domain_for_config, domain_of
+from speccomp.spectra.search import SPECTRA
 from tests.conftest import isolated_store
 from tests.test_nas_tracking import _assert_refused
 from tests.test_tracking import all_runs, runs_named

@@ -268,17 +268,11 @@ def _print_summary(outcome, table, info, uri: str) -> None:
 
     plan = outcome.plan
     s = plan.settings.values
-    unit = "tasks" if "test_error" in outcome.per_pair else "pairs"
+    unit = f"{plan.domain.unit}s"
     print(f"meta-learner: {s.num_meta_training_tasks} meta-training {unit}, {s.num_meta_testing_tasks} meta-test {unit}, "
           f"{s.architecture_search_iterations} meta-iterations ({outcome.timings['meta_train']:.0f} s), "
           f"seeds {plan.meta.experiment.seeds}")
-    if "test_error" in outcome.per_pair:
-        print("held-out error (1 - accuracy) on each meta-test task's matrices, all holding its (rule, attribute) "
-              f"pair; chance accuracy {plan.cfg.chance:.3f}; ratios are per task, medians over tasks; p: two-sided "
-              "Wilcoxon signed-rank, meta vs method")
-    else:
-        print("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
-              "medians over pairs; p: two-sided Wilcoxon signed-rank, meta vs method")
+    print(plan.domain.header(plan.cfg))
     print(format_table(table))
     moved = posterior_summary(plan.space, outcome.training.posterior)
     ratio = moved["meta/entropy_ratio"]

@@ -17,6 +17,9 @@ retrained from scratch over the seeds on the same data, one nested child per (mo
 - matrices (`configs/raven`, space `configs/nas/raven.yaml`): `nas` (model `raven_seq`), `default`
   (`raven_mlp`) and `wren` (`raven_wren`, `WREN_OVERRIDES`); in-distribution and held-out accuracy, `gap/acc`, chance.
 
+What differs between domains (the default space, the reference models, the readings, the derived
+model) is asked of the domain's object (`speccomp.nas.domain.SearchDomain`), never tested here.
+
 Every input is validated before the first run is touched; a user error prints one line and exits
 with code 2.
 """
@@ -33,19 +36,10 @@ from typing import Any
 
 from speccomp.core.config import ConfigError, default_config_dir, parse_seed_list
 from speccomp.core.task import load_any_config
-from speccomp.matrices.config import WREN_OVERRIDES
 from speccomp.nas.domain import SearchDomain, domain_for_config
 from speccomp.nas.space import NasSpace, load_space
 
-DEFAULT_SPACE = "configs/nas/spectra.yaml"
-DEFAULT_SPACES = {"spectra": DEFAULT_SPACE, "matrices": "configs/nas/raven.yaml"}
 ARCHITECTURE_ARTIFACT = "nas/architecture.yaml"
-REFERENCES: dict[str, dict[str, dict[str, list[str]]]] = {
-    "spectra": {"loglinear": {"presets": ["loglinear"], "overrides": []}},
-    "matrices": {"wren": {"presets": [], "overrides": list(WREN_OVERRIDES)}},
-}
-"""The models retrained beside `nas` and `default` per domain: name -> presets and overrides added
-to the run's own."""
 FLUSH_EVERY_S = 2.0
 RETRAIN_OVERRIDES = ("training.checkpoint_ratio=0.25", "training.checkpoint_retention=last")
 """The retrained models (derived, baselines, the best random draw) are judged by their final
@@ -69,7 +63,7 @@ class NasOptions:
     """Retraining seeds; None takes `training.seed` of the config (the project's: 123,124,125)."""
     data_seed: int = 42
     space: str | None = None
-    """Search-space YAML file (decisions and search settings); None: the domain's (`DEFAULT_SPACES`)."""
+    """Search-space YAML file (decisions and search settings); None: the domain's (`SearchDomain.default_space`)."""
     architecture_search_iterations: int | None = None
     """Overrides the space file's search.architecture_search_iterations (> 0)."""
     architecture_learning_rate: float | None = None
@@ -116,12 +110,14 @@ def resolve(options: NasOptions) -> _Inputs:
     presets = [p for p in options.presets if p]
     cfg = load_any_config(options.config_dir or None, options.overrides, presets=presets)
     domain = domain_for_config(cfg)
-    space_path = Path(options.space or DEFAULT_SPACES[domain.name])
+    if options.space is None and domain.default_space is None:
+        raise ConfigError(f"space: none given and the {domain.name} domain has no default; allowed: a search-space YAML")
+    space_path = Path(options.space or domain.default_space)
     if options.space is None and not space_path.is_file():  # run from elsewhere: the project's file
         space_path = default_config_dir().parent / space_path
     if not space_path.is_file():
-        raise ConfigError(f"space: {space_path}: file not found; allowed: a search-space YAML such as "
-                          f"{DEFAULT_SPACES[domain.name]}")
+        example = f" such as {domain.default_space}" if domain.default_space else " file"
+        raise ConfigError(f"space: {space_path}: file not found; allowed: a search-space YAML{example}")
     space = load_space(space_path).with_search(
         architecture_search_iterations=options.architecture_search_iterations,
         architecture_learning_rate=options.architecture_learning_rate,
@@ -139,10 +135,9 @@ def resolve(options: NasOptions) -> _Inputs:
     domain.check(space, domain.features_of(cfg))
     compare = {"default": load_any_config(options.config_dir or None, [*RETRAIN_OVERRIDES, *options.overrides],
                                           presets=presets)}
-    for name, extra in REFERENCES[domain.name].items():
-        compare[name] = load_any_config(options.config_dir or None,
-                                        [*RETRAIN_OVERRIDES, *options.overrides, *extra["overrides"]],
-                                        presets=[*presets, *extra["presets"]])
+    for name, (preset, overrides) in domain.reference_models.items():
+        compare[name] = load_any_config(options.config_dir or None, [*RETRAIN_OVERRIDES, *options.overrides, *overrides],
+                                        presets=[*presets, *([preset] if preset else [])])
     return _Inputs(seeds, data_seed, search_seeds, random_seed, space, cfg, compare, options, domain)
 
 
@@ -340,7 +335,7 @@ def _search(tracker, parent: str, inputs: _Inputs, datasets, seed: int, work: Pa
         bar.update(1, note=f"tau {metrics['nas/tau']:.2f}, train {metrics['nas/train_loss']:.4g}, "
                            f"val {'-' if math.isnan(val) else f'{val:.4g}'}, entropy {metrics['nas/entropy']:.3f}")
 
-    result = run_search(space, datasets["train"], datasets["val"], seed, callback=callback)
+    result = run_search(space, datasets["train"], datasets["val"], seed, callback=callback, domain=inputs.domain)
     bar.close()
     logger.flush()
     table = decision_table(space, result.alpha, result.alpha_gradients)

@@ -22,7 +22,6 @@ matrices (multiple choice, accuracy, chance floor); docs/layout.md walks through
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,16 +164,11 @@ def register_task(task: Task) -> Task:
 
 def _load() -> None:
     """Import every declared domain not registered yet (each registers itself on import)."""
-    for name, module in list(registry.DOMAIN_MODULES.items()):
-        if name not in TASKS:
-            importlib.import_module(module)
+    registry.import_declared(TASKS, registry.DOMAIN_MODULES)
 
 
 def get_task(name: str) -> Task:
-    _load()
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+    return registry.lookup(TASKS, registry.DOMAIN_MODULES, name, "task")
 
 
 def task_for(cfg: Any) -> Task:

@@ -19,10 +19,12 @@ steps is the same for every method:
   training loop, with the epochs that give about B steps;
 - `oracle`: the physical floor (fit of the known physics to every test spectrum).
 
-On the matrices domain (a task = one held-out (rule, attribute) pair, `speccomp.meta.matrices`)
-the same methods run on matrices with the candidates' cross-entropy; `loglinear` has no meaning
-there and `wren` (the relational `raven_wren`) takes its place; the floor is chance (1 / C);
-the measure compared is the held-out error `test/error` = 1 − `test/acc`.
+The methods are the same on every domain: each asks the domain object of its data
+(`speccomp.meta.domain.MetaDomain`, looked up by `domain_of`) for the rows, the loss, how a
+candidate is judged (`selection_loss`) and how the final architecture is scored (`score`). On the
+matrices domain (a task = one held-out (rule, attribute) pair) that is the candidates'
+cross-entropy and the held-out accuracy, the reference model is `wren` instead of `loglinear`
+(`reference_models`) and the floor is chance (`MetaDomain.floor`).
 """
 
 from __future__ import annotations
@@ -34,14 +36,13 @@ from typing import Any
 
 import torch
 
-from speccomp.core.config import ExperimentConfig, read_yaml, resolve_preset
-from speccomp.core.data import SplitData
-from speccomp.core.metrics import final_metrics, split_metrics
+from speccomp.core.config import read_yaml, resolve_preset
 from speccomp.core.seeding import derive_seed, torch_generator
 from speccomp.core.training import train
-from speccomp.meta.metatrain import adapt_weights, pair_mse
+from speccomp.meta.domain import MetaDomain
+from speccomp.meta.metatrain import adapt_weights
 from speccomp.meta.posterior import GaussianPosterior, prior_sample
-from speccomp.meta.tasks import Pair, pair_name
+from speccomp.meta.tasks import pair_name
 from speccomp.nas import (
     NasSpace,
     Supernet,
@@ -51,10 +52,11 @@ from speccomp.nas import (
     sample_weights,
     unflatten_alpha,
 )
-from speccomp.nas.domain import MATRICES, SearchDomain, domain_of
-from speccomp.spectra.floor import physical_floor, with_efficiency
+from speccomp.nas.domain import SearchDomain, domain_of
 
 EVAL_CHUNK = 1024
+Task = Any
+"""A task of the domain (a pair of components, a (rule, attribute) pair, ...)."""
 
 
 @dataclass
@@ -83,7 +85,7 @@ class MethodResult:
     """One method on one pair for one seed."""
 
     method: str
-    pair: Pair
+    pair: Task
     seed: int
     metrics: dict[str, float]
     choices: dict[str, str] | None = None
@@ -101,53 +103,32 @@ def predict_path(net: Supernet, path: dict[str, torch.Tensor], x: torch.Tensor,
     return torch.cat([domain.forward(net, x[i : i + EVAL_CHUNK], path) for i in range(0, len(x), EVAL_CHUNK)])
 
 
-def score(val_pred: torch.Tensor, test_pred: torch.Tensor, data: dict[str, SplitData], pair: Pair) -> dict[str, float]:
-    """The usual metric names for predictions (N, C) of the val and test splits:
-    `test/mse/<label>`, `val/mse/<label>`, `gap/<label>`, `test/r2/<label>`, ... and `test/mse/pair`
-    (mean over the pair's two components)."""
-    tracked = list(pair)
-    out = split_metrics("test", test_pred.unsqueeze(0), data["test"], tracked)[0]
-    out.update(split_metrics("val", val_pred.unsqueeze(0), data["val"], tracked)[0])
-    out.update(final_metrics(val_pred.unsqueeze(0), test_pred.unsqueeze(0), data["val"], data["test"], data["train"], tracked)[0])
-    out["test/mse/pair"] = sum(out[f"test/mse/{c}"] for c in pair) / 2
-    return out
+def data_domain(data: dict[str, Any]) -> MetaDomain:
+    """The domain object of a task's splits (the domain that claims its training split)."""
+    return domain_of(data["train"])
 
 
-def score_any(val_pred: torch.Tensor, test_pred: torch.Tensor, data: dict[str, Any], pair: Pair) -> dict[str, float]:
-    """`score` on spectra, `meta.matrices.matrices_score` on matrices."""
-    if domain_of(data["train"]) is MATRICES:
-        from speccomp.meta.matrices import matrices_score
-
-        return matrices_score(val_pred, test_pred, data)
-    return score(val_pred, test_pred, data, pair)
-
-
-def evaluate_path(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, Any], pair: Pair) -> dict[str, float]:
+def evaluate_path(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, Any], pair: Task) -> dict[str, float]:
+    """The domain's scores (`MetaDomain.score`) of a fixed path on the task's val and test splits."""
+    domain = data_domain(data)
     net.eval()
-    out = score_any(predict_path(net, path, data["val"].inputs), predict_path(net, path, data["test"].inputs), data, pair)
+    val_pred = predict_path(net, path, domain.tensors(data["val"])[0], domain)
+    out = domain.score(val_pred, predict_path(net, path, domain.tensors(data["test"])[0], domain), data, pair)
     net.train()
     return out
 
 
-def _val_loss(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, Any], cols: torch.Tensor | None) -> float:
-    """How candidates are judged: the in-distribution validation MSE of the pair's components
-    (matrices: the validation cross-entropy)."""
-    pred = predict_path(net, path, data["val"].inputs)
-    if cols is None:
-        return float(MATRICES.loss(pred, data["val"].targets))
-    return float(pair_mse(pred, data["val"].abundances, cols))
+def _val_loss(net: Supernet, path: dict[str, torch.Tensor], data: dict[str, Any], pair: Task) -> float:
+    """How candidates are judged: the domain's loss on the in-distribution validation split
+    (`MetaDomain.selection_loss`)."""
+    domain = data_domain(data)
+    return domain.selection_loss(predict_path(net, path, domain.tensors(data["val"])[0], domain), data, pair)
 
 
 def _train_all(net, path, data, steps, hp: StageTwo, gen) -> None:
-    domain = domain_of(data["train"])
+    domain = data_domain(data)
     x, y = domain.tensors(data["train"])
     adapt_weights(net, path, x, y, torch.arange(len(x)), steps, hp.batch_size, hp.learning_rate, gen, domain)
-
-
-def _cols(data: dict[str, Any], pair: Pair) -> torch.Tensor | None:
-    if domain_of(data["train"]) is MATRICES:
-        return None
-    return torch.tensor([data["train"].labels.index(c) for c in pair])
 
 
 def _path_of(space: NasSpace, alpha_flat: torch.Tensor) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -155,13 +136,13 @@ def _path_of(space: NasSpace, alpha_flat: torch.Tensor) -> tuple[dict[str, str],
     return choices, one_hot_weights(space, choices)
 
 
-def _best_candidate(nets_alphas, space, data, cols, steps, hp, gen):
+def _best_candidate(nets_alphas, space, data, pair, steps, hp, gen):
     """Fine-tune each (net, α) on its argmax path for `steps`; the lowest validation loss wins."""
     best = None
     for net, alpha in nets_alphas:
         _, path = _path_of(space, alpha)
         _train_all(net, path, data, steps, hp, gen)
-        loss = _val_loss(net, path, data, cols)
+        loss = _val_loss(net, path, data, pair)
         if best is None or loss < best[0]:
             best = (loss, net, alpha)
     return best
@@ -170,7 +151,7 @@ def _best_candidate(nets_alphas, space, data, cols, steps, hp, gen):
 # ------------------------------------------------------------------------------------------------
 # methods
 # ------------------------------------------------------------------------------------------------
-def stage_two(meta_net: Supernet, posterior: GaussianPosterior, data: dict[str, SplitData], pair: Pair,
+def stage_two(meta_net: Supernet, posterior: GaussianPosterior, data: dict[str, Any], pair: Task,
               hp: StageTwo, seed: int, method: str = "meta", fresh_weights: bool = False,
               use_map: bool = True) -> MethodResult:
     """The meta-learner on a meta-test pair (see module doc), and its two ablations, which run the
@@ -186,11 +167,10 @@ def stage_two(meta_net: Supernet, posterior: GaussianPosterior, data: dict[str, 
     batches and Gumbel noise are drawn alike, so the ablations differ only by what they replace."""
     space = meta_net.space
     gen = torch_generator(seed, "meta", "stage2", pair_name(pair))
-    cols = _cols(data, pair)
     alphas = ([posterior.mean.detach().clone()] if use_map else [])
     alphas += [posterior.sample(gen).detach() for _ in range(hp.candidates + (0 if use_map else 1))]
     start = fresh_supernet(space, data, seed, "stage2") if fresh_weights else meta_net
-    _, net, alpha0 = _best_candidate([(copy.deepcopy(start), a) for a in alphas], space, data, cols,
+    _, net, alpha0 = _best_candidate([(copy.deepcopy(start), a) for a in alphas], space, data, pair,
                                      hp.candidate_steps, hp, gen)
     alpha = {k: v.clone().requires_grad_(True) for k, v in unflatten_alpha(space, alpha0).items()}
     _adapt_alpha(net, alpha, data, hp, gen)
@@ -207,7 +187,7 @@ def _adapt_alpha(net: Supernet, alpha: dict[str, torch.Tensor], data, hp: StageT
     α on a validation batch (straight-through) with Adam at ARCHITECTURE_LEARNING_RATE."""
     if hp.search_steps == 0:
         return
-    domain = domain_of(data["train"])
+    domain = data_domain(data)
     x, y = domain.tensors(data["train"])
     xv, yv = domain.tensors(data["val"])
     opt = torch.optim.Adam(list(alpha.values()), lr=hp.architecture_learning_rate)
@@ -229,24 +209,24 @@ def _adapt_alpha(net: Supernet, alpha: dict[str, torch.Tensor], data, hp: StageT
 
 
 def fresh_supernet(space: NasSpace, data: dict[str, Any], seed: int, purpose: str) -> Supernet:
-    domain = domain_of(data["train"])
+    domain = data_domain(data)
     x, y = domain.tensors(data["train"])
     return domain.supernet(space, x, y, torch_generator(seed, "meta", purpose, "init"))
 
 
-def prior_search(space: NasSpace, data: dict[str, SplitData], pair: Pair, hp: StageTwo, seed: int) -> MethodResult:
+def prior_search(space: NasSpace, data: dict[str, Any], pair: Task, hp: StageTwo, seed: int) -> MethodResult:
     """Random search at equal budget: candidates + 1 architectures from the prior p(α)."""
     gen = torch_generator(seed, "meta", "prior", pair_name(pair))
     sizes = [len(d.options) for d in space.decisions]
     alphas = [prior_sample(sizes, hp.prior_scale, gen) for _ in range(hp.candidates + 1)]
     nets = [(fresh_supernet(space, data, seed, "prior"), a) for a in alphas]
-    _, net, alpha = _best_candidate(nets, space, data, _cols(data, pair), hp.candidate_steps, hp, gen)
+    _, net, alpha = _best_candidate(nets, space, data, pair, hp.candidate_steps, hp, gen)
     choices, path = _path_of(space, alpha)
     _train_all(net, path, data, hp.search_steps + hp.finetune_steps, hp, gen)
     return MethodResult("prior", pair, seed, evaluate_path(net, path, data, pair), choices)
 
 
-def single_task_nas(space: NasSpace, data: dict[str, SplitData], pair: Pair, hp: StageTwo, seed: int) -> MethodResult:
+def single_task_nas(space: NasSpace, data: dict[str, Any], pair: Task, hp: StageTwo, seed: int) -> MethodResult:
     """The NAS issue's search on this pair alone (its in-distribution validation split guides α),
     then its argmax architecture fine-tuned from the searched weights."""
     iterations = hp.nas_iterations or (hp.budget - hp.finetune_steps)
@@ -256,7 +236,7 @@ def single_task_nas(space: NasSpace, data: dict[str, SplitData], pair: Pair, hp:
         "batch_size": hp.batch_size,
     })
     search_seed = derive_seed(seed, "meta", "nas", pair_name(pair)) % 2**31
-    result = run_search(space, data["train"], data["val"], search_seed, settings)
+    result = run_search(space, data["train"], data["val"], search_seed, settings, domain=data_domain(data))
     net = result.supernet
     choices = result.choices
     path = one_hot_weights(space, choices)
@@ -265,7 +245,7 @@ def single_task_nas(space: NasSpace, data: dict[str, SplitData], pair: Pair, hp:
     return MethodResult("nas", pair, seed, evaluate_path(net, path, data, pair), choices)
 
 
-def preset_training(task_cfg: ExperimentConfig, preset: str | None, data: dict[str, Any], pair: Pair,
+def preset_training(task_cfg: Any, preset: str | None, data: dict[str, Any], pair: Task,
                     hp: StageTwo, seeds: list[int], method: str, overrides: tuple[str, ...] = ()) -> list[MethodResult]:
     """The project's own model (`preset` None = the default MLP; matrices: `raven_mlp`, or
     `raven_wren` through `overrides`) trained by the ordinary loop, with the epochs that give about
@@ -285,8 +265,8 @@ def preset_training(task_cfg: ExperimentConfig, preset: str | None, data: dict[s
     out = []
     for seed_result in result.seeds:
         test_pred = torch.from_numpy(seed_result.test_predictions)
-        val_pred = _member_predict(seed_result.model, data["val"].inputs)
-        out.append(MethodResult(method, pair, seed_result.seed, score_any(val_pred, test_pred, data, pair),
+        val_pred = _member_predict(seed_result.model, data_domain(data).tensors(data["val"])[0])
+        out.append(MethodResult(method, pair, seed_result.seed, data_domain(data).score(val_pred, test_pred, data, pair),
                                 extra={"epochs": epochs, "steps": result.total_steps}))
     return out
 
@@ -295,26 +275,3 @@ def preset_training(task_cfg: ExperimentConfig, preset: str | None, data: dict[s
 def _member_predict(member: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     member.eval()
     return torch.cat([member(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
-
-
-def oracle(task_cfg: ExperimentConfig, data: dict[str, Any], pair: Pair) -> dict[str, float]:
-    """`oracle/mse/<label>` (and `oracle/crb/<label>`) of the pair's test split, plus
-    `oracle/mse/pair` (mean over the two components). Matrices: the chance floor `chance/acc`."""
-    if domain_of(data["train"]) is MATRICES:
-        return {"chance/acc": task_cfg.chance}
-    floor = physical_floor(task_cfg, data["test"])
-    floor["oracle/mse/pair"] = sum(floor[f"oracle/mse/{c}"] for c in pair) / 2
-    return floor
-
-
-def with_floor(metrics: dict[str, float], floor: dict[str, float], pair: Pair) -> dict[str, float]:
-    """Add `oracle/mse/<label>`, `oracle/efficiency/<label>` (oracle ÷ test MSE) and
-    `oracle/ratio` (test MSE ÷ oracle MSE of the pair, the quantity of `plots/meta_test.png`).
-    Matrices: `chance/acc` beside the accuracies."""
-    if "chance/acc" in floor:
-        return {**metrics, **floor}
-    out = {**metrics, **with_efficiency(metrics, floor, list(pair))}
-    out["oracle/ratio"] = metrics["test/mse/pair"] / floor["oracle/mse/pair"]
-    return out
-
-

@@ -27,13 +27,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from speccomp.meta.domain import Bank
 from speccomp.meta.posterior import GaussianPosterior
-from speccomp.meta.tasks import Pair, TaskBank, batch_rows, task_generator
+from speccomp.meta.tasks import batch_rows, task_generator
 from speccomp.nas import NasSpace, Supernet, sample_weights, temperature, unflatten_alpha
-from speccomp.nas.domain import SPECTRA, SearchDomain
+from speccomp.nas.domain import SearchDomain, domain_of
 
 
 @dataclass
@@ -61,7 +63,8 @@ class IterationRecord:
     """What one meta-iteration logs (`meta/elbo`, `meta/query_loss`, `meta/kl`, probabilities)."""
 
     iteration: int
-    pair: Pair
+    pair: Any
+    """The meta-training task drawn (a pair of components, a (rule, attribute) pair, ...)."""
     tau: float
     elbo: float
     query_loss: float
@@ -77,11 +80,6 @@ class MetaTrainResult:
     seconds: float = 0.0
     inner_seconds: float = 0.0
     """Wall time of the inner loops (weight adaptation), part of `seconds`."""
-
-
-def pair_mse(pred: torch.Tensor, target: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """MSE over the rows and the pair's two components: (B, C), (B, C) -> ()."""
-    return ((pred[:, cols] - target[:, cols]) ** 2).mean()
 
 
 def posterior_probabilities(space: NasSpace, posterior: GaussianPosterior) -> dict[str, torch.Tensor]:
@@ -103,10 +101,12 @@ def adapt_weights(
     batch: int,
     lr: float,
     generator: torch.Generator,
-    domain: SearchDomain = SPECTRA,
+    domain: SearchDomain | None = None,
 ) -> None:
     """`steps` Adam steps (fresh state) of the weights on the fixed path, batches drawn from `rows`
-    of (x (R, L), y (R, C)) — or of the domain's rows and targets — with the domain's loss; in place."""
+    of (x (R, ...), y (R, ...)), the domain's rows and targets, with the domain's loss; in place.
+    `domain` None: the domain that claims (x, y) (`speccomp.nas.domain.domain_of`)."""
+    domain = domain or domain_of((x, y))
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, foreach=True)
     for _ in range(steps):
@@ -120,8 +120,8 @@ def adapt_weights(
 def meta_train(
     net: Supernet,
     posterior: GaussianPosterior,
-    bank: TaskBank,
-    pairs: list[Pair],
+    bank: Bank,
+    pairs: list[Any],
     hyper: MetaHyper,
     seed: int,
     callback: Callable[[IterationRecord], None] | None = None,

@@ -2,14 +2,16 @@
 meta-train, run stage two and every baseline on each meta-test pair (`run_meta`). The tracked
 entry point (`tracking/meta.py`) passes callbacks that log as the run goes.
 
-The domain is that of `experiment.config_dir`: spectra (a task = a pair of components, the
-project's `configs/`) or matrices (a task = one (rule, attribute) pair held out of training,
-`configs/raven`; see `speccomp.meta.matrices` and `configs/meta/raven.yaml`)."""
+The domain is that of `experiment.config_dir` (e.g. the spectra, a task = a pair of components,
+the project's `configs/`; the matrices, a task = one (rule, attribute) pair held out of training,
+`configs/raven` and `configs/meta/raven.yaml`). Everything that differs between domains is asked
+of the domain's object (`speccomp.meta.domain.MetaDomain`): the tasks and their draw, the data, the
+reference models, the scores, the floor and the rows of the comparison."""
 
 from __future__ import annotations
 
-import math
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,27 +20,21 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from speccomp.core.config import ConfigError, ExperimentConfig
-from speccomp.core.seeding import numpy_generator, torch_generator
+from speccomp.core.config import ConfigError
+from speccomp.core.seeding import torch_generator
 from speccomp.core.task import load_any_config
-from speccomp.matrices.config import WREN_OVERRIDES
-from speccomp.meta.adapt import (
-    MethodResult,
-    StageTwo,
-    oracle,
-    preset_training,
-    prior_search,
-    single_task_nas,
-    stage_two,
-    with_floor,
-)
-from speccomp.meta.config import MetaConfig, load_meta_config, project_dir
-from speccomp.meta.matrices import all_tasks, build_matrices_bank
+from speccomp.meta.adapt import MethodResult, StageTwo, preset_training, prior_search, single_task_nas, stage_two
+from speccomp.meta.config import BaselinesSection, MetaConfig, load_meta_config, project_dir
+from speccomp.meta.domain import Bank, MetaDomain, meta_domain
 from speccomp.meta.metatrain import IterationRecord, MetaHyper, MetaTrainResult, build_posterior, meta_train
-from speccomp.meta.settings import ResolvedSettings, check_task_counts, resolve_settings
-from speccomp.meta.tasks import Pair, TaskSets, all_pairs, build_bank, draw_tasks, pair_name
+from speccomp.meta.settings import ResolvedSettings, resolve_settings
+from speccomp.meta.tasks import TaskSets, pair_name
 from speccomp.nas import NasSpace, load_space
-from speccomp.nas.domain import MATRICES, domain_for_config
+from speccomp.nas.domain import all_search_domains
+
+SUPERNET_METHODS = ("meta-weights", "meta-arch", "prior", "nas")
+"""Baselines that run on every domain (the supernet's); the others are the domain's own models:
+`default` and its `reference_models`."""
 
 
 @dataclass
@@ -48,9 +44,13 @@ class MetaPlan:
     settings: ResolvedSettings
     meta: MetaConfig
     meta_path: Path
-    cfg: ExperimentConfig
+    cfg: Any
     space: NasSpace
     tasks: TaskSets
+
+    @property
+    def domain(self) -> MetaDomain:
+        return meta_domain(self.cfg)
 
 
 def plan_meta(
@@ -67,46 +67,32 @@ def plan_meta(
     if config_dir is not None and not Path(config_dir).is_absolute():
         config_dir = project_dir() / config_dir
     cfg = load_any_config(config_dir, list(meta.experiment.overrides))
-    domain = domain_for_config(cfg)
-    s = settings.values
-    held = meta.tasks.held_out_components
-    other_domain = {"loglinear": "spectra", "wren": "matrices"}
-    for method in meta.baselines.methods:
-        if other_domain.get(method, domain.name) != domain.name:
-            allowed = [m for m in ("meta-weights", "meta-arch", "default", "loglinear", "wren", "prior", "nas")
-                       if other_domain.get(m, domain.name) == domain.name]
-            raise ConfigError(f"{meta_path}: baselines.methods: {method} is a {other_domain[method]} model and the "
-                              f"experiment is of the {domain.name} domain; allowed: {', '.join(allowed)}")
-    if domain is MATRICES:
-        if held:
-            raise ConfigError(f"{meta_path}: tasks.held_out_components: {held}; allowed: 0 on the matrices domain "
-                              "(a task is one held-out (rule, attribute) pair)")
-        names = all_tasks(cfg)
-        check_task_counts(settings, len(names), len(names), 0, unit="(rule, attribute) tasks")
-    else:
-        labels = cfg.physics.labels
-        if held and not 2 <= held <= len(labels) - 2:
-            raise ConfigError(f"{meta_path}: tasks.held_out_components: {held}; allowed: 0, or 2..{len(labels) - 2}")
-        check_task_counts(settings, len(all_pairs(labels)), len(labels), held)
+    domain = meta_domain(cfg)
+    check_methods(domain, meta.baselines.methods, meta_path)
+    domain.check_plan(cfg, meta, settings, meta_path)
     space_path = Path(meta.space)
     if not space_path.is_absolute() and not space_path.is_file():
         space_path = project_dir() / space_path
     space = load_space(space_path)
     domain.check(space, domain.features_of(cfg))
-    if domain is MATRICES:
-        tasks = draw_named_tasks(names, s.num_meta_training_tasks, s.num_meta_testing_tasks, s.task_generator_seed)
-    else:
-        tasks = draw_tasks(labels, s.num_meta_training_tasks, s.num_meta_testing_tasks, s.task_generator_seed, held)
-    return MetaPlan(settings, meta, meta_path, cfg, space, tasks)
+    return MetaPlan(settings, meta, meta_path, cfg, space, domain.draw_tasks(cfg, meta, settings))
 
 
-def draw_named_tasks(names: list, n_train: int, n_test: int, seed: int) -> TaskSets:
-    """`n_train` meta-training and `n_test` meta-test tasks without overlap from `names`, from the
-    stream (seed, "meta", "tasks"); meta-test tasks in the order of `names`."""
-    order = numpy_generator(seed, "meta", "tasks").permutation(len(names))
-    train = [names[i] for i in order[:n_train]]
-    test = [names[i] for i in sorted(order[n_train : n_train + n_test])]
-    return TaskSets(meta_train=train, meta_test=test)
+def domain_methods(domain: MetaDomain) -> list[str]:
+    """The baselines a domain can run: the supernet's, `default` and its reference models."""
+    return [*SUPERNET_METHODS, "default", *domain.reference_models]
+
+
+def check_methods(domain: MetaDomain, methods: list[str], where: Path) -> None:
+    """A baseline that is another domain's model is one line naming whose it is."""
+    own = domain_methods(domain)
+    for method in methods:
+        if method not in own:
+            owners = [d.name for d in all_search_domains() if method in getattr(d, "reference_models", {})]
+            listed = typing.get_args(typing.get_args(BaselinesSection.model_fields["methods"].annotation)[0])
+            allowed = [m for m in listed if m in own]
+            raise ConfigError(f"{where}: baselines.methods: {method} is a {' or '.join(owners) or 'foreign'} model and "
+                              f"the experiment is of the {domain.name} domain; allowed: {', '.join(allowed)}")
 
 
 def meta_hyper(plan: MetaPlan) -> MetaHyper:
@@ -134,21 +120,15 @@ class MetaOutcome:
     plan: MetaPlan
     training: MetaTrainResult
     results: list[MethodResult]
-    floors: dict[Pair, dict[str, float]]
+    floors: dict[Any, dict[str, float]]
     per_pair: pd.DataFrame
     """One row per (pair, method): test_mse, oracle_mse, gap, plus every metric (seed means)."""
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def build_task_bank(plan: MetaPlan):
-    """The task bank of the plan's domain (`TaskBank` for spectra, `MatricesBank` for matrices)."""
-    if domain_for_config(plan.cfg) is MATRICES:
-        m = plan.meta.matrices_tasks
-        return build_matrices_bank(plan.cfg, plan.tasks.meta_train, plan.tasks.meta_test,
-                                   plan.meta.experiment.data_seed, m.n_train, m.n_val, m.n_query, m.n_test)
-    t = plan.meta.tasks
-    return build_bank(plan.cfg, plan.tasks, plan.meta.experiment.data_seed, t.n_single, t.n_empty,
-                      t.n_val_single, t.n_query, t.n_test)
+def build_task_bank(plan: MetaPlan) -> Bank:
+    """The task bank of the plan's domain (`MetaDomain.build_bank`)."""
+    return plan.domain.build_bank(plan.cfg, plan.meta, plan.tasks)
 
 
 class Steps(Protocol):
@@ -176,7 +156,7 @@ class _NoSteps:
 def run_meta(
     plan: MetaPlan,
     on_iteration: Callable[[IterationRecord], None] | None = None,
-    on_pair: Callable[[Pair, dict[str, dict[str, float]]], None] | None = None,
+    on_pair: Callable[[Any, dict[str, dict[str, float]]], None] | None = None,
     progress: Callable[[str], None] | None = None,
     steps: StepsFactory | None = None,
 ) -> MetaOutcome:
@@ -194,7 +174,8 @@ def run_meta(
     net = bank.search.supernet(plan.space, bank.train_x, bank.train_y, torch_generator(seeds[0], "meta", "supernet", "init"))
     posterior = build_posterior(plan.space, plan.meta.posterior.prior_scale, plan.meta.posterior.init_std)
     iterations = plan.settings.values.architecture_search_iterations
-    unit = "task" if bank.search is MATRICES else "pair"
+    domain = plan.domain
+    unit = domain.unit
     say(f"meta-training: {iterations} iterations over {len(plan.tasks.meta_train)} {unit}s ...")
     bar = stage("meta-training", iterations, "iteration")
     training = meta_train(net, posterior, bank, plan.tasks.meta_train, meta_hyper(plan), seeds[0],
@@ -213,7 +194,7 @@ def run_meta(
         bar.close()
         timings["meta_train_frozen"] = frozen.seconds
     results: list[MethodResult] = []
-    floors: dict[Pair, dict[str, float]] = {}
+    floors: dict[Any, dict[str, float]] = {}
     rows = []
     t1 = time.perf_counter()
     say(f"meta-test: {len(plan.tasks.meta_test)} {unit}s x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}, "
@@ -222,7 +203,7 @@ def run_meta(
     for pair in plan.tasks.meta_test:
         data = bank.task_datasets(pair, plan.meta.adapt.n_train, final=True)
         task_cfg = bank.task_config(pair, {name: len(split) for name, split in data.items()})
-        floors[pair] = oracle(task_cfg, data, pair)
+        floors[pair] = domain.floor(task_cfg, data, pair)
         pair_results: list[MethodResult] = []
         for seed in seeds:
             pair_results.append(stage_two(net, posterior, data, pair, hp, seed))
@@ -235,16 +216,13 @@ def run_meta(
                 pair_results.append(prior_search(plan.space, data, pair, hp, seed))
             if "nas" in methods:
                 pair_results.append(single_task_nas(plan.space, data, pair, hp, seed))
-        if "default" in methods:
-            pair_results += preset_training(task_cfg, None, data, pair, hp, seeds, "default")
-        if "loglinear" in methods:
-            pair_results += preset_training(task_cfg, "loglinear", data, pair, hp, seeds, "loglinear")
-        if "wren" in methods:
-            pair_results += preset_training(task_cfg, None, data, pair, hp, seeds, "wren", WREN_OVERRIDES)
+        for method, (preset, overrides) in {"default": (None, ()), **domain.reference_models}.items():
+            if method in methods:
+                pair_results += preset_training(task_cfg, preset, data, pair, hp, seeds, method, overrides)
         results += pair_results
-        by_method = _mean_by_method(pair_results, floors[pair], pair)
+        by_method = _mean_by_method(domain, pair_results, floors[pair], pair)
         for method, metrics in by_method.items():
-            rows.append(_row(pair, method, metrics))
+            rows.append(domain.row(pair, method, metrics))
         if on_pair is not None:
             on_pair(pair, by_method)
         bar.update(1, note=f"last {pair_name(pair)}")
@@ -275,32 +253,17 @@ def frozen_prior_training(plan: MetaPlan, bank, seed: int,
     return meta_train(net, prior, bank, plan.tasks.meta_train, hyper, seed, callback)
 
 
-def _mean_by_method(results: list[MethodResult], floor: dict[str, float], pair: Pair) -> dict[str, dict[str, float]]:
-    """Seed means per method, the floor metrics added; and the oracle itself as a method."""
+def _mean_by_method(domain: MetaDomain, results: list[MethodResult], floor: dict[str, float],
+                    pair: Any) -> dict[str, dict[str, float]]:
+    """Seed means per method, the floor metrics added; and the floor itself as a method (the
+    oracle, chance: `MetaDomain.floor_methods`)."""
     out: dict[str, dict[str, float]] = {}
     for method in dict.fromkeys(r.method for r in results):
         runs = [r.metrics for r in results if r.method == method]
         keys = [k for k in runs[0] if all(k in m for m in runs)]
         mean = {k: sum(m[k] for m in runs) / len(runs) for k in keys}
-        out[method] = with_floor(mean, floor, pair)
-    if "chance/acc" in floor:  # matrices: chance as the floor's row
-        chance = floor["chance/acc"]
-        out["chance"] = {"val/acc": chance, "test/acc": chance, "test/error": 1.0 - chance, "chance/acc": chance}
-        return out
-    oracle_metrics = {f"test/mse/{c}": floor[f"oracle/mse/{c}"] for c in pair}
-    oracle_metrics["test/mse/pair"] = floor["oracle/mse/pair"]
-    out["oracle"] = with_floor(oracle_metrics, floor, pair)
-    return out
-
-
-def _row(pair: Pair, method: str, metrics: dict[str, float]) -> dict[str, float | str]:
-    if "chance/acc" in metrics:  # matrices: the held-out error is the measure compared
-        return {"pair": pair_name(pair), "method": method, "test_error": metrics["test/error"],
-                "test_acc": metrics["test/acc"], "chance_acc": metrics["chance/acc"],
-                "gap": metrics.get("gap/acc", math.nan), **metrics}
-    gaps = [metrics.get(f"gap/{c}", math.nan) for c in pair]
-    return {"pair": pair_name(pair), "method": method, "test_mse": metrics["test/mse/pair"],
-            "oracle_mse": metrics["oracle/mse/pair"], "gap": sum(gaps) / 2, **metrics}
+        out[method] = domain.with_floor(mean, floor, pair)
+    return {**out, **domain.floor_methods(floor, pair)}
 
 
 def posterior_history(training: MetaTrainResult) -> dict[str, torch.Tensor]:

@@ -24,7 +24,8 @@ Stable API (additive changes only; the meta-learner, issue #12, builds on it):
 A derived preset is an ordinary partial config (`training.model_type: seq` plus its layers) that
 `main` trains: `load_config(presets=[path])`. α can also be handled as one flat vector
 (`flatten_alpha` / `unflatten_alpha`, in decision order) for a posterior over architectures.
-Domain assumptions (spectra in, abundances out, MSE) live in `speccomp.nas.domain`.
+What the search asks a domain (rows, supernet, loss, readings) is `speccomp.nas.domain.SearchDomain`;
+each domain package registers its own (`register_search_domain`).
 """
 
 from speccomp.nas.derive import (

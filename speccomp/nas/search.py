@@ -58,7 +58,7 @@ class SearchResult:
     supernet: Supernet
     seconds: float
     domain: SearchDomain | None = None
-    """The domain searched (spectra when None)."""
+    """The domain searched (when None, derived architectures are `seq` models)."""
     alpha_gradients: torch.Tensor | None = None
     """(T, n_logits) averaged α gradient of every iteration, flat; NaN rows in the warm-up."""
     warmup_iterations: int = 0
@@ -94,14 +94,16 @@ def run_search(
     settings: SearchSettings | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     alpha: dict[str, torch.Tensor] | None = None,
+    domain: SearchDomain | None = None,
 ) -> SearchResult:
-    """Search `space` on (train, val) — split objects of either domain (`SplitData`, `MatrixSplit`)
-    or (inputs, targets) pairs; the domain is that of the splits (`domain.domain_of`) — from `seed`.
+    """Search `space` on (train, val) — split objects of any domain or (inputs, targets) pairs —
+    from `seed`. `domain` asks the rows, the supernet and the loss (`speccomp.nas.domain`); None:
+    the domain that claims the splits (`domain_of`).
     `settings` default to the space file's; `alpha` (leaf tensors) to zeros. `callback(t, metrics)`
     is called after every iteration t = 1..T with the metrics of `metric_names(space)`."""
     settings = settings or space.search
     t0 = time.perf_counter()
-    domain = domain_of(train)
+    domain = domain or domain_of(train)
     x_train, y_train = domain.tensors(train)
     x_val, y_val = domain.tensors(val)
     domain.check(space, domain.n_features(x_train))

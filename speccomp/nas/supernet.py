@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from speccomp.core.models import ACTIVATIONS, max_pool
-from speccomp.nas.domain import InputStage
 from speccomp.nas.gumbel import sample_weights
+from speccomp.nas.inputs import InputStage
 from speccomp.nas.space import NasSpace, Op
 
 _RELU_GAIN = math.sqrt(2.0)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from speccomp.core.seeding import derive_seed
 from speccomp.matrices.data import MatrixSplit, generate_datasets
 from speccomp.matrices.task import MATRICES as MATRICES_TASK
-from speccomp.nas.domain import MATRICES
+from speccomp.nas.domain import SearchDomain, domain_for_config
 
 
 class RuleAttribute(tuple):
@@ -75,7 +75,6 @@ class MatricesBank:
     val: dict[RuleAttribute, MatrixSplit]
     query: dict[RuleAttribute, MatrixSplit]
     test: dict[RuleAttribute, MatrixSplit]
-    search = MATRICES
     train_x: torch.Tensor = field(init=False)
     train_y: torch.Tensor = field(init=False)
     _offsets: dict[RuleAttribute, int] = field(init=False, default_factory=dict)
@@ -88,6 +87,11 @@ class MatricesBank:
         self.train_x = torch.cat([s.panels for s in self.train.values()])
         self.train_y = torch.cat([s.target for s in self.train.values()])
 
+    @property
+    def search(self) -> SearchDomain:
+        """The domain object of the supernet's rows (`speccomp.matrices.search`)."""
+        return domain_for_config(self.cfg)
+
     def train_rows(self, task: RuleAttribute, n_train: int | None = None) -> torch.Tensor:
         n = len(self.train[task]) if n_train is None else min(n_train, len(self.train[task]))
         return torch.arange(n) + self._offsets[task]
@@ -95,7 +99,7 @@ class MatricesBank:
     def query_loss(self, net: Any, path: dict[str, torch.Tensor], task: RuleAttribute, idx: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the answer among the candidates, on query matrices `idx` of the task."""
         q = self.query[task]
-        return F.cross_entropy(MATRICES.forward(net, q.panels[idx], path), q.target[idx])
+        return F.cross_entropy(self.search.forward(net, q.panels[idx], path), q.target[idx])
 
     def query_nll(self, net: Any, path: dict[str, torch.Tensor], task: RuleAttribute,
                   idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
