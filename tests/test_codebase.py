@@ -253,8 +253,8 @@ def test_core_imports_no_domain():
     assert offenders == []
 
 
-SEARCH_AND_META_INTERFACES = ("speccomp.nas.domain", "speccomp.meta.domain", "speccomp.meta.settings",
-                              "speccomp.meta.tasks")
+SEARCH_AND_META_INTERFACES = ("speccomp.nas.domain", "speccomp.meta.domain", "speccomp.meta.bank",
+                              "speccomp.meta.settings", "speccomp.meta.tasks")
 """What a domain's object for the search and the meta-learner (its `search.py`, `meta_tasks.py`) may
 import of those packages: their interfaces, never their machinery."""
 

@@ -15,8 +15,9 @@ import torch
 
 from speccomp.core.config import ConfigError
 from speccomp.matrices.generator import ATTRIBUTES, RULES
-from speccomp.matrices.meta_tasks import MatricesBank, RuleAttribute
+from speccomp.matrices.meta_tasks import RuleAttribute
 from speccomp.matrices.search import MATRICES
+from speccomp.meta.bank import SplitBank
 from speccomp.meta.compare import comparison_table
 from speccomp.meta.run import build_task_bank, plan_meta, run_meta
 from speccomp.meta.settings import ENV_NAMES
@@ -53,7 +54,7 @@ def test_tasks_are_disjoint_rule_attribute_pairs_drawn_per_seed():
 def test_a_task_trains_without_its_pair_and_is_queried_and_tested_on_it():
     p = plan()
     bank = build_task_bank(p)
-    assert isinstance(bank, MatricesBank) and bank.search is MATRICES
+    assert isinstance(bank, SplitBank) and bank.search is MATRICES
     for task in [*p.tasks.meta_train, *p.tasks.meta_test]:
         rule, attr = RULES.index(task[0]), ATTRIBUTES.index(task[1])
         assert not np.any(bank.train[task].batch.rules[:, attr] == rule), task

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from speccomp.matrices.config import WREN_OVERRIDES
 from speccomp.matrices.data import MatrixSplit
 from speccomp.matrices.generator import PANEL_DIM
-from speccomp.matrices.meta_tasks import MatricesBank, RuleAttribute, all_tasks, build_matrices_bank, matrices_score
+from speccomp.matrices.meta_tasks import RuleAttribute, all_tasks, matrices_score, task_config, task_splits, view
 from speccomp.matrices.models import N_CONTEXT, context_candidate_pairs, scores_from
 from speccomp.meta.domain import MetaDomain
-from speccomp.meta.tasks import TaskSets, pair_name
+from speccomp.meta.tasks import pair_name
 from speccomp.nas.domain import register_search_domain
 
 
@@ -92,10 +92,18 @@ class MatricesDomain(MetaDomain):
     def all_tasks(self, cfg: Any) -> list[RuleAttribute]:
         return all_tasks(cfg)
 
-    def build_bank(self, cfg: Any, meta: Any, tasks: TaskSets) -> MatricesBank:
+    def task_splits(self, cfg: Any, meta: Any, task: RuleAttribute, final: bool) -> dict[str, MatrixSplit]:
+        """Sizes from the meta config's `matrices_tasks` (`n_query` or, when `final`, `n_test` matrices
+        holding the pair)."""
         m = meta.matrices_tasks
-        return build_matrices_bank(cfg, tasks.meta_train, tasks.meta_test, meta.experiment.data_seed, m.n_train,
-                                   m.n_val, m.n_query, m.n_test)
+        sizes = {"train": m.n_train, "val": m.n_val, "test": m.n_test if final else m.n_query}
+        return task_splits(cfg, task, meta.experiment.data_seed, sizes)
+
+    def take(self, split: MatrixSplit, name: str, n: int | None = None) -> MatrixSplit:
+        return view(split, name, n)
+
+    def task_config(self, cfg: Any, task: RuleAttribute, sizes: dict[str, int]) -> Any:
+        return task_config(cfg, task, sizes)
 
     def score(self, val_pred: torch.Tensor, test_pred: torch.Tensor, data: dict[str, MatrixSplit],
               task: RuleAttribute) -> dict[str, float]:

@@ -26,6 +26,7 @@ import torch
 
 from speccomp.core.config import ConfigError
 from speccomp.core.seeding import numpy_generator
+from speccomp.meta.bank import SplitBank
 from speccomp.meta.settings import ResolvedSettings, check_task_counts
 from speccomp.meta.tasks import TaskSets, draw_tasks, pair_name
 from speccomp.nas.domain import SearchDomain, domain_for_config
@@ -94,8 +95,31 @@ class MetaDomain(SearchDomain):
         return TaskSets(meta_train=train, meta_test=test)
 
     def build_bank(self, cfg: Any, meta: Any, tasks: TaskSets) -> Bank:
-        """Generate every task's data once."""
-        raise NotImplementedError(f"{self.name}: build_bank")
+        """Generate every task's data once: by default each task's own splits (`task_splits`), in a
+        `SplitBank` (meta-training tasks first)."""
+        train, val, query, test = {}, {}, {}, {}
+        for task in [*tasks.meta_train, *tasks.meta_test]:
+            final = task in tasks.meta_test
+            splits = self.task_splits(cfg, meta, task, final)
+            train[task], val[task] = splits["train"], splits["val"]
+            (test if final else query)[task] = splits["test"]
+        return SplitBank(cfg, train, val, query, test)
+
+    def task_splits(self, cfg: Any, meta: Any, task: Any, final: bool) -> dict[str, Any]:
+        """`train` and `val` (in distribution: without what the task holds out) and `test` (all of
+        it: the query set of a meta-training task, the test set of a meta-test task when `final`)
+        of one task, from a random stream of its own (so they never depend on the other tasks)."""
+        raise NotImplementedError(f"{self.name}: task_splits (or build_bank)")
+
+    def take(self, split: Any, name: str, n: int | None = None) -> Any:
+        """A split as the task's split `name` (its first `n` rows when given); default: itself."""
+        if n is not None and n < len(split):
+            raise NotImplementedError(f"{self.name}: take (adapt.n_train below a task's training split)")
+        return split
+
+    def task_config(self, cfg: Any, task: Any, sizes: dict[str, int]) -> Any:
+        """The experiment config of a task (what it holds out, the split sizes given); default `cfg`."""
+        return cfg
 
     # --- scores and the floor ----------------------------------------------------------------------
     def score(self, val_pred: torch.Tensor, test_pred: torch.Tensor, data: dict[str, Any], task: Any) -> dict[str, float]:

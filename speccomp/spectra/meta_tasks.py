@@ -13,13 +13,14 @@ stream (`data_seed`, "split", pool name), so a pool never depends on which other
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from speccomp.core.config import ExperimentConfig, SplitConfig, config_from_dict
 from speccomp.core.pairs import pair_overrides
 from speccomp.core.seeding import numpy_generator
+from speccomp.meta.bank import StackedTrain
 from speccomp.meta.tasks import Pair, TaskSets, draw_tasks, pair_name
 from speccomp.nas.domain import SearchDomain, domain_for_config
 from speccomp.spectra.data import SplitData, generate_split
@@ -81,7 +82,7 @@ def take(split: SplitData, n: int) -> SplitData:
 
 
 @dataclass
-class TaskBank:
+class TaskBank(StackedTrain):
     """Every spectrum the meta-learner and its baselines see, generated once.
 
     Pools: `empty[role]` (bare continuum) and `single[role][c]` (component c alone) for role
@@ -96,9 +97,6 @@ class TaskBank:
     single: dict[str, dict[str, SplitData]]
     query: dict[Pair, SplitData]
     test: dict[Pair, SplitData]
-    train_x: torch.Tensor = field(init=False)
-    train_y: torch.Tensor = field(init=False)
-    _offsets: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         parts = [self.empty["train"], *self.single["train"].values()]
