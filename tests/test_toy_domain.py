@@ -1,10 +1,14 @@
-"""A third domain plugs in without editing the core: a linear-regression task of a few lines,
-registered with `register_task`, is found by the core's lookups (by config class, by folder, by a
-resolved `config.yaml`), trained by the shared loop and run as a whole experiment (data, training,
-metrics, tables, figures, reading its folder back).
+"""A third domain plugs in without editing `core/`, `nas/` or `meta/`: a linear-regression task of
+a few lines, registered here with `register_task`, is found by the core's lookups (by config class,
+by folder, by a resolved `config.yaml`), trained by the shared loop and run as a whole experiment
+(data, training, metrics, tables, figures, reading its folder back).
 
-Architecture search and the meta-learner on this domain (`nas`, `meta`) need the search's and the
-meta-learner's domain object, which is being rewritten; their part of this test comes with it."""
+Its domain object for the search and the meta-learner (`ToySearch`, a `MetaDomain` registered with
+`register_search_domain`) overrides only what the defaults cannot know: the features a config
+implies, which splits are its own, its tasks (one feature held out of training each) and their
+splits. With it the architecture search runs on the toy domain (search, derive, retrain the derived
+`seq` model with the shared loop) and so does the meta-learner (plan, meta-train, stage two and the
+supernet and default baselines on every meta-test task, the comparison table), each at tiny size."""
 
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from speccomp.core.seeding import torch_generator
 from speccomp.core.splits import tensor_digest
 from speccomp.core.task import TASKS, Task, get_task, register_task, task_for, task_for_dir, task_for_raw
 from speccomp.core.training import train
+from speccomp.meta.domain import MetaDomain
+from speccomp.nas.domain import SEARCH_DOMAINS, register_search_domain
 
 SEEDS = [1, 2]
 
@@ -81,7 +87,9 @@ class ToyTask(Task):
     def config_from_dict(self, raw, overrides=(), paths=None) -> ToyConfig:
         return ToyConfig(**raw)
 
-    def generate(self, cfg: ToyConfig, data_seed: int) -> dict[str, ToySplit]:
+    def generate(self, cfg: ToyConfig, data_seed: int, held: int | None = None) -> dict[str, ToySplit]:
+        """train, val and test splits; with `held` = j, feature j is 0 in train and val (the task's
+        novel part, present in every test row)."""
         n_features = int(cfg.toy["n_features"])
         w = torch.randn(n_features, 1, generator=torch_generator(data_seed, "toy", "w"))
         out = {}
@@ -89,6 +97,8 @@ class ToyTask(Task):
             n = int(cfg.toy["n_test" if name != "train" else "n_train"])
             g = torch_generator(data_seed, "toy", name)
             x = torch.randn(n, n_features, generator=g)
+            if held is not None and name != "test":
+                x[:, held] = 0.0
             out[name] = ToySplit(name, x, x @ w + cfg.toy["noise"] * torch.randn(n, 1, generator=g), data_seed)
         return out
 
@@ -121,11 +131,43 @@ class ToyTask(Task):
         return {"domain": "toy"}
 
 
+@dataclass(frozen=True)
+class HeldFeature:
+    """A toy meta-learning task: feature `j` never varies in training, is always on in its test."""
+
+    j: int
+
+    @property
+    def name(self) -> str:
+        return f"x{self.j}"
+
+
+class ToySearch(MetaDomain):
+    """The toy domain for the search and the meta-learner: rows (N, F), targets (N, 1) and the MSE
+    are the interface's defaults, so is the rest (no floor, `val/mse` and `test/mse` as scores)."""
+
+    name = "toy"
+
+    def features_of(self, cfg: ToyConfig) -> int:
+        return int(cfg.toy["n_features"])
+
+    def owns_split(self, split: Any) -> bool:
+        return isinstance(split, ToySplit)
+
+    def all_tasks(self, cfg: ToyConfig) -> list[HeldFeature]:
+        return [HeldFeature(j) for j in range(int(cfg.toy["n_features"]))]
+
+    def task_splits(self, cfg: ToyConfig, meta: Any, task: HeldFeature, final: bool) -> dict[str, ToySplit]:
+        return ToyTask().generate(cfg, meta.experiment.data_seed + task.j, held=task.j)
+
+
 @pytest.fixture
 def toy():
     task = register_task(ToyTask())
+    register_search_domain(ToySearch())
     yield task
     TASKS.pop("toy", None)
+    SEARCH_DOMAINS.pop("toy", None)
 
 
 def test_the_core_finds_a_registered_domain(toy, tmp_path):
@@ -179,3 +221,77 @@ def test_a_study_asks_the_domain_for_its_objectives(toy):
         check_measure("transfer", "matrices")
     with pytest.raises(ConfigError, match="^objective: gap is a matrices or spectra measure; allowed for the toy domain: $"):
         check_measure("gap", "toy")  # the toy domain defines no study objective
+
+
+TOY_SPACE = {"input_transforms": ["none", "standardize"], "activations": ["relu", "tanh"], "conv": {"positions": 0},
+             "dense": {"positions": 1, "ops": ["dense16", "identity"]},
+             "search": {"architecture_search_iterations": 40, "batch_size": 32, "warmup_fraction": 0.25}}
+
+
+def test_the_architecture_search_runs_on_the_toy_domain(toy):
+    """Search (the domain found from the splits), derive the argmax architecture as a `seq` preset
+    and retrain it with the shared loop: the derived model learns the linear map."""
+    from speccomp.nas import run_search, space_from_dict
+    from speccomp.nas.domain import domain_for_config
+
+    cfg = ToyConfig()
+    data = toy.generate(cfg, data_seed=5)
+    space = space_from_dict(TOY_SPACE)
+    result = run_search(space, data["train"], data["val"], seed=0)
+    assert result.domain is SEARCH_DOMAINS["toy"] is domain_for_config(cfg)
+    history = result.history[:, 1].numpy()  # nas/train_loss per iteration
+    assert history[-10:].mean() < history[:10].mean()
+    preset = result.preset
+    assert preset["training"]["model_type"] == "seq" and preset["training"]["input_transform"] in ("none", "standardize")
+    derived = ToyConfig(training=TrainingConfig(**{**cfg.training.model_dump(), **preset["training"]}))
+    retrained = train(derived, data, SEEDS)
+    assert all(r.final["test/r2"] > 0.9 for r in retrained.seeds)
+    again = run_search(space, data["train"], data["val"], seed=0)
+    assert torch.equal(again.alpha_trajectory, result.alpha_trajectory)  # seeded, exactly
+
+
+def _toy_meta_config(tmp_path: Path) -> Path:
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "toy.yaml").write_text("n_features: 6\nn_train: 96\nn_test: 48\n")
+    # no standardize: the held-out feature is constant in training, and dividing by its std (1e-6)
+    # sends its test values to 1e6
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**TOY_SPACE, "input_transforms": ["none"]}))
+    meta = {
+        "settings": {"num_meta_training_tasks": 4, "num_meta_testing_tasks": 2, "architecture_search_iterations": 8,
+                     "meta_learning_rate": 0.01, "architecture_learning_rate": 0.1},
+        "space": str(tmp_path / "space.yaml"),
+        "experiment": {"config_dir": str(tmp_path / "toy"), "seeds": [1]},
+        "inner": {"steps": 2, "batch_size": 16, "query_batch_size": 16},
+        "adapt": {"candidates": 1, "candidate_steps": 3, "search_steps": 3, "finetune_steps": 6, "batch_size": 16},
+        "baselines": {"methods": ["meta-weights", "meta-arch", "default", "prior", "nas"], "nas_iterations": 4},
+    }
+    path = tmp_path / "toy_meta.yaml"
+    path.write_text(yaml.safe_dump(meta))
+    return path
+
+
+def test_the_meta_learner_runs_on_the_toy_domain(toy, tmp_path, monkeypatch):
+    """Plan (tasks drawn by the interface's default draw), meta-train and meta-test with every
+    supernet baseline and the domain's default model; the table compares them on `test_mse`."""
+    from speccomp.meta.compare import comparison_table
+    from speccomp.meta.run import plan_meta, run_meta
+    from speccomp.meta.settings import ENV_NAMES
+
+    for name in ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    config = _toy_meta_config(tmp_path)
+    plan = plan_meta(meta_config=config, env_file=None)
+    assert plan.domain is SEARCH_DOMAINS["toy"]
+    train_tasks, test_tasks = plan.tasks.meta_train, plan.tasks.meta_test
+    assert len(train_tasks) == 4 and len(test_tasks) == 2 and not set(train_tasks) & set(test_tasks)
+    outcome = run_meta(plan)
+    assert len(outcome.training.records) == 8
+    per_pair = outcome.per_pair
+    methods = {"meta", "meta-weights", "meta-arch", "prior", "nas", "default"}
+    assert set(per_pair.method) == methods and set(per_pair.pair) == {t.name for t in test_tasks}
+    assert np.isfinite(per_pair["test_mse"]).all() and (per_pair["test_mse"] > 0).all()
+    assert (per_pair["test_mse"] == per_pair["test/mse"]).all()
+    table = comparison_table(per_pair)
+    assert set(table.method) == methods and (table.n_pairs == 2).all()
+    again = run_meta(plan_meta(meta_config=config, env_file=None))
+    assert again.per_pair["test_mse"].tolist() == per_pair["test_mse"].tolist()  # seeded, exactly
