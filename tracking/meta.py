@@ -201,10 +201,9 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     measure = measure_of(outcome.per_pair)
     for _, row in table.iterrows():
         summary[f"comparison/{row['method']}/median_{measure}"] = row[f"median_{measure}"]
-        if measure == "test_mse":
-            summary[f"comparison/{row['method']}/median_ratio_to_oracle"] = row["median_ratio_to_oracle"]
-        else:
-            summary[f"comparison/{row['method']}/median_test_acc"] = row["median_test_acc"]
+        for column in ("median_ratio_to_oracle", "median_test_acc"):  # those of the domain's table
+            if column in row:
+                summary[f"comparison/{row['method']}/{column}"] = row[column]
         if row["method"] != "meta":
             summary[f"comparison/{row['method']}/median_ratio_meta_to_method"] = row["median_ratio_meta_to_method"]
             summary[f"comparison/{row['method']}/wilcoxon_p"] = row["wilcoxon_p"]
@@ -241,13 +240,8 @@ def _describe(client, parent: str, plan, table, measure: str, choices: dict, pos
              "For a powered answer: `speccomp meta-eval`."]
     set_description(client, parent, description(verdict, ["method", f"median {measure}", "meta ÷ method",
                                                            "meta wins", "p"], rows, notes))
-    headline = {"headline/p_value": best_p, "meta/entropy_ratio": ratio}
-    if measure == "test_mse":
-        headline["headline/median_test_mse"] = float(meta_row["median_test_mse"])
-        headline["headline/ratio_to_oracle"] = float(meta_row["median_ratio_to_oracle"])
-    else:
-        headline["test/acc"] = float(meta_row["median_test_acc"])
-        headline["chance/acc"] = float(plan.cfg.chance)
+    headline = {"headline/p_value": best_p, "meta/entropy_ratio": ratio,
+                **plan.domain.headline(meta_row, plan.cfg)}
     log_metric_dict(client, parent, {k: float(v) for k, v in headline.items() if v == v})
 
 

@@ -124,6 +124,10 @@ class MatricesDomain(MetaDomain):
                 "test_acc": metrics["test/acc"], "chance_acc": metrics["chance/acc"],
                 "gap": metrics.get("gap/acc", float("nan")), **metrics}
 
+    def headline(self, meta_row: Any, cfg: Any) -> dict[str, float]:
+        """The median held-out accuracy, with chance beside it."""
+        return {"test/acc": float(meta_row["median_test_acc"]), "chance/acc": float(cfg.chance)}
+
     def header(self, cfg: Any) -> str:
         return ("held-out error (1 - accuracy) on each meta-test task's matrices, all holding its (rule, attribute) "
                 f"pair; chance accuracy {cfg.chance:.3f}; ratios are per task, medians over tasks; p: two-sided "

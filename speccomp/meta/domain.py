@@ -149,6 +149,11 @@ class MetaDomain(SearchDomain):
         return {"pair": pair_name(task), "method": method, self.measure: metrics[self.test_metric],
                 "gap": metrics.get("gap", math.nan), **metrics}
 
+    def headline(self, meta_row: Any, cfg: Any) -> dict[str, float]:
+        """The meta run's headline metrics from the meta-learner's row of the comparison table
+        (`speccomp.meta.compare.comparison_table`): default, its median measure."""
+        return {f"headline/median_{self.measure}": float(meta_row[f"median_{self.measure}"])}
+
     def header(self, cfg: Any) -> str:
         """The console line above the comparison table: what is compared."""
         return (f"{self.test_metric} on each meta-test {self.unit}'s test split; ratios are per {self.unit}, medians "

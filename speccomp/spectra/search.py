@@ -132,6 +132,11 @@ class SpectraDomain(MetaDomain):
         return {"pair": pair_name(task), "method": method, "test_mse": metrics["test/mse/pair"],
                 "oracle_mse": metrics["oracle/mse/pair"], "gap": sum(gaps) / 2, **metrics}
 
+    def headline(self, meta_row: Any, cfg: Any) -> dict[str, float]:
+        """The median test MSE of the pairs and its ratio to the oracle's."""
+        return {"headline/median_test_mse": float(meta_row["median_test_mse"]),
+                "headline/ratio_to_oracle": float(meta_row["median_ratio_to_oracle"])}
+
     def header(self, cfg: Any) -> str:
         return ("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
                 "medians over pairs; p: two-sided Wilcoxon signed-rank, meta vs method")
