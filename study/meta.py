@@ -177,6 +177,7 @@ def main(space: str = "configs/meta/study.yaml", n_trials: str = "8", config: st
         n_trials, seed, threads = (_positive(args.n_trials, "n_trials", 1), _positive(args.sampler_seed, "sampler_seed", 0),
                                    _positive(args.threads, "threads", 1))
         space = load_meta_space(args.space)
+        objective_metric = _objective_metric(args.config, [o for o in args.overrides.split() if o])
         storage = open_storage(args.storage)
         uri = store.configure()
         store.check_store(uri)
@@ -199,7 +200,7 @@ def main(space: str = "configs/meta/study.yaml", n_trials: str = "8", config: st
                               threads=str(threads), experiment_name="speccomp-meta-study", run_name=name)
         if run_meta(options) != 0:
             raise RuntimeError(f"trial {trial.number}: the meta run failed")
-        value, measure = _objective_of(name)
+        value, measure = _objective_of(name, objective_metric)
         trial.set_user_attr("measure", measure)
         return value
 
@@ -209,18 +210,26 @@ def main(space: str = "configs/meta/study.yaml", n_trials: str = "8", config: st
     return 0
 
 
-def _objective_of(run_name: str) -> tuple[float, str]:
-    """The trial's value and what it is: the meta-learner's median test MSE ÷ oracle MSE (spectra)
-    or its median held-out error (matrices)."""
+def _objective_metric(config: str, overrides: list[str]) -> tuple[str, str]:
+    """(metric, description) the trials minimise: the domain's (`MetaDomain.objective`; spectra, the
+    meta-learner's median test MSE ÷ oracle MSE; matrices, its median held-out error), the domain
+    that of the meta config's experiment. ConfigError (one line) if the config is bad."""
+    from speccomp.meta.config import load_meta_config
+    from speccomp.meta.domain import meta_domain
+    from speccomp.meta.run import experiment_config
+
+    return meta_domain(experiment_config(load_meta_config(config or None, overrides)[0])).objective()
+
+
+def _objective_of(run_name: str, objective: tuple[str, str]) -> tuple[float, str]:
+    """The trial's value (the `objective` metric of its meta run's parent) and what it is."""
     from tracking.store import tracking_client
 
     client = tracking_client()
     exp = client.get_experiment_by_name("speccomp-meta-study")
     (run,) = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
-    metrics = run.data.metrics
-    if "comparison/meta/median_ratio_to_oracle" in metrics:
-        return float(metrics["comparison/meta/median_ratio_to_oracle"]), "median meta test MSE / oracle MSE"
-    return float(metrics["comparison/meta/median_test_error"]), "median meta held-out error (1 - accuracy)"
+    metric, what = objective
+    return float(run.data.metrics[metric]), what
 
 
 def _positive(text: str, name: str, minimum: int) -> int:

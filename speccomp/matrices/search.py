@@ -42,6 +42,7 @@ class MatricesDomain(MetaDomain):
     tasks_word = "(rule, attribute) tasks"
     task_note = " (a task is one held-out (rule, attribute) pair)"
     measure = "test_error"
+    study_objective = ("comparison/meta/median_test_error", "median meta held-out error (1 - accuracy)")
 
     # --- the search --------------------------------------------------------------------------------
     def features_of(self, cfg: Any) -> int:

@@ -69,6 +69,9 @@ class MetaDomain(SearchDomain):
     """What a task is, said where `tasks.held_out_components` is refused."""
     measure: ClassVar[str] = "test_mse"
     """The comparison table's column compared across methods (lower is better)."""
+    study_objective: ClassVar[tuple[str, str] | None] = None
+    """(parent-run metric, what it is) a study of the meta-learner minimises (`study/meta.py`);
+    None: the meta-learner's median measure."""
 
     # --- tasks -------------------------------------------------------------------------------------
     def all_tasks(self, cfg: Any) -> list[Any]:
@@ -148,6 +151,10 @@ class MetaDomain(SearchDomain):
         """One row of the per-task table: `pair`, `method`, the measure compared, `gap`, every metric."""
         return {"pair": pair_name(task), "method": method, self.measure: metrics[self.test_metric],
                 "gap": metrics.get("gap", math.nan), **metrics}
+
+    def objective(self) -> tuple[str, str]:
+        """(metric, description) of the meta run's parent a study minimises (`study_objective`)."""
+        return self.study_objective or (f"comparison/meta/median_{self.measure}", f"median meta {self.measure}")
 
     def headline(self, meta_row: Any, cfg: Any) -> dict[str, float]:
         """The meta run's headline metrics from the meta-learner's row of the comparison table

@@ -63,10 +63,7 @@ def plan_meta(
     check the task counts against the pairs, draw the tasks. Raises ConfigError (one line)."""
     meta, meta_path = load_meta_config(meta_config, meta_overrides)
     settings = resolve_settings(flags or {}, env_file=env_file, file_values=meta.settings, file_name=meta_path)
-    config_dir = meta.experiment.config_dir
-    if config_dir is not None and not Path(config_dir).is_absolute():
-        config_dir = project_dir() / config_dir
-    cfg = load_any_config(config_dir, list(meta.experiment.overrides))
+    cfg = experiment_config(meta)
     domain = meta_domain(cfg)
     check_methods(domain, meta.baselines.methods, meta_path)
     domain.check_plan(cfg, meta, settings, meta_path)
@@ -76,6 +73,15 @@ def plan_meta(
     space = load_space(space_path)
     domain.check(space, domain.features_of(cfg))
     return MetaPlan(settings, meta, meta_path, cfg, space, domain.draw_tasks(cfg, meta, settings))
+
+
+def experiment_config(meta: MetaConfig) -> Any:
+    """The experiment config the tasks are built on (`experiment.config_dir`, relative to the
+    project folder, with `experiment.overrides`); ConfigError (one line) if it is bad."""
+    config_dir = meta.experiment.config_dir
+    if config_dir is not None and not Path(config_dir).is_absolute():
+        config_dir = project_dir() / config_dir
+    return load_any_config(config_dir, list(meta.experiment.overrides))
 
 
 def domain_methods(domain: MetaDomain) -> list[str]:

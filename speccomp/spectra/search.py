@@ -35,6 +35,7 @@ class SpectraDomain(MetaDomain):
     reference_models = {"loglinear": ("loglinear", ())}
     unit = "pair"
     tasks_word = "pairs"
+    study_objective = ("comparison/meta/median_ratio_to_oracle", "median meta test MSE / oracle MSE")
 
     # --- the search --------------------------------------------------------------------------------
     def features_of(self, cfg: Any) -> int:
