@@ -132,7 +132,7 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     import torch
     import yaml
 
-    from speccomp.meta.compare import comparison_table, format_table, measure_of, plot_meta_test, plot_posterior
+    from speccomp.meta.compare import comparison_table, format_table, plot_meta_test, plot_posterior
     from speccomp.meta.run import posterior_history, run_meta
     from speccomp.meta.tasks import pair_name
     from speccomp.nas import choices_of, preset_of, unflatten_alpha
@@ -183,7 +183,7 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     (work / "meta" / "architecture_map.yaml").write_text(
         "# MAP architecture of the meta-learned posterior (a preset: main can train it)\n"
         + yaml.safe_dump(preset_of(plan.space, choices, domain_for_config(plan.cfg).model_type), sort_keys=False))
-    table = comparison_table(outcome.per_pair)
+    table = comparison_table(outcome.per_pair, measure=plan.domain.measure)
     table.to_csv(work / "meta" / "comparison.csv", index=False)
     outcome.per_pair.to_csv(work / "meta" / "per_pair.csv", index=False)
     client.log_artifacts(parent, str(work / "meta"), "meta")
@@ -192,13 +192,13 @@ def _run_tracked(tracker, parent: str, plan, work: Path):
     fig = plot_posterior(history, {d.name: d.options for d in plan.space.decisions})
     fig.savefig(work / "plots" / "meta_posterior.png", dpi=110)
     plt.close(fig)
-    fig = plot_meta_test(outcome.per_pair)
+    fig = plot_meta_test(outcome.per_pair, plan.domain.meta_test_figure())
     fig.savefig(work / "plots" / "meta_test.png", dpi=110)
     plt.close(fig)
     client.log_artifacts(parent, str(work / "plots"), "plots")
 
     summary: dict[str, float] = {}
-    measure = measure_of(outcome.per_pair)
+    measure = plan.domain.measure
     for _, row in table.iterrows():
         summary[f"comparison/{row['method']}/median_{measure}"] = row[f"median_{measure}"]
         for column in ("median_ratio_to_oracle", "median_test_acc"):  # those of the domain's table

@@ -88,7 +88,6 @@ def _name(plan, options: MetaEvalOptions) -> str:
 def _run(tracker, parent: str, plan, options: MetaEvalOptions, work: Path) -> list[str]:
     import pandas as pd
 
-    from speccomp.meta.compare import measure_of
     from speccomp.meta.evaluate import (
         entropy_ratio,
         evaluate,
@@ -112,7 +111,7 @@ def _run(tracker, parent: str, plan, options: MetaEvalOptions, work: Path) -> li
             "speccomp.role": "meta-eval-rep", "repetition": str(r), "threads": str(threads)})
         log_params(client, child, {"task_generator_seed": str(task_seed), "meta_seed": str(meta_seed),
                                    "threads": str(threads)})
-        measure = measure_of(frame)
+        measure = plan.domain.measure
         medians = frame.groupby("method")[measure].median()
         log_metric_dict(client, child, {f"median/{m}/{measure}": float(v) for m, v in medians.items()}
                         | {"meta/entropy_ratio": entropy_ratio(plan.space, outcome.training.posterior)})
@@ -132,7 +131,7 @@ def _run(tracker, parent: str, plan, options: MetaEvalOptions, work: Path) -> li
                       options.repetitions, options.threads, repetition_done, runs.say, stage_progress)
     runs.close()
     per_unit = result["per_unit"]
-    measure = measure_of(per_unit)
+    measure = plan.domain.measure
     out = work / "meta_eval"
     out.mkdir()
     tables = {t: evaluation_table(per_unit[per_unit["threads"] == t], measure) for t in options.threads}
@@ -167,7 +166,7 @@ def _run(tracker, parent: str, plan, options: MetaEvalOptions, work: Path) -> li
     header = ["method", "median ratio to meta", "95 % interval", "meta wins", "Holm p"]
     rows = [[r["method"], sig(r["median_ratio_to_meta"]), f"[{sig(r['ci_low'])}, {sig(r['ci_high'])}]",
              f"{r['meta_wins']}/{r['units']}", sig(r["holm_p"])] for _, r in tables[first].iterrows()]
-    unit = "tasks" if measure == "test_error" else "pairs"
+    unit = f"{plan.domain.unit}s"
     verdict = (said[1] if len(said) > 1 else said[0] if said else "no ablation ran") + \
         f" ({len(units)} (repetition, {unit[:-1]}) units, {distinct} distinct {unit})"
     notes = [f"Ratio = method's {measure} ÷ meta's on the same unit (> 1: meta better); interval: percentile "

@@ -23,7 +23,7 @@ from speccomp.matrices.data import MatrixSplit
 from speccomp.matrices.generator import PANEL_DIM
 from speccomp.matrices.meta_tasks import RuleAttribute, all_tasks, matrices_score, task_config, task_splits, view
 from speccomp.matrices.models import N_CONTEXT, context_candidate_pairs, scores_from
-from speccomp.meta.domain import MetaDomain
+from speccomp.meta.domain import MetaDomain, MetaTestFigure
 from speccomp.meta.tasks import pair_name
 from speccomp.nas.domain import register_search_domain
 
@@ -128,6 +128,18 @@ class MatricesDomain(MetaDomain):
     def headline(self, meta_row: Any, cfg: Any) -> dict[str, float]:
         """The median held-out accuracy, with chance beside it."""
         return {"test/acc": float(meta_row["median_test_acc"]), "chance/acc": float(cfg.chance)}
+
+    def meta_test_figure(self) -> MetaTestFigure:
+        """The held-out accuracy per task, chance as the line."""
+
+        def chance(table: Any) -> tuple[float, str]:
+            value = float(table["chance_acc"].iloc[0])
+            return value, f"chance ({value:.3f})"
+
+        return MetaTestFigure(value=lambda rows: rows["test_acc"].to_numpy(), line=chance,
+                              ylabel="held-out accuracy (matrices holding the task's pair)",
+                              title="Meta-test tasks (n = {n}): (rule, attribute) pairs never trained on",
+                              left_out="chance", ylim=(0, 1))
 
     def header(self, cfg: Any) -> str:
         return ("held-out error (1 - accuracy) on each meta-test task's matrices, all holding its (rule, attribute) "

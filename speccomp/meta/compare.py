@@ -19,12 +19,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
 
+from speccomp.meta.domain import MetaTestFigure  # noqa: E402
+
 REFERENCE = "meta"
 ORDER = ("meta", "meta-weights", "meta-arch", "prior", "nas", "default", "loglinear", "wren", "oracle", "chance")
 
 
 def measure_of(per_pair: pd.DataFrame) -> str:
-    """The column compared: `test_error` (matrices) or `test_mse` (spectra); lower is better."""
+    """The column compared when no domain says (`MetaDomain.measure`): `test_error` if the table has
+    it (matrices), else `test_mse`; lower is better."""
     return "test_error" if "test_error" in per_pair else "test_mse"
 
 
@@ -33,13 +36,14 @@ def method_order(methods) -> list[str]:
     return known + sorted(set(methods) - set(known))
 
 
-def comparison_table(per_pair: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+def comparison_table(per_pair: pd.DataFrame, reference: str = REFERENCE, measure: str | None = None) -> pd.DataFrame:
     """`per_pair`: one row per (pair, method) with `test_mse`, `oracle_mse`, `gap` (mean of the two
     components' gaps). One row per method: n_pairs, median test MSE, median test MSE ÷ oracle MSE,
     median gap, and against the reference: median ratio, wins, Wilcoxon p (NaN for the reference).
     Matrices (`test_error`, `test_acc`, `gap` = gap/acc): median test error and held-out accuracy
-    instead of the MSE and the oracle ratio."""
-    measure = measure_of(per_pair)
+    instead of the MSE and the oracle ratio. `measure`: the domain's (`MetaDomain.measure`), else
+    `measure_of`."""
+    measure = measure or measure_of(per_pair)
     wide = per_pair.pivot(index="pair", columns="method", values=measure)
     rows = []
     for method in method_order(wide.columns):
@@ -114,45 +118,27 @@ def plot_posterior(probabilities: dict[str, np.ndarray], options: dict[str, tupl
     return fig
 
 
-def plot_meta_test(per_pair: pd.DataFrame) -> plt.Figure:
-    """Per method, the distribution over meta-test pairs of test MSE ÷ oracle MSE (log scale; 1 =
-    the physical floor), each pair a dot, the median a bar. Matrices: the held-out accuracy, with
-    chance as the line."""
-    if measure_of(per_pair) == "test_error":
-        return _plot_meta_test_accuracy(per_pair)
-    methods = [m for m in method_order(per_pair.method.unique()) if m != "oracle"]
+def plot_meta_test(per_pair: pd.DataFrame, figure: MetaTestFigure) -> plt.Figure:
+    """Per method, the distribution over meta-test tasks of `figure.value` (e.g. test MSE ÷ oracle
+    MSE on the spectra, the held-out accuracy on the matrices), each task a dot, the median a bar."""
+    methods = [m for m in method_order(per_pair.method.unique()) if m != figure.left_out]
     fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.5, 4))
     rng = np.random.default_rng(0)  # horizontal jitter of the dots only
     for i, method in enumerate(methods):
-        sub = per_pair[per_pair.method == method]
-        ratio = (sub["test_mse"] / sub["oracle_mse"]).to_numpy()
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(ratio)), ratio, s=14, alpha=0.7)
-        ax.hlines(np.median(ratio), i - 0.3, i + 0.3, color="k", lw=2)
-    ax.axhline(1.0, color="0.4", ls="--", lw=1, label="physical floor (oracle)")
-    ax.set_yscale("log")
+        values = figure.value(per_pair[per_pair.method == method])
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=14, alpha=0.7)
+        ax.hlines(np.median(values), i - 0.3, i + 0.3, color="k", lw=2)
+    if figure.line is not None:
+        height, label = figure.line(per_pair)
+        ax.axhline(height, color="0.4", ls="--", lw=1, label=label)
+    if figure.log:
+        ax.set_yscale("log")
+    if figure.ylim is not None:
+        ax.set_ylim(*figure.ylim)
     ax.set_xticks(range(len(methods)), methods)
-    ax.set_ylabel("test MSE ÷ oracle MSE (pair's combination)")
-    ax.set_title(f"Meta-test pairs (n = {per_pair.pair.nunique()}): novel combinations, never trained on", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _plot_meta_test_accuracy(per_pair: pd.DataFrame) -> plt.Figure:
-    methods = [m for m in method_order(per_pair.method.unique()) if m != "chance"]
-    fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.5, 4))
-    rng = np.random.default_rng(0)  # horizontal jitter of the dots only
-    for i, method in enumerate(methods):
-        acc = per_pair[per_pair.method == method]["test_acc"].to_numpy()
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(acc)), acc, s=14, alpha=0.7)
-        ax.hlines(np.median(acc), i - 0.3, i + 0.3, color="k", lw=2)
-    chance = float(per_pair["chance_acc"].iloc[0])
-    ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance ({chance:.3f})")
-    ax.set_ylim(0, 1)
-    ax.set_xticks(range(len(methods)), methods)
-    ax.set_ylabel("held-out accuracy (matrices holding the task's pair)")
-    ax.set_title(f"Meta-test tasks (n = {per_pair.pair.nunique()}): (rule, attribute) pairs never trained on",
-                 fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_ylabel(figure.ylabel)
+    ax.set_title(figure.title.format(n=per_pair.pair.nunique()), fontsize=10)
+    if figure.line is not None:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -20,8 +20,12 @@ spectra (`speccomp/spectra/search.py`) and matrices (`speccomp/matrices/search.p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
+import pandas as pd
 import torch
 
 from speccomp.core.config import ConfigError
@@ -30,6 +34,24 @@ from speccomp.meta.bank import SplitBank
 from speccomp.meta.settings import ResolvedSettings, check_task_counts
 from speccomp.meta.tasks import TaskSets, draw_tasks, pair_name
 from speccomp.nas.domain import SearchDomain, domain_for_config
+
+
+@dataclass(frozen=True)
+class MetaTestFigure:
+    """What `speccomp.meta.compare.plot_meta_test` draws of a domain (`MetaDomain.meta_test_figure`):
+    per method one dot per meta-test task and the median as a bar, a reference line (the floor) across."""
+
+    value: Callable[[pd.DataFrame], np.ndarray]
+    """A method's rows of the per-task table -> the values drawn, (n_tasks,)."""
+    line: Callable[[pd.DataFrame], tuple[float, str]] | None
+    """The per-task table -> (height, label) of the reference line; None: no line."""
+    ylabel: str
+    title: str
+    """With `{n}`, the number of meta-test tasks."""
+    left_out: str | None = None
+    """The floor's own row in the table (`oracle`, `chance`), not drawn as a method."""
+    log: bool = False
+    ylim: tuple[float, float] | None = None
 
 
 class Bank(Protocol):
@@ -160,6 +182,11 @@ class MetaDomain(SearchDomain):
         """The meta run's headline metrics from the meta-learner's row of the comparison table
         (`speccomp.meta.compare.comparison_table`): default, its median measure."""
         return {f"headline/median_{self.measure}": float(meta_row[f"median_{self.measure}"])}
+
+    def meta_test_figure(self) -> MetaTestFigure:
+        """What `plots/meta_test.png` draws per method over the meta-test tasks (default: the measure)."""
+        return MetaTestFigure(value=lambda rows: rows[self.measure].to_numpy(), line=None, ylabel=self.measure,
+                              title=f"Meta-test {self.unit}s (n = {{n}}), never trained on")
 
     def header(self, cfg: Any) -> str:
         """The console line above the comparison table: what is compared."""

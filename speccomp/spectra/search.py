@@ -19,7 +19,7 @@ import torch
 
 from speccomp.core.config import ConfigError
 from speccomp.core.metrics import final_metrics, split_metrics
-from speccomp.meta.domain import MetaDomain
+from speccomp.meta.domain import MetaDomain, MetaTestFigure
 from speccomp.meta.settings import ResolvedSettings, check_task_counts
 from speccomp.meta.tasks import Pair, TaskSets, pair_name
 from speccomp.nas.domain import register_search_domain
@@ -137,6 +137,14 @@ class SpectraDomain(MetaDomain):
         """The median test MSE of the pairs and its ratio to the oracle's."""
         return {"headline/median_test_mse": float(meta_row["median_test_mse"]),
                 "headline/ratio_to_oracle": float(meta_row["median_ratio_to_oracle"])}
+
+    def meta_test_figure(self) -> MetaTestFigure:
+        """Test MSE ÷ oracle MSE per pair (log scale; 1 = the physical floor)."""
+        return MetaTestFigure(value=lambda rows: (rows["test_mse"] / rows["oracle_mse"]).to_numpy(),
+                              line=lambda _table: (1.0, "physical floor (oracle)"),
+                              ylabel="test MSE ÷ oracle MSE (pair's combination)",
+                              title="Meta-test pairs (n = {n}): novel combinations, never trained on",
+                              left_out="oracle", log=True)
 
     def header(self, cfg: Any) -> str:
         return ("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
