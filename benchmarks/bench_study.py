@@ -46,6 +46,7 @@ from _common import Report, add_smoke_flag, machine_line
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
     'one worker: trials per minute',
+    "one worker: time per trial / the trial's own training time",
     'two workers started together: trials per minute',
     'two workers vs one',
     'median pruner vs none',
@@ -77,6 +78,8 @@ class Measured:
     mean_trial_s: float
     mean_complete_s: float
     mean_pruned_s: float
+    mean_train_s: float
+    """The trials' own training time (user attribute `train_seconds`), mean over finished trials."""
 
     @property
     def finished(self) -> int:
@@ -139,6 +142,7 @@ def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: in
         mean_trial_s=mean_duration((TrialState.COMPLETE, TrialState.PRUNED)),
         mean_complete_s=mean_duration((TrialState.COMPLETE,)),
         mean_pruned_s=mean_duration((TrialState.PRUNED,)),
+        mean_train_s=sum(t.user_attrs.get("train_seconds", float("nan")) for t in trials) / len(trials),
     )
 
 
@@ -193,6 +197,10 @@ def main() -> None:
             f"{m.per_minute:.1f} ({m.finished} trials in {m.span_s:.1f} s, {m.seconds_per_trial:.2f} s a trial; "
             f"process wall {m.wall_s:.1f} s; mean trial duration {m.mean_trial_s:.2f} s)",
         )
+    report.target("one worker: time per trial / the trial's own training time",
+                  one.seconds_per_trial / one.mean_train_s, "{:.2f}x",
+                  f"<= 1.5x ({one.seconds_per_trial:.2f} s a trial, {one.mean_train_s:.2f} s of it training)",
+                  one.seconds_per_trial / one.mean_train_s <= 1.5)
     report.info("two workers vs one: throughput ratio",
                 f"--workers 2: {spawned.per_minute / one.per_minute:.2f}x; started together: "
                 f"{together.per_minute / one.per_minute:.2f}x")

@@ -607,7 +607,11 @@ def exit_now(code: int) -> None:
     loaded one, during which the command has printed its last line yet not returned (a supervisor's
     grace period after SIGTERM goes to it too). What the normal shutdown does that matters is kept:
     non-daemon threads are joined, the atexit handlers run (logging's flush, multiprocessing's join
-    of its children, MLflow's end of a fluent run), and stdout/stderr are flushed."""
+    of its children, MLflow's end of a fluent run), and stdout/stderr are flushed. Under a profiler
+    or a tracer (`python -m cProfile`, coverage) the process exits normally, so that they write
+    their results."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
     import atexit
     import threading
 
