@@ -28,9 +28,11 @@ Targets (issue #21): ours / tutorial style, median of the pairs, <= 0.20 on a qu
 <= 0.25 with `--busy`; peak RSS of the largest process <= 450 MB.
 
 A probed function that no longer exists ends the probe, and this script, with exit code 3 and a
-line naming it. --smoke: one seed on the `smoke` preset, one pair with the tutorial reference
-shrunk alike (512 training and 256 test spectra, 1 epoch, one process), each import timed once,
-no verdict.
+line naming it. --smoke: one seed on the `smoke` preset, each import timed once (and two light
+ones in pipeline order), one pair: the instrumented run of (3) stands for ours (a second run of the
+same command would only repeat its code path), side by side with the tutorial reference (its
+stages in subprocesses, as in the full run, shrunk to 128 training and 64 test spectra, 1 epoch,
+figures at 20 dpi); no verdict.
 """
 
 from __future__ import annotations
@@ -137,9 +139,10 @@ def best_wall(cmd: list[str], cwd: Path, repeats: int) -> float:
     return min(timed_run(cmd, cwd)[0] for _ in range(repeats))
 
 
-def import_times(repeats: int, alone: tuple[str, ...] = IMPORTS) -> dict[str, float]:
+def import_times(repeats: int, alone: tuple[str, ...] = IMPORTS,
+                 order: tuple[str, ...] = PIPELINE_ORDER) -> dict[str, float]:
     """Seconds of importing each of `alone` in a fresh process (start-up subtracted), all of
-    IMPORTS in one, and each of PIPELINE_ORDER in one process in that order."""
+    IMPORTS in one, and each of `order` in one process in that order."""
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
@@ -150,11 +153,11 @@ def import_times(repeats: int, alone: tuple[str, ...] = IMPORTS) -> dict[str, fl
         if alone == IMPORTS:
             out["all six, one process"] = best_wall([py, "-c", "import " + ", ".join(IMPORTS)], cwd, repeats) - base
         code = ("import time, json, importlib; t=time.perf_counter(); r={}\n"
-                f"for m in {PIPELINE_ORDER!r}:\n"
+                f"for m in {order!r}:\n"
                 "    a=time.perf_counter(); importlib.import_module(m); r[m]=time.perf_counter()-a\n"
                 "print(json.dumps(r))")
         runs = [json.loads(timed_run([py, "-c", code], cwd)[1]) for _ in range(repeats)]
-        for mod in PIPELINE_ORDER:
+        for mod in order:
             out[f"in pipeline order: {mod}"] = min(r[mod] for r in runs)
     return out
 
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     if argv[:1] == ["--probe"]:
         return probe(argv[1:])
-    from _common import Report, add_smoke_flag, machine_line
+    from _common import Report, add_smoke_flag, machine_line, together
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="123,124,125")
@@ -313,14 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seeds, args.pairs, args.import_repeats = "123", 1, 1
         size = ["--preset", "smoke"]
-        tutorial_size = ["--n-train", "512", "--n-test", "256", "--epochs", "1", "--dpi", "30"]
-        mode = "single"  # one process (the stages' code without their three interpreters)
+        tutorial_size = ["--n-train", "128", "--n-test", "64", "--epochs", "1", "--dpi", "20"]
     report = Report("pipeline", smoke=args.smoke)
     print("bench_pipeline:", machine_line())
     report.context["machine_start"] = machine_line()
 
     print("\nimports (fresh processes, best of", args.import_repeats, "):")
-    imports = import_times(args.import_repeats, ("yaml",) if args.smoke else IMPORTS)
+    imports = (import_times(args.import_repeats, ("yaml",), ("numpy", "yaml")) if args.smoke
+               else import_times(args.import_repeats))
     for name, seconds in imports.items():
         report.info(f"import {name}" if name != "python startup" else name, f"{seconds:.2f} s")
     for argv in (["--help"], ["run", "--seeds", "abc"]):  # nothing heavy is imported (tests/test_lazy_imports.py)
@@ -333,28 +336,53 @@ def main(argv: list[str] | None = None) -> int:
     ours_cmd = [py, "-m", "speccomp_cli", "run", "--seeds", args.seeds, *size]
     tutorial_cmd = [py, str(HERE / "tutorial_reference.py"), "--seeds", args.seeds, "--mode", mode, *tutorial_size]
     busy = " (one core busy elsewhere)" if args.busy else ""
+    probe_cmd = [py, str(Path(__file__).resolve()), "--probe", "--seeds", args.seeds, *size]
+
+    def run_ours(pair: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
+            pair["ours_s"], _, pair["ours_rss_mb"] = measured_run(ours_cmd, Path(tmp), _env(Path(tmp)))
+            if args.existing_store:
+                pair["ours_existing_store_s"] = timed_run(ours_cmd, Path(tmp), _env(Path(tmp)))[0]
+
+    def run_tutorial(pair: dict) -> None:
+        if args.skip_tutorial:
+            return
+        with tempfile.TemporaryDirectory(prefix="bench-tutorial-") as tmp:
+            pair["tutorial_s"], out, pair["tutorial_rss_mb"] = measured_run(
+                [*tutorial_cmd, "--out", str(Path(tmp) / "exp")], Path(tmp))
+        pair["tutorial_stages"] = json.loads(next(ln for ln in out.splitlines() if ln.startswith("TIMINGS "))[8:])
+
+    def run_probe() -> tuple[float, str, float, float, float]:
+        """(wall s, stdout, peak RSS MB, monotonic clock before and after) of the instrumented run."""
+        with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+            mono0 = time.monotonic()
+            seconds, stdout, rss_mb = measured_run(probe_cmd, Path(tmp), _env(Path(tmp)))
+            return seconds, stdout, rss_mb, mono0, time.monotonic()
+
     pairs: list[dict] = []
-    print(f"\n{args.pairs} interleaved pair(s): ours (fresh process, new SQLite store), then the tutorial style{busy}:")
+    probe_run = None
+    instrumented = args.smoke and not args.existing_store  # smoke: the instrumented run stands for ours
+    print(f"\n{args.pairs} interleaved pair(s): ours (fresh process, new SQLite store"
+          f"{'; the instrumented run, side by side with the tutorial style' if instrumented else ''}), "
+          f"then the tutorial style{busy}:")
     with one_core_busy(args.busy):
         for i in range(args.pairs):
             pair = {}
-            with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
-                pair["ours_s"], _, pair["ours_rss_mb"] = measured_run(ours_cmd, Path(tmp), _env(Path(tmp)))
-                if args.existing_store:
-                    pair["ours_existing_store_s"] = timed_run(ours_cmd, Path(tmp), _env(Path(tmp)))[0]
+            if instrumented:
+                probe_run = together(run_probe, lambda pair=pair: run_tutorial(pair))[0]
+                pair["ours_s"], pair["ours_rss_mb"] = probe_run[0], probe_run[2]
+            else:
+                run_ours(pair)
+                run_tutorial(pair)
             if not args.skip_tutorial:
-                with tempfile.TemporaryDirectory(prefix="bench-tutorial-") as tmp:
-                    pair["tutorial_s"], out, pair["tutorial_rss_mb"] = measured_run(
-                        [*tutorial_cmd, "--out", str(Path(tmp) / "exp")], Path(tmp))
-                pair["tutorial_stages"] = json.loads(next(ln for ln in out.splitlines() if ln.startswith("TIMINGS "))[8:])
                 pair["ratio"] = pair["ours_s"] / pair["tutorial_s"]
             pairs.append(pair)
             print(f"  pair {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in pair.items() if isinstance(v, float)))
     report.context["pairs"] = pairs
     report.context["busy"] = args.busy
     ours_s = statistics.median(p_["ours_s"] for p_ in pairs)
-    report.info(f"speccomp run --seeds {args.seeds} (wall, fresh process, new SQLite store, median of {len(pairs)}){busy}",
-                f"{ours_s:.1f} s")
+    report.info(f"speccomp run --seeds {args.seeds} (wall, fresh process, new SQLite store, median of {len(pairs)}){busy}"
+                f"{' (smoke: the instrumented run)' if instrumented else ''}", f"{ours_s:.1f} s")
     if args.existing_store:
         report.info("the same again on the existing store (median)",
                     f"{statistics.median(p_['ours_existing_store_s'] for p_ in pairs):.1f} s")
@@ -362,11 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     report.target("peak RSS, largest process of ours", peak_mb, "{:.0f} MB", f"<= {PEAK_RSS_TARGET_MB} MB",
                   peak_mb <= PEAK_RSS_TARGET_MB)
 
-    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
-        mono0 = time.monotonic()
-        seconds, stdout = timed_run([py, str(Path(__file__).resolve()), "--probe", "--seeds", args.seeds, *size],
-                                    Path(tmp), _env(Path(tmp)))
-        mono1 = time.monotonic()
+    seconds, stdout, _, mono0, mono1 = probe_run or run_probe()
     line = next(ln for ln in stdout.splitlines() if ln.startswith("PROBE "))
     probed = json.loads(line[len("PROBE "):])
     parts = probed["parts"]
