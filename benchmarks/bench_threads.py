@@ -16,7 +16,7 @@ thread the default (`speccomp.core.threads.default_threads`).
 
 --smoke: the `smoke` preset (512 training spectra of 256 bins, 2 epochs), one repeat; the tracked
 run once, with the machine as it is, at one thread (the second run of the same command at every core
-would only repeat the code path; no ratio), its store made while `train()` is timed.
+would only repeat the code path; no ratio), started first and run while `train()` is timed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -73,31 +74,16 @@ def time_train(threads: int, repeats: int, presets: list[str]) -> float:
     return best
 
 
-def _tracked_env(tmp: str) -> dict[str, str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_RUN_ID", None)
-    env.pop("OMP_NUM_THREADS", None)
-    return env
-
-
-def make_store(tmp: str) -> subprocess.Popen:
-    """The store of a tracked run, made beforehand (so that its creation is not timed); wait for it."""
-    return subprocess.Popen([sys.executable, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
-                            cwd=tmp, env=_tracked_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def time_tracked(threads: int, presets: list[str], tmp: str | None = None) -> float:
-    """Wall time of the tracked run in a fresh process on a new store; `tmp`: a folder whose store
-    is made already (else a temporary one, its store made here first)."""
-    with contextlib.ExitStack() as stack:
-        if tmp is None:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-threads-"))
-            if make_store(tmp).wait() != 0:
-                raise SystemExit("making the store failed")
+def time_tracked(threads: int, presets: list[str]) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-threads-") as tmp:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(REPO)}
+        env.pop("MLFLOW_RUN_ID", None)
+        env.pop("OMP_NUM_THREADS", None)
+        subprocess.run([sys.executable, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
+                       cwd=tmp, env=env, check=True, capture_output=True)  # the store made beforehand
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "speccomp_cli", "run", "--threads", str(threads),
-                        *(f"--preset={p}" for p in presets)], cwd=tmp, env=_tracked_env(tmp), check=True,
-                       capture_output=True)
+                        *(f"--preset={p}" for p in presets)], cwd=tmp, env=env, check=True, capture_output=True)
         return time.perf_counter() - t0
 
 
@@ -113,24 +99,19 @@ def main() -> int:
         args.repeats = 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     report = Report("threads", smoke=args.smoke)
+    early = None  # smoke: the tracked run, started first, runs while train() is timed
+    if args.smoke and not args.skip_tracked:
+        early = ThreadPoolExecutor(1).submit(time_tracked, 1, presets)
     print("start:", machine_line())
     report.context["machine_start"] = machine_line()
-    smoke_store = None  # smoke: the tracked run's store, made while train() is timed
-    if args.smoke and not args.skip_tracked:
-        smoke_tmp = tempfile.TemporaryDirectory(prefix="bench-threads-")
-        smoke_store = (smoke_tmp.name, make_store(smoke_tmp.name))
     for busy in (False, True):
         where = "one core busy" if busy else "as it is"
         with busy_core(busy):
             many, one = time_train(cores, args.repeats, presets), time_train(1, args.repeats, presets)
         report.info(f"train(), 1 seed, {where}: {cores} threads vs 1", f"{many:.3f} s vs {one:.3f} s = {many / one:.2f}x")
-    if smoke_store is not None:
-        tmp, maker = smoke_store
-        if maker.wait() != 0:
-            raise SystemExit("making the store failed")
-        one = time_tracked(1, presets, tmp)
-        report.info("speccomp run (3 seeds, tracked), as it is: 1 thread only (smoke: no ratio)", f"{one:.1f} s")
-        smoke_tmp.cleanup()
+    if early is not None:
+        report.info("speccomp run (3 seeds, tracked), as it is: 1 thread only (smoke: no ratio)",
+                    f"{early.result():.1f} s")
     elif not args.skip_tracked:
         for busy in (False, True):
             where = "one core busy" if busy else "as it is"
