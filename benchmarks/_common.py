@@ -61,6 +61,18 @@ def probed(owner: Any, name: str) -> Callable:
     return fn
 
 
+def together(*calls: Callable[[], Any]) -> list[Any]:
+    """The calls' results, in order, the calls made at once in threads (each one waits on its own
+    subprocess). For `--smoke` only, where the code paths count and the figures do not: two fresh
+    processes side by side on a 2-core machine take about the time of one. The first exception
+    raised is raised here, once every call has ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [f.result() for f in futures]
+
+
 def add_smoke_flag(parser) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="the same code paths at the smallest size that exercises them: a few seconds, "

@@ -5,7 +5,9 @@ back from the run's `time/*` metrics). Reports only; nothing is asserted.
     python benchmarks/bench_meta.py                          # smoke preset, target < 60 s
     python benchmarks/bench_meta.py --config default         # the default run (100/20/1000), target < 10 min
     python benchmarks/bench_meta.py --config default --json benchmarks/results/meta.json
-    python benchmarks/bench_meta.py --smoke                  # the smoke preset shrunk further (a few seconds), no verdict
+    python benchmarks/bench_meta.py --smoke                  # the smoke preset shrunk further (a few seconds), no verdict;
+                                      # meta and a one-repetition meta-eval side by side (their peaks: the
+                                      # larger of the runs ended so far)
     python benchmarks/bench_meta.py --config default --evaluation 3 --eval-threads 1,2
                                       # then `speccomp meta-eval` too: its wall time, peak RSS and the
                                       # cost of one repetition
@@ -22,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Report, add_smoke_flag, machine_line
+from _common import Report, add_smoke_flag, machine_line, together
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
     'meta (smoke): end to end',
@@ -90,7 +92,15 @@ def main() -> None:
     print("start:", machine_line())
     report = Report(f"meta-{args.config}", smoke=args.smoke)
     report.context["machine_start"] = machine_line()
-    wall, peak_mb, metrics = run_once(args.config, args.threads, args.extra)
+    threads = args.eval_threads or args.threads
+    meta_eval = ["--repetitions", str(args.evaluation), *args.extra]
+    if args.smoke and args.evaluation:  # side by side: two fresh processes, about the time of one
+        (wall, peak_mb, metrics), evaluated = together(
+            lambda: run_once(args.config, args.threads, args.extra),
+            lambda: run_once(args.config, threads, meta_eval, command="meta-eval"))
+    else:
+        wall, peak_mb, metrics = run_once(args.config, args.threads, args.extra)
+        evaluated = None
     target = TARGET_S.get(Path(args.config).stem)
     if target is not None:
         report.target(f"meta ({args.config}): end to end, fresh process", wall, "{:.1f} s", f"< {target:.0f} s", wall < target)
@@ -107,9 +117,7 @@ def main() -> None:
     report.info("meta: rest of the wall time (interpreter, imports, MLflow store and logging, figures)",
                 f"{wall - science:.1f} s of {wall:.1f} s")
     if args.evaluation:
-        threads = args.eval_threads or args.threads
-        e_wall, e_peak, _ = run_once(args.config, threads, ["--repetitions", str(args.evaluation), *args.extra],
-                                           command="meta-eval")
+        e_wall, e_peak, _ = evaluated or run_once(args.config, threads, meta_eval, command="meta-eval")
         units = args.evaluation * len(threads.split(","))
         report.info(f"meta-eval: end to end, {args.evaluation} repetitions at threads {threads}, fresh process",
                     f"{e_wall:.1f} s")

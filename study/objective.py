@@ -186,6 +186,7 @@ class Objective:
         task = task_for(cfg)
         summaries, trajectories, per_seed = [], [], {}
         datasets = task.generate(cfg, self.data_seed)  # once, whatever the number of chunks
+        train_s = 0.0
         for i, chunk in enumerate(self.seed_chunks()):
             te = run_tracked_experiment(
                 self.tracker, run_id, cfg, self.data_seed, chunk, work / f"chunk-{i}", params,
@@ -193,6 +194,10 @@ class Objective:
                 log_models=self.log_models, figures=False, datasets=datasets,
             )
             self._seed_runs.update(te.child_run_ids)
+            train_s += te.experiment.timings_s["train"]
+            # the trial's own training (optimiser steps and evaluations), beside its duration: what
+            # a trial costs beyond it is tracking and set-up (benchmarks/bench_study.py reads it)
+            trial.set_user_attr("train_seconds", round(train_s, 4))
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
             for r in te.experiment.result.seeds:

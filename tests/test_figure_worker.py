@@ -55,3 +55,32 @@ def test_a_worker_without_a_job_ends_when_closed():
     worker = FigureWorker.start()
     worker.close()
     assert worker._process.poll() is not None
+
+
+@pytest.mark.slow
+def test_the_data_figures_drawn_first_are_the_same_files(job, tmp_path):
+    """The data go first (the worker draws the figures of the data alone while the caller trains),
+    the runs' results after: the same nine files, byte for byte, as one job or drawing inline."""
+    cfg, datasets, trajectory, predictions = job
+    floor = {label: 1e-3 for label in cfg.tracked_labels}
+    worker = FigureWorker.start()
+    try:
+        worker.submit_data(cfg, datasets, tmp_path / "worker")
+        worker.submit(cfg, datasets, trajectory, predictions, tmp_path / "worker", floor)
+        drawn = worker.result()
+    finally:
+        worker.close()
+    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
+    assert list(drawn) == list(FIGURE_NAMES)
+    for name in FIGURE_NAMES:
+        assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+
+
+def test_a_worker_given_only_the_data_ends_when_closed(job, tmp_path):
+    cfg, datasets, _, _ = job
+    worker = FigureWorker.start()
+    worker.submit_data(cfg, datasets, tmp_path)
+    worker.close()
+    assert worker._process.poll() is not None
+    with pytest.raises(RuntimeError, match="once"):
+        worker.submit_data(cfg, datasets, tmp_path)

@@ -278,15 +278,3 @@ def _no_http_retries(active: bool) -> Iterator[None]:
             os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
         else:
             os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = previous
-
-
-def exit_at_once_if_stopped(code: int) -> int:
-    """After Ctrl-C or SIGTERM (exit codes 130, 143) the runs are closed and the message printed:
-    exit at once. The interpreter's own shutdown (freeing torch, MLflow, SQLAlchemy: about 1 s of
-    CPU, 7-12 s of wall time measured on a loaded machine) would otherwise eat the grace period a
-    supervisor gives between SIGTERM and SIGKILL. Any other code is returned for a normal exit."""
-    if code in (130, 143):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code

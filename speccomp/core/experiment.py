@@ -112,7 +112,8 @@ def run_experiment(
     after it, with its seeds' final metrics complete (the floor's included).
 
     With `background_figures`, the figures are drawn by a second process (`figure_worker`, or one
-    started here) while the last ensemble's `on_done` and the tables run; the files are the same.
+    started here): those of the data alone (`Task.data_figures`) while the seeds train, the rest
+    while the last ensemble's `on_done` and the tables run; the files are the same.
     `timings['figures']` is then the time spent waiting for them."""
     draw = figures and out_dir is not None
     worker = (figure_worker or FigureWorker.start()) if draw and background_figures else None
@@ -138,6 +139,8 @@ def _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, f
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_config(cfg, out)
+    if worker is not None:  # the figures of the data alone are drawn while the seeds train
+        worker.submit_data(cfg, datasets, out / PLOTS_DIR)
 
     parts = []
     groups = ensembles(seeds, max_ensemble)

@@ -1,17 +1,21 @@
 """The figures of an experiment, drawn in a second process while the caller goes on.
 
     worker = FigureWorker.start()        # early: the process imports the plotting stack meanwhile
-    ...                                  # generate, train
-    worker.submit(cfg, datasets, trajectory, predictions, plots_dir, floor)
+    ...                                  # generate
+    worker.submit_data(cfg, datasets, plots_dir)   # optional: the figures of the data alone, now
+    ...                                  # train
+    worker.submit(cfg, datasets, trajectory, predictions, plots_dir, floor)   # the rest
     ...                                  # log the models, write the tables
     paths = worker.result()              # name -> path, or RuntimeError with the worker's traceback
 
 The worker is a fresh interpreter (`python -m speccomp.core.figure_worker`), not a fork: it holds
 only what drawing needs (torch one thread, matplotlib, pandas, the job's arrays), never the
-caller's MLflow store or threads. The job goes to its stdin as one pickle, the answer comes back
-on its stdout as one pickle; the files it writes are those `draw_figures` writes in the caller
-(same inputs, same code, same bytes). The caller's training runs on one core; the figures take
-the other. When the caller ends, the worker's stdin closes and it exits.
+caller's MLflow store or threads. Jobs go to its stdin as pickles (one `("all", ...)`, or a
+`("data", ...)` followed by a `("run", ...)`: the task's `data_figures` drawn while the caller
+trains, then its `run_figures`), the answer comes back on its stdout as one pickle; the files it
+writes are those `draw_figures` writes in the caller (same inputs, same code, same bytes). The
+caller's training runs on one core; the figures take the other. When the caller ends, the
+worker's stdin closes and it exits.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,8 @@ class FigureWorker:
     def __init__(self, process: subprocess.Popen):
         self._process = process
         self._submitted = False
+        self._data_sent = False
+        self._writer: threading.Thread | None = None
 
     @classmethod
     def start(cls) -> FigureWorker:
@@ -39,16 +46,42 @@ class FigureWorker:
                                    stdout=subprocess.PIPE, env=env)
         return cls(process)
 
+    def submit_data(self, cfg: Any, datasets: dict[str, Any], plots_dir: Path) -> None:
+        """Hand the worker the data, so that it draws the task's `data_figures` while the caller
+        trains. Written by a thread: the worker may still be importing, and the caller need not
+        wait for it to read."""
+        if self._submitted or self._data_sent:
+            raise RuntimeError("figure worker: the data go before the job, once")
+        self._send(("data", cfg, datasets, Path(plots_dir)), close=False)
+        self._data_sent = True
+
     def submit(self, cfg: Any, datasets: dict[str, Any], trajectory, predictions: dict[int, Any], plots_dir: Path,
                floor: Any = None) -> None:
-        """Hand the worker its one job: the arguments of `experiment.draw_figures`."""
-        job = (cfg, datasets, trajectory, predictions, Path(plots_dir), floor)
-        try:
-            pickle.dump(job, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self._process.stdin.close()
-        except BrokenPipeError:
-            pass  # the worker died; result() says why
+        """Hand the worker its job: the arguments of `experiment.draw_figures` (after
+        `submit_data`, the worker has the config, data and folder already)."""
+        if self._data_sent:
+            self._send(("run", trajectory, predictions, floor), close=True)
+        else:
+            self._send(("all", cfg, datasets, trajectory, predictions, Path(plots_dir), floor), close=True)
         self._submitted = True
+
+    def _send(self, message: tuple, close: bool) -> None:
+        if self._writer is not None:
+            self._writer.join()  # messages in order
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        stdin = self._process.stdin
+
+        def write() -> None:
+            try:
+                stdin.write(payload)
+                stdin.flush()
+                if close:
+                    stdin.close()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the worker died (or was closed); result() says why
+
+        self._writer = threading.Thread(target=write, name="figure-worker-job", daemon=True)
+        self._writer.start()
 
     def result(self) -> dict[str, Path]:
         """Wait for the figures: name -> path. The worker's error, re-raised as RuntimeError."""
@@ -70,6 +103,8 @@ class FigureWorker:
         if self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        if self._writer is not None:
+            self._writer.join()
         for stream in (self._process.stdin, self._process.stdout):
             if stream is not None and not stream.closed:
                 stream.close()
@@ -89,17 +124,36 @@ def _serve() -> int:
 
     from speccomp.core.task import task_for  # not core.experiment, which imports this module
 
-    raw = sys.stdin.buffer.read()
-    if not raw:
-        return 0  # the caller ended without a job
+    drawn: dict[str, Path] = {}
     try:
-        cfg, datasets, trajectory, predictions, plots_dir, floor = pickle.loads(raw)
-        answer = ("ok", task_for(cfg).figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
+        message = _next_job()
+        if message is None:
+            return 0  # the caller ended without a job
+        if message[0] == "data":
+            _, cfg, datasets, plots_dir = message
+            drawn.update(task_for(cfg).data_figures(cfg, datasets, plots_dir))
+            message = _next_job()
+            if message is None:
+                return 0  # the caller stopped before training ended
+            _, trajectory, predictions, floor = message
+            drawn.update(task_for(cfg).run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
+        else:
+            _, cfg, datasets, trajectory, predictions, plots_dir, floor = message
+            drawn = task_for(cfg).figures(cfg, datasets, trajectory, predictions, plots_dir, floor)
+        answer = ("ok", drawn)
     except Exception:
         answer = ("error", traceback.format_exc())
     sys.stdout.buffer.write(pickle.dumps(answer))
     sys.stdout.buffer.flush()
     return 0
+
+
+def _next_job() -> tuple | None:
+    """The next pickled message on stdin, or None at its end."""
+    try:
+        return pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return None
 
 
 if __name__ == "__main__":

@@ -123,6 +123,17 @@ class Task(ABC):
                 predictions: dict[int, Any], plots_dir: Path, floor: Any = None) -> dict[str, Path]:
         """Draw the domain's figures into `plots_dir`; returns name -> path."""
 
+    def data_figures(self, cfg: Any, datasets: dict[str, Any], plots_dir: Path) -> dict[str, Path]:
+        """Optional: the figures that show the data alone, drawn before training ends (by the
+        figure worker, while the caller trains); `run_figures` then draws the rest. Together the
+        two write what `figures` writes. Default: none."""
+        return {}
+
+    def run_figures(self, cfg: Any, datasets: dict[str, Any], trajectory: pd.DataFrame,
+                    predictions: dict[int, Any], plots_dir: Path, floor: Any = None) -> dict[str, Path]:
+        """The figures `data_figures` did not draw. Default: all of `figures`."""
+        return self.figures(cfg, datasets, trajectory, predictions, plots_dir, floor)
+
     # --- reporting ------------------------------------------------------------------------
     @abstractmethod
     def tags(self, cfg: Any) -> dict[str, str]:

@@ -14,7 +14,7 @@ training seeds get one colour each, the same in every figure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ FIGURE_NAMES: tuple[str, ...] = (
     "mse_time_series.png",
     "test_abundance_mse.png",
 )
+DATA_FIGURES, RUN_FIGURES = FIGURE_NAMES[:5], FIGURE_NAMES[5:]
+"""The figures of the data alone (drawable as soon as the data exist), and those of the trained runs."""
 
 DPI = 100
 TRAIN_COLOR = "tab:blue"
@@ -89,12 +91,24 @@ def draw_all(
     floor: optional per-label oracle MSE, drawn as "oracle floor" lines.
     sample_seed: seeds the choice of example spectra (one derived generator per figure).
 
-    All inputs are checked before anything is drawn; a problem raises ValueError.
-    """
+    All inputs are checked before anything is drawn; a problem raises ValueError. The same files
+    as `draw_data_figures` (before training) followed by `draw_run_figures` (after it)."""
     tracked = _check_inputs(physics, datasets, trajectory, final_test_predictions, tracked)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    baseline = predict_mean_mse(datasets["test"], tracked)
+    written = draw_data_figures(out_dir, physics, datasets, tracked, sample_seed)
+    written.update(draw_run_figures(out_dir, physics, datasets, trajectory, final_test_predictions, tracked, floor))
+    return {name: written[name] for name in FIGURE_NAMES}
+
+
+def draw_data_figures(
+    out_dir: Path,
+    physics: PhysicsConfig,
+    datasets: Mapping[str, SplitData],
+    tracked: Sequence[str],
+    sample_seed: int = 0,
+) -> dict[str, Path]:
+    """The five figures that show the data alone (DATA_FIGURES), drawable before any training:
+    the lines, example spectra of each split, the abundance scatter. Returns name -> path."""
+    tracked = _check_data_inputs(physics, datasets, tracked)
 
     def rng(name: str) -> np.random.Generator:
         return numpy_generator(sample_seed, "figure", name)
@@ -110,18 +124,40 @@ def draw_all(
             physics, datasets["test"], tracked, rng("test_samples"), forward=forward
         ),
         "abundance_scatter.png": lambda: plot_abundance_scatter(datasets, tracked),
+    }
+    assert tuple(builders) == DATA_FIGURES
+    return _save_all(out_dir, builders)
+
+
+def draw_run_figures(
+    out_dir: Path,
+    physics: PhysicsConfig,
+    datasets: Mapping[str, SplitData],
+    trajectory: pd.DataFrame,
+    final_test_predictions: Mapping[int, np.ndarray],
+    tracked: Sequence[str],
+    floor: Mapping[str, float] | None = None,
+) -> dict[str, Path]:
+    """The four figures of the trained runs (RUN_FIGURES): curves over steps and the final test
+    errors by abundance. Returns name -> path."""
+    tracked = _check_inputs(physics, datasets, trajectory, final_test_predictions, tracked)
+    baseline = predict_mean_mse(datasets["test"], tracked)
+    builders = {
         "training_curves.png": lambda: plot_training_curves(trajectory),
         "mse_trajectory.png": lambda: plot_mse_trajectory(trajectory, tracked, floor, baseline),
         "mse_time_series.png": lambda: plot_mse_time_series(trajectory, tracked, floor, baseline),
         "test_abundance_mse.png": lambda: plot_test_abundance_mse(datasets["test"], final_test_predictions, tracked),
     }
-    assert tuple(builders) == FIGURE_NAMES
+    assert tuple(builders) == RUN_FIGURES
+    return _save_all(out_dir, builders)
+
+
+def _save_all(out_dir: Path, builders: Mapping[str, Callable[[], Figure]]) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for name, build in builders.items():
-        fig = build()
-        path = out_dir / name
-        save_figure(fig, path)
-        written[name] = path
+        written[name] = save_figure(build(), out_dir / name)
     return written
 
 
@@ -708,13 +744,7 @@ def _panel_grid(
     return fig, axes.ravel()
 
 
-def _check_inputs(
-    physics: PhysicsConfig,
-    datasets: Mapping[str, SplitData],
-    trajectory: pd.DataFrame,
-    final_test_predictions: Mapping[int, np.ndarray],
-    tracked: Sequence[str],
-) -> list[str]:
+def _check_data_inputs(physics: PhysicsConfig, datasets: Mapping[str, SplitData], tracked: Sequence[str]) -> list[str]:
     if isinstance(tracked, str) or not tracked:
         raise ValueError(f"tracked must be a non-empty list of component labels, got {tracked!r}")
     tracked = list(dict.fromkeys(tracked))
@@ -724,6 +754,17 @@ def _check_inputs(
     for name in ("train", "test"):
         if name not in datasets:
             raise ValueError(f"datasets needs a {name!r} split; got {sorted(datasets)}")
+    return tracked
+
+
+def _check_inputs(
+    physics: PhysicsConfig,
+    datasets: Mapping[str, SplitData],
+    trajectory: pd.DataFrame,
+    final_test_predictions: Mapping[int, np.ndarray],
+    tracked: Sequence[str],
+) -> list[str]:
+    tracked = _check_data_inputs(physics, datasets, tracked)
     if trajectory.empty:
         raise ValueError("trajectory is empty; it needs one row per (seed, checkpoint)")
     needed = ["seed", "step", "train_loss", "test_loss"] + [f"test_mse_{t}" for t in tracked]

@@ -90,6 +90,16 @@ class SpectraTask(Task):
 
         return draw_all(plots_dir, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels, floor=floor)
 
+    def data_figures(self, cfg, datasets, plots_dir) -> dict[str, Path]:
+        from speccomp.spectra.figures import draw_data_figures
+
+        return draw_data_figures(plots_dir, cfg.physics, datasets, cfg.tracked_labels)
+
+    def run_figures(self, cfg, datasets, trajectory, predictions, plots_dir, floor=None) -> dict[str, Path]:
+        from speccomp.spectra.figures import draw_run_figures
+
+        return draw_run_figures(plots_dir, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels, floor)
+
     def recorded_floor(self, cfg, finals: list[dict[str, float]]) -> dict[str, float] | None:
         """label -> the oracle MSE the seeds recorded (the same for each of them), None without one."""
         floor = {}
