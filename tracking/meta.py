@@ -224,7 +224,7 @@ def _describe(client, parent: str, plan, table, measure: str, choices: dict, pos
     moved = posterior_summary(plan.space, posterior)
     rows, best_p = [], float("nan")
     for _, r in table.iterrows():
-        if r["method"] in ("meta", "oracle", "chance"):
+        if r["method"] in ("meta", plan.domain.floor_method):
             continue
         rows.append([r["method"], sig(r[f"median_{measure}"]), sig(r["median_ratio_meta_to_method"]), r["meta_wins"],
                      sig(r["wilcoxon_p"])])

@@ -134,7 +134,8 @@ def _run(tracker, parent: str, plan, options: MetaEvalOptions, work: Path) -> li
     measure = plan.domain.measure
     out = work / "meta_eval"
     out.mkdir()
-    tables = {t: evaluation_table(per_unit[per_unit["threads"] == t], measure) for t in options.threads}
+    floors = [plan.domain.floor_method] if plan.domain.floor_method else []
+    tables = {t: evaluation_table(per_unit[per_unit["threads"] == t], measure, floors=floors) for t in options.threads}
     first = options.threads[0]
     shares = ingredient_shares(per_unit[per_unit["threads"] == first], measure)
     tables[first].to_csv(out / "evaluation.csv", index=False)

@@ -43,6 +43,7 @@ class MatricesDomain(MetaDomain):
     task_note = " (a task is one held-out (rule, attribute) pair)"
     measure = "test_error"
     study_objective = ("comparison/meta/median_test_error", "median meta held-out error (1 - accuracy)")
+    floor_method = "chance"
 
     # --- the search --------------------------------------------------------------------------------
     def features_of(self, cfg: Any) -> int:
@@ -117,7 +118,7 @@ class MatricesDomain(MetaDomain):
     def floor_methods(self, floor: dict[str, float], task: RuleAttribute) -> dict[str, dict[str, float]]:
         """Chance as a method: its accuracy in and out of distribution."""
         chance = floor["chance/acc"]
-        return {"chance": {"val/acc": chance, "test/acc": chance, "test/error": 1.0 - chance, "chance/acc": chance}}
+        return {self.floor_method: {"val/acc": chance, "test/acc": chance, "test/error": 1.0 - chance, "chance/acc": chance}}
 
     def row(self, task: RuleAttribute, method: str, metrics: dict[str, float]) -> dict[str, Any]:
         """The held-out error is the measure compared."""
@@ -139,7 +140,7 @@ class MatricesDomain(MetaDomain):
         return MetaTestFigure(value=lambda rows: rows["test_acc"].to_numpy(), line=chance,
                               ylabel="held-out accuracy (matrices holding the task's pair)",
                               title="Meta-test tasks (n = {n}): (rule, attribute) pairs never trained on",
-                              left_out="chance", ylim=(0, 1))
+                              left_out=self.floor_method, ylim=(0, 1))
 
     def header(self, cfg: Any) -> str:
         return ("held-out error (1 - accuracy) on each meta-test task's matrices, all holding its (rule, attribute) "

@@ -91,6 +91,8 @@ class MetaDomain(SearchDomain):
     """What a task is, said where `tasks.held_out_components` is refused."""
     measure: ClassVar[str] = "test_mse"
     """The comparison table's column compared across methods (lower is better)."""
+    floor_method: ClassVar[str | None] = None
+    """The floor's own row of the comparison (`floor_methods`; e.g. `oracle`), no method to compare."""
     study_objective: ClassVar[tuple[str, str] | None] = None
     """(parent-run metric, what it is) a study of the meta-learner minimises (`study/meta.py`);
     None: the meta-learner's median measure."""

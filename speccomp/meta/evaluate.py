@@ -16,6 +16,7 @@ the paired errors, Holm-corrected over the methods compared.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,6 @@ import pandas as pd
 from speccomp.meta.compare import method_order, paired_p
 
 REFERENCE = "meta"
-FLOORS = ("oracle", "chance")
 BOOTSTRAP = 2000
 SHARES = {
     "the meta-learned weights' share": ("meta-weights", "prior"),
@@ -78,13 +78,15 @@ def _paired(wide: pd.DataFrame, a: str, b: str) -> dict[str, float]:
             "ci_low": lo, "ci_high": hi, "lower": int((x < y).sum()), "p": paired_p(x, y)}
 
 
-def evaluation_table(per_unit: pd.DataFrame, measure: str, reference: str = REFERENCE) -> pd.DataFrame:
+def evaluation_table(per_unit: pd.DataFrame, measure: str, reference: str = REFERENCE,
+                     floors: Collection[str] = ()) -> pd.DataFrame:
     """One row per method compared with `reference`: median ratio method ÷ reference over units,
-    its 95 % interval, the units the reference wins, Wilcoxon p and Holm-corrected p."""
+    its 95 % interval, the units the reference wins, Wilcoxon p and Holm-corrected p. `floors`:
+    rows that are no method (the domain's `floor_method`, e.g. the oracle), left out."""
     wide = _wide(per_unit, measure)
     rows = []
     for method in method_order(wide.columns):
-        if method == reference or method in FLOORS:
+        if method == reference or method in floors:
             continue
         t = _paired(wide, method, reference)
         rows.append({"method": method, "units": t["units"], f"median_{measure}": float(wide[method].median()),

@@ -36,6 +36,7 @@ class SpectraDomain(MetaDomain):
     unit = "pair"
     tasks_word = "pairs"
     study_objective = ("comparison/meta/median_ratio_to_oracle", "median meta test MSE / oracle MSE")
+    floor_method = "oracle"
 
     # --- the search --------------------------------------------------------------------------------
     def features_of(self, cfg: Any) -> int:
@@ -126,7 +127,7 @@ class SpectraDomain(MetaDomain):
         """The oracle as a method: its MSE per component and of the pair."""
         oracle = {f"test/mse/{c}": floor[f"oracle/mse/{c}"] for c in task}
         oracle["test/mse/pair"] = floor["oracle/mse/pair"]
-        return {"oracle": self.with_floor(oracle, floor, task)}
+        return {self.floor_method: self.with_floor(oracle, floor, task)}
 
     def row(self, task: Pair, method: str, metrics: dict[str, float]) -> dict[str, Any]:
         gaps = [metrics.get(f"gap/{c}", math.nan) for c in task]
@@ -144,7 +145,7 @@ class SpectraDomain(MetaDomain):
                               line=lambda _table: (1.0, "physical floor (oracle)"),
                               ylabel="test MSE ÷ oracle MSE (pair's combination)",
                               title="Meta-test pairs (n = {n}): novel combinations, never trained on",
-                              left_out="oracle", log=True)
+                              left_out=self.floor_method, log=True)
 
     def header(self, cfg: Any) -> str:
         return ("test MSE on each meta-test pair's combination (mean of its two components); ratios are per pair, "
