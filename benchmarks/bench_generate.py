@@ -32,7 +32,7 @@ from _common import Report, add_smoke_flag, best_of, machine_line
 from tutorial_reference import K_B, C, H, loop_generate_split
 
 from speccomp.core.config import default_config_dir, load_config
-from speccomp.core.data import generate_datasets
+from speccomp.spectra.data import generate_datasets
 from speccomp.spectra.physics import ForwardModel
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough

@@ -44,11 +44,11 @@ import torch
 from _common import Report, add_smoke_flag, best_of, empty_store, machine_line
 
 from speccomp.core.config import default_config_dir, load_config
-from speccomp.core.data import generate_datasets
 from speccomp.core.models import ModelSpec, build_model
 from speccomp.core.optim import FlatAdam
 from speccomp.core.seeding import torch_generator
 from speccomp.nas import Supernet, init_alpha, load_space, preset_of, run_search, sample_weights, write_preset
+from speccomp.spectra.data import generate_datasets
 from speccomp.spectra.search import SPECTRA
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
@@ -177,7 +177,7 @@ END_TO_END = textwrap.dedent(
     t0 = time.perf_counter()
     import torch
     from speccomp.core.config import default_config_dir, load_config
-    from speccomp.core.data import generate_datasets
+    from speccomp.spectra.data import generate_datasets
     from speccomp.core.training import NullLogger, train
     from speccomp.nas import load_space, run_search, write_preset
     if {threads}:

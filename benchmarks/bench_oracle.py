@@ -17,7 +17,7 @@ import torch
 from _common import Report, add_smoke_flag, machine_line
 
 from speccomp.core.config import default_config_dir, load_config
-from speccomp.core.data import generate_split
+from speccomp.spectra.data import generate_split
 from speccomp.spectra.oracle import (
     OracleFit,
     components_in_split,

@@ -64,8 +64,8 @@ def time_train(threads: int, repeats: int, presets: list[str]) -> float:
     import torch
 
     from speccomp.core.config import default_config_dir, load_config
-    from speccomp.core.data import generate_datasets
     from speccomp.core.training import train
+    from speccomp.spectra.data import generate_datasets
 
     cfg = load_config(default_config_dir(), presets=presets)
     datasets = generate_datasets(cfg, 42)

@@ -57,8 +57,8 @@ from _common import Report, add_smoke_flag, best_of, machine_line, probed
 
 import speccomp.core.training as training_module
 from speccomp.core.config import default_config_dir, load_config
-from speccomp.core.data import generate_datasets
 from speccomp.core.training import NullLogger, checkpoint_steps, train
+from speccomp.spectra.data import generate_datasets
 from speccomp.spectra.task import SpectraTask
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
@@ -228,7 +228,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     import numpy, torch, yaml, pandas
     from speccomp.core.config import default_config_dir, load_config
-    from speccomp.core.data import generate_datasets
+    from speccomp.spectra.data import generate_datasets
     from speccomp.core.training import NullLogger, train
     if {threads}:
         torch.set_num_threads({threads})

@@ -140,10 +140,6 @@ def test_layers_import_only_downwards():
 GRAPH_PACKAGES = ("speccomp", "speccomp_compat", "tracking", "study", "speccomp_cli")
 KNOWN_CIRCLES: list[set[str]] = []
 """Circles left on purpose: none."""
-CORE_DOMAIN_ALIASES = {"speccomp.core.data": {"speccomp.spectra.data"}}
-"""The one import of a domain by the core: the old path of the spectra's splits, kept while
-speccomp/meta/ (being rewritten), tracking/pipeline.py, speccomp/spectra/figures.py and benchmarks/
-still import it; delete the entry with the file."""
 
 
 def _module_name(path: Path) -> str:
@@ -239,7 +235,7 @@ def test_core_imports_no_domain():
     offenders = []
     for module, targets in _import_graph(("speccomp",)).items():
         if module.startswith("speccomp.core"):
-            bad = {t for t in targets if t.startswith(domains)} - CORE_DOMAIN_ALIASES.get(module, set())
+            bad = {t for t in targets if t.startswith(domains)}
             offenders += [f"{module} imports {t}" for t in sorted(bad)]
     for path in _python_files("speccomp/core"):
         tree = ast.parse(path.read_text())

@@ -169,8 +169,8 @@ def test_heartbeat_speaks_only_after_a_silence(fresh_gate):
 
 
 def test_training_takes_a_progress_factory_and_updates_it_every_step(fresh_gate):
-    from speccomp.core.data import generate_datasets
     from speccomp.core.training import train
+    from speccomp.spectra.data import generate_datasets
 
     cfg = tiny_config()
     calls = []

@@ -23,7 +23,6 @@ from mlflow.entities import Metric, Param, RunTag
 
 import speccomp_compat as compat
 from speccomp.core.config import ExperimentConfig
-from speccomp.core.data import SplitData
 from speccomp.core.experiment import (
     PLOTS_DIR,
     PREDICTIONS_DIR,
@@ -32,6 +31,7 @@ from speccomp.core.experiment import (
     write_predictions,
 )
 from speccomp.core.figure_worker import FigureWorker
+from speccomp.core.splits import Split
 from speccomp.core.task import task_for
 from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
@@ -92,7 +92,7 @@ def run_tracked_experiment(
     figures: bool = True,
     progress: bool | Callable[[int, int], Any] = False,
     run_name: Callable[[int], str] = lambda seed: f"seed-{seed}",
-    datasets: dict[str, SplitData] | None = None,
+    datasets: dict[str, Split] | None = None,
     figure_worker: FigureWorker | None = None,
 ) -> TrackedExperiment:
     """One child run per seed under `parent_run_id`, created when its ensemble starts training
@@ -158,7 +158,7 @@ def run_tracked_experiment(
     return TrackedExperiment(exp, child_ids)
 
 
-def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets: dict[str, SplitData]) -> None:
+def log_dataset_inputs(client: MlflowClient, run_ids: str | list[str], datasets: dict[str, Split]) -> None:
     """Each split as an MLflow dataset input (name, digest, schema) of every run in `run_ids`, so
     the UI shows the data used; the inputs are built once for all the runs."""
     import mlflow.data
@@ -211,7 +211,7 @@ class SpeccompSource(HTTPDatasetSource):
 def log_final_model(
     run_id: str,
     result: SeedResult,
-    train: SplitData,
+    train: Split,
     step: int = 0,
     client: MlflowClient | None = None,
     name: str | None = None,

@@ -27,8 +27,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from speccomp.core.config import PhysicsConfig
-from speccomp.core.data import SplitData
 from speccomp.core.seeding import numpy_generator
+from speccomp.spectra.data import SplitData
 from speccomp.spectra.physics import ForwardModel
 
 FIGURE_NAMES: tuple[str, ...] = (
