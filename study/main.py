@@ -333,7 +333,6 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     from speccomp.core.task import task_for
     from study.objective import Objective, directions
     from study.records import StudyProgress, TrialLines, link_study, record_study, save_note, study_note
-    from study.report import build_report
     from tracking import store
     from tracking.describe import closing_lines, run_url
     from tracking.pipeline import log_params, set_tags
@@ -413,6 +412,8 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
             report = None
             if not args.no_report and not parent_given:
                 say("study: writing the sensitivity report ...")
+                from study.report import build_report  # scikit-learn and scipy: only when a report is written
+
                 report = build_report(study, Path(tmp) / "report")
                 client.log_artifacts(parent, str(report.folder), "report")
             if not parent_given:
