@@ -285,6 +285,9 @@ def probe(argv: list[str]) -> int:
     result = {"parts": timer.spent, "calls": timer.calls, "in_process_s": t_end - t_start,
               "mono_start": mono_start, "mono_end": time.monotonic()}
     print("PROBE " + json.dumps(result), flush=True)
+    from speccomp_cli.main import exit_now
+
+    exit_now(code)  # as `speccomp run` ends (its entry point): no interpreter teardown
     return code
 
 
