@@ -33,6 +33,7 @@ import typer
 from speccomp.core.config import ConfigError, parse_seed_list, split_overrides
 
 USER_ERROR = 2
+INTERRUPTED, TERMINATED = 130, 143  # 128 + SIGINT / SIGTERM (tracking.runs, not imported here: it imports MLflow)
 
 app = typer.Typer(
     add_completion=False,
@@ -607,7 +608,9 @@ def exit_now(code: int) -> None:
     loaded one, during which the command has printed its last line yet not returned (a supervisor's
     grace period after SIGTERM goes to it too). What the normal shutdown does that matters is kept:
     non-daemon threads are joined, the atexit handlers run (logging's flush, multiprocessing's join
-    of its children, MLflow's end of a fluent run), and stdout/stderr are flushed. Under a profiler
+    of its children, MLflow's end of a fluent run), and stdout/stderr are flushed. After Ctrl-C or
+    SIGTERM (130, 143) only the flush: the runs are closed and the message printed, and a supervisor's
+    grace period must not wait on a thread or handler. Under a profiler
     or a tracer (`python -m cProfile`, coverage) the process exits normally, so that they write
     their results."""
     if sys.getprofile() is not None or sys.gettrace() is not None:
@@ -615,10 +618,11 @@ def exit_now(code: int) -> None:
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
+    if code not in (INTERRUPTED, TERMINATED):  # stopped: its runs are closed, nothing may hold the exit up
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
