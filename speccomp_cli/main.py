@@ -606,23 +606,26 @@ def exit_now(code: int) -> None:
     Python's own shutdown would add is freeing the modules of torch, MLflow, SQLAlchemy and pandas
     one object at a time: about 1 s of a 3-seed `run` on the idle 2-core machine, several on a
     loaded one, during which the command has printed its last line yet not returned (a supervisor's
-    grace period after SIGTERM goes to it too). What the normal shutdown does that matters is kept:
-    non-daemon threads are joined, the atexit handlers run (logging's flush, multiprocessing's join
-    of its children, MLflow's end of a fluent run), and stdout/stderr are flushed. After Ctrl-C or
-    SIGTERM (130, 143) only the flush: the runs are closed and the message printed, and a supervisor's
-    grace period must not wait on a thread or handler. Under a profiler
-    or a tracer (`python -m cProfile`, coverage) the process exits normally, so that they write
-    their results."""
+    grace period after SIGTERM goes to it too). What the normal shutdown does that matters is kept
+    (`speccomp_compat.finish_like_the_interpreter`): thread pools stopped and non-daemon threads
+    joined, the atexit handlers run (logging's flush, multiprocessing's join of its children,
+    MLflow's end of a fluent run), and stdout/stderr flushed (a closed pipe is not an error here).
+    After Ctrl-C or SIGTERM (130, 143) only the flush: the runs are closed and the message printed,
+    and a supervisor's grace period must not wait on a thread or handler. Under a profiler or a
+    tracer (`python -m cProfile`, coverage) the process exits normally, so that they write their
+    results."""
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
-    import atexit
-    import threading
+    import contextlib
 
-    if code not in (INTERRUPTED, TERMINATED):  # stopped: its runs are closed, nothing may hold the exit up
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
-        atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    from speccomp_compat import finish_like_the_interpreter
+
+    try:
+        if code not in (INTERRUPTED, TERMINATED):  # stopped: its runs are closed, nothing may hold the exit up
+            finish_like_the_interpreter()
+    except KeyboardInterrupt:  # a signal while threads were joined: exit now, as a stopped command does
+        code = code or INTERRUPTED
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe (`speccomp ... | head -1`) must not stop the exit
+            stream.flush()
     os._exit(code)

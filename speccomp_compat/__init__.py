@@ -144,8 +144,31 @@ def warm_mlflow_package_map() -> None:
     `mlflow.pytorch.log_model` builds it on a process's first model, to check the model's pip
     requirements against the environment, by reading every installed distribution's metadata: 1.6
     of the 2.9 s that logging three models took. The tracked pipeline calls this in a background
-    thread while the seeds train, so that the first model finds it built."""
-    importlib.import_module("mlflow.utils.requirements_utils")._init_modules_to_packages_map()
+    thread while the seeds train, so that the first model finds it built. Best effort: a failure
+    here is left for `log_model` to meet (and report) itself. MLflow assigns the module global before
+    it has filled it, so no other thread may read the map until this returns (the caller joins)."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        importlib.import_module("mlflow.utils.requirements_utils")._init_modules_to_packages_map()
+
+
+# ------------------------------------------------------------------------------------------------
+# the interpreter
+# ------------------------------------------------------------------------------------------------
+
+
+def finish_like_the_interpreter() -> None:
+    """What Python's own shutdown does before it frees modules, in its order: stop the thread pools
+    and join every non-daemon thread (`threading._shutdown`: `concurrent.futures` workers are told
+    to stop by a hook it runs first, so an idle pool left alive by a library, e.g. MLflow's local
+    artifact downloads, does not wait for work forever), then run the atexit handlers
+    (`atexit._run_exitfuncs`). `speccomp_cli.main.exit_now` calls this, then `os._exit`."""
+    import atexit
+    import threading
+
+    threading._shutdown()
+    atexit._run_exitfuncs()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,6 +233,11 @@ def check() -> list[str]:
              "mlflow.tracking._tracking_service.utils._get_store")
     except (ImportError, AttributeError):
         problems.append("mlflow.cli._gc_tracking_resources / _tracking_service.utils._get_store")
+    import atexit
+    import threading
+
+    need(callable(getattr(threading, "_shutdown", None)), "threading._shutdown")
+    need(callable(getattr(atexit, "_run_exitfuncs", None)), "atexit._run_exitfuncs")
     try:
         requirements = importlib.import_module("mlflow.utils.requirements_utils")
         need(callable(requirements._init_modules_to_packages_map) and hasattr(requirements, "_MODULES_TO_PACKAGES"),
