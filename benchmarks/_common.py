@@ -64,8 +64,8 @@ def probed(owner: Any, name: str) -> Callable:
 def together(*calls: Callable[[], Any]) -> list[Any]:
     """The calls' results, in order, the calls made at once in threads (each one waits on its own
     subprocess). For `--smoke` only, where the code paths count and the figures do not: two fresh
-    processes side by side on a 2-core machine take about the time of one. The first exception
-    raised is raised here, once every call has ended."""
+    processes side by side on a 2-core machine take about the time of one. Once every call has
+    ended, the exception of the first call (in argument order) that raised is raised here."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
@@ -80,16 +80,25 @@ def store_template() -> Path:
     import subprocess
     import tempfile
 
-    template = Path(tempfile.gettempdir()) / f"speccomp-bench-store-mlflow-{importlib.metadata.version('mlflow')}.db"
+    folder = Path(tempfile.gettempdir()) / f"speccomp-bench-{os.getuid()}"  # this user's alone: 0700, owner checked
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+        raise SystemExit(f"{folder}: not a private folder of this user; remove it")
+    template = folder / f"store-mlflow-{importlib.metadata.version('mlflow')}.db"
     if not template.exists():
         with tempfile.TemporaryDirectory(prefix="speccomp-bench-store-") as tmp:
             made = Path(tmp) / "mlflow.db"
-            subprocess.run([sys.executable, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
-                           cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{made}"}, check=True,
-                           capture_output=True)
+            done = subprocess.run(
+                [sys.executable, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
+                cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{made}"}, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"could not make an empty MLflow store:\n{done.stderr[-3000:]}")
             part = template.with_suffix(f".{os.getpid()}.part")
-            part.write_bytes(made.read_bytes())
-            os.replace(part, template)  # there whole, or not at all
+            try:
+                part.write_bytes(made.read_bytes())
+                os.replace(part, template)  # there whole, or not at all
+            finally:
+                part.unlink(missing_ok=True)
     return template
 
 

@@ -233,6 +233,9 @@ def main() -> None:
     )
     report.note(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report.write(args.json)
+    if args.smoke and pruned.pruned == 0:  # the smoke exists to take the pruned-trial path too
+        raise SystemExit(f"smoke: no trial of the median-pruner run was pruned ({pruned.finished} finished); "
+                         "raise SMOKE_PRUNER_TRIALS")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 from speccomp.core.experiment import draw_figures
 from speccomp.core.figure_worker import FigureWorker
 from speccomp.spectra.data import generate_datasets
-from speccomp.spectra.figures import FIGURE_NAMES
+from speccomp.spectra.figures import DATA_FIGURES, FIGURE_NAMES
 from tests.conftest import tiny_config
 from tests.test_figures import make_predictions, make_trajectory
 
@@ -76,11 +76,32 @@ def test_the_data_figures_drawn_first_are_the_same_files(job, tmp_path):
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
 
 
-def test_a_worker_given_only_the_data_ends_when_closed(job, tmp_path):
+def test_a_worker_given_only_the_data_draws_them_and_ends_at_the_end_of_its_input(job, tmp_path):
+    """The caller stopped after the data (Ctrl-C while training): the worker draws the data figures,
+    finds the end of its input and exits 0 by itself; a second job is refused."""
     cfg, datasets, _, _ = job
     worker = FigureWorker.start()
-    worker.submit_data(cfg, datasets, tmp_path)
-    worker.close()
-    assert worker._process.poll() is not None
+    try:
+        worker.submit_data(cfg, datasets, tmp_path)
+        worker._writer.join()
+        worker._process.stdin.close()
+        assert worker._process.wait(timeout=120) == 0
+    finally:
+        worker.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(DATA_FIGURES)
     with pytest.raises(RuntimeError, match="once"):
         worker.submit_data(cfg, datasets, tmp_path)
+
+
+def test_an_error_in_the_data_figures_is_raised_in_the_caller(job, tmp_path):
+    cfg, datasets, trajectory, predictions = job
+    worker = FigureWorker.start()
+    try:
+        worker.submit_data(cfg, {"train": datasets["train"]}, tmp_path)  # no test split
+        worker.submit(cfg, datasets, trajectory, predictions, tmp_path, None)
+        with pytest.raises(RuntimeError, match="test"):
+            worker.result()
+        with pytest.raises(RuntimeError, match="one job"):
+            worker.submit(cfg, datasets, trajectory, predictions, tmp_path, None)
+    finally:
+        worker.close()

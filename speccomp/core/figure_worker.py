@@ -20,6 +20,7 @@ worker's stdin closes and it exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -59,6 +60,8 @@ class FigureWorker:
                floor: Any = None) -> None:
         """Hand the worker its job: the arguments of `experiment.draw_figures` (after
         `submit_data`, the worker has the config, data and folder already)."""
+        if self._submitted:
+            raise RuntimeError("figure worker: one job per worker")
         if self._data_sent:
             self._send(("run", trajectory, predictions, floor), close=True)
         else:
@@ -75,10 +78,12 @@ class FigureWorker:
             try:
                 stdin.write(payload)
                 stdin.flush()
-                if close:
-                    stdin.close()
             except (BrokenPipeError, ValueError, OSError):
                 pass  # the worker died (or was closed); result() says why
+            finally:
+                if close:  # whatever happened, the worker must see the end of its input
+                    with contextlib.suppress(OSError, ValueError):
+                        stdin.close()
 
         self._writer = threading.Thread(target=write, name="figure-worker-job", daemon=True)
         self._writer.start()

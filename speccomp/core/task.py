@@ -131,7 +131,10 @@ class Task(ABC):
 
     def run_figures(self, cfg: Any, datasets: dict[str, Any], trajectory: pd.DataFrame,
                     predictions: dict[int, Any], plots_dir: Path, floor: Any = None) -> dict[str, Path]:
-        """The figures `data_figures` did not draw. Default: all of `figures`."""
+        """The figures `data_figures` did not draw. Default: all of `figures`, for a task that draws
+        no data figures (one that does must say what is left)."""
+        if type(self).data_figures is not Task.data_figures:
+            raise NotImplementedError(f"{self.name}: a task with data_figures draws the rest in run_figures")
         return self.figures(cfg, datasets, trajectory, predictions, plots_dir, floor)
 
     # --- reporting ------------------------------------------------------------------------
