@@ -177,7 +177,8 @@ def main(space: str = "configs/meta/study.yaml", n_trials: str = "8", config: st
         n_trials, seed, threads = (_positive(args.n_trials, "n_trials", 1), _positive(args.sampler_seed, "sampler_seed", 0),
                                    _positive(args.threads, "threads", 1))
         space = load_meta_space(args.space)
-        objective_metric = _objective_metric(args.config, [o for o in args.overrides.split() if o])
+        extra = [o for o in args.overrides.split() if o]
+        objective_metric = _objective_metric(args.config, extra)
         storage = open_storage(args.storage)
         uri = store.configure()
         store.check_store(uri)
@@ -189,7 +190,6 @@ def main(space: str = "configs/meta/study.yaml", n_trials: str = "8", config: st
     torch.set_num_threads(threads)
     study = optuna.create_study(study_name=args.study_name, storage=storage, load_if_exists=True,
                                 sampler=make_sampler(args.sampler, seed, 1), direction="minimize")
-    extra = [o for o in args.overrides.split() if o]
 
     def objective(trial: optuna.Trial) -> float:
         from tracking.meta import MetaOptions, run_meta

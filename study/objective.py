@@ -195,9 +195,6 @@ class Objective:
             )
             self._seed_runs.update(te.child_run_ids)
             train_s += te.experiment.timings_s["train"]
-            # the trial's own training (optimiser steps and evaluations), beside its duration: what
-            # a trial costs beyond it is tracking and set-up (benchmarks/bench_study.py reads it)
-            trial.set_user_attr("train_seconds", round(train_s, 4))
             summaries.append(te.experiment.summary)
             trajectories.append(te.experiment.result.trajectory)
             for r in te.experiment.result.seeds:
@@ -207,9 +204,9 @@ class Objective:
                     trial.report(objective_values(per_seed[seed], self.measure, task)[0],
                                  step=self.seeds.index(seed))
                 if i < len(self.seed_chunks()) - 1 and trial.should_prune():
-                    self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
+                    self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work, train_s)
                     raise optuna.TrialPruned(f"pruned after seeds {list(per_seed)}")
-        self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work)
+        self._record(trial, cfg, run_id, summaries, trajectories, per_seed, work, train_s)
         if not self.pruning and len(trial.study.directions) == 1:  # seed-level values, for the dashboard's chart
             for index, seed in enumerate(self.seeds):
                 seed_value = objective_values(per_seed[seed], self.measure, task)[0]
@@ -222,8 +219,11 @@ class Objective:
                                          for i, v in enumerate(values)}, step=last_step)
         return values[0] if len(values) == 1 else values
 
-    def _record(self, trial, cfg: ExperimentConfig, run_id, summaries, trajectories, per_seed, folder: Path) -> None:
-        """Trial-level metrics (across-seed mean, std) and per-seed measures as user attributes."""
+    def _record(self, trial, cfg: ExperimentConfig, run_id, summaries, trajectories, per_seed, folder: Path,
+                train_s: float) -> None:
+        """Trial-level metrics (across-seed mean, std) and per-seed measures as user attributes;
+        `train_seconds`, the trial's own training time (optimiser steps and evaluations), beside its
+        duration: what a trial costs beyond it is tracking and set-up (`benchmarks/bench_study.py`)."""
         client = self.tracker.client
         summary = pd.concat(summaries, ignore_index=True)
         trajectory = pd.concat(trajectories, ignore_index=True)
@@ -236,6 +236,7 @@ class Objective:
         tracked = [c.removeprefix("test/mse/") for c in summary.columns if c.startswith("test/mse/")]
         set_description(client, run_id, trial_description(trial, trial.study.study_name, summary, tracked))
         trial.set_user_attr("seeds", compact_seeds(per_seed))
+        trial.set_user_attr("train_seconds", round(train_s, 4))
         for key, value in task_for(cfg).study_trial_attrs(cfg).items():  # what the report reads beside the measures
             trial.set_user_attr(key, value)
         for key in measures.columns:  # every per-seed measure of the domain (`Task.seed_measures`)
