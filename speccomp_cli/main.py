@@ -201,6 +201,11 @@ def run_cmd(
         "(torch.export, a traced graph that loads without running pickled code; about a second more per run)")] = "pickle",
 ) -> int:
     """Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow."""
+    from speccomp.core.figure_worker import FigureWorker
+
+    # The figures' process starts first, so that its imports overlap this one's (torch, MLflow);
+    # `run` ends it if the inputs are refused.
+    worker = None if no_figures else FigureWorker.start()
     from tracking.main import RunOptions, run
 
     return run(RunOptions(
@@ -208,7 +213,7 @@ def run_cmd(
         run_name=run_name, work_dir=work_dir, no_models=no_models, no_figures=no_figures,
         model_format=model_format,
         **_config_inputs(config_dir, preset, set_, overrides),
-    ))
+    ), figure_worker=worker)
 
 
 SAMPLER = Literal["random", "qmc", "tpe", "nsga2"]

@@ -62,7 +62,17 @@ class _Inputs:
         self.work_dir = check_work_dir(args.work_dir, "--work-dir")
 
 
-def run(args: RunOptions) -> int:
+def run(args: RunOptions, figure_worker=None) -> int:
+    """The whole run; `figure_worker` (a `FigureWorker` the caller started early, ended here
+    whatever happens) draws the figures, or one is started here."""
+    try:
+        return _run(args, figure_worker)
+    finally:
+        if figure_worker is not None:
+            figure_worker.close()
+
+
+def _run(args: RunOptions, early_worker) -> int:
     # (the `tracking` package, imported with this module, has set the MLflow environment already)
 
     from speccomp.core.figure_worker import FigureWorker
@@ -79,8 +89,9 @@ def run(args: RunOptions) -> int:
         return refused(str(exc))  # `mlflow run` made a run already: it ends FAILED with the reason
 
     apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
-    # The figures' process starts now, so that its imports overlap with the store's set-up and training.
-    worker = None if args.no_figures else FigureWorker.start()
+    # The figures' process (unless the caller started it already) starts now, so that its imports
+    # overlap with the store's set-up and training.
+    worker = None if args.no_figures else early_worker or FigureWorker.start()
     try:
         return _tracked(args, inputs, uri, attached, worker)
     finally:

@@ -359,9 +359,16 @@ def tracking_client():
     import mlflow
     from mlflow import MlflowClient
 
-    with creation_lock(mlflow.get_tracking_uri(), "mlflow"):
+    from tracking import store_template
+
+    uri = mlflow.get_tracking_uri()
+    with creation_lock(uri, "mlflow"):
+        new = store_template.new_sqlite_file(uri)  # a new SQLite store starts as a copy of an empty one
+        copied = new is not None and store_template.place(new)
         client = MlflowClient()  # may open the store already
         client.search_experiments(max_results=1)
+        if new is not None and not copied:
+            store_template.keep(new)
     return client
 
 

@@ -1,0 +1,96 @@
+"""A new SQLite store starts as a copy of a cached empty one (`tracking.store_template`): the same
+store MLflow's migrations make, without running them; anything odd falls back to MLflow."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tracking import store_template
+from tracking.store import tracking_client
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "speccomp"
+
+
+def open_store(path: Path, monkeypatch):
+    monkeypatch.chdir(path.parent)  # MLflow puts the Default experiment's artifacts under the working folder
+    mlflow.set_tracking_uri(f"sqlite:///{path}")
+    client = tracking_client()
+    client.create_experiment("speccomp")
+    return client
+
+
+def dump(path: Path) -> dict[str, object]:
+    """Every table's schema and rows; the Default experiment's times left out (they are the
+    moment the store was made)."""
+    db = sqlite3.connect(path)
+    try:
+        out = {"schema": sorted(db.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str)}
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            columns = [c[1] for c in db.execute(f'PRAGMA table_info("{name}")')]
+            keep = [c for c in columns if not (name == "experiments" and c in ("creation_time", "last_update_time"))]
+            out[name] = sorted(db.execute(f'SELECT {", ".join(keep)} FROM "{name}"').fetchall(), key=str)
+        return out
+    finally:
+        db.close()
+
+
+def test_the_second_new_store_is_a_copy_and_the_same_as_the_first(tmp_path, cache, monkeypatch):
+    first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    open_store(first, monkeypatch)  # made by MLflow's migrations; kept as the template
+    template = store_template.template_path()
+    assert template.is_file() and template.parent == cache
+    assert oct(template.stat().st_mode & 0o777) == "0o600" and oct(cache.stat().st_mode & 0o777) == "0o700"
+    stamp = template.stat().st_mtime_ns
+    open_store(second, monkeypatch)  # a copy of it
+    assert template.stat().st_mtime_ns == stamp  # used, not made again
+    a, b = dump(first), dump(second)
+    assert a["experiments"] == [(0, "Default", str(tmp_path / "a" / "mlruns" / "0"), "active", "default"),
+                                (1, "speccomp", str(tmp_path / "a" / "mlruns" / "1"), "active", "default")]
+    assert b["experiments"] == [(0, "Default", str(tmp_path / "b" / "mlruns" / "0"), "active", "default"),
+                                (1, "speccomp", str(tmp_path / "b" / "mlruns" / "1"), "active", "default")]
+    a.pop("experiments"), b.pop("experiments")
+    assert a == b  # every table, its schema and rows (the alembic version among them)
+    assert not [p for p in (tmp_path / "b").iterdir() if p.name.startswith(".")]  # no partial copy left
+    assert dump(template)["experiments"] == []  # the template holds no experiment of its own
+
+
+def test_a_template_that_is_not_a_store_falls_back_to_mlflow_and_is_made_again(tmp_path, cache, monkeypatch):
+    cache.mkdir(parents=True, mode=0o700)
+    template = store_template.template_path()
+    template.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)  # the header, then nothing MLflow can open
+    os.chmod(template, 0o600)
+    path = tmp_path / "mlflow.db"
+    client = open_store(path, monkeypatch)
+    assert [e.name for e in client.search_experiments()] == ["speccomp", "Default"]
+    assert dump(template)["experiments"] == []  # made again from the store MLflow made
+
+
+def test_a_template_another_user_could_write_is_not_used(tmp_path, cache, monkeypatch):
+    cache.mkdir(parents=True)
+    os.chmod(cache, 0o777)
+    template = store_template.template_path()
+    template.write_bytes(b"not a store")
+    path = tmp_path / "mlflow.db"
+    open_store(path, monkeypatch)
+    assert template.read_bytes() == b"not a store"  # neither used nor replaced: the folder is not private
+    assert dump(path)["experiments"][0][1] == "Default"
+
+
+def test_a_store_with_runs_is_never_made_a_template(tmp_path, cache, monkeypatch):
+    path = tmp_path / "mlflow.db"
+    client = open_store(path, monkeypatch)
+    store_template.template_path().unlink()
+    store_template.keep(path)  # the store now holds an experiment of its own
+    assert not store_template.template_path().exists()
+    assert client.search_experiments()  # and the store is untouched
