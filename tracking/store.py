@@ -193,6 +193,19 @@ def sqlite_problem(path: Path, example: str = DEFAULT_DB) -> str | None:
     return None
 
 
+def new_sqlite_file(uri: str) -> Path | None:
+    """The file of a SQLite store `uri` that does not exist yet (or is empty), else None."""
+    if not uri.startswith("sqlite:///") or "?" in uri:
+        return None
+    path = sqlite_path(uri)
+    if str(path) in ("", ".", ":memory:"):
+        return None
+    try:
+        return path if not path.exists() or path.stat().st_size == 0 else None
+    except OSError:
+        return None
+
+
 def check_work_dir(text: str | None, option: str = "work_dir") -> Path | None:
     """A folder for staging files (`--work-dir`): existing and writable, or creatable (its nearest
     existing ancestor is a writable folder). ConfigError naming `option` otherwise; None stays None."""
@@ -363,7 +376,7 @@ def tracking_client():
 
     uri = mlflow.get_tracking_uri()
     with creation_lock(uri, "mlflow"):
-        new = store_template.new_sqlite_file(uri)  # a new SQLite store starts as a copy of an empty one
+        new = new_sqlite_file(uri)  # a new SQLite store starts as a copy of an empty one
         copied = new is not None and store_template.place(new)
         client = MlflowClient()  # may open the store already
         client.search_experiments(max_results=1)

@@ -24,8 +24,6 @@ import os
 import sqlite3
 from pathlib import Path
 
-from tracking.store import SQLITE_HEADER, sqlite_path
-
 
 def cache_folder() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -39,27 +37,12 @@ def template_path() -> Path:
     return cache_folder() / f"mlflow-{mlflow.__version__}-empty-store.db"
 
 
-def new_sqlite_file(uri: str) -> Path | None:
-    """The file of a SQLite store `uri` that does not exist yet (or is empty), else None."""
-    if not uri.startswith("sqlite:///") or "?" in uri:
-        return None
-    path = sqlite_path(uri)
-    if str(path) in ("", ".", ":memory:"):
-        return None
-    try:
-        return path if not path.exists() or path.stat().st_size == 0 else None
-    except OSError:
-        return None
-
-
 def _usable(template: Path) -> bool:
-    """Ours (owned by this user, in a folder only this user writes) and a SQLite file."""
+    """Ours: owned by this user, in a folder only this user writes (what it holds is checked on
+    the copy, `_an_empty_store`)."""
     try:
         folder, st = template.parent.stat(), template.stat()
-        if st.st_uid != os.getuid() or folder.st_uid != os.getuid() or folder.st_mode & 0o022:
-            return False
-        with open(template, "rb") as f:
-            return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+        return st.st_uid == os.getuid() and folder.st_uid == os.getuid() and not folder.st_mode & 0o022
     except OSError:
         return False
 
@@ -86,7 +69,7 @@ def place(target: Path) -> bool:
 def _an_empty_store(path: Path) -> bool:
     """A sound SQLite file with MLflow's schema version, its tables and no experiment."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             if db.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
                 return False
@@ -109,7 +92,7 @@ def keep(created: Path) -> None:
         if not _private(folder):
             return
         partial = folder / f".{template.name}.{os.getpid()}"
-        source = sqlite3.connect(f"file:{created}?mode=ro", uri=True)
+        source = sqlite3.connect(f"{created.resolve().as_uri()}?mode=ro", uri=True)
         copy = sqlite3.connect(partial)
         try:
             source.backup(copy)  # a consistent snapshot, whatever else has the store open
