@@ -102,8 +102,11 @@ def _validate(args: StudyOptions):
     if args.resolved_config is not None:  # a spawned worker: the launcher resolved it
         base = config_from_any_dict(args.resolved_config)
     else:  # a folder holding matrices.yaml selects the matrices domain
-        base = task_for_dir(args.config_dir or None).load_config(args.config_dir or None, overrides,
-                                                                 [p for p in args.presets if p])
+        task, presets = task_for_dir(args.config_dir or None), [p for p in args.presets if p]
+        base = task.load_config(args.config_dir or None, overrides, presets)
+        with_log = configure_trial_size(list(args.overrides), base.training.log_every_n_step)
+        if with_log != overrides:  # the config logs every step: trials log fewer (TRIAL_LOG_EVERY_N_STEP)
+            overrides, base = with_log, task.load_config(args.config_dir or None, with_log, presets)
     check_measure(args.objective, task_for(base).name)
     settings = Settings(
         n_trials=args.n_trials,

@@ -137,7 +137,7 @@ class Objective:
         set_stage(f"trial {trial.number}")
         self._seed_runs: dict[int, str] = {}
         try:
-            value = self._train(trial, cfg, run_id, params, work)
+            value, last_step = self._train(trial, cfg, run_id, params, work)
         except optuna.TrialPruned:
             set_tags(client, run_id, {STATE_TAG: "PRUNED"})
             self.tracker.finish(run_id)
@@ -151,15 +151,15 @@ class Objective:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         values = value if isinstance(value, tuple) else (value,)
-        if not all(math.isfinite(v) for v in values):
+        finite = all(math.isfinite(v) for v in values)
+        if not finite:
             # Optuna fails a trial whose value is NaN; here that means "not learned", which the
             # report counts per setting (the trial's measures are in its user attributes).
-            set_tags(client, run_id, {STATE_TAG: "FAIL"})
             print(f"trial {trial.number}: {task_for(cfg).study_no_value(cfg, self.measure)}", file=sys.stderr)
-        else:
-            set_tags(client, run_id, {STATE_TAG: "COMPLETE"})
+        objective = {f"objective/{i}" if len(values) > 1 else "objective": v for i, v in enumerate(values)}
+        log_metric_dict(client, run_id, objective, step=last_step,  # with the state: one transaction
+                        tags={STATE_TAG: "COMPLETE" if finite else "FAIL"})
         self.tracker.finish(run_id)
-        finite = all(math.isfinite(v) for v in values)
         self._note(trial, run_id, "COMPLETE" if finite else "FAIL",
                    ", ".join(f"{v:.3g}" for v in values) if finite else "no value (not learned)")
         return value
@@ -182,7 +182,7 @@ class Objective:
             raise SurplusTrial(f"the study already holds {len(earlier)} of {self.total_trials} trials")
 
     def _train(self, trial: optuna.Trial, cfg: ExperimentConfig, run_id: str, params: dict[str, str], work: Path):
-        client = self.tracker.client
+        """The trial's value (a tuple for several objectives) and its last step."""
         task = task_for(cfg)
         summaries, trajectories, per_seed = [], [], {}
         datasets = task.generate(cfg, self.data_seed)  # once, whatever the number of chunks
@@ -215,9 +215,7 @@ class Objective:
         mean = {k: float(pd.Series([m[k] for m in per_seed.values()]).mean()) for k in next(iter(per_seed.values()))}
         values = objective_values(mean, self.measure, task)
         last_step = int(pd.concat(trajectories)["step"].max())
-        log_metric_dict(client, run_id, {f"objective/{i}" if len(values) > 1 else "objective": v
-                                         for i, v in enumerate(values)}, step=last_step)
-        return values[0] if len(values) == 1 else values
+        return (values[0] if len(values) == 1 else values), last_step
 
     def _record(self, trial, cfg: ExperimentConfig, run_id, summaries, trajectories, per_seed, folder: Path,
                 train_s: float) -> None:
@@ -247,7 +245,23 @@ class Objective:
         log_parent_artifacts(client, run_id, folder)
 
 
-def configure_trial_size(overrides: list[str]) -> list[str]:
-    """Defaults every trial gets unless the space or the user says otherwise: keep only the last
-    checkpoint's weights, so that a study of hundreds of trials does not fill the disk."""
-    return ["training.checkpoint_retention=last", *overrides]
+TRIAL_LOG_EVERY_N_STEP = 4
+"""Where the config logs `train/loss` at every step (the spectra default), a trial's seed runs log
+it at every 4th step and the last: 128 points a seed in the quick space, plenty for the UI's
+chart; writing every step was a third of what a trial cost beyond its training
+(`benchmarks/bench_study.py`). The trial's `trajectory_data.csv` keeps the loop's own
+per-checkpoint loss; `--set training.log_every_n_step=1` logs every step."""
+
+
+def configure_trial_size(overrides: list[str], log_every_n_step: int | None = None) -> list[str]:
+    """Defaults every trial gets unless the space or the user says otherwise: no checkpoint files
+    (a trial logs no weights unless asked: `--log-models` logs each seed's final model, `--set
+    training.checkpoint_retention=last` keeps the last checkpoint), so that a study of hundreds of
+    trials neither fills the disk nor spends its time copying weights; and, given the config's
+    `log_every_n_step` (None: not known yet), the training loss at every
+    `TRIAL_LOG_EVERY_N_STEP`-th step where the config would log every step."""
+    defaults = ["training.checkpoint_retention=none"]
+    named = any(o.split("=", 1)[0].strip() == "training.log_every_n_step" for o in overrides)
+    if log_every_n_step == 1 and not named:
+        defaults.append(f"training.log_every_n_step={TRIAL_LOG_EVERY_N_STEP}")
+    return [*defaults, *overrides]

@@ -3,7 +3,7 @@ Optuna distribution; `suggest(trial)` turns a trial into config overrides.
 
     name: quick
     fixed:                                  # overrides applied to every trial (e.g. the trial size)
-      - training.checkpoint_retention=last
+      - training.epochs=8
     params:
       pair: {type: categorical, choices: ["comp10+comp4", "comp4+comp8"]}
       combined_fraction: {type: float, low: 0.0, high: 0.2}

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from speccomp_cli.main import main as cli
 from speccomp_compat import study_id
 from study.main import make_sampler
+from study.objective import TRIAL_LOG_EVERY_N_STEP, configure_trial_size
 from study.storage import HEARTBEAT_ATTR, open_storage
 from tests.conftest import TINY_OVERRIDES
 
@@ -100,6 +101,15 @@ def finished(study: optuna.Study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
+def test_trials_log_the_loss_every_4th_step_and_keep_no_weights_unless_told():
+    every_step, raven = 1, 5  # the spectra config logs every step; the raven config every 5th already
+    assert configure_trial_size(["a.b=1"], every_step) == [
+        "training.checkpoint_retention=none", f"training.log_every_n_step={TRIAL_LOG_EVERY_N_STEP}", "a.b=1"]
+    assert configure_trial_size([], raven) == ["training.checkpoint_retention=none"]
+    told = ["training.log_every_n_step=1", "training.checkpoint_retention=last"]
+    assert configure_trial_size(told, every_step) == ["training.checkpoint_retention=none", *told]  # the user's win
+
+
 # --- a study, its MLflow records, its report, resuming -----------------------------------------------
 @pytest.mark.slow
 def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
@@ -136,6 +146,14 @@ def test_study_tracks_each_trial_reports_and_resumes(env, capsys):
         assert sorted(r.data.tags["seed"] for r in seed_runs) == ["1", "2"]
         assert all(r.data.tags["speccomp.role"] == "seed" and r.info.status == "FINISHED" for r in seed_runs)
         assert all(r.data.tags["optuna.trial_number"] == str(t.number) for r in seed_runs)
+        for r in seed_runs:  # the study's defaults: the loss at every 4th step and each checkpoint, no weights
+            history = MlflowClient().get_metric_history
+            checkpoints = {m.step for m in history(r.info.run_id, "test/mse")} - {0}
+            steps = [m.step for m in history(r.info.run_id, "train/loss")]
+            last = max(checkpoints)
+            assert steps == [s for s in range(1, last + 1) if s % TRIAL_LOG_EVERY_N_STEP == 0 or s in checkpoints]
+            assert len(steps) < last
+            assert "checkpoints" not in {f.path for f in MlflowClient().list_artifacts(r.info.run_id)}
 
     # the report: logged with the study run, importances of each (target, evaluator) sum to one
     client = MlflowClient()

@@ -210,6 +210,11 @@ def set_description(client, run_id: str, markdown: str) -> None:
     client.set_tag(run_id, NOTE_TAG, markdown[:NOTE_LIMIT])
 
 
+def description_tag(markdown: str) -> dict[str, str]:
+    """The tag `set_description` sets, for a batch that carries other records too."""
+    return {NOTE_TAG: markdown[:NOTE_LIMIT]}
+
+
 # ------------------------------------------------------------------------------------------------
 # headline metrics
 # ------------------------------------------------------------------------------------------------

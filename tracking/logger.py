@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 
 from tracking.ui import for_mlflow
 
@@ -42,10 +42,14 @@ class MlflowTrainingLogger:
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, tags: dict[int, dict[str, str]] | None = None) -> None:
+        """Write what is pending, one batch per run; `tags` (seed -> tags) go in the same batch,
+        one store transaction instead of two."""
+        tags = tags or {}
         for seed, metrics in self._pending.items():
-            if not metrics:
+            run_tags = [RunTag(k, str(v)) for k, v in tags.get(seed, {}).items()]
+            if not metrics and not run_tags:
                 continue
-            self.client.log_batch(self.run_ids[seed], metrics=metrics)  # MLflow splits it into allowed batches
+            self.client.log_batch(self.run_ids[seed], metrics=metrics, tags=run_tags)  # MLflow splits it into allowed batches
             metrics.clear()
         self._last_flush = time.monotonic()

@@ -35,7 +35,7 @@ from speccomp.core.splits import Split
 from speccomp.core.task import task_for
 from speccomp.core.training import SeedResult
 from speccomp_compat import dataset_entity
-from tracking.describe import domain_word
+from tracking.describe import description_tag, domain_word
 from tracking.logger import MlflowTrainingLogger
 from tracking.runs import RunTracker
 from tracking.ui import (  # flatten: tracking.nas and tracking.meta import it from here
@@ -44,7 +44,6 @@ from tracking.ui import (  # flatten: tracking.nas and tracking.meta import it f
     role_alias,
     role_names,
     seed_description,
-    set_description,
     tracked_labels,
 )
 
@@ -60,10 +59,12 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> Non
     client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])  # MLflow batches it
 
 
-def log_metric_dict(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+def log_metric_dict(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0,
+                    tags: dict[str, Any] | None = None) -> None:
+    """The finite values of `metrics` at `step` (and `tags`), in one batch."""
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
-    client.log_batch(run_id, metrics=items)
+    client.log_batch(run_id, metrics=items, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
@@ -117,14 +118,15 @@ def run_tracked_experiment(
         mlflow_logger.add_runs({seed: child_ids[seed] for seed in group})
 
     def done(part) -> None:
-        mlflow_logger.flush()
+        # The seeds' last metrics, their not-learned tags and descriptions: one batch a run.
+        mlflow_logger.flush(tags={r.seed: {
+            **(not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill) if spectra else {}),
+            **description_tag(seed_description(r.seed, r.data_seed, r.final, tracked_labels(cfg))),
+        } for r in part.seeds})
         group_ids = [child_ids[r.seed] for r in part.seeds]
         log_dataset_inputs(client, group_ids, datasets_used)
         for r in part.seeds:
             run_id = child_ids[r.seed]
-            tag = not_learned_tag(r.final, cfg.tracked_labels, cfg.analysis.learned_skill) if spectra else {}
-            if tag:
-                set_tags(client, run_id, tag)
             if r.checkpoint_paths:
                 client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
             client.log_artifact(run_id, str(write_predictions(r, work_dir)), PREDICTIONS_DIR)
@@ -133,7 +135,6 @@ def run_tracked_experiment(
                 log_final_model(run_id, r, datasets_used["train"], step=part.total_steps, client=client,
                                 model_format=model_format,
                                 name=f"{domain_word(task.name)}-{run_name(r.seed)}")
-            set_description(client, run_id, seed_description(r.seed, r.data_seed, r.final, tracked_labels(cfg)))
             tracker.finish(run_id)
 
     # MLflow's first log_model reads every installed package's metadata (1.6 s); built meanwhile.
@@ -309,17 +310,18 @@ def log_parent_summary(
     tracked = [c.removeprefix("test/mse/") for c in summary.columns if c.startswith("test/mse/")]
     table = summary if extra is None else pd.concat([summary, extra.reset_index(drop=True)], axis=1)
     finals = aggregate_finals(table)
-    log_metric_dict(client, run_id, for_mlflow(finals, tracked), step=last_step)
-    log_mean_curves(client, run_id, trajectory, skip_step=last_step, tracked=tracked)
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, last_step) for k, v in for_mlflow(finals, tracked).items()
+               if v is not None and not math.isnan(v)]
+    metrics += mean_curves(trajectory, skip_step=last_step, tracked=tracked)
     labels = [k.removeprefix("not_learned/") for k in finals if k.startswith("not_learned/") and "/tracked" not in k]
+    tags = {}
     if labels:  # the tracked components that at least one seed did not learn (empty: all learned)
-        set_tags(client, run_id, {"not_learned": ",".join(label for label in labels if finals[f"not_learned/{label}"] > 0)})
+        tags["not_learned"] = ",".join(label for label in labels if finals[f"not_learned/{label}"] > 0)
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])  # one transaction
 
 
-def log_mean_curves(
-    client: MlflowClient, run_id: str, trajectory: pd.DataFrame, skip_step: int | None = None,
-    tracked: Sequence[str] = (),
-) -> None:
+def mean_curves(trajectory: pd.DataFrame, skip_step: int | None = None, tracked: Sequence[str] = ()) -> list[Metric]:
     """The parent's own curves: the across-seed mean of each checkpoint metric at each step.
     `skip_step` (the last step, where `aggregate_finals` logs the same means) is left out, so that
     no step holds two values of one metric."""
@@ -337,14 +339,13 @@ def log_mean_curves(
     now = int(time.time() * 1000)
     roles = role_names(tracked)  # the role-named curves too (`first/test/mse`)
     names = {col: [name, *filter(None, [role_alias(name, roles)])] for col, name in cols.items()}
-    metrics = [
+    return [
         Metric(alias, float(v), now, int(step))
         for step, row in mean.iterrows()
         for col in cols
         if not math.isnan(v := row[col])
         for alias in names[col]
     ]
-    client.log_batch(run_id, metrics=metrics)
 
 
 def log_parent_artifacts(client: MlflowClient, run_id: str, work_dir: Path, subdir: str | None = None) -> None:
