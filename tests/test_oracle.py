@@ -139,6 +139,26 @@ def test_deterministic(setup) -> None:
     assert torch.equal(crb1, crb2)
 
 
+def test_the_chunk_size_changes_nothing_but_memory(setup) -> None:
+    """Each spectrum is fitted, and its bound computed, on its own: chunks of 8 and 16 (the last one
+    short) and one chunk of all give the same bits as the default; a chunk size that is not a
+    multiple of 8 may change the vector kernels' rounding in the last digits."""
+    forward, test, tracked = setup
+    spectra = test.spectra[:40]
+    default = fit_oracle(forward, spectra, tracked)
+    for chunk in (8, 16, 40):
+        other = fit_oracle(forward, spectra, tracked, chunk_size=chunk)
+        for name in ("abundances", "temperature_k", "sigma", "converged", "iterations"):
+            assert torch.equal(getattr(default, name), getattr(other, name)), (chunk, name)
+    odd = fit_oracle(forward, spectra, tracked, chunk_size=7)
+    torch.testing.assert_close(odd.abundances, default.abundances, rtol=1e-9, atol=1e-12)
+    args = (forward, test.temperature_k[:40], test.abundances[:40], test.noise_sigma[:40], tracked)
+    crb = cramer_rao_bound(*args)
+    assert crb.shape == (40, len(tracked))
+    for chunk in (8, 16, 40):
+        assert torch.equal(cramer_rao_bound(*args, chunk_size=chunk), crb), chunk
+
+
 def test_rare_nonpositive_bins_are_masked(setup) -> None:
     """A bin that noise pushed to ≤ 0 cannot be logged; it is left out, not refused."""
     forward, test, tracked = setup
