@@ -76,7 +76,8 @@ def test_sigint_at_any_instant_of_a_5000_seed_run_leaves_nothing_running(store, 
     argv = [sys.executable, "-m", "speccomp_cli", "run", "--seeds", ",".join(map(str, range(5000))), "--run-name",
             name, "--no-models", "--no-figures", "--threads", "1", "--config-dir", str(default_config_dir()),
             *[a for o in [*TINY_OVERRIDES, "training.checkpoint_retention=last"] for a in ("--set", o)]]
-    proc = subprocess.Popen(argv, cwd=store.path, env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=store.path, env={**store.env, "PYTHONFAULTHANDLER": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=_sigint_default)  # Ctrl-C acts even if this shell ignores it
     try:
         deadline = time.monotonic() + 120
@@ -88,9 +89,7 @@ def test_sigint_at_any_instant_of_a_5000_seed_run_leaves_nothing_running(store, 
         try:
             out, err = proc.communicate(timeout=GRACE_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"still running {GRACE_S} s after SIGINT")
+            pytest.fail(f"still running {GRACE_S} s after SIGINT; where each thread was:\n{_stacks(proc)}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -105,6 +104,18 @@ def test_sigint_at_any_instant_of_a_5000_seed_run_leaves_nothing_running(store, 
     if "seeds" in parent.data.tags:  # tagged unless the signal came before the tags were written
         assert parent.data.tags["seeds"] == "0–4999 (5,000 seeds)"
     assert [r.info.run_name for r in all_runs(store.client) if r.info.status == "RUNNING"] == []
+
+
+def _stacks(proc: subprocess.Popen) -> str:
+    """A stuck process's threads, as its faulthandler prints them on SIGABRT (PYTHONFAULTHANDLER=1),
+    with the end of what it wrote before."""
+    proc.send_signal(signal.SIGABRT)
+    try:
+        _, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err[-6000:]
 
 
 def _sigint_default() -> None:
