@@ -15,9 +15,10 @@ from tracking.store import tracking_client
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
+def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "speccomp"
+    yield tmp_path / "cache" / "speccomp"
+    mlflow.set_tracking_uri(None)  # the stores opened here are not the next test's
 
 
 def open_store(path: Path, monkeypatch):
