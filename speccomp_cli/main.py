@@ -203,17 +203,22 @@ def run_cmd(
     """Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow."""
     from speccomp.core.figure_worker import FigureWorker
 
-    # The figures' process starts first, so that its imports overlap this one's (torch, MLflow);
-    # `run` ends it if the inputs are refused.
+    # The figures' process starts first, so that its imports overlap this one's (torch, MLflow).
     worker = None if no_figures else FigureWorker.start()
-    from tracking.main import RunOptions, run
+    try:
+        from tracking.main import RunOptions, run
 
-    return run(RunOptions(
-        seeds=_list(seeds), data_seeds=_list(data_seeds) or [42], threads=threads, experiment_name=experiment_name,
-        run_name=run_name, work_dir=work_dir, no_models=no_models, no_figures=no_figures,
-        model_format=model_format,
-        **_config_inputs(config_dir, preset, set_, overrides),
-    ), figure_worker=worker)
+        options = RunOptions(
+            seeds=_list(seeds), data_seeds=_list(data_seeds) or [42], threads=threads,
+            experiment_name=experiment_name, run_name=run_name, work_dir=work_dir, no_models=no_models,
+            no_figures=no_figures, model_format=model_format,
+            **_config_inputs(config_dir, preset, set_, overrides),
+        )
+    except BaseException:  # refused here, or Ctrl-C during the imports: the worker goes too
+        if worker is not None:
+            worker.close()
+        raise
+    return run(options, figure_worker=worker)  # which ends the worker, whatever happens
 
 
 SAMPLER = Literal["random", "qmc", "tpe", "nsga2"]

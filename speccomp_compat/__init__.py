@@ -158,6 +158,13 @@ def warm_mlflow_package_map() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def mlflow_schema_head() -> str:
+    """The schema version (alembic head) this MLflow's stores are at."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
 def release_free_memory() -> None:
     """Hand the C heap's free memory back to the system (glibc's `malloc_trim`; nothing elsewhere).
     glibc raises its mmap threshold as large blocks are freed, so the temporaries of generation and

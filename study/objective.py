@@ -138,6 +138,11 @@ class Objective:
         self._seed_runs: dict[int, str] = {}
         try:
             value, last_step = self._train(trial, cfg, run_id, params, work)
+            values = value if isinstance(value, tuple) else (value,)
+            finite = all(math.isfinite(v) for v in values)
+            objective = {f"objective/{i}" if len(values) > 1 else "objective": v for i, v in enumerate(values)}
+            log_metric_dict(client, run_id, objective, step=last_step,  # with the state: one transaction
+                            tags={STATE_TAG: "COMPLETE" if finite else "FAIL"})
         except optuna.TrialPruned:
             set_tags(client, run_id, {STATE_TAG: "PRUNED"})
             self.tracker.finish(run_id)
@@ -150,15 +155,10 @@ class Objective:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        values = value if isinstance(value, tuple) else (value,)
-        finite = all(math.isfinite(v) for v in values)
         if not finite:
             # Optuna fails a trial whose value is NaN; here that means "not learned", which the
             # report counts per setting (the trial's measures are in its user attributes).
             print(f"trial {trial.number}: {task_for(cfg).study_no_value(cfg, self.measure)}", file=sys.stderr)
-        objective = {f"objective/{i}" if len(values) > 1 else "objective": v for i, v in enumerate(values)}
-        log_metric_dict(client, run_id, objective, step=last_step,  # with the state: one transaction
-                        tags={STATE_TAG: "COMPLETE" if finite else "FAIL"})
         self.tracker.finish(run_id)
         self._note(trial, run_id, "COMPLETE" if finite else "FAIL",
                    ", ".join(f"{v:.3g}" for v in values) if finite else "no value (not learned)")

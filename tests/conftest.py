@@ -29,6 +29,19 @@ def tiny_config(*extra: str) -> ExperimentConfig:
     return load_config(default_config_dir(), [*TINY_OVERRIDES, *extra])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The suite's own cache folder (the empty-store template of `tracking.store_template`), made
+    once and inherited by every subprocess: the user's `~/.cache/speccomp` is left alone."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture
 def tiny_cfg() -> ExperimentConfig:
     return tiny_config()

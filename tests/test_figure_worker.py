@@ -105,3 +105,48 @@ def test_an_error_in_the_data_figures_is_raised_in_the_caller(job, tmp_path):
             worker.submit(cfg, datasets, trajectory, predictions, tmp_path, None)
     finally:
         worker.close()
+
+
+def _workers_tagged(tag: str) -> list[int]:
+    """Live processes whose environment holds `tag` (the command and the worker it started)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if tag.encode() in (proc / "environ").read_bytes() and b"figure_worker" in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def test_the_worker_started_before_the_imports_ends_with_the_command(tmp_path):
+    """`speccomp run` starts its figure worker first thing: Ctrl-C during the command's imports ends
+    it with the command, not a second later when its own imports are done. (A refused config is
+    found after the imports, when the worker is waiting for its input and ends at its end.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    tag = f"SPECCOMP_TEST_TAG={uuid.uuid4().hex}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", tag.split("=")[0]: tag}
+    argv = [sys.executable, "-m", "speccomp_cli", "run", "--seeds", "1"]
+    log = (tmp_path / "stderr.txt").open("w")  # not a pipe: the worker shares it, and reading it to its end would wait for the worker
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 30
+    while not _workers_tagged(tag) and time.monotonic() < deadline:  # the worker is up
+        time.sleep(0.02)
+    assert _workers_tagged(tag), "no figure worker started"
+    proc.send_signal(signal.SIGINT)  # to the command alone, while it imports torch and MLflow
+    proc.wait(timeout=60)
+    left = _workers_tagged(tag)  # at once: a worker that ends on its own ends about a second later
+    log.close()
+    assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-2000:]
+    assert left == []
+    assert not (tmp_path / "mlflow.db").exists()  # nothing half-written

@@ -95,3 +95,36 @@ def test_a_store_with_runs_is_never_made_a_template(tmp_path, cache, monkeypatch
     store_template.keep(path)  # the store now holds an experiment of its own
     assert not store_template.template_path().exists()
     assert client.search_experiments()  # and the store is untouched
+
+
+def test_a_file_or_link_already_at_the_name_is_left_to_mlflow(tmp_path, cache, monkeypatch):
+    (tmp_path / "a").mkdir()
+    open_store(tmp_path / "a" / "mlflow.db", monkeypatch)  # the template
+    empty = tmp_path / "b" / "mlflow.db"
+    empty.parent.mkdir()
+    empty.touch()
+    target = tmp_path / "c" / "elsewhere.db"
+    target.parent.mkdir()
+    link = tmp_path / "c" / "mlflow.db"
+    link.symlink_to(target)
+    for path in (empty, link):
+        open_store(path, monkeypatch)  # MLflow's own creation, through whatever is there
+        assert not [p.name for p in path.parent.iterdir() if ".speccomp-" in p.name]
+    assert link.is_symlink() and dump(target)["experiments"][1][1] == "speccomp"
+
+
+def test_a_copied_store_has_the_mode_sqlite_gives_a_new_file(tmp_path, cache, monkeypatch):
+    (tmp_path / "a").mkdir()
+    open_store(tmp_path / "a" / "mlflow.db", monkeypatch)  # the template
+    mlflow_made = (tmp_path / "a" / "mlflow.db").stat().st_mode & 0o777
+    copy = tmp_path / "b" / "mlflow.db"
+    copy.parent.mkdir()
+    open_store(copy, monkeypatch)
+    assert copy.stat().st_mode & 0o777 == mlflow_made == 0o644 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+

@@ -194,16 +194,14 @@ def sqlite_problem(path: Path, example: str = DEFAULT_DB) -> str | None:
 
 
 def new_sqlite_file(uri: str) -> Path | None:
-    """The file of a SQLite store `uri` that does not exist yet (or is empty), else None."""
+    """The file of a SQLite store `uri` that does not exist yet (nothing at that name, not even a
+    link or an empty file: those are MLflow's to open), else None."""
     if not uri.startswith("sqlite:///") or "?" in uri:
         return None
     path = sqlite_path(uri)
     if str(path) in ("", ".", ":memory:"):
         return None
-    try:
-        return path if not path.exists() or path.stat().st_size == 0 else None
-    except OSError:
-        return None
+    return None if os.path.lexists(path) else path
 
 
 def check_work_dir(text: str | None, option: str = "work_dir") -> Path | None:

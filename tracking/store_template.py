@@ -25,21 +25,29 @@ import sqlite3
 from pathlib import Path
 
 
-def cache_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "speccomp"
+def cache_folder() -> Path | None:
+    """`$XDG_CACHE_HOME/speccomp`, else `~/.cache/speccomp`; None when neither is an absolute path
+    (a relative XDG_CACHE_HOME is ignored, as the XDG spec says; no home folder: no template)."""
+    for base in (os.environ.get("XDG_CACHE_HOME", ""), os.path.join(os.path.expanduser("~"), ".cache")):
+        if os.path.isabs(base):
+            return Path(base) / "speccomp"
+    return None
 
 
-def template_path() -> Path:
-    """The template of this MLflow version (a schema belongs to a version)."""
+def template_path() -> Path | None:
+    """The template of this MLflow version (a schema belongs to a version; the copy is checked
+    against the schema version too, for MLflow installed from a development tree)."""
     import mlflow
 
-    return cache_folder() / f"mlflow-{mlflow.__version__}-empty-store.db"
+    folder = cache_folder()
+    return None if folder is None else folder / f"mlflow-{mlflow.__version__}-empty-store.db"
 
 
-def _usable(template: Path) -> bool:
+def _usable(template: Path | None) -> bool:
     """Ours: owned by this user, in a folder only this user writes (what it holds is checked on
     the copy, `_an_empty_store`)."""
+    if template is None:
+        return False
     try:
         folder, st = template.parent.stat(), template.stat()
         return st.st_uid == os.getuid() and folder.st_uid == os.getuid() and not folder.st_mode & 0o022
@@ -48,32 +56,42 @@ def _usable(template: Path) -> bool:
 
 
 def place(target: Path) -> bool:
-    """Copy the template to `target` (which must not exist); whether a copy is there now."""
+    """Copy the template to `target` (nothing may exist at that name); whether a copy is there now.
+    The copy is a new file (never through a link), with the mode SQLite would give it."""
     template = template_path()
     if not _usable(template):
         return False
-    partial = target.with_name(f".{target.name}.speccomp-{os.getpid()}")
+    partial = target.with_name(f".{target.name}.speccomp-{os.getpid()}-{os.urandom(4).hex()}")
     try:
-        partial.write_bytes(template.read_bytes())
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(template.read_bytes())
         if not _an_empty_store(partial):
-            template.unlink()  # made again from the store MLflow now makes
-            raise OSError("not an empty store")
-        os.replace(partial, target)  # under the creation lock; target was checked missing or empty
+            with contextlib.suppress(OSError):
+                template.unlink()  # made again from the store MLflow now makes
+            return False
+        os.link(partial, target)  # fails if anything appeared at that name: MLflow opens that instead
         return True
     except OSError:
+        return False
+    finally:  # whatever happened (Ctrl-C included), no partial file is left beside the store
         with contextlib.suppress(OSError):
             partial.unlink()
-        return False
 
 
 def _an_empty_store(path: Path) -> bool:
-    """A sound SQLite file with MLflow's schema version, its tables and no experiment."""
+    """A sound SQLite file at this MLflow's schema version, with no experiment."""
+    from speccomp_compat import mlflow_schema_head
+
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             if db.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
                 return False
-            if len(db.execute("SELECT version_num FROM alembic_version").fetchall()) != 1:
+            if db.execute("SELECT version_num FROM alembic_version").fetchall() != [(mlflow_schema_head(),)]:
                 return False
             return db.execute("SELECT count(*) FROM experiments").fetchone() == (0,)
         finally:
@@ -84,9 +102,11 @@ def _an_empty_store(path: Path) -> bool:
 
 def keep(created: Path) -> None:
     """Make the template from a store MLflow has just created (best effort, never an error)."""
+    template = template_path()
+    if template is None:
+        return
     partial = None
-    with contextlib.suppress(Exception):
-        template = template_path()
+    try:
         folder = template.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(folder):
@@ -106,9 +126,13 @@ def keep(created: Path) -> None:
             source.close()
         os.chmod(partial, 0o600)
         os.replace(partial, template)
-    if partial is not None:
-        with contextlib.suppress(OSError):
-            partial.unlink()  # what is left of a failed attempt
+        partial = None
+    except Exception:
+        pass  # no template this time: the next new store is made by MLflow, and kept then
+    finally:  # what is left of a failed or interrupted attempt
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                partial.unlink()
 
 
 def _private(folder: Path) -> bool:
