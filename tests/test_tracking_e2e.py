@@ -45,6 +45,7 @@ def store(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mp.chdir(folder)  # the store's default artifact root is taken from where it is created
+        mlflow.set_tracking_uri(uri)  # over whatever an earlier test of this process set (models:/ URIs)
         client = MlflowClient(uri)
         client.search_experiments()  # create the database (and run its migrations) once, here
         yield SimpleNamespace(path=folder, uri=uri, client=client, env=env)
