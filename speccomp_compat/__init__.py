@@ -165,6 +165,31 @@ def mlflow_schema_head() -> str:
     return _get_latest_schema_revision()
 
 
+def hold_signals_in_transactions(store: Any, hold: Any) -> bool:
+    """Make every database transaction of a SQLAlchemy-backed MLflow `store` run inside `hold()` (a
+    context manager that defers Ctrl-C and SIGTERM to its end, `tracking.interrupts.signals_held`): an
+    interrupt then acts between transactions, never inside one, where it could leave the SQLite
+    write lock held by a connection nobody closes (and the guard's own writes waiting for it up to
+    MLflow's 20 s busy timeout). Whether the store was one (a tracking server's is not); once per
+    store object."""
+    import contextlib
+    import functools
+
+    maker = getattr(store, "ManagedSessionMaker", None)
+    if maker is None or getattr(maker, "_speccomp_held", False):
+        return maker is not None
+
+    @functools.wraps(maker)
+    @contextlib.contextmanager
+    def held(*args, **kwargs):
+        with hold(), maker(*args, **kwargs) as session:
+            yield session
+
+    held._speccomp_held = True
+    store.ManagedSessionMaker = held
+    return True
+
+
 def release_free_memory() -> None:
     """Hand the C heap's free memory back to the system (glibc's `malloc_trim`; nothing elsewhere).
     glibc raises its mmap threshold as large blocks are freed, so the temporaries of generation and

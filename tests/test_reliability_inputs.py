@@ -206,6 +206,48 @@ def test_a_signal_while_a_run_is_being_created_leaves_none_running(env, monkeypa
     assert {r.info.status for r in runs.values()} == {"KILLED"}
 
 
+def test_a_signal_inside_a_store_transaction_acts_after_it(tmp_path, monkeypatch):
+    """Ctrl-C landing in the middle of a store write (here: as the batch's first metric row is
+    inserted) is raised once the transaction is over: the batch is in the store whole, and the
+    SQLite file is free at once for the guard's own writes (an interrupted transaction could leave
+    its write lock to a connection nobody closes, and MLflow waits up to 20 s for a lock)."""
+    import sqlite3
+
+    import mlflow
+    from mlflow.entities import Metric
+    from sqlalchemy import event
+
+    from tracking.store import tracking_client
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        client = tracking_client()
+        run_id = client.create_run(client.create_experiment("held")).info.run_id
+        engine = client._tracking_client.store.engine
+        sent = []
+
+        def interrupt(conn, cursor, statement, *args):
+            if "INSERT INTO metrics" in statement and not sent:
+                sent.append(statement)
+                os.kill(os.getpid(), signal.SIGINT)
+
+        event.listen(engine, "before_cursor_execute", interrupt)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                client.log_batch(run_id, metrics=[Metric("m", float(s), 0, s) for s in range(10)])
+        finally:
+            event.remove(engine, "before_cursor_execute", interrupt)
+        assert sent
+        assert [m.step for m in client.get_metric_history(run_id, "m")] == list(range(10))
+        free = sqlite3.connect(tmp_path / "mlflow.db", timeout=0)  # no waiting for a lock
+        free.execute("CREATE TABLE probe (a)")
+        free.commit()
+        free.close()
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_held_signals_are_delivered_when_the_block_ends():
     from tracking.runs import Terminated, signals_held, sigterm_as_interrupt
 

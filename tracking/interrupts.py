@@ -12,7 +12,11 @@ Standard library only: `tracking.progress` imports it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
+from collections.abc import Iterator
 
 
 class Terminated(KeyboardInterrupt):
@@ -36,11 +40,43 @@ def pending() -> int | None:
 
 def check() -> None:
     """Raise the interrupt that was raised and not answered (main thread only; else nothing)."""
-    import signal
-
     signum = _pending[0]
     if signum is None or threading.current_thread() is not threading.main_thread():
         return
     if signum == signal.SIGTERM:
         raise Terminated(f"signal {signum} (delivered again: the first was dropped)")
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Within the block a Ctrl-C or SIGTERM is held, and delivered as the handler in force would
+    deliver it (KeyboardInterrupt, `Terminated`) when the block ends: so that a run is never made in
+    the store without being known to its tracker, whatever the instant of the signal (a signal
+    during `create_run` used to leave that run RUNNING). Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, frame):  # noqa: ARG001
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            _deliver(caught[0], previous[caught[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    """What `handler` (as returned by signal.signal) does with `signum`, done now."""
+    if callable(handler):
+        handler(signum, None)  # Python's default SIGINT handler raises KeyboardInterrupt; ours raise Terminated
+    elif handler == signal.SIG_DFL:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)  # the default action (SIGTERM: the process ends)

@@ -16,7 +16,7 @@ from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from tracking import interrupts
-from tracking.interrupts import Terminated
+from tracking.interrupts import Terminated, signals_held  # noqa: F401  (signals_held: re-exported)
 from tracking.stale import process_tags
 from tracking.store import record_error
 
@@ -190,40 +190,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         interrupts.acknowledge()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Within the block a Ctrl-C or SIGTERM is held, and delivered as the handler in force would
-    deliver it (KeyboardInterrupt, `Terminated`) when the block ends: so that a run is never made in
-    the store without being known to its tracker, whatever the instant of the signal (a signal
-    during `create_run` used to leave that run RUNNING). Main thread only; elsewhere a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-
-    def hold(signum, frame):  # noqa: ARG001
-        caught.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if caught:
-            _deliver(caught[0], previous[caught[0]])
-
-
-def _deliver(signum: int, handler) -> None:
-    """What `handler` (as returned by signal.signal) does with `signum`, done now."""
-    if callable(handler):
-        handler(signum, None)  # Python's default SIGINT handler raises KeyboardInterrupt; ours raise Terminated
-    elif handler == signal.SIG_DFL:
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        os.kill(os.getpid(), signum)  # the default action (SIGTERM: the process ends)
 
 
 @contextlib.contextmanager

@@ -380,6 +380,10 @@ def tracking_client():
         client.search_experiments(max_results=1)
         if new is not None and not copied:
             store_template.keep(new)
+    from speccomp_compat import hold_signals_in_transactions
+    from tracking.interrupts import signals_held
+
+    hold_signals_in_transactions(client._tracking_client.store, signals_held)  # Ctrl-C between transactions
     return client
 
 
