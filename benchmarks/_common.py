@@ -73,44 +73,6 @@ def together(*calls: Callable[[], Any]) -> list[Any]:
     return [f.result() for f in futures]
 
 
-def store_template() -> Path:
-    """An empty MLflow SQLite store, made once per MLflow version in the temp folder (by a
-    subprocess, so that this process need not import MLflow): see `empty_store`."""
-    import importlib.metadata
-    import subprocess
-    import tempfile
-
-    folder = Path(tempfile.gettempdir()) / f"speccomp-bench-{os.getuid()}"  # this user's alone: 0700, owner checked
-    folder.mkdir(mode=0o700, exist_ok=True)
-    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
-        raise SystemExit(f"{folder}: not a private folder of this user; remove it")
-    template = folder / f"store-mlflow-{importlib.metadata.version('mlflow')}.db"
-    if not template.exists():
-        with tempfile.TemporaryDirectory(prefix="speccomp-bench-store-") as tmp:
-            made = Path(tmp) / "mlflow.db"
-            done = subprocess.run(
-                [sys.executable, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
-                cwd=tmp, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{made}"}, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"could not make an empty MLflow store:\n{done.stderr[-3000:]}")
-            part = template.with_suffix(f".{os.getpid()}.part")
-            try:
-                part.write_bytes(made.read_bytes())
-                os.replace(part, template)  # there whole, or not at all
-            finally:
-                part.unlink(missing_ok=True)
-    return template
-
-
-def empty_store(db: Path) -> Path:
-    """An empty MLflow store at `db` (SQLite), copied from `store_template()` rather than built by
-    MLflow's schema migrations (about 1 s of CPU a store). For --smoke only: a full run keeps store
-    creation where a user meets it. The template's Default experiment (id 0) points at a folder
-    that is gone; speccomp logs to experiments of its own."""
-    db.write_bytes(store_template().read_bytes())
-    return db
-
-
 def add_smoke_flag(parser) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="the same code paths at the smallest size that exercises them: a few seconds, "

@@ -7,8 +7,8 @@ back from the run's `time/*` metrics). Reports only; nothing is asserted.
     python benchmarks/bench_meta.py --config default --json benchmarks/results/meta.json
     python benchmarks/bench_meta.py --smoke                  # the smoke preset shrunk further (a few seconds), no verdict;
                                       # meta and a one-repetition meta-eval side by side (their peaks: the
-                                      # larger of the runs ended so far), each on a copy of an
-                                      # empty MLflow store (_common.empty_store)
+                                      # larger of the runs ended so far), each on a new MLflow store
+                                      # (a copy of the cached empty one, tracking/store_template.py)
     python benchmarks/bench_meta.py --config default --evaluation 3 --eval-threads 1,2
                                       # then `speccomp meta-eval` too: its wall time, peak RSS and the
                                       # cost of one repetition
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Report, add_smoke_flag, empty_store, machine_line, store_template, together
+from _common import Report, add_smoke_flag, machine_line, together
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
     'meta (smoke): end to end',
@@ -49,8 +49,7 @@ SMOKE_ARGS = [  # four training and two test tasks of 64-bin spectra, a few step
 ]
 
 
-def run_once(config: str, threads: str, extra: list[str], command: str = "meta", smoke: bool = False,
-             ) -> tuple[float, float, dict[str, float]]:
+def run_once(config: str, threads: str, extra: list[str], command: str = "meta") -> tuple[float, float, dict[str, float]]:
     """(wall s, peak RSS MB of the child, parent-run metrics) of one fresh-process run of
     `speccomp <command>`. The peak is the largest child process this benchmark has waited for so
     far (getrusage): the larger of the runs so far."""
@@ -58,8 +57,6 @@ def run_once(config: str, threads: str, extra: list[str], command: str = "meta",
 
     with tempfile.TemporaryDirectory(prefix="bench-meta-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        if smoke:  # a copy of an empty store rather than MLflow's migrations
-            empty_store(Path(tmp) / "mlflow.db")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
         cmd = [sys.executable, "-m", "speccomp_cli", command, "--config", config, "--threads", threads,
@@ -98,10 +95,9 @@ def main() -> None:
     threads = args.eval_threads or args.threads
     meta_eval = ["--repetitions", str(args.evaluation), *args.extra]
     if args.smoke and args.evaluation:  # side by side: two fresh processes, about the time of one
-        store_template()
         (wall, peak_mb, metrics), evaluated = together(
-            lambda: run_once(args.config, args.threads, args.extra, smoke=True),
-            lambda: run_once(args.config, threads, meta_eval, command="meta-eval", smoke=True))
+            lambda: run_once(args.config, args.threads, args.extra),
+            lambda: run_once(args.config, threads, meta_eval, command="meta-eval"))
     else:
         wall, peak_mb, metrics = run_once(args.config, args.threads, args.extra)
         evaluated = None

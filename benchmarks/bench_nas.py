@@ -25,8 +25,7 @@ activations per position; batch 64):
 
 --smoke: the `smoke` preset's data and training (512 training spectra of 256 bins, 2 epochs), 20
 search iterations end to end, 5 for the rate, one repeat, one thread, no verdict; (d), the longest
-part, runs from the start in its own process while (a)-(c) are measured, on a copy of an empty MLflow
-store (`_common.empty_store`).
+part, runs from the start in its own process while (a)-(c) are measured.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from _common import Report, add_smoke_flag, best_of, empty_store, machine_line
+from _common import Report, add_smoke_flag, best_of, machine_line
 
 from speccomp.core.config import default_config_dir, load_config
 from speccomp.core.models import ModelSpec, build_model
@@ -291,8 +290,6 @@ def nas_command(smoke: bool) -> dict:
              "--preset", "smoke"] if smoke else []
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        if smoke:  # a copy of an empty store rather than MLflow's migrations
-            empty_store(Path(tmp) / "mlflow.db")
         env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(__file__).parents[1])}
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "speccomp_cli", "nas", "--run-name", "bench", *extra], check=True,

@@ -30,8 +30,7 @@ Targets (issue #21): ours / tutorial style, median of the pairs, <= 0.20 on a qu
 A probed function that no longer exists ends the probe, and this script, with exit code 3 and a
 line naming it. --smoke: one seed on the `smoke` preset, each import timed once (and two light
 ones in pipeline order), one pair: the instrumented run of (3) stands for ours (a second run of the
-same command would only repeat its code path; its store a copy of an empty one,
-`_common.empty_store`), side by side with the tutorial reference shrunk
+same command would only repeat its code path), side by side with the tutorial reference shrunk
 to 128 training and 64 test spectra, 1 epoch, figures at 20 dpi, in one process (`--mode single`:
 the stages' code without the three interpreters and two extra drawings of `--mode runpy`, which
 would make it the longer of the two); no verdict.
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     if argv[:1] == ["--probe"]:
         return probe(argv[1:])
-    from _common import Report, add_smoke_flag, empty_store, machine_line, together
+    from _common import Report, add_smoke_flag, machine_line, together
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="123,124,125")
@@ -385,8 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     def run_probe() -> tuple[float, str, float, float, float]:
         """(wall s, stdout, peak RSS MB, monotonic clock before and after) of the instrumented run."""
         with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
-            if args.smoke:  # a copy of an empty store rather than MLflow's migrations
-                empty_store(Path(tmp) / "mlflow.db")
             mono0 = time.monotonic()
             seconds, stdout, rss_mb = measured_run(probe_cmd, Path(tmp), _env(Path(tmp)))
             return seconds, stdout, rss_mb, mono0, time.monotonic()

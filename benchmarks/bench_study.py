@@ -30,7 +30,7 @@ Reports only; nothing is asserted.
 (`SMOKE_FIXED`: 192 training spectra of 128 bins, 2 epochs); the median pruner gets
 `SMOKE_PRUNER_TRIALS` (past its 3 start-up trials, so that a trial is pruned: with sampler seed 0,
 the sixth); the four kinds run at once (six processes; their figures mean nothing, the code paths
-are what a smoke checks), each on a copy of an empty MLflow store (`_common.empty_store`).
+are what a smoke checks).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from _common import Report, add_smoke_flag, empty_store, machine_line, store_template
+from _common import Report, add_smoke_flag, machine_line
 from _common import together as at_once
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
@@ -99,11 +99,9 @@ class Measured:
         return self.span_s / self.finished
 
 
-def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: int = 1, smoke: bool = False
-              ) -> Measured:
+def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: int = 1) -> Measured:
     """One study of `n_trials` in a fresh folder; `processes` > 1: that many `speccomp study`
-    processes started together, sharing the budget with `--total-trials`; `smoke`: its MLflow store
-    copied from an empty one (`_common.empty_store`)."""
+    processes started together, sharing the budget with `--total-trials`."""
     import optuna
     from optuna.trial import TrialState
 
@@ -111,8 +109,6 @@ def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: in
 
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         folder = Path(tmp)
-        if smoke:
-            empty_store(folder / "mlflow.db")
         env = {
             **os.environ,
             "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db",
@@ -193,14 +189,13 @@ def main() -> None:
     def measure(label: str) -> Measured:
         extra, processes = kinds[label]
         trials = SMOKE_PRUNER_TRIALS if args.smoke and "--pruner" in extra else args.trials
-        m = run_study(label, Path(args.space), trials, *extra, *threads, processes=processes, smoke=args.smoke)
+        m = run_study(label, Path(args.space), trials, *extra, *threads, processes=processes)
         print(f"    {label}: {m.per_minute:.1f} trials/min, {m.seconds_per_trial:.2f} s a trial, {m.pruned} pruned, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
         return m
 
     for _ in range(args.repeats):
         if args.smoke:
-            store_template()  # made once, before the four copy it
             measured = at_once(*(lambda label=label: measure(label) for label in kinds))
         else:
             measured = [measure(label) for label in kinds]

@@ -16,8 +16,7 @@ thread the default (`speccomp.core.threads.default_threads`).
 
 --smoke: the `smoke` preset (512 training spectra of 256 bins, 2 epochs), one repeat; the tracked
 run once, with the machine as it is, at one thread (the second run of the same command at every core
-would only repeat the code path; no ratio), started first and run while `train()` is timed, its
-store a copy of an empty one (`_common.empty_store`).
+would only repeat the code path; no ratio), started first and run while `train()` is timed.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import Report, add_smoke_flag, best_of, empty_store, machine_line  # noqa: E402
+from benchmarks._common import Report, add_smoke_flag, best_of, machine_line  # noqa: E402
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
     'train(), 1 seed, as it is',
@@ -80,11 +79,9 @@ def time_tracked(threads: int, presets: list[str], smoke: bool = False) -> float
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(REPO)}
         env.pop("MLFLOW_RUN_ID", None)
         env.pop("OMP_NUM_THREADS", None)
-        if smoke:  # the store made beforehand: a copy of an empty one
-            empty_store(Path(tmp) / "mlflow.db")
-        else:
+        if not smoke:  # the store made beforehand (a smoke's run copies the cached empty one itself)
             subprocess.run([sys.executable, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
-                           cwd=tmp, env=env, check=True, capture_output=True)  # the store made beforehand
+                           cwd=tmp, env=env, check=True, capture_output=True)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "speccomp_cli", "run", "--threads", str(threads),
                         *(f"--preset={p}" for p in presets)], cwd=tmp, env=env, check=True, capture_output=True)
