@@ -190,20 +190,6 @@ def hold_signals_in_transactions(store: Any, hold: Any) -> bool:
     return True
 
 
-def release_free_memory() -> None:
-    """Hand the C heap's free memory back to the system (glibc's `malloc_trim`; nothing elsewhere).
-    glibc raises its mmap threshold as large blocks are freed, so the temporaries of generation and
-    of pickling the data for the figure worker stay resident as free heap; trimmed before the next
-    large working set (training, the oracle fit), the process's peak is that much lower."""
-    import contextlib
-    import ctypes
-    import sys
-
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # another C library (musl): nothing to trim
-            ctypes.CDLL(None).malloc_trim(0)
-
-
 def finish_like_the_interpreter() -> None:
     """What Python's own shutdown does before it frees modules, in its order: stop the thread pools
     and join every non-daemon thread (`threading._shutdown`: `concurrent.futures` workers are told

@@ -32,7 +32,6 @@ from speccomp.core.figure_worker import FigureWorker
 from speccomp.core.splits import Split
 from speccomp.core.task import config_from_any_dict, task_for
 from speccomp.core.training import SeedResult, TrainingLogger, TrainResult, train
-from speccomp_compat import release_free_memory
 
 CONFIG_FILE = "config.yaml"
 TRAJECTORY_FILE = "trajectory_data.csv"
@@ -142,7 +141,6 @@ def _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, f
         write_config(cfg, out)
     if worker is not None:  # the figures of the data alone are drawn while the seeds train
         worker.submit_data(cfg, datasets, out / PLOTS_DIR)
-    release_free_memory()  # generation's temporaries: the peak is training's or the floor's alone
 
     parts = []
     groups = ensembles(seeds, max_ensemble)
@@ -152,7 +150,6 @@ def _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, f
         t0 = time.perf_counter()
         part = train(cfg, datasets, group, logger=logger, out_dir=out, progress=progress)
         timings["train"] += time.perf_counter() - t0
-        release_free_memory()
         t0 = time.perf_counter()
         measured = task.floor(cfg, datasets, group, {r.seed: r.final for r in part.seeds})  # cached per dataset
         timings["oracle"] += time.perf_counter() - t0
