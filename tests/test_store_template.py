@@ -114,17 +114,16 @@ def test_a_file_or_link_already_at_the_name_is_left_to_mlflow(tmp_path, cache, m
 
 
 def test_a_copied_store_has_the_mode_sqlite_gives_a_new_file(tmp_path, cache, monkeypatch):
-    (tmp_path / "a").mkdir()
-    open_store(tmp_path / "a" / "mlflow.db", monkeypatch)  # the template
-    mlflow_made = (tmp_path / "a" / "mlflow.db").stat().st_mode & 0o777
-    copy = tmp_path / "b" / "mlflow.db"
-    copy.parent.mkdir()
-    open_store(copy, monkeypatch)
-    assert copy.stat().st_mode & 0o777 == mlflow_made == 0o644 & ~current_umask()
-
-
-def current_umask() -> int:
+    """Under a umask of 0 (where a plain file write would give 0666) the copy is 0644, as the
+    store MLflow's SQLite makes."""
     mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
+    try:
+        (tmp_path / "a").mkdir()
+        open_store(tmp_path / "a" / "mlflow.db", monkeypatch)  # made by MLflow: the template
+        copy = tmp_path / "b" / "mlflow.db"
+        copy.parent.mkdir()
+        open_store(copy, monkeypatch)
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a" / "mlflow.db").stat().st_mode & 0o777 == 0o644
+    assert copy.stat().st_mode & 0o777 == 0o644
