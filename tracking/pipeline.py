@@ -59,12 +59,17 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> Non
     client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()])  # MLflow batches it
 
 
+def finite_metrics(metrics: dict[str, float], step: int = 0) -> list[Metric]:
+    """MLflow metrics of the values of `metrics` that are numbers (None and NaN left out), at `step`."""
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
+
+
 def log_metric_dict(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0,
                     tags: dict[str, Any] | None = None) -> None:
     """The finite values of `metrics` at `step` (and `tags`), in one batch."""
-    now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
-    client.log_batch(run_id, metrics=items, tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    client.log_batch(run_id, metrics=finite_metrics(metrics, step),
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
@@ -310,10 +315,7 @@ def log_parent_summary(
     tracked = [c.removeprefix("test/mse/") for c in summary.columns if c.startswith("test/mse/")]
     table = summary if extra is None else pd.concat([summary, extra.reset_index(drop=True)], axis=1)
     finals = aggregate_finals(table)
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, last_step) for k, v in for_mlflow(finals, tracked).items()
-               if v is not None and not math.isnan(v)]
-    metrics += mean_curves(trajectory, skip_step=last_step, tracked=tracked)
+    metrics = finite_metrics(for_mlflow(finals, tracked), last_step) + mean_curves(trajectory, last_step, tracked)
     labels = [k.removeprefix("not_learned/") for k in finals if k.startswith("not_learned/") and "/tracked" not in k]
     tags = {}
     if labels:  # the tracked components that at least one seed did not learn (empty: all learned)
