@@ -22,7 +22,12 @@ SQLite tracking store (MLFLOW_TRACKING_URI=sqlite:///<tmp>/mlflow.db):
    generation, training (its checkpoint evaluations, checkpoint files and metric flushes
    separately), tables, figures, and MLflow (runs/params/tags, metrics, dataset inputs,
    artifacts, models); what no timer covers is "other";
-4. the published tutorial figure (`reference/tutorial/results.md`, about 61 s) is printed too.
+4. the published tutorial figure (`reference/tutorial/results.md`, about 61 s) is printed too;
+5. the floors, what the libraries cost before any of the project's work, measured in the same
+   invocation: MLflow's launcher alone (`mlflow run` of a project whose command is `python -c pass`,
+   a new store; in every pair), and the memory of the least process that can write the run's
+   records (imports torch and MLflow, opens a new store as the command does, logs one MLP with
+   `mlflow.pytorch.log_model`; after the pairs, twice).
 
 Targets (issue #21): ours / tutorial style, median of the pairs, <= 0.20 on a quiet machine and
 <= 0.25 with `--busy`; peak RSS of the largest process <= 450 MB.
@@ -67,6 +72,8 @@ PROMISES = (  # measures every run prints (the smoke test checks them in the JSO
     'peak private memory',
     'speccomp --help',
     'speccomp run --seeds abc',
+    "floor: MLflow's launcher alone",
+    'floor: the least process that logs a model',
 )
 
 HERE = Path(__file__).resolve().parent
@@ -188,6 +195,31 @@ def import_times(repeats: int, alone: tuple[str, ...] = IMPORTS,
         for mod in order:
             out[f"in pipeline order: {mod}"] = min(r[mod] for r in runs)
     return out
+
+
+LAUNCHER_PROJECT = """name: launcher-floor
+entry_points:
+  main:
+    command: "{python} -c pass"
+"""
+"""A project that does nothing: `mlflow run` of it is MLflow's launcher alone (its CLI, the project,
+the store, the run), the part of the README's command that no code of this project can shorten."""
+
+MEMORY_FLOOR = """
+import numpy as np, torch, mlflow, mlflow.pytorch
+from mlflow.models import infer_signature
+from tracking import store
+store.configure()
+client = store.tracking_client()
+run_id = client.create_run(store.experiment_id(client, "floor")).info.run_id
+model = torch.nn.Sequential(torch.nn.Linear(1024, 256), torch.nn.ReLU(), torch.nn.Linear(256, 11))
+signature = infer_signature(np.zeros((1, 1024), np.float32), np.zeros((1, 11), np.float32))
+mlflow.pytorch.log_model(model, name="floor", signature=signature, run_id=run_id, serialization_format="pickle",
+                         pip_requirements=["torch"])
+client.set_terminated(run_id)
+"""
+"""The least process that can write a run's records: torch and MLflow imported, a new store opened
+as the command opens it (tracking/store.py), one MLP logged with `mlflow.pytorch.log_model`."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -399,6 +431,22 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-mlflow-run-") as tmp:
             pair["mlflow_run_s"], _, pair["mlflow_run_rss_mb"], _ = measured_run(mlflow_cmd, Path(tmp), _env(Path(tmp)))
 
+    def run_launcher(pair: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-launcher-") as tmp:
+            project = Path(tmp) / "project"
+            project.mkdir()
+            (project / "MLproject").write_text(LAUNCHER_PROJECT.format(python=py))
+            cmd = [py, "-m", "mlflow", "run", str(project), "--env-manager", "local", "--experiment-name", "floor"]
+            pair["launcher_s"] = measured_run(cmd, Path(tmp), _env(Path(tmp)))[0]
+
+    def memory_floor() -> tuple[float, float]:
+        """Peak RSS and private memory (MB) of MEMORY_FLOOR's process."""
+        with tempfile.TemporaryDirectory(prefix="bench-memory-floor-") as tmp:
+            env = {**_env(Path(tmp)), "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent),
+                                                                                   os.environ.get("PYTHONPATH")]))}
+            _, _, rss_mb, private_mb = measured_run([py, "-c", MEMORY_FLOOR], Path(tmp), env)
+            return rss_mb, private_mb
+
     def run_tutorial(pair: dict) -> None:
         if args.skip_tutorial:
             return
@@ -430,11 +478,12 @@ def main(argv: list[str] | None = None) -> int:
             pair = {}
             if instrumented:
                 probe_run = together(run_probe, lambda pair=pair: run_tutorial(pair),
-                                     lambda pair=pair: run_mlflow(pair))[0]
+                                     lambda pair=pair: run_mlflow(pair), lambda pair=pair: run_launcher(pair))[0]
                 pair["ours_s"], pair["ours_rss_mb"], pair["ours_private_mb"] = probe_run[0], probe_run[2], probe_run[5]
             else:
                 run_ours(pair)
                 run_mlflow(pair)
+                run_launcher(pair)
                 run_tutorial(pair)
             if not args.skip_tutorial:
                 pair["ratio"] = pair["ours_s"] / pair["tutorial_s"]
@@ -442,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             pairs.append(pair)
             print(f"  pair {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in pair.items() if isinstance(v, float)))
         probe_run = probe_run or run_probe()  # under the same conditions as the pairs (--busy too)
+        floors = [memory_floor() for _ in range(1 if args.smoke else 2)]
     report.context["pairs"] = pairs
     report.context["busy"] = args.busy
     ours_s = statistics.median(p_["ours_s"] for p_ in pairs)
@@ -459,6 +509,15 @@ def main(argv: list[str] | None = None) -> int:
                 "page cache)")
     report.target("peak RSS, largest process of ours", peak_mb, "{:.0f} MB", f"<= {PEAK_RSS_TARGET_MB} MB",
                   peak_mb <= PEAK_RSS_TARGET_MB)
+    launcher_s = statistics.median(p_["launcher_s"] for p_ in pairs)
+    report.info("floor: MLflow's launcher alone (`mlflow run` of a project whose command is `python -c pass`, "
+                f"new store, median of {len(pairs)}){busy}",
+                f"{launcher_s:.1f} s; the README's command is that plus ours")
+    report.info("floor: the least process that logs a model to a new store (imports torch and MLflow, "
+                "`mlflow.pytorch.log_model` of one MLP)",
+                f"peak RSS {max(f[0] for f in floors):.0f} MB (of {', '.join(f'{f[0]:.0f}' for f in floors)}), private "
+                f"{max(f[1] for f in floors):.0f} MB; ours adds {peak_mb - max(f[0] for f in floors):.0f} MB RSS")
+    report.context["memory_floor_mb"] = floors
 
     seconds, stdout, _, mono0, mono1, _ = probe_run
     line = next(ln for ln in stdout.splitlines() if ln.startswith("PROBE "))
@@ -502,6 +561,10 @@ def main(argv: list[str] | None = None) -> int:
         report.target(f"wall time, mlflow run / tutorial style (--mode {mode}), median of {len(pairs)} interleaved "
                       f"pairs{busy} (range {min(ratios):.2f}-{max(ratios):.2f})", fraction, "{:.2f}",
                       f"<= {target}", fraction <= target)
+        floor_ratio = statistics.median(p_["launcher_s"] / p_["tutorial_s"] for p_ in pairs)
+        report.info("floor: MLflow's launcher alone / tutorial style",
+                    f"{floor_ratio:.2f}: at <= {target}, the README's command leaves ours "
+                    f"{(target - floor_ratio) * tutorial_s:.1f} s (it takes {ours_s:.1f} s)")
     return report.finish(args.json)
 
 

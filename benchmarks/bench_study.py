@@ -50,6 +50,9 @@ from _common import together as at_once
 
 PROMISES = (  # measures every run prints (the smoke test checks them in the JSON); a prefix is enough
     'one worker: trials per minute',
+    "one worker: the same records at MLflow's own price",
+    "one worker: the trial's data generated alone",
+    'one worker: floor of time per trial',
     "one worker: time per trial / the trial's own training time",
     'two workers started together: trials per minute',
     'two workers vs one',
@@ -85,6 +88,9 @@ class Measured:
     mean_pruned_s: float
     mean_train_s: float
     """The trials' own training time (user attribute `train_seconds`), mean over finished trials."""
+    floors: dict[str, float] | None = None
+    """With `run_study(floors=True)`: the same records at MLflow's own price and the data's generation,
+    seconds a trial (`_floors.py`), and what the records hold (counts, first trial)."""
 
     @property
     def finished(self) -> int:
@@ -99,9 +105,10 @@ class Measured:
         return self.span_s / self.finished
 
 
-def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: int = 1) -> Measured:
+def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: int = 1, floors: bool = False) -> Measured:
     """One study of `n_trials` in a fresh folder; `processes` > 1: that many `speccomp study`
-    processes started together, sharing the budget with `--total-trials`."""
+    processes started together, sharing the budget with `--total-trials`. `floors`: also measure,
+    from the study's own store, what its trials' records and data cost at the least (`_floors.py`)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -132,6 +139,7 @@ def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: in
                 raise SystemExit(f"{label} failed ({w.returncode}):\n{out[-2000:]}\n{err[-4000:]}")
         study = optuna.load_study(study_name=STUDY, storage=open_storage(str(folder / "optuna.log")))
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        floor = measure_floors(folder, trials) if floors else None
 
     def mean_duration(states) -> float:
         durations = [t.duration.total_seconds() for t in trials if t.state in states]
@@ -148,7 +156,19 @@ def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: in
         mean_complete_s=mean_duration((TrialState.COMPLETE,)),
         mean_pruned_s=mean_duration((TrialState.PRUNED,)),
         mean_train_s=sum(t.user_attrs.get("train_seconds", float("nan")) for t in trials) / len(trials),
+        floors=floor,
     )
+
+
+def measure_floors(folder: Path, trials) -> dict[str, float]:
+    """Seconds a trial, on average over `trials`: their MLflow records written again with plain
+    client calls, and their data generated again; the counts of the first trial's records."""
+    import _floors
+
+    records = [_floors.trial_records(folder / "mlflow.db", t.user_attrs["mlflow_run_id"]) for t in trials]
+    data = [(r[0]["artifacts"] / "config.yaml", int(r[1]["tags"]["data_seed"])) for r in records]  # logged config, seed run's tag
+    return {"records_s": _floors.replay_records(records), "generation_s": _floors.generation_seconds(data),
+            **{f"count: {k}": v for k, v in _floors.count(records[0]).items()}}
 
 
 def main() -> None:
@@ -189,7 +209,8 @@ def main() -> None:
     def measure(label: str) -> Measured:
         extra, processes = kinds[label]
         trials = SMOKE_PRUNER_TRIALS if args.smoke and "--pruner" in extra else args.trials
-        m = run_study(label, Path(args.space), trials, *extra, *threads, processes=processes)
+        m = run_study(label, Path(args.space), trials, *extra, *threads, processes=processes,
+                      floors=label == "one worker")
         print(f"    {label}: {m.per_minute:.1f} trials/min, {m.seconds_per_trial:.2f} s a trial, {m.pruned} pruned, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
         return m
@@ -216,6 +237,15 @@ def main() -> None:
                   one.seconds_per_trial / one.mean_train_s, "{:.2f}x",
                   f"<= 1.5x ({one.seconds_per_trial:.2f} s a trial, {one.mean_train_s:.2f} s of it training)",
                   one.seconds_per_trial / one.mean_train_s <= 1.5)
+    least = one.mean_train_s + one.floors["records_s"] + one.floors["generation_s"]
+    counts = ", ".join(f"{v} {k.removeprefix('count: ')}" for k, v in one.floors.items() if k.startswith("count: "))
+    report.info("one worker: the same records at MLflow's own price",
+                f"{one.floors['records_s'] * 1000:.0f} ms a trial ({counts}; read back from the study's store and "
+                "written again into a new one, one MlflowClient call per kind of record per run)")
+    report.info("one worker: the trial's data generated alone", f"{one.floors['generation_s'] * 1000:.0f} ms a trial")
+    report.info("one worker: floor of time per trial / training",
+                f"{least / one.mean_train_s:.2f}x (training + those records + that generation; Optuna's own "
+                f"writes and the oracle fits left out) against {one.seconds_per_trial / one.mean_train_s:.2f}x measured")
     report.info("two workers vs one: throughput ratio",
                 f"--workers 2: {spawned.per_minute / one.per_minute:.2f}x; started together: "
                 f"{together.per_minute / one.per_minute:.2f}x")
