@@ -339,6 +339,23 @@ def _setting(name: str, help_text: str):
     return typer.Option(f"--{name}", f"--{name.replace('_', '-')}", help=help_text)
 
 
+def _meta_settings(env_file: str, **given: str) -> tuple[dict[str, str], str]:
+    """The meta settings given as flags (empty or MLproject's "auto": not given) and the env file
+    to read (a named one must exist and be text; only the default .env is optional). Refuses a bad
+    flag, environment variable or `.env` value here, before torch and MLflow are imported, with the
+    message the full resolution gives (`speccomp.meta.settings.resolve_settings`); the meta config
+    file's own values are checked when the config is read."""
+    from speccomp.meta.settings import check_named_env_file, resolve_settings
+
+    flags = {k: v if _given(v) else "" for k, v in given.items()}
+    if _given(env_file):
+        check_named_env_file(env_file)
+    else:
+        env_file = ".env"
+    resolve_settings(flags, env_file)
+    return flags, env_file
+
+
 @app.command("meta")
 def meta_cmd(
     task_generator_seed: Annotated[str, _setting("task_generator_seed", "overrides $TASK_GENERATOR_SEED (default 0)")] = "",
@@ -366,19 +383,12 @@ def meta_cmd(
     """The Bayesian meta-learner: a posterior over architectures across compositional tasks, adapted
     to unseen pairs and compared with the baselines; tracked in MLflow. Settings: flag > environment
     > .env > config file > default."""
+    flags, env_file = _meta_settings(
+        env_file, task_generator_seed=task_generator_seed, meta_learning_rate=meta_learning_rate,
+        architecture_learning_rate=architecture_learning_rate, num_meta_training_tasks=num_meta_training_tasks,
+        num_meta_testing_tasks=num_meta_testing_tasks, architecture_search_iterations=architecture_search_iterations)
     from tracking.meta import MetaOptions, run_meta
 
-    flags = {"task_generator_seed": task_generator_seed, "meta_learning_rate": meta_learning_rate,
-             "architecture_learning_rate": architecture_learning_rate,
-             "num_meta_training_tasks": num_meta_training_tasks, "num_meta_testing_tasks": num_meta_testing_tasks,
-             "architecture_search_iterations": architecture_search_iterations}
-    flags = {k: v if _given(v) else "" for k, v in flags.items()}  # MLproject's "auto": not given
-    if _given(env_file):  # named: it must exist and be text (only the default .env is optional)
-        from speccomp.meta.settings import check_named_env_file
-
-        check_named_env_file(env_file)
-    else:
-        env_file = ".env"
     return run_meta(MetaOptions(flags=flags, config=config if _given(config) else "",
                                 overrides=split_overrides(overrides) if _given(overrides) else [], env_file=env_file,
                                 threads=threads if _given(threads) else "", experiment_name=experiment_name,
@@ -408,19 +418,12 @@ def meta_eval_cmd(
 ) -> int:
     """The meta-learner's powered evaluation: repeated meta-training and meta-testing, every method
     and ablation against `meta` with bootstrap intervals and Holm-corrected paired tests; tracked."""
+    flags, env_file = _meta_settings(
+        env_file, task_generator_seed=task_generator_seed, meta_learning_rate=meta_learning_rate,
+        architecture_learning_rate=architecture_learning_rate, num_meta_training_tasks=num_meta_training_tasks,
+        num_meta_testing_tasks=num_meta_testing_tasks, architecture_search_iterations=architecture_search_iterations)
     from tracking.meta_eval import MetaEvalOptions, run_meta_eval
 
-    flags = {"task_generator_seed": task_generator_seed, "meta_learning_rate": meta_learning_rate,
-             "architecture_learning_rate": architecture_learning_rate,
-             "num_meta_training_tasks": num_meta_training_tasks, "num_meta_testing_tasks": num_meta_testing_tasks,
-             "architecture_search_iterations": architecture_search_iterations}
-    flags = {k: v if _given(v) else "" for k, v in flags.items()}
-    if _given(env_file):
-        from speccomp.meta.settings import check_named_env_file
-
-        check_named_env_file(env_file)
-    else:
-        env_file = ".env"
     return run_meta_eval(MetaEvalOptions(
         flags=flags, config=config if _given(config) else "",
         overrides=split_overrides(overrides) if _given(overrides) else [], env_file=env_file,

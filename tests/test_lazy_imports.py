@@ -1,6 +1,6 @@
-"""The front end imports nothing heavy before it is needed: `speccomp --help`, a command's help and
-an input refused by the option parser (one line, exit 2) import neither torch nor mlflow, in a
-fresh interpreter (how long they take is `benchmarks/bench_pipeline.py`'s to say)."""
+"""The front end imports nothing heavy before it is needed: `speccomp --help`, a command's help, an
+input refused by the option parser and a bad meta setting (one line, exit 2) import neither torch
+nor mlflow, in a fresh interpreter (how long they take is `benchmarks/bench_pipeline.py`'s to say)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ print(json.dumps({"code": code, "heavy": [m for m in json.loads(sys.argv[2]) if 
     (["run", "--seeds", "abc"], 2),
     (["run", "--model-format", "onnx"], 2),
     (["study", "--n-trials", "x"], 2),
+    (["meta", "--num_meta_training_tasks", "0"], 2),  # refused by the settings, before the heavy imports
+    (["meta-eval", "--meta-learning-rate", "-1"], 2),
 ])
 def test_help_and_refused_options_import_nothing_heavy(argv, code, tmp_path):
     done = subprocess.run([sys.executable, "-c", CODE, json.dumps(argv), json.dumps(HEAVY)], cwd=tmp_path,
