@@ -40,3 +40,6 @@ def test_help_and_refused_options_import_nothing_heavy(argv, code, tmp_path):
     assert result == {"code": code, "heavy": []}, done.stderr[-2000:]
     if code == 2:
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    if argv[0].startswith("meta"):  # the settings' own refusal, not the option parser's
+        variable = {"--num_meta_training_tasks": "NUM_META_TRAINING_TASKS", "--meta-learning-rate": "META_LEARNING_RATE"}
+        assert done.stderr.startswith(f"error: {variable[argv[1]]}={argv[2]} (set by flag "), done.stderr

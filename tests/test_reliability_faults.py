@@ -213,7 +213,8 @@ def test_a_study_survives_a_tracking_outage_a_killed_worker_and_dropped_connecti
                 assert run.info.run_id == t.user_attrs["mlflow_run_id"] and run.info.status == "FINISHED"
 
             # A surplus trial is FAIL by design: a worker found the shared budget full between its
-            # check and its trial (study/main.py::run_worker; test_study.py accepts them too). It
+            # check (study/main.py::run_worker) and its trial (Objective._check_budget in
+            # study/objective.py; test_study.py accepts them too). It
             # has no run and trained nothing; a race at the end of the budget, seen once in CI.
             surplus = [t for t in failed if t.user_attrs.get("surplus")]
             assert all("mlflow_run_id" not in t.user_attrs for t in surplus), surplus
