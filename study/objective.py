@@ -141,7 +141,7 @@ class Objective:
             values = value if isinstance(value, tuple) else (value,)
             finite = all(math.isfinite(v) for v in values)
             objective = {f"objective/{i}" if len(values) > 1 else "objective": v for i, v in enumerate(values)}
-            log_metric_dict(client, run_id, objective, step=last_step,  # with the state: one transaction
+            log_metric_dict(client, run_id, objective, step=last_step,  # with the state: one store call
                             tags={STATE_TAG: "COMPLETE" if finite else "FAIL"})
         except optuna.TrialPruned:
             set_tags(client, run_id, {STATE_TAG: "PRUNED"})

@@ -43,8 +43,9 @@ class MlflowTrainingLogger:
             self.flush()
 
     def flush(self, tags: dict[int, dict[str, str]] | None = None) -> None:
-        """Write what is pending, one batch per run; `tags` (seed -> tags) go in the same batch,
-        one store transaction instead of two."""
+        """Write what is pending, one batch per run; `tags` (seed -> tags) go in the same batch: one
+        store call instead of two (MLflow's SQL store still writes a batch's metrics and its tags
+        in a transaction each)."""
         tags = tags or {}
         for seed, metrics in self._pending.items():
             run_tags = [RunTag(k, str(v)) for k, v in tags.get(seed, {}).items()]

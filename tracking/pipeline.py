@@ -320,7 +320,7 @@ def log_parent_summary(
     tags = {}
     if labels:  # the tracked components that at least one seed did not learn (empty: all learned)
         tags["not_learned"] = ",".join(label for label in labels if finals[f"not_learned/{label}"] > 0)
-    client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])  # one transaction
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])  # one store call
 
 
 def mean_curves(trajectory: pd.DataFrame, skip_step: int | None = None, tracked: Sequence[str] = ()) -> list[Metric]:

@@ -16,7 +16,7 @@ from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from tracking import interrupts
-from tracking.interrupts import Terminated, signals_held  # noqa: F401  (signals_held: re-exported)
+from tracking.interrupts import Terminated, signals_held
 from tracking.stale import process_tags
 from tracking.store import record_error
 
