@@ -91,10 +91,14 @@ PIPELINE_ORDER = ("numpy", "yaml", "pydantic", "torch", "pandas", "mlflow", "mlf
 # ------------------------------------------------------------------------------------------------
 # subprocess helpers
 # ------------------------------------------------------------------------------------------------
-def _env(tmp: Path) -> dict[str, str]:
+def _env(tmp: Path, repo_on_path: bool = False) -> dict[str, str]:
+    """This environment with a new SQLite store in `tmp`; `repo_on_path`: the project importable
+    (for code run with `python -c`)."""
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     env.pop("MLFLOW_RUN_ID", None)
+    if repo_on_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
     return env
 
 
@@ -417,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         """The cached empty store a user has after their first run (tracking/store_template.py)."""
         with tempfile.TemporaryDirectory(prefix="bench-template-") as tmp:
             code = "from tracking import store; store.configure(); store.tracking_client()"
-            subprocess.run([py, "-c", code], cwd=tmp, env={**_env(Path(tmp)), "PYTHONPATH": str(HERE.parent)}, check=True,
+            subprocess.run([py, "-c", code], cwd=tmp, env=_env(Path(tmp), repo_on_path=True), check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def run_ours(pair: dict) -> None:
@@ -442,9 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     def memory_floor() -> tuple[float, float]:
         """Peak RSS and private memory (MB) of MEMORY_FLOOR's process."""
         with tempfile.TemporaryDirectory(prefix="bench-memory-floor-") as tmp:
-            env = {**_env(Path(tmp)), "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent),
-                                                                                   os.environ.get("PYTHONPATH")]))}
-            _, _, rss_mb, private_mb = measured_run([py, "-c", MEMORY_FLOOR], Path(tmp), env)
+            _, _, rss_mb, private_mb = measured_run([py, "-c", MEMORY_FLOOR], Path(tmp), _env(Path(tmp), True))
             return rss_mb, private_mb
 
     def run_tutorial(pair: dict) -> None:
