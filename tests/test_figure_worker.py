@@ -4,13 +4,15 @@ ends when closed."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from speccomp.core.experiment import draw_figures
 from speccomp.core.figure_worker import FigureWorker
 from speccomp.spectra.data import generate_datasets
-from speccomp.spectra.figures import DATA_FIGURES, FIGURE_NAMES
+from speccomp.spectra.figures import DATA_FIGURES, FIGURE_NAMES, FLOOR_FREE_FIGURES, RUN_FIGURES
 from tests.conftest import tiny_config
 from tests.test_figures import make_predictions, make_trajectory
 
@@ -74,6 +76,56 @@ def test_the_data_figures_drawn_first_are_the_same_files(job, tmp_path):
     assert list(drawn) == list(FIGURE_NAMES)
     for name in FIGURE_NAMES:
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+
+
+@pytest.mark.slow
+def test_the_figures_without_the_floor_drawn_before_it_are_the_same_files(job, tmp_path):
+    """Data, then the training's results (the worker draws the figures without a floor line while
+    the caller measures the floor), then the floor: the same nine files, byte for byte."""
+    cfg, datasets, trajectory, predictions = job
+    floor = {label: 1e-3 for label in cfg.tracked_labels}
+    worker = FigureWorker.start()
+    try:
+        worker.submit_data(cfg, datasets, tmp_path / "worker")
+        with pytest.raises(RuntimeError, match="after the training"):
+            worker.submit_floor(floor)
+        worker.submit_trained(trajectory, predictions)
+        worker._writer.join()
+        worker._process.stdin.flush()
+        deadline = time.monotonic() + 120  # the early figures appear before the floor is given
+        while not all((tmp_path / "worker" / n).exists() for n in FLOOR_FREE_FIGURES) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {p.name for p in (tmp_path / "worker").iterdir()} == set(DATA_FIGURES) | set(FLOOR_FREE_FIGURES)
+        worker.submit_floor(floor)
+        drawn = worker.result()
+        with pytest.raises(RuntimeError, match="one job"):
+            worker.submit(cfg, datasets, trajectory, predictions, tmp_path, floor)
+    finally:
+        worker.close()
+    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
+    assert set(drawn) == set(FIGURE_NAMES)
+    for name in FIGURE_NAMES:
+        assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+
+
+def test_the_spectra_task_names_its_figures_as_the_figures_module_does():
+    from speccomp.core.task import task_for
+
+    task = task_for(tiny_config())
+    assert task.run_figure_names == RUN_FIGURES
+    assert set(task.floor_free_figures) < set(RUN_FIGURES)
+
+
+def test_a_subset_of_run_figures_is_drawn_alone_and_a_wrong_name_refused(job, tmp_path):
+    from speccomp.spectra.figures import draw_run_figures
+
+    cfg, datasets, trajectory, predictions = job
+    drawn = draw_run_figures(tmp_path, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels,
+                             names=FLOOR_FREE_FIGURES)
+    assert sorted(drawn) == sorted(FLOOR_FREE_FIGURES) == sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match="nope.png.*allowed"):
+        draw_run_figures(tmp_path, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels,
+                         names=["nope.png"])
 
 
 def test_a_worker_given_only_the_data_draws_them_and_ends_at_the_end_of_its_input(job, tmp_path):

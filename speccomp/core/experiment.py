@@ -112,8 +112,9 @@ def run_experiment(
     after it, with its seeds' final metrics complete (the floor's included).
 
     With `background_figures`, the figures are drawn by a second process (`figure_worker`, or one
-    started here): those of the data alone (`Task.data_figures`) while the seeds train, the rest
-    while the last ensemble's `on_done` and the tables run; the files are the same.
+    started here): those of the data alone (`Task.data_figures`) while the seeds train, those
+    without a floor line (`Task.floor_free_figures`) while the floor is measured, the rest while
+    the last ensemble's `on_done` and the tables run; the files are the same.
     `timings['figures']` is then the time spent waiting for them."""
     draw = figures and out_dir is not None
     worker = (figure_worker or FigureWorker.start()) if draw and background_figures else None
@@ -150,6 +151,11 @@ def _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, f
         t0 = time.perf_counter()
         part = train(cfg, datasets, group, logger=logger, out_dir=out, progress=progress)
         timings["train"] += time.perf_counter() - t0
+        last = k == len(groups) - 1
+        early = worker is not None and last and bool(task.floor_free_figures)
+        if early:  # the run figures without a floor line are drawn while the floor is measured
+            whole = merge_results([*parts, part])
+            worker.submit_trained(whole.trajectory, predictions_by_seed(whole))
         t0 = time.perf_counter()
         measured = task.floor(cfg, datasets, group, {r.seed: r.final for r in part.seeds})  # cached per dataset
         timings["oracle"] += time.perf_counter() - t0
@@ -160,7 +166,9 @@ def _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, f
                 logger.log_metrics(r.seed, extra, part.total_steps)
         if floor is None and measured.figure_floor:
             floor = measured.figure_floor
-        if worker is not None and k == len(groups) - 1:  # everything the figures show is known now
+        if early:
+            worker.submit_floor(floor)
+        elif worker is not None and last:  # everything the figures show is known now
             whole = merge_results([*parts, part])
             worker.submit(cfg, datasets, whole.trajectory, predictions_by_seed(whole), out / PLOTS_DIR, floor)
         if on_done is not None:

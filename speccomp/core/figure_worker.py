@@ -5,6 +5,10 @@
     worker.submit_data(cfg, datasets, plots_dir)   # optional: the figures of the data alone, now
     ...                                  # train
     worker.submit(cfg, datasets, trajectory, predictions, plots_dir, floor)   # the rest
+      or, after submit_data, in two steps:
+    worker.submit_trained(trajectory, predictions)   # the run figures without the floor line, now
+    ...                                  # measure the floor
+    worker.submit_floor(floor)           # the rest
     ...                                  # log the models, write the tables
     paths = worker.result()              # name -> path, or RuntimeError with the worker's traceback
 
@@ -35,6 +39,7 @@ class FigureWorker:
         self._process = process
         self._submitted = False
         self._data_sent = False
+        self._trained_sent = False
         self._writer: threading.Thread | None = None
 
     @classmethod
@@ -60,12 +65,27 @@ class FigureWorker:
                floor: Any = None) -> None:
         """Hand the worker its job: the arguments of `experiment.draw_figures` (after
         `submit_data`, the worker has the config, data and folder already)."""
-        if self._submitted:
+        if self._submitted or self._trained_sent:
             raise RuntimeError("figure worker: one job per worker")
         if self._data_sent:
             self._send(("run", trajectory, predictions, floor), close=True)
         else:
             self._send(("all", cfg, datasets, trajectory, predictions, Path(plots_dir), floor), close=True)
+        self._submitted = True
+
+    def submit_trained(self, trajectory, predictions: dict[int, Any]) -> None:
+        """After `submit_data`: the training's results, so that the worker draws the task's
+        `floor_free_figures` while the caller measures the floor; `submit_floor` follows."""
+        if self._submitted or not self._data_sent or self._trained_sent:
+            raise RuntimeError("figure worker: the training's results go after the data, once, before the floor")
+        self._send(("trained", trajectory, predictions), close=False)
+        self._trained_sent = True
+
+    def submit_floor(self, floor: Any) -> None:
+        """After `submit_trained`: the floor; the worker draws the other run figures."""
+        if self._submitted or not self._trained_sent:
+            raise RuntimeError("figure worker: the floor goes after the training's results, once")
+        self._send(("floor", floor), close=True)
         self._submitted = True
 
     def _send(self, message: tuple, close: bool) -> None:
@@ -137,11 +157,23 @@ def _serve() -> int:
         if message[0] == "data":
             _, cfg, datasets, plots_dir = message
             drawn.update(task_for(cfg).data_figures(cfg, datasets, plots_dir))
+            task = task_for(cfg)
             message = _next_job()
             if message is None:
                 return 0  # the caller stopped before training ended
-            _, trajectory, predictions, floor = message
-            drawn.update(task_for(cfg).run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
+            if message[0] == "trained":
+                _, trajectory, predictions = message
+                early = task.floor_free_figures
+                drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, None, early))
+                message = _next_job()
+                if message is None:
+                    return 0  # the caller stopped while measuring the floor
+                _, floor = message
+                rest = [name for name in task.run_figure_names if name not in early]
+                drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor, rest))
+            else:
+                _, trajectory, predictions, floor = message
+                drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
         else:
             _, cfg, datasets, trajectory, predictions, plots_dir, floor = message
             drawn = task_for(cfg).figures(cfg, datasets, trajectory, predictions, plots_dir, floor)

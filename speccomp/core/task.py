@@ -23,7 +23,7 @@ matrices (multiple choice, accuracy, chance floor); docs/layout.md walks through
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,12 +129,22 @@ class Task(ABC):
         two write what `figures` writes. Default: none."""
         return {}
 
+    run_figure_names: tuple[str, ...] = ()
+    floor_free_figures: tuple[str, ...] = ()
+    """Optional: the file names of the figures `run_figures` draws, and those of them that draw no
+    floor. The figure worker draws the latter while the floor is measured
+    (`run_figures(..., names=floor_free_figures)`), the others once it is known."""
+
     def run_figures(self, cfg: Any, datasets: dict[str, Any], trajectory: pd.DataFrame,
-                    predictions: dict[int, Any], plots_dir: Path, floor: Any = None) -> dict[str, Path]:
-        """The figures `data_figures` did not draw. Default: all of `figures`, for a task that draws
-        no data figures (one that does must say what is left)."""
+                    predictions: dict[int, Any], plots_dir: Path, floor: Any = None,
+                    names: Collection[str] | None = None) -> dict[str, Path]:
+        """The figures `data_figures` did not draw, or those of them in `names` (a task that names
+        `floor_free_figures` draws a subset). Default: all of `figures`, for a task that draws no
+        data figures (one that does must say what is left)."""
         if type(self).data_figures is not Task.data_figures:
             raise NotImplementedError(f"{self.name}: a task with data_figures draws the rest in run_figures")
+        if names is not None:
+            raise NotImplementedError(f"{self.name}: a task with floor_free_figures draws a subset in run_figures")
         return self.figures(cfg, datasets, trajectory, predictions, plots_dir, floor)
 
     # --- reporting ------------------------------------------------------------------------

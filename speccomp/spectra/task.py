@@ -15,6 +15,7 @@ from speccomp.core.config import SECTION_FILES, ExperimentConfig
 from speccomp.core.models import ModelSpec
 from speccomp.core.task import FloorResult, Task, register_task
 from speccomp.spectra.data import SplitData
+from speccomp.spectra.figure_names import FLOOR_FREE_FIGURES, RUN_FIGURES
 
 
 class SpectraTask(Task):
@@ -95,10 +96,13 @@ class SpectraTask(Task):
 
         return draw_data_figures(plots_dir, cfg.physics, datasets, cfg.tracked_labels)
 
-    def run_figures(self, cfg, datasets, trajectory, predictions, plots_dir, floor=None) -> dict[str, Path]:
+    run_figure_names, floor_free_figures = RUN_FIGURES, FLOOR_FREE_FIGURES
+
+    def run_figures(self, cfg, datasets, trajectory, predictions, plots_dir, floor=None, names=None) -> dict[str, Path]:
         from speccomp.spectra.figures import draw_run_figures
 
-        return draw_run_figures(plots_dir, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels, floor)
+        return draw_run_figures(plots_dir, cfg.physics, datasets, trajectory, predictions, cfg.tracked_labels, floor,
+                                names)
 
     def recorded_floor(self, cfg, finals: list[dict[str, float]]) -> dict[str, float] | None:
         """label -> the oracle MSE the seeds recorded (the same for each of them), None without one."""

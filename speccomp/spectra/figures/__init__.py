@@ -19,7 +19,7 @@ layouts, axis helpers). Every `plot_*` function is importable from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from speccomp.core.config import PhysicsConfig
 from speccomp.core.seeding import numpy_generator
 from speccomp.spectra.data import SplitData
+from speccomp.spectra.figure_names import DATA_FIGURES, FIGURE_NAMES, FLOOR_FREE_FIGURES, RUN_FIGURES
 from speccomp.spectra.figures._common import DPI
 from speccomp.spectra.figures.data import plot_abundance_scatter, plot_spectral_lines
 from speccomp.spectra.figures.runs import (
@@ -46,25 +47,12 @@ from speccomp.spectra.figures.samples import (
 from speccomp.spectra.physics import ForwardModel
 
 __all__ = [
-    "DATA_FIGURES", "DPI", "FIGURE_NAMES", "RUN_FIGURES", "draw_all", "draw_data_figures", "draw_run_figures",
+    "DATA_FIGURES", "DPI", "FIGURE_NAMES", "FLOOR_FREE_FIGURES", "RUN_FIGURES", "draw_all", "draw_data_figures", "draw_run_figures",
     "plot_abundance_scatter", "plot_diverse_samples", "plot_mse_time_series", "plot_mse_trajectory",
     "plot_spectral_lines", "plot_split_samples", "plot_test_abundance_mse", "plot_test_samples",
     "plot_train_samples", "plot_training_curves", "predict_mean_mse", "save_figure",
 ]
 
-FIGURE_NAMES: tuple[str, ...] = (
-    "spectral_lines.png",
-    "diverse_samples.png",
-    "train_samples.png",
-    "test_samples.png",
-    "abundance_scatter.png",
-    "training_curves.png",
-    "mse_trajectory.png",
-    "mse_time_series.png",
-    "test_abundance_mse.png",
-)
-DATA_FIGURES, RUN_FIGURES = FIGURE_NAMES[:5], FIGURE_NAMES[5:]
-"""The figures of the data alone (drawable as soon as the data exist), and those of the trained runs."""
 
 
 def draw_all(
@@ -133,11 +121,15 @@ def draw_run_figures(
     final_test_predictions: Mapping[int, np.ndarray],
     tracked: Sequence[str],
     floor: Mapping[str, float] | None = None,
+    names: Collection[str] | None = None,
 ) -> dict[str, Path]:
     """The four figures of the trained runs (RUN_FIGURES): curves over steps and the final test
-    errors by abundance. Returns name -> path."""
+    errors by abundance, or those of them in `names` (e.g. FLOOR_FREE_FIGURES before the floor is
+    known, the others after). Returns name -> path."""
     tracked = _check_inputs(physics, datasets, trajectory, final_test_predictions, tracked)
-    baseline = predict_mean_mse(datasets["test"], tracked)
+    if names is not None and not set(names) <= set(RUN_FIGURES):
+        raise ValueError(f"names: {sorted(set(names) - set(RUN_FIGURES))} are not run figures; allowed: {RUN_FIGURES}")
+    baseline = predict_mean_mse(datasets["test"], tracked) if names is None or set(names) - set(FLOOR_FREE_FIGURES) else None
     builders = {
         "training_curves.png": lambda: plot_training_curves(trajectory),
         "mse_trajectory.png": lambda: plot_mse_trajectory(trajectory, tracked, floor, baseline),
@@ -145,7 +137,7 @@ def draw_run_figures(
         "test_abundance_mse.png": lambda: plot_test_abundance_mse(datasets["test"], final_test_predictions, tracked),
     }
     assert tuple(builders) == RUN_FIGURES
-    return _save_all(out_dir, builders)
+    return _save_all(out_dir, {name: build for name, build in builders.items() if names is None or name in names})
 
 
 def _save_all(out_dir: Path, builders: Mapping[str, Callable[[], Figure]]) -> dict[str, Path]:
