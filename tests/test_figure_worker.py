@@ -5,6 +5,7 @@ ends when closed."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,85 @@ def test_the_figures_without_the_floor_drawn_before_it_are_the_same_files(job, t
     assert set(drawn) == set(FIGURE_NAMES)
     for name in FIGURE_NAMES:
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_prepared_worker_draws_the_data_it_generated_and_places_the_same_files(job, tmp_path):
+    """Told the config and data seed before the caller has its data, the worker generates them
+    itself and draws their figures aside; given the caller's folder and digests, it moves them
+    there: the nine files are those drawn inline, byte for byte, and nothing is left aside."""
+    cfg, datasets, trajectory, predictions = job
+    floor = {label: 1e-3 for label in cfg.tracked_labels}
+    worker = FigureWorker.start()
+    try:
+        worker.prepare(cfg, 42)
+        staging = Path(worker._staging.name)
+        deadline = time.monotonic() + 120  # drawn aside before the caller says where
+        while len(list(staging.iterdir())) < len(DATA_FIGURES) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(p.name for p in staging.iterdir()) == sorted(DATA_FIGURES)
+        assert not (tmp_path / "worker").exists()
+        worker.submit_data(cfg, datasets, tmp_path / "worker")
+        worker.submit_trained(trajectory, predictions)
+        worker.submit_floor(floor)
+        drawn = worker.result()
+    finally:
+        worker.close()
+    assert not staging.exists()
+    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
+    assert set(drawn) == set(FIGURE_NAMES)
+    for name in FIGURE_NAMES:
+        assert drawn[name] == tmp_path / "worker" / name
+        assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+
+
+def test_a_prepared_worker_given_other_data_draws_those(job, tmp_path):
+    """Prepared for data seed 43, given data seed 42's data: it drops what it prepared."""
+    cfg, datasets, trajectory, predictions = job
+    worker = FigureWorker.start()
+    try:
+        worker.prepare(cfg, 43)
+        worker.submit_data(cfg, datasets, tmp_path / "worker")
+        worker.submit(cfg, datasets, trajectory, predictions, tmp_path / "worker", None)
+        drawn = worker.result()
+    finally:
+        worker.close()
+    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", None)
+    for name in DATA_FIGURES:
+        assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+
+
+def test_a_prepared_worker_whose_data_are_not_the_callers_says_so_and_places_nothing(job, tmp_path):
+    import copy
+
+    cfg, datasets, trajectory, predictions = job
+    other = {name: copy.copy(split) for name, split in datasets.items()}
+    other["train"]._digest = "0123456789abcdef"  # as if the caller's data differed
+    worker = FigureWorker.start()
+    try:
+        worker.prepare(cfg, 42)
+        with pytest.raises(RuntimeError, match="prepared"):
+            worker.submit(cfg, datasets, trajectory, predictions, tmp_path, None)
+        worker.submit_data(cfg, other, tmp_path / "worker")
+        worker.submit_trained(trajectory, predictions)
+        worker.submit_floor(None)
+        with pytest.raises(RuntimeError, match="not the caller's.*0123456789abcdef"):
+            worker.result()
+    finally:
+        worker.close()
+    assert not (tmp_path / "worker").exists()
+
+
+def test_a_prepared_worker_closed_early_leaves_nothing_behind(job):
+    cfg = job[0]
+    worker = FigureWorker.start()
+    worker.prepare(cfg, 42)
+    staging = Path(worker._staging.name)
+    with pytest.raises(RuntimeError, match="once"):
+        worker.prepare(cfg, 42)
+    worker.close()
+    assert worker._process.poll() is not None
+    assert not staging.exists()
 
 
 def test_the_spectra_task_names_its_figures_as_the_figures_module_does():

@@ -90,8 +90,11 @@ def _run(args: RunOptions, early_worker) -> int:
 
     apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
     # The figures' process (unless the caller started it already) starts now, so that its imports
-    # overlap with the store's set-up and training.
+    # overlap with the store's set-up and training; told the config now, it draws the data's
+    # figures meanwhile too.
     worker = None if args.no_figures else early_worker or FigureWorker.start()
+    if worker is not None:  # it generates the first data seed's data and draws them while the store opens
+        worker.prepare(inputs.cfg, inputs.data_seeds[0])
     try:
         return _tracked(args, inputs, uri, attached, worker)
     finally:

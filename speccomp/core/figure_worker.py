@@ -1,8 +1,11 @@
 """The figures of an experiment, drawn in a second process while the caller goes on.
 
     worker = FigureWorker.start()        # early: the process imports the plotting stack meanwhile
+    worker.prepare(cfg, data_seed)       # optional, as soon as the config is known: the worker
+                                         # generates the data itself and draws their figures aside
     ...                                  # generate
     worker.submit_data(cfg, datasets, plots_dir)   # optional: the figures of the data alone, now
+                                         # (prepared: only the folder and the data's digests go)
     ...                                  # train
     worker.submit(cfg, datasets, trajectory, predictions, plots_dir, floor)   # the rest
       or, after submit_data, in two steps:
@@ -15,7 +18,10 @@
 The worker is a fresh interpreter (`python -m speccomp.core.figure_worker`), not a fork: it holds
 only what drawing needs (torch one thread, matplotlib, pandas, the job's arrays), never the
 caller's MLflow store or threads. Jobs go to its stdin as pickles (one `("all", ...)`, or a
-`("data", ...)` followed by a `("run", ...)`: the task's `data_figures` drawn while the caller
+`("data", ...)`, or a `("prepare", ...)` and a `("place", ...)`, followed by a `("run", ...)`: the
+task's `data_figures` drawn while the caller imports and opens its store (prepared: from data the
+worker generated itself from the same config and data seed, checked against the caller's digests
+before the files are moved into the caller's folder) or trains
 trains, then its `run_figures`), the answer comes back on its stdout as one pickle; the files it
 writes are those `draw_figures` writes in the caller (same inputs, same code, same bytes). The
 caller's training runs on one core; the figures take the other. When the caller ends, the
@@ -27,8 +33,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,8 @@ class FigureWorker:
         self._data_sent = False
         self._trained_sent = False
         self._writer: threading.Thread | None = None
+        self._prepared: tuple[Any, int] | None = None
+        self._staging: tempfile.TemporaryDirectory | None = None
 
     @classmethod
     def start(cls) -> FigureWorker:
@@ -52,13 +62,30 @@ class FigureWorker:
                                    stdout=subprocess.PIPE, env=env)
         return cls(process)
 
+    def prepare(self, cfg: Any, data_seed: int) -> None:
+        """Have the worker generate the data of `cfg` and `data_seed` itself and draw the task's
+        `data_figures` into a folder of its own, while the caller is still setting up: the
+        caller's `submit_data` with the same config and data seed then sends only the folder and
+        the digests (checked there) instead of the data."""
+        if self._prepared is not None or self._data_sent or self._submitted:
+            raise RuntimeError("figure worker: prepared once, before the data")
+        self._staging = tempfile.TemporaryDirectory(prefix="speccomp-figures-")
+        self._send(("prepare", cfg, int(data_seed), Path(self._staging.name)), close=False)
+        self._prepared = (cfg, int(data_seed))
+
     def submit_data(self, cfg: Any, datasets: dict[str, Any], plots_dir: Path) -> None:
         """Hand the worker the data, so that it draws the task's `data_figures` while the caller
-        trains. Written by a thread: the worker may still be importing, and the caller need not
-        wait for it to read."""
+        trains (prepared with this config and data seed: it has drawn them, and moves them into
+        `plots_dir` once it has checked that its data are these). Written by a thread: the worker
+        may still be importing, and the caller need not wait for it to read."""
         if self._submitted or self._data_sent:
             raise RuntimeError("figure worker: the data go before the job, once")
-        self._send(("data", cfg, datasets, Path(plots_dir)), close=False)
+        seeds = {int(split.data_seed) for split in datasets.values()}
+        if self._prepared is not None and self._prepared[0] == cfg and seeds == {self._prepared[1]}:
+            digests = {name: split.digest for name, split in datasets.items()}
+            self._send(("place", Path(plots_dir), digests), close=False)
+        else:  # not prepared, or for other data: the worker drops what it prepared
+            self._send(("data", cfg, datasets, Path(plots_dir)), close=False)
         self._data_sent = True
 
     def submit(self, cfg: Any, datasets: dict[str, Any], trajectory, predictions: dict[int, Any], plots_dir: Path,
@@ -67,6 +94,8 @@ class FigureWorker:
         `submit_data`, the worker has the config, data and folder already)."""
         if self._submitted or self._trained_sent:
             raise RuntimeError("figure worker: one job per worker")
+        if self._prepared is not None and not self._data_sent:
+            raise RuntimeError("figure worker: prepared: the data (submit_data) go before the job")
         if self._data_sent:
             self._send(("run", trajectory, predictions, floor), close=True)
         else:
@@ -89,12 +118,16 @@ class FigureWorker:
         self._submitted = True
 
     def _send(self, message: tuple, close: bool) -> None:
-        if self._writer is not None:
-            self._writer.join()  # messages in order
+        """Pickle `message` now (what the caller changes later is not sent) and write it from a
+        thread, after the messages before it: the caller never waits for the worker to read (a
+        worker still drawing the data figures reads the next message only when done)."""
+        previous = self._writer
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         stdin = self._process.stdin
 
         def write() -> None:
+            if previous is not None:
+                previous.join()  # messages in order
             try:
                 stdin.write(payload)
                 stdin.flush()
@@ -133,6 +166,8 @@ class FigureWorker:
         for stream in (self._process.stdin, self._process.stdout):
             if stream is not None and not stream.closed:
                 stream.close()
+        if self._staging is not None:  # what a prepared worker drew and never placed
+            self._staging.cleanup()
 
 
 def _serve() -> int:
@@ -147,37 +182,10 @@ def _serve() -> int:
     torch.set_num_threads(1)
     import matplotlib.figure  # noqa: F401  (imported while the caller trains)
 
-    from speccomp.core.task import task_for  # not core.experiment, which imports this module
-
-    drawn: dict[str, Path] = {}
     try:
-        message = _next_job()
-        if message is None:
-            return 0  # the caller ended without a job
-        if message[0] == "data":
-            _, cfg, datasets, plots_dir = message
-            drawn.update(task_for(cfg).data_figures(cfg, datasets, plots_dir))
-            task = task_for(cfg)
-            message = _next_job()
-            if message is None:
-                return 0  # the caller stopped before training ended
-            if message[0] == "trained":
-                _, trajectory, predictions = message
-                early = task.floor_free_figures
-                drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, None, early))
-                message = _next_job()
-                if message is None:
-                    return 0  # the caller stopped while measuring the floor
-                _, floor = message
-                rest = [name for name in task.run_figure_names if name not in early]
-                drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor, rest))
-            else:
-                _, trajectory, predictions, floor = message
-                drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
-        else:
-            _, cfg, datasets, trajectory, predictions, plots_dir, floor = message
-            drawn = task_for(cfg).figures(cfg, datasets, trajectory, predictions, plots_dir, floor)
-        answer = ("ok", drawn)
+        answer = ("ok", _draw())
+    except _Ended:
+        return 0  # the caller stopped before the job was whole: nothing more is wanted
     except Exception:
         answer = ("error", traceback.format_exc())
     sys.stdout.buffer.write(pickle.dumps(answer))
@@ -185,12 +193,58 @@ def _serve() -> int:
     return 0
 
 
-def _next_job() -> tuple | None:
-    """The next pickled message on stdin, or None at its end."""
+class _Ended(Exception):
+    """The worker's input ended before its job was whole."""
+
+
+def _next_job() -> tuple:
+    """The next pickled message on stdin; `_Ended` at its end."""
     try:
         return pickle.load(sys.stdin.buffer)
     except EOFError:
-        return None
+        raise _Ended from None
+
+
+def _draw() -> dict[str, Path]:
+    """The messages of one job (see the module's docstring), drawn as they come: name -> path."""
+    from speccomp.core.task import task_for  # not core.experiment, which imports this module
+
+    message = _next_job()
+    if message[0] == "all":
+        _, cfg, datasets, trajectory, predictions, plots_dir, floor = message
+        return task_for(cfg).figures(cfg, datasets, trajectory, predictions, plots_dir, floor)
+    drawn: dict[str, Path] = {}
+    if message[0] == "prepare":
+        _, cfg, data_seed, staging = message
+        datasets = task_for(cfg).generate(cfg, data_seed)
+        staged = task_for(cfg).data_figures(cfg, datasets, staging)
+        message = _next_job()
+        if message[0] == "place":
+            _, plots_dir, digests = message
+            mine = {name: split.digest for name, split in datasets.items()}
+            if mine != digests:
+                raise RuntimeError(f"the data this worker generated are not the caller's: digests {mine}, "
+                                   f"the caller's {digests}")
+            for name, path in staged.items():
+                target = plots_dir / Path(path).relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                drawn[name] = Path(shutil.move(path, target))
+    if message[0] == "data":  # (after a "prepare": other data than prepared, which are dropped)
+        _, cfg, datasets, plots_dir = message
+        drawn = task_for(cfg).data_figures(cfg, datasets, plots_dir)
+    task = task_for(cfg)
+    message = _next_job()
+    if message[0] == "trained":
+        _, trajectory, predictions = message
+        early = task.floor_free_figures
+        drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, None, early))
+        _, floor = _next_job()
+        rest = [name for name in task.run_figure_names if name not in early]
+        drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor, rest))
+    else:
+        _, trajectory, predictions, floor = message
+        drawn.update(task.run_figures(cfg, datasets, trajectory, predictions, plots_dir, floor))
+    return drawn
 
 
 if __name__ == "__main__":
