@@ -91,8 +91,6 @@ def test_the_figures_without_the_floor_drawn_before_it_are_the_same_files(job, t
         with pytest.raises(RuntimeError, match="after the training"):
             worker.submit_floor(floor)
         worker.submit_trained(trajectory, predictions)
-        worker._writer.join()
-        worker._process.stdin.flush()
         deadline = time.monotonic() + 120  # the early figures appear before the floor is given
         while not all((tmp_path / "worker" / n).exists() for n in FLOOR_FREE_FIGURES) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -139,6 +137,7 @@ def test_a_prepared_worker_draws_the_data_it_generated_and_places_the_same_files
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_prepared_worker_given_other_data_draws_those(job, tmp_path):
     """Prepared for data seed 43, given data seed 42's data: it drops what it prepared."""
     cfg, datasets, trajectory, predictions = job
@@ -155,6 +154,7 @@ def test_a_prepared_worker_given_other_data_draws_those(job, tmp_path):
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_prepared_worker_whose_data_are_not_the_callers_says_so_and_places_nothing(job, tmp_path):
     import copy
 
@@ -188,12 +188,91 @@ def test_a_prepared_worker_closed_early_leaves_nothing_behind(job):
     assert not staging.exists()
 
 
-def test_the_spectra_task_names_its_figures_as_the_figures_module_does():
-    from speccomp.core.task import task_for
+@pytest.mark.slow
+def test_a_prepared_worker_whose_caller_is_gone_removes_what_it_staged(job):
+    """The caller killed (SIGTERM before its guard, SIGKILL) after `prepare`: the worker finds the
+    end of its input once it has drawn the data figures, removes them and exits 0."""
+    cfg = job[0]
+    worker = FigureWorker.start()
+    try:
+        worker.prepare(cfg, 42)
+        staging = Path(worker._staging.name)
+        deadline = time.monotonic() + 120
+        while len(list(staging.glob("*.png"))) < len(DATA_FIGURES) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(staging.glob("*.png"))) == len(DATA_FIGURES)
+        worker._writer.join()
+        worker._process.stdin.close()  # what the caller's death does to the pipe
+        assert worker._process.wait(timeout=60) == 0
+        assert not staging.exists()
+    finally:
+        worker.close()
 
-    task = task_for(tiny_config())
-    assert task.run_figure_names == RUN_FIGURES
-    assert set(task.floor_free_figures) < set(RUN_FIGURES)
+
+class _Recorded(FigureWorker):
+    """A worker whose messages are recorded, not sent."""
+
+    def __init__(self):
+        super().__init__(process=None)
+        self.sent: list[tuple] = []
+
+    def _send(self, message: tuple, close: bool) -> None:
+        self.sent.append(message)
+
+
+@pytest.mark.parametrize(("prepared_with", "prepared_seed", "kind"), [
+    ((), 42, "place"),  # the same config and data seed: the folder and the digests only
+    (("training.learning_rate=0.5",), 42, "data"),  # another config, the same data seed
+    ((), 43, "data"),  # the same config, another data seed
+])
+def test_a_prepared_worker_gets_the_data_only_when_they_are_not_the_prepared_ones(
+        job, prepared_with, prepared_seed, kind, tmp_path):
+    cfg, datasets = job[0], job[1]
+    worker = _Recorded()
+    worker.prepare(tiny_config(*prepared_with), prepared_seed, threads=2)
+    try:
+        worker.submit_data(cfg, datasets, tmp_path)
+        assert worker.sent[0][0] == "prepare" and worker.sent[0][-1] == 2
+        assert worker.sent[1][0] == kind
+        if kind == "place":
+            assert worker.sent[1][2] == {name: split.digest for name, split in datasets.items()}
+    finally:
+        worker._staging.cleanup()
+
+
+def test_the_data_are_the_same_bits_whatever_the_thread_count():
+    """What lets a prepared worker generate the caller's data itself (the digests are checked too)."""
+    import torch
+
+    from speccomp.core.task import load_any_config, task_for
+
+    raven = load_any_config("configs/raven", ["data.splits.train.n_samples=256", "data.splits.test.n_samples=64",
+                                              "data.validation.n_samples=64"])
+    before = torch.get_num_threads()
+    try:
+        for cfg in (tiny_config(), raven):
+            digests = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                digests.append({n: s.digest for n, s in task_for(cfg).generate(cfg, 42).items()})
+            assert digests[0] == digests[1]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_task_names_floor_free_figures_among_its_run_figures_and_a_wrong_one_is_refused():
+    from types import SimpleNamespace
+
+    from speccomp.core.task import TASKS, get_task, register_task
+
+    assert get_task("spectra").floor_free_figures and get_task("matrices").floor_free_figures == ()
+    for task in TASKS.values():
+        assert set(task.floor_free_figures) < set(task.run_figure_names) or not task.floor_free_figures
+    for early in (("nope.png",), RUN_FIGURES):
+        bad = SimpleNamespace(name="bad", run_figure_names=RUN_FIGURES, floor_free_figures=early)
+        with pytest.raises(ValueError, match="bad: floor_free_figures .* must be some, not all"):
+            register_task(bad)
+    assert "bad" not in TASKS
 
 
 def test_a_subset_of_run_figures_is_drawn_alone_and_a_wrong_name_refused(job, tmp_path):

@@ -93,9 +93,11 @@ def _run(args: RunOptions, early_worker) -> int:
     # overlap with the store's set-up and training; told the config now, it draws the data's
     # figures meanwhile too.
     worker = None if args.no_figures else early_worker or FigureWorker.start()
-    if worker is not None:  # it generates the first data seed's data and draws them while the store opens
-        worker.prepare(inputs.cfg, inputs.data_seeds[0])
     try:
+        if worker is not None:  # it generates the first data seed's data and draws them while the store opens
+            import torch
+
+            worker.prepare(inputs.cfg, inputs.data_seeds[0], threads=torch.get_num_threads())
         return _tracked(args, inputs, uri, attached, worker)
     finally:
         if worker is not None:

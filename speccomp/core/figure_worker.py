@@ -16,16 +16,25 @@
     paths = worker.result()              # name -> path, or RuntimeError with the worker's traceback
 
 The worker is a fresh interpreter (`python -m speccomp.core.figure_worker`), not a fork: it holds
-only what drawing needs (torch one thread, matplotlib, pandas, the job's arrays), never the
-caller's MLflow store or threads. Jobs go to its stdin as pickles (one `("all", ...)`, or a
-`("data", ...)`, or a `("prepare", ...)` and a `("place", ...)`, followed by a `("run", ...)`: the
-task's `data_figures` drawn while the caller imports and opens its store (prepared: from data the
-worker generated itself from the same config and data seed, checked against the caller's digests
-before the files are moved into the caller's folder) or trains
-trains, then its `run_figures`), the answer comes back on its stdout as one pickle; the files it
-writes are those `draw_figures` writes in the caller (same inputs, same code, same bytes). The
-caller's training runs on one core; the figures take the other. When the caller ends, the
-worker's stdin closes and it exits.
+what drawing needs (torch, matplotlib, pandas, the job's arrays; prepared, the data it generated),
+never the caller's MLflow store or threads. Jobs go to its stdin as pickles, in this order:
+
+    ("all", cfg, datasets, trajectory, predictions, plots_dir, floor)     everything in one go; or
+    ("prepare", cfg, data_seed, staging, threads)   optional: generate the data, draw the task's
+                                                    `data_figures` into `staging`
+    ("place", plots_dir, digests)                   prepared, for the same data: check the digests,
+                                                    move the staged files into `plots_dir`
+      or ("data", cfg, datasets, plots_dir)         draw `data_figures` from these data (after a
+                                                    "prepare" for other data, which is dropped)
+    ("run", trajectory, predictions, floor)         the task's `run_figures`; or
+    ("trained", trajectory, predictions)            its `floor_free_figures`, while the caller
+    ("floor", floor)                                measures the floor, then the rest
+
+The answer comes back on its stdout as one pickle, `("ok", name -> path)` or `("error",
+traceback)`; the files it writes are those `draw_figures` writes in the caller (same inputs, same
+code, same bytes). The caller's training runs on one core; the figures take the other. When the
+caller ends, the worker's stdin closes and it exits once it has read to the end (a prepared worker
+after drawing the data figures, removing its staging folder).
 """
 
 from __future__ import annotations
@@ -62,15 +71,16 @@ class FigureWorker:
                                    stdout=subprocess.PIPE, env=env)
         return cls(process)
 
-    def prepare(self, cfg: Any, data_seed: int) -> None:
+    def prepare(self, cfg: Any, data_seed: int, threads: int = 1) -> None:
         """Have the worker generate the data of `cfg` and `data_seed` itself and draw the task's
         `data_figures` into a folder of its own, while the caller is still setting up: the
         caller's `submit_data` with the same config and data seed then sends only the folder and
-        the digests (checked there) instead of the data."""
+        the digests (checked there) instead of the data. `threads`: the torch threads the caller
+        generates its data with (the worker generates with as many, then draws with one)."""
         if self._prepared is not None or self._data_sent or self._submitted:
             raise RuntimeError("figure worker: prepared once, before the data")
         self._staging = tempfile.TemporaryDirectory(prefix="speccomp-figures-")
-        self._send(("prepare", cfg, int(data_seed), Path(self._staging.name)), close=False)
+        self._send(("prepare", cfg, int(data_seed), Path(self._staging.name), int(threads)), close=False)
         self._prepared = (cfg, int(data_seed))
 
     def submit_data(self, cfg: Any, datasets: dict[str, Any], plots_dir: Path) -> None:
@@ -207,6 +217,8 @@ def _next_job() -> tuple:
 
 def _draw() -> dict[str, Path]:
     """The messages of one job (see the module's docstring), drawn as they come: name -> path."""
+    import torch
+
     from speccomp.core.task import task_for  # not core.experiment, which imports this module
 
     message = _next_job()
@@ -215,20 +227,25 @@ def _draw() -> dict[str, Path]:
         return task_for(cfg).figures(cfg, datasets, trajectory, predictions, plots_dir, floor)
     drawn: dict[str, Path] = {}
     if message[0] == "prepare":
-        _, cfg, data_seed, staging = message
-        datasets = task_for(cfg).generate(cfg, data_seed)
-        staged = task_for(cfg).data_figures(cfg, datasets, staging)
-        message = _next_job()
-        if message[0] == "place":
-            _, plots_dir, digests = message
-            mine = {name: split.digest for name, split in datasets.items()}
-            if mine != digests:
-                raise RuntimeError(f"the data this worker generated are not the caller's: digests {mine}, "
-                                   f"the caller's {digests}")
-            for name, path in staged.items():
-                target = plots_dir / Path(path).relative_to(staging)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                drawn[name] = Path(shutil.move(path, target))
+        _, cfg, data_seed, staging, threads = message
+        try:  # the staging folder goes whatever happens: placed, dropped, or the caller gone
+            torch.set_num_threads(threads)  # as the caller generates its own copy
+            datasets = task_for(cfg).generate(cfg, data_seed)
+            torch.set_num_threads(1)
+            staged = task_for(cfg).data_figures(cfg, datasets, staging)
+            message = _next_job()
+            if message[0] == "place":
+                _, plots_dir, digests = message
+                mine = {name: split.digest for name, split in datasets.items()}
+                if mine != digests:
+                    raise RuntimeError(f"the data this worker generated are not the caller's: digests {mine}, "
+                                       f"the caller's {digests}")
+                for name, path in staged.items():
+                    target = plots_dir / Path(path).relative_to(staging)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    drawn[name] = Path(shutil.move(path, target))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     if message[0] == "data":  # (after a "prepare": other data than prepared, which are dropped)
         _, cfg, datasets, plots_dir = message
         drawn = task_for(cfg).data_figures(cfg, datasets, plots_dir)

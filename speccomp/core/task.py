@@ -182,6 +182,10 @@ TASKS: dict[str, Task] = {}
 
 
 def register_task(task: Task) -> Task:
+    early, names = set(task.floor_free_figures), set(task.run_figure_names)
+    if early and not early < names:
+        raise ValueError(f"{task.name}: floor_free_figures {sorted(early - names) or sorted(early)} must be some, "
+                         f"not all, of run_figure_names {sorted(names)}")
     TASKS[task.name] = task
     return task
 
