@@ -25,8 +25,16 @@ def job():
     return cfg, datasets, make_trajectory(cfg.tracked_labels), make_predictions(datasets["test"])
 
 
+@pytest.fixture(scope="module")
+def inline(job, tmp_path_factory):
+    """The nine figures drawn by the caller itself (floor 1e-3): what every worker must write."""
+    cfg, datasets, trajectory, predictions = job
+    floor = {label: 1e-3 for label in cfg.tracked_labels}
+    return draw_figures(cfg, datasets, trajectory, predictions, tmp_path_factory.mktemp("inline"), floor)
+
+
 @pytest.mark.slow
-def test_the_worker_draws_the_same_files_as_the_caller(job, tmp_path):
+def test_the_worker_draws_the_same_files_as_the_caller(job, inline, tmp_path):
     cfg, datasets, trajectory, predictions = job
     floor = {label: 1e-3 for label in cfg.tracked_labels}
     worker = FigureWorker.start()
@@ -35,7 +43,6 @@ def test_the_worker_draws_the_same_files_as_the_caller(job, tmp_path):
         drawn = worker.result()
     finally:
         worker.close()
-    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
     assert set(drawn) == set(inline) == set(FIGURE_NAMES)
     for name in FIGURE_NAMES:
         assert drawn[name] == tmp_path / "worker" / name
@@ -61,7 +68,7 @@ def test_a_worker_without_a_job_ends_when_closed():
 
 
 @pytest.mark.slow
-def test_the_data_figures_drawn_first_are_the_same_files(job, tmp_path):
+def test_the_data_figures_drawn_first_are_the_same_files(job, inline, tmp_path):
     """The data go first (the worker draws the figures of the data alone while the caller trains),
     the runs' results after: the same nine files, byte for byte, as one job or drawing inline."""
     cfg, datasets, trajectory, predictions = job
@@ -73,14 +80,13 @@ def test_the_data_figures_drawn_first_are_the_same_files(job, tmp_path):
         drawn = worker.result()
     finally:
         worker.close()
-    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
     assert list(drawn) == list(FIGURE_NAMES)
     for name in FIGURE_NAMES:
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
 
 
 @pytest.mark.slow
-def test_the_figures_without_the_floor_drawn_before_it_are_the_same_files(job, tmp_path):
+def test_the_figures_without_the_floor_drawn_before_it_are_the_same_files(job, inline, tmp_path):
     """Data, then the training's results (the worker draws the figures without a floor line while
     the caller measures the floor), then the floor: the same nine files, byte for byte."""
     cfg, datasets, trajectory, predictions = job
@@ -101,14 +107,13 @@ def test_the_figures_without_the_floor_drawn_before_it_are_the_same_files(job, t
             worker.submit(cfg, datasets, trajectory, predictions, tmp_path, floor)
     finally:
         worker.close()
-    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
     assert set(drawn) == set(FIGURE_NAMES)
     for name in FIGURE_NAMES:
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
 
 
 @pytest.mark.slow
-def test_a_prepared_worker_draws_the_data_it_generated_and_places_the_same_files(job, tmp_path):
+def test_a_prepared_worker_draws_the_data_it_generated_and_places_the_same_files(job, inline, tmp_path):
     """Told the config and data seed before the caller has its data, the worker generates them
     itself and draws their figures aside; given the caller's folder and digests, it moves them
     there: the nine files are those drawn inline, byte for byte, and nothing is left aside."""
@@ -130,7 +135,6 @@ def test_a_prepared_worker_draws_the_data_it_generated_and_places_the_same_files
     finally:
         worker.close()
     assert not staging.exists()
-    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", floor)
     assert set(drawn) == set(FIGURE_NAMES)
     for name in FIGURE_NAMES:
         assert drawn[name] == tmp_path / "worker" / name
@@ -138,20 +142,22 @@ def test_a_prepared_worker_draws_the_data_it_generated_and_places_the_same_files
 
 
 @pytest.mark.slow
-def test_a_prepared_worker_given_other_data_draws_those(job, tmp_path):
-    """Prepared for data seed 43, given data seed 42's data: it drops what it prepared."""
-    cfg, datasets, trajectory, predictions = job
+def test_a_prepared_worker_given_other_data_draws_those(job, inline, tmp_path):
+    """Prepared for data seed 43, given data seed 42's data: it drops what it prepared and draws
+    the figures of the data it was given (then finds the end of its input, and exits)."""
+    cfg, datasets, _, _ = job
     worker = FigureWorker.start()
     try:
         worker.prepare(cfg, 43)
-        worker.submit_data(cfg, datasets, tmp_path / "worker")
-        worker.submit(cfg, datasets, trajectory, predictions, tmp_path / "worker", None)
-        drawn = worker.result()
+        worker.submit_data(cfg, datasets, tmp_path)
+        worker._writer.join()
+        worker._process.stdin.close()
+        assert worker._process.wait(timeout=120) == 0
     finally:
         worker.close()
-    inline = draw_figures(cfg, datasets, trajectory, predictions, tmp_path / "inline", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(DATA_FIGURES)
     for name in DATA_FIGURES:
-        assert drawn[name].read_bytes() == inline[name].read_bytes(), name
+        assert (tmp_path / name).read_bytes() == inline[name].read_bytes(), name
 
 
 @pytest.mark.slow
