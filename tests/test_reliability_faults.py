@@ -142,7 +142,8 @@ def test_a_study_survives_a_tracking_outage_a_killed_worker_and_dropped_connecti
             optuna.create_study(study_name=STUDY, storage=optuna_db, direction="minimize")
             env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPECCOMP_"))},
                    "MLFLOW_TRACKING_URI": server.url, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-                   "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+                   "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                   "TMPDIR": str(tmp_path)}  # the worker killed with SIGKILL cannot remove its work folder
             argv = [sys.executable, "-m", "speccomp_cli", "study", "--n-trials", str(TOTAL_TRIALS), "--total-trials",
                     str(TOTAL_TRIALS), "--study-name", STUDY, "--storage", optuna_db, "--config-dir", str(CONFIGS),
                     "--space", str(space), "--seeds", "1", "--no-report", *[a for o in TRIAL for a in ("--set", o)]]
