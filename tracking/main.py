@@ -88,16 +88,14 @@ def _run(args: RunOptions, early_worker) -> int:
     except ConfigError as exc:
         return refused(str(exc))  # `mlflow run` made a run already: it ends FAILED with the reason
 
-    apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
+    threads = apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
     # The figures' process (unless the caller started it already) starts now, so that its imports
     # overlap with the store's set-up and training; told the config now, it draws the data's
     # figures meanwhile too.
     worker = None if args.no_figures else early_worker or FigureWorker.start()
     try:
         if worker is not None:  # it generates the first data seed's data and draws them while the store opens
-            import torch
-
-            worker.prepare(inputs.cfg, inputs.data_seeds[0], threads=torch.get_num_threads())
+            worker.prepare(inputs.cfg, inputs.data_seeds[0], threads=threads)
         return _tracked(args, inputs, uri, attached, worker)
     finally:
         if worker is not None:

@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 
-
 def draw_all(
     out_dir: Path,
     physics: PhysicsConfig,
@@ -129,7 +128,7 @@ def draw_run_figures(
     tracked = _check_inputs(physics, datasets, trajectory, final_test_predictions, tracked)
     if names is not None and not set(names) <= set(RUN_FIGURES):
         raise ValueError(f"names: {sorted(set(names) - set(RUN_FIGURES))} are not run figures; allowed: {RUN_FIGURES}")
-    baseline = predict_mean_mse(datasets["test"], tracked) if names is None or set(names) - set(FLOOR_FREE_FIGURES) else None
+    baseline = predict_mean_mse(datasets["test"], tracked)
     builders = {
         "training_curves.png": lambda: plot_training_curves(trajectory),
         "mse_trajectory.png": lambda: plot_mse_trajectory(trajectory, tracked, floor, baseline),
