@@ -146,6 +146,30 @@ def test_a_prepared_worker_draws_the_data_it_generated_and_places_the_same_files
 
 
 @pytest.mark.slow
+def test_a_prepared_worker_computes_the_oracle_floor_the_caller_would(job, inline, tmp_path):
+    """The data's part of the floor (the oracle's fits) comes from the prepared worker while the
+    caller trains: the same floats as computed in the caller, asked for once or twice; the figures
+    are still the caller's."""
+    from speccomp.core.task import get_task
+
+    cfg, datasets, trajectory, predictions = job
+    expected = get_task("spectra").floor_of_data(cfg, datasets)
+    assert any(key.startswith("oracle/mse/") for key in expected)
+    worker = FigureWorker.start()
+    try:
+        worker.prepare(cfg, 42)
+        worker.submit_data(cfg, datasets, tmp_path / "worker")
+        assert worker.floor_of_data(datasets) == expected
+        assert worker.floor_of_data(datasets) == expected
+        worker.submit_trained(trajectory, predictions)
+        worker.submit_floor(_floor(cfg))
+        drawn = worker.result()
+    finally:
+        worker.close()
+    _assert_as_inline(drawn, inline, tmp_path / "worker")
+
+
+@pytest.mark.slow
 def test_a_prepared_worker_given_other_data_draws_those(job, inline, tmp_path):
     """Prepared for data seed 43, given data seed 42's data: it drops what it prepared and draws
     the figures of the data it was given (then finds the end of its input, and exits)."""
@@ -177,6 +201,8 @@ def test_a_prepared_worker_whose_data_are_not_the_callers_says_so_and_places_not
         with pytest.raises(RuntimeError, match="prepared"):
             worker.submit(cfg, datasets, trajectory, predictions, tmp_path, None)
         worker.submit_data(cfg, other, tmp_path / "worker")
+        assert worker.floor_of_data(other) is None  # computed for its own data, not these
+        assert worker.floor_of_data(datasets) is None  # nor for data other than those placed
         worker.submit_trained(trajectory, predictions)
         worker.submit_floor(None)
         with pytest.raises(RuntimeError, match="not the caller's.*0123456789abcdef"):
@@ -244,6 +270,8 @@ def test_a_prepared_worker_gets_the_data_only_when_they_are_not_the_prepared_one
         assert worker.sent[1][0] == kind
         if kind == "place":
             assert worker.sent[1][2] == {name: split.digest for name, split in datasets.items()}
+        else:  # the caller computes the floor itself, without waiting for the worker
+            assert worker.floor_of_data(datasets) is None
     finally:
         worker._staging.cleanup()
 
@@ -280,6 +308,25 @@ def test_every_task_names_floor_free_figures_among_its_run_figures_and_a_wrong_o
         with pytest.raises(ValueError, match="bad: floor_free_figures .* must be some, not all"):
             register_task(bad)
     assert "bad" not in TASKS
+
+
+def test_a_task_with_a_floor_of_its_data_must_take_it_in_floor():
+    from speccomp.core.task import TASKS, Task, register_task
+
+    class NoOfData(Task):  # the abstract methods do not matter to register_task
+        name = "no-of-data"
+        run_figure_names, floor_free_figures = ("a.png",), ()
+
+        def floor_of_data(self, cfg, datasets):
+            return {"x": 1.0}
+
+        def floor(self, cfg, datasets, seeds, finals):
+            raise AssertionError
+
+    NoOfData.__abstractmethods__ = frozenset()
+    with pytest.raises(ValueError, match="no-of-data: floor_of_data is defined, so floor must take of_data"):
+        register_task(NoOfData())
+    assert "no-of-data" not in TASKS
 
 
 def test_a_subset_of_run_figures_is_drawn_alone_and_a_wrong_name_refused(job, tmp_path):
@@ -368,3 +415,25 @@ def test_the_worker_started_before_the_imports_ends_with_the_command(tmp_path):
     assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-2000:]
     assert left == []
     assert not (tmp_path / "mlflow.db").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_a_run_with_a_prepared_worker_takes_the_oracle_from_it(job, monkeypatch, tmp_path):
+    """`run_experiment` with a worker prepared for its data fits no oracle itself, and its seeds'
+    oracle metrics are those of a run that fits it in the caller."""
+    import speccomp.spectra.floor as floor_module
+    from speccomp.core.experiment import run_experiment
+
+    cfg = job[0]
+    inline_run = run_experiment(cfg, 42, [123], tmp_path / "inline", figures=False)
+    fitted_here = []
+    original = floor_module.physical_floor
+    monkeypatch.setattr(floor_module, "physical_floor", lambda *a: fitted_here.append(1) or original(*a))
+    floor_module._CACHE.clear()
+    worker = FigureWorker.start()
+    worker.prepare(cfg, 42)
+    run = run_experiment(cfg, 42, [123], tmp_path / "worker", background_figures=True, figure_worker=worker)
+    assert fitted_here == []
+    oracle = {k: v for k, v in run.result.seeds[0].final.items() if k.startswith("oracle/")}
+    assert oracle and oracle == {k: v for k, v in inline_run.result.seeds[0].final.items() if k.startswith("oracle/")}
+    assert sorted(p.name for p in (tmp_path / "worker" / "plots").iterdir()) == sorted(FIGURE_NAMES)

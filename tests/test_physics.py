@@ -209,3 +209,47 @@ def test_additive_noise_leaves_every_earlier_draw_unchanged():
     assert not torch.equal(s_on.spectra, s_off.spectra)
     # x_on - x_off is exactly the additive term (same multiplicative noise underneath)
     assert abs(float(diff.std()) - 0.02) < 0.002 and abs(float(diff.mean())) < 0.002
+
+
+@pytest.mark.parametrize(("n", "n_bins", "t_range", "additive"), [
+    (1000, 1024, (3000, 7000), 0.0),  # four blocks of 256 rows and a short last one
+    (333, 77, (3000, 7000), 0.05),  # bins that are no multiple of any SIMD width, additive noise
+    (64, 901, (3000, 7000), 0.0),  # one block, shorter than BLOCK_ROWS
+    (300, 128, (100, 7000), 0.0),  # too cold for the direct continuum somewhere: the one-pass route
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_block_by_block_spectra_are_the_one_pass_spectra_bit_for_bit(n, n_bins, t_range, additive, threads):
+    """`noisy_spectra` (what the generator uses, to bound its memory) writes exactly the float32
+    values of `add_noise_(fast_clean(...))` over the whole array, at either thread count."""
+    from speccomp.spectra.physics import add_noise_, fast_clean, noisy_spectra
+
+    cfg = load_config(None, [f"physics.n_bins={n_bins}"])
+    forward = ForwardModel.from_config(cfg.physics)
+    g = torch.Generator().manual_seed(n + n_bins)
+    t = torch.empty(n, dtype=torch.float64).uniform_(*t_range, generator=g)
+    a = torch.rand(n, forward.n_components, dtype=torch.float64, generator=g) * (torch.rand(n, 1, generator=g) < 0.7)
+    a[:, 5] = 0  # a line absent everywhere
+    a[: n // 2, 3] = 0  # and one absent from the first blocks only
+    sigma = torch.rand(n, dtype=torch.float64, generator=g) * 0.1
+    eps = torch.randn(n, n_bins, generator=g)
+    eps_add = torch.randn(n, n_bins, generator=g) if additive else None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        whole = add_noise_(fast_clean(forward, t, a), sigma, eps.clone(), additive,
+                           None if eps_add is None else eps_add.clone())
+        blocks = noisy_spectra(forward, t, a, sigma, eps.clone(), additive, eps_add, block_rows=128)
+    finally:
+        torch.set_num_threads(before)
+    assert blocks.dtype == torch.float32
+    assert torch.equal(blocks, whole)
+
+
+def test_a_block_size_off_the_simd_lanes_is_refused():
+    from speccomp.spectra.physics import noisy_spectra
+
+    cfg = load_config(None, [])
+    forward = ForwardModel.from_config(cfg.physics)
+    with pytest.raises(ValueError, match="block_rows: 100; must be a multiple of 64"):
+        noisy_spectra(forward, torch.full((4,), 5000.0), torch.zeros(4, 20), torch.zeros(4), torch.zeros(4, 1024),
+                      block_rows=100)

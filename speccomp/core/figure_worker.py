@@ -1,4 +1,5 @@
-"""The figures of an experiment, drawn in a second process while the caller goes on.
+"""The figures of an experiment, drawn in a second process while the caller goes on, and what
+of the floor depends on the data alone (`Task.floor_of_data`: the spectra's oracle fits).
 
     worker = FigureWorker.start()        # early: the process imports the plotting stack meanwhile
     worker.prepare(cfg, data_seed)       # optional, as soon as the config is known: the worker
@@ -7,6 +8,8 @@
     worker.submit_data(cfg, datasets, plots_dir)   # optional: the figures of the data alone, now
                                          # (prepared: only the folder and the data's digests go)
     ...                                  # train
+    of_data = worker.floor_of_data(datasets)   # prepared: what it computed of the floor for these
+                                         # data meanwhile (None: compute it here)
     worker.submit(cfg, datasets, trajectory, predictions, plots_dir, floor)   # the rest
       or, after submit_data, in two steps:
     worker.submit_trained(trajectory, predictions)   # the run figures without the floor line, now
@@ -20,8 +23,9 @@ what drawing needs (torch, matplotlib, pandas, the job's arrays; prepared, the d
 never the caller's MLflow store or threads. Jobs go to its stdin as pickles, in this order:
 
     ("all", cfg, datasets, trajectory, predictions, plots_dir, floor)     everything in one go; or
-    ("prepare", cfg, data_seed, staging, threads)   optional: generate the data, draw the task's
-                                                    `data_figures` into `staging`
+    ("prepare", cfg, data_seed, staging, threads)   optional: generate the data, compute
+                                                    `Task.floor_of_data` and answer it at once,
+                                                    draw the task's `data_figures` into `staging`
     ("place", plots_dir, digests)                   prepared, for the same data: check the digests,
                                                     move the staged files into `plots_dir`
       or ("data", cfg, datasets, plots_dir)         draw `data_figures` from these data (after a
@@ -30,9 +34,12 @@ never the caller's MLflow store or threads. Jobs go to its stdin as pickles, in 
     ("trained", trajectory, predictions)            its `floor_free_figures`, while the caller
     ("floor", floor)                                measures the floor, then the rest
 
-The answer comes back on its stdout as one pickle, `("ok", name -> path)` or `("error",
-traceback)`; the files it writes are those `draw_figures` writes in the caller (same inputs, same
-code, same bytes). The caller's training runs on one core; the figures take the other. When the
+The answers come back on its stdout as pickles: a prepared worker's `("floor", digests, value)`
+first (value None when the task has none or computing it failed: the caller then computes it
+and meets the error itself), then `("ok", name -> path)` or `("error", traceback)`. The files it
+writes are those `draw_figures` writes in the caller (same inputs, same code, same bytes), and
+the floor is the one the caller would compute (same data, checked by digest; same code; the
+caller's thread count). The caller's training runs on one core; the figures take the other. When the
 caller ends, the worker's stdin closes and it exits once it has read to the end (a prepared worker
 after drawing the data figures, removing its staging folder).
 """
@@ -60,6 +67,9 @@ class FigureWorker:
         self._writer: threading.Thread | None = None
         self._prepared: tuple[Any, int] | None = None
         self._staging: tempfile.TemporaryDirectory | None = None
+        self._placed: dict[str, str] | None = None  # the digests of the prepared data, once placed
+        self._floor: tuple | None = None  # the worker's ("floor", digests, value), once read
+        self._answer: tuple | None = None  # its last answer, if read while looking for the floor
 
     @classmethod
     def start(cls) -> FigureWorker:
@@ -94,9 +104,33 @@ class FigureWorker:
         if self._prepared is not None and self._prepared[0] == cfg and seeds == {self._prepared[1]}:
             digests = {name: split.digest for name, split in datasets.items()}
             self._send(("place", Path(plots_dir), digests), close=False)
+            self._placed = digests
         else:  # not prepared, or for other data: the worker drops what it prepared
             self._send(("data", cfg, datasets, Path(plots_dir)), close=False)
         self._data_sent = True
+
+    def floor_of_data(self, datasets: dict[str, Any]) -> Any:
+        """What the prepared worker computed of `Task.floor_of_data` for `datasets`, waiting for
+        it if need be (it starts as soon as the worker has generated the data); None when it was
+        not prepared for these data (see `submit_data`), the task has no such part, or computing
+        it failed there: the caller then computes it itself."""
+        if self._placed is None or {name: split.digest for name, split in datasets.items()} != self._placed:
+            return None
+        if self._floor is None:
+            message = self._read()
+            if message is None or message[0] != "floor":  # it ended, or failed before: result() says why
+                self._answer = message
+                return None
+            self._floor = message
+        _, digests, value = self._floor
+        return value if digests == self._placed else None
+
+    def _read(self) -> tuple | None:
+        """The worker's next answer on its stdout; None at its end or for what is not one."""
+        try:
+            return pickle.load(self._process.stdout)
+        except Exception:
+            return None
 
     def submit(self, cfg: Any, datasets: dict[str, Any], trajectory, predictions: dict[int, Any], plots_dir: Path,
                floor: Any = None) -> None:
@@ -155,12 +189,16 @@ class FigureWorker:
         """Wait for the figures: name -> path. The worker's error, re-raised as RuntimeError."""
         if not self._submitted:
             raise RuntimeError("figure worker: no job submitted")
-        out = self._process.stdout.read()
+        answer = self._answer
+        while answer is None or answer[0] == "floor":  # a floor the caller did not ask for
+            answer = self._read()
+            if answer is None:
+                break
+        self._process.stdout.read()
         code = self._process.wait()
-        try:
-            status, value = pickle.loads(out)
-        except Exception:
-            raise RuntimeError(f"figure worker ended with exit code {code} and no answer") from None
+        if answer is None:
+            raise RuntimeError(f"figure worker ended with exit code {code} and no answer")
+        status, value = answer
         if status != "ok":
             raise RuntimeError(f"figure worker failed:\n{value}")
         return value
@@ -198,9 +236,21 @@ def _serve() -> int:
         return 0  # the caller stopped before the job was whole: nothing more is wanted
     except Exception:
         answer = ("error", traceback.format_exc())
-    sys.stdout.buffer.write(pickle.dumps(answer))
-    sys.stdout.buffer.flush()
+    _answer(answer)
     return 0
+
+
+def _answer(message: tuple) -> None:
+    sys.stdout.buffer.write(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+
+
+def _floor_of_data(task, cfg, datasets) -> Any:
+    """`task.floor_of_data`, None if it fails: the caller computes it again and meets the error."""
+    try:
+        return task.floor_of_data(cfg, datasets)
+    except Exception:
+        return None
 
 
 class _Ended(Exception):
@@ -229,14 +279,15 @@ def _draw() -> dict[str, Path]:
     if message[0] == "prepare":
         _, cfg, data_seed, staging, threads = message
         try:  # the staging folder goes whatever happens: placed, dropped, or the caller gone
-            torch.set_num_threads(threads)  # as the caller generates its own copy
+            torch.set_num_threads(threads)  # as the caller generates its own copy and fits the floor
             datasets = task_for(cfg).generate(cfg, data_seed)
+            mine = {name: split.digest for name, split in datasets.items()}
+            _answer(("floor", mine, _floor_of_data(task_for(cfg), cfg, datasets)))  # the caller needs it first
             torch.set_num_threads(1)
             staged = task_for(cfg).data_figures(cfg, datasets, staging)
             message = _next_job()
             if message[0] == "place":
                 _, plots_dir, digests = message
-                mine = {name: split.digest for name, split in datasets.items()}
                 if mine != digests:
                     raise RuntimeError(f"the data this worker generated are not the caller's: digests {mine}, "
                                        f"the caller's {digests}")

@@ -22,6 +22,7 @@ matrices (multiple choice, accuracy, chance floor); docs/layout.md walks through
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -105,9 +106,19 @@ class Task(ABC):
         """The domain's columns of one trajectory row (after data_seed, seed, step, ... train_loss)."""
 
     # --- after training -------------------------------------------------------------------
-    def floor(self, cfg: Any, datasets: dict[str, Any], seeds: list[int], finals: dict[int, dict[str, float]]) -> FloorResult:
-        """Optional: a floor to report beside the results (default: none)."""
+    def floor(self, cfg: Any, datasets: dict[str, Any], seeds: list[int], finals: dict[int, dict[str, float]],
+              of_data: Any = None) -> FloorResult:
+        """Optional: a floor to report beside the results (default: none). `of_data`, when given,
+        is what `floor_of_data` returned for these data, to use instead of computing it again."""
         return FloorResult()
+
+    def floor_of_data(self, cfg: Any, datasets: dict[str, Any]) -> Any:
+        """Optional: the part of `floor` that depends on the data alone and takes time (spectra:
+        the oracle's fits), or None, the default: nothing worth computing ahead. A figure worker
+        prepared for these data computes it while the caller trains, and the caller passes it to
+        `floor` as `of_data` (same code, same thread count, same result). A domain that returns
+        something here takes `of_data` in `floor` (`register_task` checks)."""
+        return None
 
     def recorded_floor(self, cfg: Any, finals: list[dict[str, float]]) -> Any:
         """Optional: the floor line of the figures from the seeds' final metrics as recorded (a run
@@ -186,6 +197,8 @@ def register_task(task: Task) -> Task:
     if early and not early < names:
         raise ValueError(f"{task.name}: floor_free_figures {sorted(early - names) or sorted(early)} must be some, "
                          f"not all, of run_figure_names {sorted(names)}")
+    if type(task).floor_of_data is not Task.floor_of_data and "of_data" not in inspect.signature(task.floor).parameters:
+        raise ValueError(f"{task.name}: floor_of_data is defined, so floor must take of_data (what it returned)")
     TASKS[task.name] = task
     return task
 

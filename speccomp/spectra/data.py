@@ -27,7 +27,7 @@ from speccomp.core.config import (
 from speccomp.core.schema import call_sampler
 from speccomp.core.seeding import numpy_generator, torch_generator
 from speccomp.core.splits import tensor_digest
-from speccomp.spectra.physics import ForwardModel, add_noise_, fast_clean
+from speccomp.spectra.physics import ForwardModel, noisy_spectra
 
 
 @dataclass
@@ -127,7 +127,7 @@ def generate_split(
     a_t = torch.from_numpy(abundances)
     t_t = torch.from_numpy(temperature)
     s_t = torch.from_numpy(sigma)
-    spectra = add_noise_(fast_clean(forward, t_t, a_t, torch.float32), s_t, eps, additive, eps_add)
+    spectra = noisy_spectra(forward, t_t, a_t, s_t, eps, additive, eps_add)  # in `eps`, block by block
     return SplitData(
         name=name,
         spectra=spectra,

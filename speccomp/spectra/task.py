@@ -78,13 +78,19 @@ class SpectraTask(Task):
         return row
 
     # --- after training ---------------------------------------------------------------------
-    def floor(self, cfg, datasets, seeds, finals) -> FloorResult:
+    def floor(self, cfg, datasets, seeds, finals, of_data=None) -> FloorResult:
         from speccomp.spectra.floor import physical_floor, with_efficiency
 
-        oracle = physical_floor(cfg, datasets["test"])
+        oracle = physical_floor(cfg, datasets["test"]) if of_data is None else of_data
         per_seed = {seed: with_efficiency(finals[seed], oracle, cfg.tracked_labels) for seed in seeds}
         figure_floor = {label: oracle[f"oracle/mse/{label}"] for label in cfg.tracked_labels} if oracle else None
         return FloorResult(per_seed, figure_floor)
+
+    def floor_of_data(self, cfg, datasets) -> dict[str, float]:
+        """The oracle's MSE and Cramér–Rao bound on the test split ({} with `analysis.oracle: off`)."""
+        from speccomp.spectra.floor import physical_floor
+
+        return physical_floor(cfg, datasets["test"])
 
     def figures(self, cfg, datasets, trajectory, predictions, plots_dir, floor=None) -> dict[str, Path]:
         from speccomp.spectra.figures import draw_all  # matplotlib is imported only when drawing
