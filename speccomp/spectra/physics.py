@@ -7,7 +7,7 @@
 
 `ForwardModel` computes in float64 and is differentiable in T and a (the oracle fits it and the
 tests check it by hand); the data generator uses `fast_clean`, the same equations in float32 with
-fewer passes over the (N, L) arrays.
+fewer passes over the (N, L) arrays, a block of rows at a time (`noisy_spectra`).
 """
 
 from __future__ import annotations
