@@ -255,6 +255,23 @@ def test_override_values_parse_as_yaml_types():
     assert tuple(cfg.physics.sampling.temperature.range) == (4000.0, 5000.0)
 
 
+def test_the_oracle_turned_off_as_yaml_reads_it(tmp_path):
+    """YAML reads an unquoted `off` as false: the override and the file both mean `off`, and the
+    resolved config writes it back as the word."""
+    import shutil
+
+    assert load_config(None, ["analysis.oracle=off"]).analysis.oracle == "off"
+    assert load_config(None, ["analysis.oracle='off'"]).analysis.oracle == "off"
+    (tmp_path / "configs").mkdir()
+    for name in ("synthetic_spectra.yaml", "data_distribution.yaml", "training.yaml"):
+        shutil.copy(DEFAULT_DIR / name, tmp_path / "configs" / name)
+    (tmp_path / "configs" / "analysis.yaml").write_text("oracle: off\n")
+    cfg = load_config(tmp_path / "configs")
+    assert cfg.analysis.oracle == "off" and cfg.to_dict()["analysis"]["oracle"] == "off"
+    with pytest.raises(ConfigError, match="analysis.oracle: Input should be 'split', 'all' or 'off'"):
+        load_config(None, ["analysis.oracle=on"])
+
+
 def test_override_can_add_a_split_as_a_yaml_mapping():
     cfg = load_config(
         None,

@@ -512,10 +512,18 @@ class AnalysisConfig(_Strict):
     """Labels to track (metrics `test/mse/<label>` etc.); defaults to the x and y components."""
     oracle: Literal["split", "all", "off"] = "split"
     """The physical floor (`oracle/mse/<label>`): fit the known physics to every test spectrum,
-    with the components the test split can contain (`split`) or all components (`all`)."""
+    with the components the test split can contain (`split`) or all components (`all`); `off`:
+    none."""
     learned_skill: float = Field(0.5, gt=0.0, lt=1.0)
     """In-distribution skill (R² where present on the validation split) below which a component
     counts as *not learned*: it gets the tag `not_learned` and no `transfer/<label>` value."""
+
+    @field_validator("oracle", mode="before")
+    @classmethod
+    def _off_as_yaml_reads_it(cls, value: Any) -> Any:
+        # YAML reads an unquoted `off` (and `no`, `false`) as false: `oracle: off` and the override
+        # `analysis.oracle=off` mean "off", not a refused boolean.
+        return "off" if value is False else value
 
 
 # --------------------------------------------------------------------------------------------
