@@ -120,7 +120,9 @@ def _param(path: Path, name: str, entry: Any) -> MetaParam:
         return MetaParam(name, optuna.distributions.CategoricalDistribution(choices))
     if kind not in ("int", "float"):
         raise ConfigError(f"{where}: type must be categorical, int or float, got {kind!r}")
-    low, high, log = entry.get("low"), entry.get("high"), bool(entry.get("log", False))
+    low, high, log = entry.get("low"), entry.get("high"), entry.get("log", False)
+    if not isinstance(log, bool):  # bool("false") would be a log scale
+        raise ConfigError(f"{where}: log: must be true or false, got {log!r}")
     for key, v in (("low", low), ("high", high)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise ConfigError(f"{where}: {key}: must be a finite number, got {v!r}")

@@ -207,7 +207,9 @@ def _param(path: Path, name: str, entry: Any, earlier: list[ParamSpec], root: An
             raise SpaceError(f"{where}: inverted range: low {low} > high {high}")
         if low == high:
             raise SpaceError(f"{where}: empty range: low == high == {low}; use a fixed override instead")
-        log = bool(entry.get("log", False))
+        log = entry.get("log", False)
+        if not isinstance(log, bool):  # bool("false") would be a log scale
+            raise SpaceError(f"{where}: log: must be true or false, got {log!r}")
         if log and low <= 0:
             raise SpaceError(f"{where}: a log distribution needs low > 0, got {low}")
         step = entry.get("step")

@@ -176,3 +176,6 @@ def test_meta_study_space_loads_and_splits_settings_from_config_values(tmp_path)
     bad.write_text("params:\n  meta_learning_rate: {type: float, low: -1, high: 0.1}\n")
     with pytest.raises(Exception, match=r"params.meta_learning_rate: value -1.0 is refused: META_LEARNING_RATE=-1.0"):
         load_meta_space(bad)
+    bad.write_text("params:\n  meta_learning_rate: {type: float, low: 0.001, high: 0.1, log: 'no'}\n")
+    with pytest.raises(Exception, match=r"params.meta_learning_rate: log: must be true or false, got 'no'"):
+        load_meta_space(bad)

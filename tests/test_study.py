@@ -311,6 +311,8 @@ BAD_SPACES = {
     "inverted range": (_space_with({"type": "float", "low": 1e-2, "high": 1e-3}), "inverted range"),
     "log with zero bound": (_space_with({"type": "float", "low": 0.0, "high": 1e-3, "log": True}), "low > 0"),
     "log with negative bound": (_space_with({"type": "float", "low": -1.0, "high": 1e-3, "log": True}), "low > 0"),
+    "log not a boolean": (_space_with({"type": "float", "low": 1e-4, "high": 1e-3, "log": "false"}),
+                          "log: must be true or false, got 'false'"),
 }
 
 
