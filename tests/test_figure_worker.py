@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from speccomp.core.experiment import draw_figures
 from speccomp.core.figure_worker import FigureWorker
@@ -157,7 +158,7 @@ def test_a_prepared_worker_computes_the_oracle_floor_the_caller_would(job, inlin
     assert any(key.startswith("oracle/mse/") for key in expected)
     worker = FigureWorker.start()
     try:
-        worker.prepare(cfg, 42)
+        worker.prepare(cfg, 42, threads=torch.get_num_threads())
         worker.submit_data(cfg, datasets, tmp_path / "worker")
         assert worker.floor_of_data(datasets) == expected
         assert worker.floor_of_data(datasets) == expected
@@ -167,6 +168,63 @@ def test_a_prepared_worker_computes_the_oracle_floor_the_caller_would(job, inlin
     finally:
         worker.close()
     _assert_as_inline(drawn, inline, tmp_path / "worker")
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_the_workers_oracle_is_fitted_with_the_callers_threads_or_not_taken(two_threads, tmp_path):
+    """At the default size the oracle's rounding depends on the thread count: a worker prepared
+    with the caller's two threads gives the caller's floats; once the caller runs with another
+    count, `floor_of_data` answers None (the caller fits it itself)."""
+    import speccomp.spectra.floor as floor_module
+    from speccomp.core.config import load_config
+    from speccomp.core.task import get_task
+
+    cfg = load_config(None, [])
+    task = get_task("spectra")
+    datasets = generate_datasets(cfg, 42)
+    floor_module._CACHE.clear()  # (kept per dataset, whatever the thread count)
+    at_two = task.floor_of_data(cfg, datasets)
+    floor_module._CACHE.clear()
+    torch.set_num_threads(1)
+    assert task.floor_of_data(cfg, datasets) != at_two, "the default test split's oracle no longer depends on threads"
+    floor_module._CACHE.clear()
+    torch.set_num_threads(2)
+    worker = FigureWorker.start()
+    try:
+        worker.prepare(cfg, 42, threads=2)
+        worker.submit_data(cfg, datasets, tmp_path)
+        torch.set_num_threads(1)
+        assert worker.floor_of_data(datasets) is None
+        torch.set_num_threads(2)
+        assert worker.floor_of_data(datasets) == at_two
+    finally:
+        worker.close()
+
+
+def test_a_prepared_worker_whose_caller_is_gone_before_the_floor_ends_quietly(job, capfd):
+    """The caller gone (its end of the worker's stdout closed) before the worker answers the
+    floor: the worker exits 0 without a traceback, and removes what it staged."""
+    cfg = job[0]
+    worker = FigureWorker.start()
+    try:
+        worker.prepare(cfg, 42)
+        staging = Path(worker._staging.name)
+        worker._process.stdout.close()  # before the worker has even imported torch
+        worker._writer.join()
+        worker._process.stdin.close()
+        assert worker._process.wait(timeout=120) == 0
+        assert not staging.exists()
+    finally:
+        worker.close()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.slow
@@ -252,6 +310,9 @@ class _Recorded(FigureWorker):
 
     def _send(self, message: tuple, close: bool) -> None:
         self.sent.append(message)
+
+    def _next_answer(self):
+        raise AssertionError("a worker never prepared for these data is not waited for")
 
 
 @pytest.mark.parametrize(("prepared_with", "prepared_seed", "kind"), [
@@ -425,15 +486,18 @@ def test_a_run_with_a_prepared_worker_takes_the_oracle_from_it(job, monkeypatch,
     from speccomp.core.experiment import run_experiment
 
     cfg = job[0]
-    inline_run = run_experiment(cfg, 42, [123], tmp_path / "inline", figures=False)
+    seeds = [1, 2, 3, 4, 5, 6]  # two ensembles of three: the floor is asked for twice
+    inline_run = run_experiment(cfg, 42, seeds, tmp_path / "inline", figures=False, max_ensemble=3)
     fitted_here = []
     original = floor_module.physical_floor
     monkeypatch.setattr(floor_module, "physical_floor", lambda *a: fitted_here.append(1) or original(*a))
     floor_module._CACHE.clear()
     worker = FigureWorker.start()
-    worker.prepare(cfg, 42)
-    run = run_experiment(cfg, 42, [123], tmp_path / "worker", background_figures=True, figure_worker=worker)
+    worker.prepare(cfg, 42, threads=torch.get_num_threads())
+    run = run_experiment(cfg, 42, seeds, tmp_path / "worker", background_figures=True, figure_worker=worker,
+                         max_ensemble=3)
     assert fitted_here == []
-    oracle = {k: v for k, v in run.result.seeds[0].final.items() if k.startswith("oracle/")}
-    assert oracle and oracle == {k: v for k, v in inline_run.result.seeds[0].final.items() if k.startswith("oracle/")}
+    for mine, theirs in zip(run.result.seeds, inline_run.result.seeds, strict=True):
+        oracle = {k: v for k, v in mine.final.items() if k.startswith("oracle/")}
+        assert oracle and oracle == {k: v for k, v in theirs.final.items() if k.startswith("oracle/")}
     assert sorted(p.name for p in (tmp_path / "worker" / "plots").iterdir()) == sorted(FIGURE_NAMES)

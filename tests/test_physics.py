@@ -238,11 +238,13 @@ def test_block_by_block_spectra_are_the_one_pass_spectra_bit_for_bit(n, n_bins, 
     try:
         whole = add_noise_(fast_clean(forward, t, a), sigma, eps.clone(), additive,
                            None if eps_add is None else eps_add.clone())
-        blocks = noisy_spectra(forward, t, a, sigma, eps.clone(), additive, eps_add, block_rows=128)
+        blocks = {rows: noisy_spectra(forward, t, a, sigma, eps.clone(), additive, eps_add, block_rows=rows)
+                  for rows in (64, 128, 256)}  # 256: the default
     finally:
         torch.set_num_threads(before)
-    assert blocks.dtype == torch.float32
-    assert torch.equal(blocks, whole)
+    for spectra in blocks.values():
+        assert spectra.dtype == torch.float32
+        assert torch.equal(spectra, whole)
 
 
 def test_a_block_size_off_the_simd_lanes_is_refused():
@@ -250,6 +252,7 @@ def test_a_block_size_off_the_simd_lanes_is_refused():
 
     cfg = load_config(None, [])
     forward = ForwardModel.from_config(cfg.physics)
-    with pytest.raises(ValueError, match="block_rows: 100; must be a multiple of 64"):
-        noisy_spectra(forward, torch.full((4,), 5000.0), torch.zeros(4, 20), torch.zeros(4), torch.zeros(4, 1024),
-                      block_rows=100)
+    for rows in (100, 0, -64):
+        with pytest.raises(ValueError, match=f"block_rows: {rows}; must be a positive multiple of 64"):
+            noisy_spectra(forward, torch.full((4,), 5000.0), torch.zeros(4, 20), torch.zeros(4), torch.zeros(4, 1024),
+                          block_rows=rows)

@@ -114,7 +114,9 @@ def run_experiment(
     With `background_figures`, the figures are drawn by a second process (`figure_worker`, or one
     started here): those of the data alone (`Task.data_figures`) while the seeds train, those
     without a floor line (`Task.floor_free_figures`) while the floor is measured, the rest while
-    the last ensemble's `on_done` and the tables run; the files are the same.
+    the last ensemble's `on_done` and the tables run; the files are the same. A worker prepared
+    for these data (`FigureWorker.prepare`) also computes the floor's data part
+    (`Task.floor_of_data`: the spectra's oracle), which is then not computed here.
     `timings['figures']` is then the time spent waiting for them."""
     draw = figures and out_dir is not None
     worker = (figure_worker or FigureWorker.start()) if draw and background_figures else None
@@ -158,7 +160,7 @@ def _run_experiment(cfg, data_seed, seeds, out_dir, logger, progress, figures, f
             worker.submit_trained(whole.trajectory, predictions_by_seed(whole))
         t0 = time.perf_counter()
         # A prepared worker has computed the data's part of the floor (the oracle) while the seeds trained.
-        of_data = worker.floor_of_data(datasets) if worker is not None else None
+        of_data = worker.floor_of_data(datasets) if worker is not None and task.has_floor_of_data else None
         measured = task.floor(cfg, datasets, group, {r.seed: r.final for r in part.seeds},  # cached per dataset
                               **({} if of_data is None else {"of_data": of_data}))
         timings["oracle"] += time.perf_counter() - t0

@@ -65,11 +65,12 @@ class FigureWorker:
         self._data_sent = False
         self._trained_sent = False
         self._writer: threading.Thread | None = None
-        self._prepared: tuple[Any, int] | None = None
+        self._prepared: tuple[Any, int, int] | None = None  # config, data seed, threads
         self._staging: tempfile.TemporaryDirectory | None = None
         self._placed: dict[str, str] | None = None  # the digests of the prepared data, once placed
         self._floor: tuple | None = None  # the worker's ("floor", digests, value), once read
         self._answer: tuple | None = None  # its last answer, if read while looking for the floor
+        self._ended = False  # its stdout has ended
 
     @classmethod
     def start(cls) -> FigureWorker:
@@ -86,12 +87,15 @@ class FigureWorker:
         `data_figures` into a folder of its own, while the caller is still setting up: the
         caller's `submit_data` with the same config and data seed then sends only the folder and
         the digests (checked there) instead of the data. `threads`: the torch threads the caller
-        generates its data with (the worker generates with as many, then draws with one)."""
+        runs with: the worker generates the data and computes `Task.floor_of_data` with as many
+        (the floor's rounding depends on them; `floor_of_data` checks that the caller still runs
+        with them), then draws with one. With more than one, the worker's fit competes with the
+        caller's set-up and training for the cores (see `speccomp.core.threads`)."""
         if self._prepared is not None or self._data_sent or self._submitted:
             raise RuntimeError("figure worker: prepared once, before the data")
         self._staging = tempfile.TemporaryDirectory(prefix="speccomp-figures-")
         self._send(("prepare", cfg, int(data_seed), Path(self._staging.name), int(threads)), close=False)
-        self._prepared = (cfg, int(data_seed))
+        self._prepared = (cfg, int(data_seed), int(threads))
 
     def submit_data(self, cfg: Any, datasets: dict[str, Any], plots_dir: Path) -> None:
         """Hand the worker the data, so that it draws the task's `data_figures` while the caller
@@ -112,12 +116,20 @@ class FigureWorker:
     def floor_of_data(self, datasets: dict[str, Any]) -> Any:
         """What the prepared worker computed of `Task.floor_of_data` for `datasets`, waiting for
         it if need be (it starts as soon as the worker has generated the data); None when it was
-        not prepared for these data (see `submit_data`), the task has no such part, or computing
-        it failed there: the caller then computes it itself."""
+        not prepared for these data (see `submit_data`), the caller no longer runs with the
+        threads it was prepared with, the task has no such part, or computing it failed there, or
+        the worker failed or ended before: the caller then computes it itself (and `result()`
+        says what happened to the worker)."""
+        import torch  # the caller's, imported long before
+
         if self._placed is None or {name: split.digest for name, split in datasets.items()} != self._placed:
             return None
+        if torch.get_num_threads() != self._prepared[2]:
+            return None  # fitted with another thread count: not the caller's rounding
         if self._floor is None:
-            message = self._read()
+            if self._answer is not None:  # the worker answered (failed) before any floor
+                return None
+            message = self._next_answer()
             if message is None or message[0] != "floor":  # it ended, or failed before: result() says why
                 self._answer = message
                 return None
@@ -125,12 +137,17 @@ class FigureWorker:
         _, digests, value = self._floor
         return value if digests == self._placed else None
 
-    def _read(self) -> tuple | None:
-        """The worker's next answer on its stdout; None at its end or for what is not one."""
-        try:
-            return pickle.load(self._process.stdout)
-        except Exception:
+    def _next_answer(self) -> tuple | None:
+        """The worker's next message on its stdout; None at its end (remembered: not read again)."""
+        if self._ended:
             return None
+        try:
+            message = pickle.load(self._process.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError, ValueError):
+            message = None
+        if message is None:
+            self._ended = True
+        return message
 
     def submit(self, cfg: Any, datasets: dict[str, Any], trajectory, predictions: dict[int, Any], plots_dir: Path,
                floor: Any = None) -> None:
@@ -191,7 +208,7 @@ class FigureWorker:
             raise RuntimeError("figure worker: no job submitted")
         answer = self._answer
         while answer is None or answer[0] == "floor":  # a floor the caller did not ask for
-            answer = self._read()
+            answer = self._next_answer()
             if answer is None:
                 break
         self._process.stdout.read()
@@ -236,13 +253,18 @@ def _serve() -> int:
         return 0  # the caller stopped before the job was whole: nothing more is wanted
     except Exception:
         answer = ("error", traceback.format_exc())
-    _answer(answer)
+    with contextlib.suppress(_Ended):
+        _answer(answer)
     return 0
 
 
 def _answer(message: tuple) -> None:
-    sys.stdout.buffer.write(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+    """One message to the caller; `_Ended` when the caller has gone (its end of the pipe closed)."""
+    try:
+        sys.stdout.buffer.write(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        sys.stdout.buffer.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        raise _Ended from None
 
 
 def _floor_of_data(task, cfg, datasets) -> Any:
@@ -319,6 +341,7 @@ if __name__ == "__main__":
     code = _serve()
     # The answer is written and every file closed: the interpreter's teardown of torch and
     # matplotlib (about half a second) would only delay the caller, which reads to the end.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a caller gone: nothing is left to say
+            stream.flush()
     os._exit(code)

@@ -115,10 +115,17 @@ class Task(ABC):
     def floor_of_data(self, cfg: Any, datasets: dict[str, Any]) -> Any:
         """Optional: the part of `floor` that depends on the data alone and takes time (spectra:
         the oracle's fits), or None, the default: nothing worth computing ahead. A figure worker
-        prepared for these data computes it while the caller trains, and the caller passes it to
-        `floor` as `of_data` (same code, same thread count, same result). A domain that returns
-        something here takes `of_data` in `floor` (`register_task` checks)."""
+        prepared for these data computes it in its own process, from data it generated itself,
+        while the caller sets up and trains, and the caller passes it to `floor` as `of_data`:
+        so it must be a function of the config and the data alone (and of the torch thread
+        count, which the worker takes from the caller), and picklable. A domain that defines it
+        takes `of_data` in `floor` (`register_task` checks)."""
         return None
+
+    @property
+    def has_floor_of_data(self) -> bool:
+        """Whether the domain defines `floor_of_data` (else nobody waits for one)."""
+        return type(self).floor_of_data is not Task.floor_of_data
 
     def recorded_floor(self, cfg: Any, finals: list[dict[str, float]]) -> Any:
         """Optional: the floor line of the figures from the seeds' final metrics as recorded (a run
@@ -197,7 +204,8 @@ def register_task(task: Task) -> Task:
     if early and not early < names:
         raise ValueError(f"{task.name}: floor_free_figures {sorted(early - names) or sorted(early)} must be some, "
                          f"not all, of run_figure_names {sorted(names)}")
-    if type(task).floor_of_data is not Task.floor_of_data and "of_data" not in inspect.signature(task.floor).parameters:
+    if task.has_floor_of_data and not any(p.name == "of_data" or p.kind is p.VAR_KEYWORD
+                                          for p in inspect.signature(task.floor).parameters.values()):
         raise ValueError(f"{task.name}: floor_of_data is defined, so floor must take of_data (what it returned)")
     TASKS[task.name] = task
     return task

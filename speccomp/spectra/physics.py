@@ -144,9 +144,9 @@ def noisy_spectra(
     temporaries, so a 4,096-spectrum split peaks at its own size plus a few MB instead of three
     times its size. Element-wise, so the result is the one-pass result. Where any spectrum is too
     cold for the direct continuum (`_DIRECT_X_MAX`), the whole split takes `fast_clean`'s
-    one-pass float64 route, as before. `block_rows` must be a multiple of 64."""
-    if block_rows % 64:
-        raise ValueError(f"block_rows: {block_rows}; must be a multiple of 64")
+    one-pass float64 route, as before. `block_rows` must be a positive multiple of 64."""
+    if block_rows <= 0 or block_rows % 64:
+        raise ValueError(f"block_rows: {block_rows}; must be a positive multiple of 64")
     dtype = eps.dtype
     lam = forward.wavelength_nm.to(dtype)
     # x = hc/(λkT) is largest at the coldest spectrum (rounding is monotone), so this is the
