@@ -190,12 +190,10 @@ def test_the_workers_oracle_is_fitted_with_the_callers_threads_or_not_taken(two_
     cfg = load_config(None, [])
     task = get_task("spectra")
     datasets = generate_datasets(cfg, 42)
-    floor_module._CACHE.clear()  # (kept per dataset, whatever the thread count)
+    floor_module._CACHE.clear()
     at_two = task.floor_of_data(cfg, datasets)
-    floor_module._CACHE.clear()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # (the cache is kept per thread count too)
     assert task.floor_of_data(cfg, datasets) != at_two, "the default test split's oracle no longer depends on threads"
-    floor_module._CACHE.clear()
     torch.set_num_threads(2)
     worker = FigureWorker.start()
     try:

@@ -1,7 +1,10 @@
 """The physical floor of an experiment: the oracle's per-component MSE on the test split, and the
-Cramér–Rao bound beside it, computed once per dataset (cached by the split's digest)."""
+Cramér–Rao bound beside it, computed once per dataset and thread count (cached by the split's
+digest and torch's thread count, on which the fits' last digits depend)."""
 
 from __future__ import annotations
+
+import torch
 
 from speccomp.core.config import ExperimentConfig
 from speccomp.spectra.data import SplitData
@@ -22,7 +25,8 @@ def physical_floor(cfg: ExperimentConfig, test: SplitData) -> dict[str, float]:
     abundance_range = split_cfg.abundance_range or physics.abundance.range
     temperature_range = split_cfg.temperature_range or physics.temperature.range
     tracked = cfg.tracked_labels
-    key = (test.digest, tuple(components or ()), mode, tuple(abundance_range), tuple(temperature_range), tuple(tracked))
+    key = (test.digest, tuple(components or ()), mode, tuple(abundance_range), tuple(temperature_range), tuple(tracked),
+           torch.get_num_threads())
     if key not in _CACHE:
         forward = ForwardModel.from_config(cfg.physics)
         fitted = components if components is not None else list(range(len(test.labels)))
