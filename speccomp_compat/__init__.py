@@ -74,12 +74,43 @@ def study_id(study: Any) -> int:
     return study._study_id
 
 
+_DASHBOARD_NOTE: list = []  # optuna-dashboard's note module, once loaded
+
+
+def dashboard_notes() -> Any:
+    """optuna-dashboard's note functions (`optuna_dashboard._note`: `save_note`, the one behind the
+    package's public `save_note`, and its reader), None when optuna-dashboard is not installed.
+    Loaded from the package's file without running the package's `__init__`, which imports its web
+    app and, through `optuna.importance`, scikit-learn: about 1 s and the memory of both, in every
+    study process, for code that needs only Optuna. Where the package is imported already (the
+    dashboard itself, or a test), its own module is used."""
+    import sys
+
+    if "optuna_dashboard._note" in sys.modules:
+        return sys.modules["optuna_dashboard._note"]
+    if not _DASHBOARD_NOTE:
+        import importlib.util
+        from pathlib import Path
+
+        package = importlib.util.find_spec("optuna_dashboard")  # a top-level name: not imported
+        if package is None or not package.submodule_search_locations:
+            return None
+        path = Path(next(iter(package.submodule_search_locations))) / "_note.py"
+        spec = importlib.util.spec_from_file_location("speccomp_compat.optuna_dashboard_note", path)
+        if spec is None or spec.loader is None or not path.is_file():  # laid out otherwise: the package's way
+            _DASHBOARD_NOTE.append(importlib.import_module("optuna_dashboard._note"))
+        else:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _DASHBOARD_NOTE.append(module)
+    return _DASHBOARD_NOTE[0]
+
+
 def dashboard_note(storage: Any, study_id_: int, trial_id_: int | None = None) -> str | None:
     """The markdown of the optuna-dashboard note that `optuna_dashboard.save_note` saved on a study
     (or on one of its trials), None when there is none: read back as optuna-dashboard reads it
     (`optuna_dashboard._note`; the package has no public reader)."""
-    note = importlib.import_module("optuna_dashboard._note")
-    found = note.get_note_from_system_attrs(storage.get_study_system_attrs(study_id_), trial_id_)
+    found = dashboard_notes().get_note_from_system_attrs(storage.get_study_system_attrs(study_id_), trial_id_)
     return found["body"] or None
 
 
@@ -244,11 +275,10 @@ def check() -> list[str]:
     import importlib.util
 
     need(importlib.util.find_spec(OPTUNA_OPTIMIZE_LOGGER) is not None, OPTUNA_OPTIMIZE_LOGGER)
-    import contextlib
-
-    with contextlib.suppress(ImportError):  # optuna-dashboard is a user tool; without it no note is written or read
-        need(callable(getattr(importlib.import_module("optuna_dashboard._note"), "get_note_from_system_attrs", None)),
-             "optuna_dashboard._note.get_note_from_system_attrs")
+    notes = dashboard_notes()  # optuna-dashboard is a user tool; without it no note is written or read
+    if notes is not None:
+        for name in ("save_note", "get_note_from_system_attrs"):
+            need(callable(getattr(notes, name, None)), f"optuna_dashboard._note.{name}")
     for sampler in (optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0)):
         states = sampler_random_states(sampler)
         need(bool(states) and all(isinstance(s, np.random.RandomState) for _, s in states),

@@ -143,12 +143,15 @@ class TrialLines:
 # ------------------------------------------------------------------------------------------------
 def save_note(study_or_trial, body: str) -> bool:
     """`optuna_dashboard.save_note` (markdown shown on the study's or trial's page in
-    optuna-dashboard), where optuna-dashboard is installed; returns whether the note was saved."""
-    try:
-        from optuna_dashboard import save_note as save
-    except ImportError:  # the dashboard is a user tool; a study runs without it
+    optuna-dashboard), where optuna-dashboard is installed; returns whether the note was saved.
+    (Its note module alone, `speccomp_compat.dashboard_notes`: the package would import its web app
+    and scikit-learn.)"""
+    from speccomp_compat import dashboard_notes
+
+    notes = dashboard_notes()
+    if notes is None:  # the dashboard is a user tool; a study runs without it
         return False
-    save(study_or_trial, body)
+    notes.save_note(study_or_trial, body)
     return True
 
 

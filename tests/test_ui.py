@@ -339,3 +339,30 @@ def test_a_run_and_a_study_read_back_as_the_ui_shows_them(tmp_path, monkeypatch,
         note = dashboard_note(storage, study_id(study), trial_id(t))
         assert any(t.user_attrs["mlflow_run_id"] in u for u in opens_model_training(note))
         assert sorted(t.intermediate_values) == [0, 1]
+
+
+def test_a_dashboard_note_is_saved_without_importing_the_dashboard_and_reads_back_with_it():
+    """A study saves its optuna-dashboard notes with the dashboard's own note code, loaded alone:
+    neither the dashboard's web app nor scikit-learn (about 1 s) is imported, and the dashboard's
+    public reader reads the notes back."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, optuna\n"
+        "from study.records import save_note\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "study = optuna.create_study()\n"
+        "trial = study.ask()\n"
+        "assert save_note(study, '**study** note') and save_note(trial, 'trial ' * 600)\n"
+        "assert save_note(study, '**study** again')\n"
+        "heavy = sorted(m for m in ('sklearn', 'optuna_dashboard', 'optuna.importance') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "from optuna_dashboard import get_note\n"
+        "assert get_note(study) == '**study** again', get_note(study)\n"
+        "assert get_note(trial) == 'trial ' * 600\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
