@@ -13,6 +13,7 @@ when called, so `speccomp` (which must not import MLflow or Optuna) can use the 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -74,9 +75,6 @@ def study_id(study: Any) -> int:
     return study._study_id
 
 
-_DASHBOARD_NOTE: list = []  # optuna-dashboard's note module, once loaded
-
-
 def dashboard_notes() -> Any:
     """optuna-dashboard's note functions (`optuna_dashboard._note`: `save_note`, the one behind the
     package's public `save_note`, and its reader), None when optuna-dashboard is not installed.
@@ -86,24 +84,24 @@ def dashboard_notes() -> Any:
     dashboard itself, or a test), its own module is used."""
     import sys
 
-    if "optuna_dashboard._note" in sys.modules:
-        return sys.modules["optuna_dashboard._note"]
-    if not _DASHBOARD_NOTE:
-        import importlib.util
-        from pathlib import Path
+    return sys.modules.get("optuna_dashboard._note") or _dashboard_notes_alone()
 
-        package = importlib.util.find_spec("optuna_dashboard")  # a top-level name: not imported
-        if package is None or not package.submodule_search_locations:
-            return None
-        path = Path(next(iter(package.submodule_search_locations))) / "_note.py"
-        spec = importlib.util.spec_from_file_location("speccomp_compat.optuna_dashboard_note", path)
-        if spec is None or spec.loader is None or not path.is_file():  # laid out otherwise: the package's way
-            _DASHBOARD_NOTE.append(importlib.import_module("optuna_dashboard._note"))
-        else:
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            _DASHBOARD_NOTE.append(module)
-    return _DASHBOARD_NOTE[0]
+
+@functools.cache
+def _dashboard_notes_alone() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    package = importlib.util.find_spec("optuna_dashboard")  # a top-level name: not imported
+    if package is None or not package.submodule_search_locations:
+        return None
+    path = Path(next(iter(package.submodule_search_locations))) / "_note.py"
+    if not path.is_file():  # laid out otherwise: the package's own way
+        return importlib.import_module("optuna_dashboard._note")
+    spec = importlib.util.spec_from_file_location("speccomp_compat.optuna_dashboard_note", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def dashboard_note(storage: Any, study_id_: int, trial_id_: int | None = None) -> str | None:

@@ -45,6 +45,13 @@ def _assert_as_inline(drawn: dict[str, Path], inline: dict[str, Path], folder: P
         assert drawn[name].read_bytes() == inline[name].read_bytes(), name
 
 
+def _end_of_input(worker: FigureWorker) -> int:
+    """Close the worker's input after what was sent, as a caller that stops (or dies) does; its exit code."""
+    worker._writer.join()
+    worker._process.stdin.close()
+    return worker._process.wait(timeout=120)
+
+
 def _wait_until(condition, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
@@ -216,9 +223,7 @@ def test_a_prepared_worker_whose_caller_is_gone_before_the_floor_ends_quietly(jo
         worker.prepare(cfg, 42)
         staging = Path(worker._staging.name)
         worker._process.stdout.close()  # before the worker has even imported torch
-        worker._writer.join()
-        worker._process.stdin.close()
-        assert worker._process.wait(timeout=120) == 0
+        assert _end_of_input(worker) == 0
         assert not staging.exists()
     finally:
         worker.close()
@@ -234,9 +239,7 @@ def test_a_prepared_worker_given_other_data_draws_those(job, inline, tmp_path):
     try:
         worker.prepare(cfg, 43)
         worker.submit_data(cfg, datasets, tmp_path)
-        worker._writer.join()
-        worker._process.stdin.close()
-        assert worker._process.wait(timeout=120) == 0
+        assert _end_of_input(worker) == 0
     finally:
         worker.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(DATA_FIGURES)
@@ -291,9 +294,7 @@ def test_a_prepared_worker_whose_caller_is_gone_removes_what_it_staged(job):
         staging = Path(worker._staging.name)
         _wait_until(lambda: len(list(staging.glob("*.png"))) >= len(DATA_FIGURES))
         assert len(list(staging.glob("*.png"))) == len(DATA_FIGURES)
-        worker._writer.join()
-        worker._process.stdin.close()  # what the caller's death does to the pipe
-        assert worker._process.wait(timeout=60) == 0
+        assert _end_of_input(worker) == 0  # what the caller's death does to the pipe
         assert not staging.exists()
     finally:
         worker.close()
@@ -407,9 +408,7 @@ def test_a_worker_given_only_the_data_draws_them_and_ends_at_the_end_of_its_inpu
     worker = FigureWorker.start()
     try:
         worker.submit_data(cfg, datasets, tmp_path)
-        worker._writer.join()
-        worker._process.stdin.close()
-        assert worker._process.wait(timeout=120) == 0
+        assert _end_of_input(worker) == 0
     finally:
         worker.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(DATA_FIGURES)

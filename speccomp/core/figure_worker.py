@@ -300,13 +300,14 @@ def _draw() -> dict[str, Path]:
     drawn: dict[str, Path] = {}
     if message[0] == "prepare":
         _, cfg, data_seed, staging, threads = message
+        task = task_for(cfg)
         try:  # the staging folder goes whatever happens: placed, dropped, or the caller gone
             torch.set_num_threads(threads)  # as the caller generates its own copy and fits the floor
-            datasets = task_for(cfg).generate(cfg, data_seed)
+            datasets = task.generate(cfg, data_seed)
             mine = {name: split.digest for name, split in datasets.items()}
-            _answer(("floor", mine, _floor_of_data(task_for(cfg), cfg, datasets)))  # the caller needs it first
+            _answer(("floor", mine, _floor_of_data(task, cfg, datasets)))  # the caller needs it first
             torch.set_num_threads(1)
-            staged = task_for(cfg).data_figures(cfg, datasets, staging)
+            staged = task.data_figures(cfg, datasets, staging)
             message = _next_job()
             if message[0] == "place":
                 _, plots_dir, digests = message

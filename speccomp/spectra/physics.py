@@ -102,6 +102,11 @@ def _log_expm1(x: torch.Tensor) -> torch.Tensor:
 _DIRECT_X_MAX = 80.0
 
 
+def _hc_over_lambda_kt(lam: torch.Tensor, temperature_k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x = hc/(λkT), shape (N, L), for the grid `lam` (nm, in `dtype`) and temperatures (N,) in K."""
+    return (PLANCK_H * SPEED_OF_LIGHT / BOLTZMANN_K * 1e9) / (lam[None, :] * temperature_k.to(dtype)[:, None])
+
+
 def fast_clean(forward: ForwardModel, temperature_k: torch.Tensor, abundances: torch.Tensor,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """`forward.clean` in `dtype` with few passes over the (N, L) array: the data generator's path.
@@ -110,7 +115,7 @@ def fast_clean(forward: ForwardModel, temperature_k: torch.Tensor, abundances: t
     `continuum`, without the round trip through logarithms), then the active lines in place.
     Agrees with the float64 `clean` to float32 rounding (tested)."""
     lam = forward.wavelength_nm.to(dtype)
-    x = (PLANCK_H * SPEED_OF_LIGHT / BOLTZMANN_K * 1e9) / (lam[None, :] * temperature_k.to(dtype)[:, None])
+    x = _hc_over_lambda_kt(lam, temperature_k, dtype)
     if float(x.max()) > _DIRECT_X_MAX:  # very cold: only the log form stays finite
         out = forward.clean(temperature_k.to(torch.float64), abundances.to(torch.float64))
         return out.to(dtype)
@@ -148,11 +153,10 @@ def noisy_spectra(
     if block_rows <= 0 or block_rows % 64:
         raise ValueError(f"block_rows: {block_rows}; must be a positive multiple of 64")
     dtype = eps.dtype
-    lam = forward.wavelength_nm.to(dtype)
     # x = hc/(λkT) is largest at the coldest spectrum (rounding is monotone), so this is the
     # one-pass `x.max()` of `fast_clean`, from one row.
-    coldest = temperature_k.to(dtype).min().reshape(1) if len(temperature_k) else None
-    if coldest is None or float(((PLANCK_H * SPEED_OF_LIGHT / BOLTZMANN_K * 1e9) / (lam[None, :] * coldest[:, None])).max()) > _DIRECT_X_MAX:
+    if not len(eps) or float(_hc_over_lambda_kt(forward.wavelength_nm.to(dtype), temperature_k.min().reshape(1),
+                                                dtype).max()) > _DIRECT_X_MAX:
         return add_noise_(fast_clean(forward, temperature_k, abundances, dtype), sigma, eps, additive_sigma, eps_additive)
     for start in range(0, len(eps), block_rows):
         rows = slice(start, start + block_rows)
