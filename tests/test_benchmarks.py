@@ -69,3 +69,23 @@ def test_a_missing_probe_target_exits_3_naming_it(capsys):
         probed(training, "no_such_function")
     assert info.value.code == PROBE_MISSING == 3
     assert "speccomp.core.training.no_such_function does not exist" in capsys.readouterr().err
+
+
+def test_footprint_sums_the_whole_process_tree(tmp_path: Path):
+    """bench_pipeline's footprint: the peak of the PSS summed over a command and its children. A
+    parent and a child each holding 120 MB of their own (written, so resident) must give at least
+    240 MB over 2 processes; the parent alone holding it must give one process and less."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench_pipeline import footprint_run
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    hold = "import time; b = bytearray(120 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.0)"
+    both = f"import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', {hold!r}]); {hold}; c.wait()"
+    pss_mb, procs = footprint_run([sys.executable, "-c", both], tmp_path)
+    assert procs == 2 and pss_mb >= 240, (pss_mb, procs)
+    alone_mb, alone_procs = footprint_run([sys.executable, "-c", hold], tmp_path)
+    assert alone_procs == 1 and 120 <= alone_mb < pss_mb - 100, (alone_mb, pss_mb)
+    with pytest.raises(SystemExit) as info:
+        footprint_run([sys.executable, "-c", "raise SystemExit(4)"], tmp_path)
+    assert info.value.code == 4
