@@ -8,7 +8,7 @@ back from the run's `time/*` metrics). Reports only; nothing is asserted.
     python benchmarks/bench_meta.py --smoke                  # the smoke preset shrunk further (a few seconds), no verdict;
                                       # meta and a one-repetition meta-eval side by side (their peaks: the
                                       # larger of the runs ended so far), each on a new MLflow store
-                                      # (a copy of the cached empty one, tracking/store_template.py)
+                                      # (a copy of the cached empty one, speccomp_compat/store_template.py)
     python benchmarks/bench_meta.py --config default --evaluation 3 --eval-threads 1,2
                                       # then `speccomp meta-eval` too: its wall time, peak RSS and the
                                       # cost of one repetition

@@ -384,7 +384,7 @@ def probe(argv: list[str]) -> int:
     ]
     for owner, name, part in plan:
         timer.wrap(owner, name, part, inherit=owner in (mlflow.MlflowClient, runs.RunTracker))
-    # The store: made (from the cached empty one, tracking/store_template.py) and opened on the
+    # The store: made (from the cached empty one, speccomp_compat/store_template.py) and opened on the
     # first client call; timed apart.
     t0 = time.perf_counter()
     from tracking import store
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             return measured_run(ours_cmd, Path(tmp), env)[0]
 
     def ensure_template() -> None:
-        """The cached empty store a user has after their first run (tracking/store_template.py)."""
+        """The cached empty store a user has after their first run (speccomp_compat/store_template.py)."""
         with tempfile.TemporaryDirectory(prefix="bench-template-") as tmp:
             code = "from tracking import store; store.configure(); store.tracking_client()"
             subprocess.run([py, "-c", code], cwd=tmp, env=_env(Path(tmp), repo_on_path=True), check=True,

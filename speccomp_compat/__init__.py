@@ -2,10 +2,11 @@
 
 Why: the project leans on a few library internals that have no public equivalent (a fused Adam
 kernel over one flat buffer, Optuna's heartbeat machinery for journal storages and its samplers'
-random states, MLflow's dataset entity and MLproject parser). Gathered here they are easy to find
-when a library is upgraded, and `check()` (run by the test suite) fails loudly, naming the API,
-when one of them disappears or changes shape. No other module touches a `_` name of a library (a
-test greps for it).
+random states, MLflow's dataset entity, MLproject parser and SQLite store builder). Gathered here
+they are easy to find when a library is upgraded, and `check()` (run by the test suite) fails
+loudly, naming the API, when one of them disappears or changes shape. No module outside this
+package touches a `_` name of a library (a test greps for it); in it, `store_template` reads
+MLflow's schema head.
 
 This module imports only the standard library at import time; each wrapper imports its library
 when called, so `speccomp` (which must not import MLflow or Optuna) can use the torch wrapper.
@@ -187,11 +188,23 @@ def warm_mlflow_package_map() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def mlflow_schema_head() -> str:
-    """The schema version (alembic head) this MLflow's stores are at."""
-    from mlflow.store.db.utils import _get_latest_schema_revision
+def sqlite_tracking_store(store_uri: str, artifact_uri: str | None = None) -> Any:
+    """MLflow's tracking store for `sqlite:` URIs, registered as the `sqlite` plugin of the
+    `mlflow.tracking_store` entry points (pyproject.toml), so that every MLflow process of this
+    environment opens a new SQLite store as speccomp's commands do: a copy of the cached empty one
+    (`speccomp_compat.store_template`), the same file MLflow's migrations make, in a fraction of
+    their second. It is there for `mlflow run`: its launcher creates the README's store before
+    speccomp's command starts. The store is MLflow's own (`_get_sqlalchemy_store`, what MLflow
+    registers for the scheme); an existing store is opened as MLflow opens it. If anything about
+    the template fails, MLflow makes the store itself, as it would without the plugin."""
+    from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
 
-    return _get_latest_schema_revision()
+    from speccomp_compat import store_template
+
+    def mlflows() -> Any:
+        return _get_sqlalchemy_store(store_uri, artifact_uri)
+
+    return store_template.opened(store_uri, mlflows)
 
 
 def hold_signals_in_transactions(store: Any, hold: Any) -> bool:
@@ -291,6 +304,10 @@ def check() -> list[str]:
              "mlflow.cli._gc_tracking_resources(backend_store, run_ids, ..., skip_experiments, skip_logged_models)")
         need(callable(importlib.import_module("mlflow.tracking._tracking_service.utils")._get_store),
              "mlflow.tracking._tracking_service.utils._get_store")
+        need(callable(importlib.import_module("mlflow.tracking._tracking_service.utils")._get_sqlalchemy_store),
+             "mlflow.tracking._tracking_service.utils._get_sqlalchemy_store (speccomp_compat.sqlite_tracking_store)")
+        need(callable(importlib.import_module("mlflow.store.db.utils")._get_latest_schema_revision),
+             "mlflow.store.db.utils._get_latest_schema_revision (speccomp_compat.store_template)")
     except (ImportError, AttributeError):
         problems.append("mlflow.cli._gc_tracking_resources / _tracking_service.utils._get_store")
     import atexit

@@ -31,7 +31,7 @@ def tiny_config(*extra: str) -> ExperimentConfig:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """The suite's own cache folder (the empty-store template of `tracking.store_template`), made
+    """The suite's own cache folder (the empty-store template of `speccomp_compat.store_template`), made
     once and inherited by every subprocess: the user's `~/.cache/speccomp` is left alone."""
     previous = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))

@@ -1,16 +1,21 @@
-"""A new SQLite store starts as a copy of a cached empty one (`tracking.store_template`): the same
+"""A new SQLite store starts as a copy of a cached empty one (`speccomp_compat.store_template`): the same
 store MLflow's migrations make, without running them; anything odd falls back to MLflow."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow import MlflowClient
 
-from tracking import store_template
+from speccomp_compat import store_template
 from tracking.store import tracking_client
 
 
@@ -127,3 +132,99 @@ def test_a_copied_store_has_the_mode_sqlite_gives_a_new_file(tmp_path, cache, mo
         os.umask(mask)
     assert (tmp_path / "a" / "mlflow.db").stat().st_mode & 0o777 == 0o644
     assert copy.stat().st_mode & 0o777 == 0o644
+
+
+MIGRATIONS = "Creating initial MLflow database tables"  # MLflow's log line when it builds a store itself
+
+
+def test_mlflow_run_makes_a_new_store_from_the_template(tmp_path, cache):
+    """The README's `mlflow run`: its launcher opens the store before speccomp's command starts, so
+    the template reaches it through MLflow's plugin (`speccomp_compat.sqlite_tracking_store`): the
+    first launcher on a machine builds the store with MLflow's migrations and keeps the template,
+    the next one copies it, and both stores are the same."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "MLproject").write_text(f'name: nothing\nentry_points:\n  main:\n    command: "{sys.executable} -c pass"\n')
+    stores = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "XDG_CACHE_HOME": str(cache.parent)}
+        done = subprocess.run([sys.executable, "-m", "mlflow", "run", str(project), "--env-manager", "local",
+                               "--experiment-name", "speccomp"], cwd=folder, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        stores.append(folder / "mlflow.db")
+        assert (MIGRATIONS in done.stderr) == (name == "first"), done.stderr
+        assert store_template.template_path().is_file()
+    for path in stores:  # each holds its experiment and its finished run
+        client = MlflowClient(f"sqlite:///{path}")
+        assert [e.name for e in client.search_experiments()] == ["speccomp", "Default"]
+        assert [r.info.status for r in client.search_runs(["1"])] == ["FINISHED"]
+    a, b = dump(stores[0]), dump(stores[1])
+    for d in (a, b):  # the rows of the experiment and the run are their own (ids, times, folders)
+        for table in ("experiments", "runs", "tags", "params"):
+            d.pop(table)
+    assert a == b  # every table's schema, and every other table's rows
+
+
+def test_the_plugin_leaves_a_process_that_is_not_speccomps_as_it_was(tmp_path, cache):
+    """Any MLflow process of the environment loads the plugin: it copies the template and imports
+    nothing of speccomp's that would change the process (`tracking` sets MLflow's HTTP retries)."""
+    (tmp_path / "a").mkdir()
+    open_store_in(tmp_path / "a" / "mlflow.db")  # the template
+    code = ("import os, sys; from mlflow import MlflowClient; "
+            f"print([e.name for e in MlflowClient('sqlite:///{tmp_path / 'b.db'}').search_experiments()]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tracking', 'speccomp', 'study'))); "
+            "print(os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES'))")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_HTTP_REQUEST_MAX_RETRIES"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "XDG_CACHE_HOME": str(cache.parent)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["['Default']", "[]", "None"]
+    assert MIGRATIONS not in done.stderr  # copied, not built
+
+
+def open_store_in(path: Path) -> None:
+    """A store made at `path` by an MLflow client of this process (through the plugin)."""
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+
+
+def test_a_template_that_fails_unexpectedly_leaves_the_store_to_mlflow(tmp_path, cache, monkeypatch):
+    (tmp_path / "a").mkdir()
+    open_store_in(tmp_path / "a" / "mlflow.db")  # the template
+
+    def broken(target):
+        raise AttributeError("an MLflow the template code does not know")
+
+    monkeypatch.setattr(store_template, "place", broken)
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'b.db'}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # MLflow made it
+    assert not [p.name for p in tmp_path.iterdir() if ".speccomp-" in p.name]
+
+
+def test_the_creation_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    order = []
+
+    def nested():
+        with store_template.sqlite_creation_lock(uri), store_template.sqlite_creation_lock(uri):  # no deadlock
+            order.append("nested")
+
+    worker = threading.Thread(target=nested, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert order == ["nested"]
+
+    def other():
+        with store_template.sqlite_creation_lock(uri):
+            order.append("other")
+
+    with store_template.sqlite_creation_lock(uri):
+        worker = threading.Thread(target=other, daemon=True)
+        worker.start()
+        time.sleep(0.3)
+        order.append("holder")  # the other thread still waits
+    worker.join(timeout=30)
+    assert order == ["nested", "holder", "other"]

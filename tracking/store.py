@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from speccomp.core.config import ConfigError
+from speccomp_compat.store_template import new_sqlite_file, sqlite_creation_lock, sqlite_path  # noqa: F401  (re-exported)
 
 DEFAULT_DB = "mlflow.db"
 DUPLICATE_WORDS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
@@ -158,11 +158,6 @@ def check_store(uri: str) -> None:
         raise TrackingStoreError(f"{where}: {problem}")
 
 
-def sqlite_path(uri: str) -> Path:
-    """The file of `sqlite:///relative` or `sqlite:////absolute` (query string dropped)."""
-    return Path(uri.split("://", 1)[1].removeprefix("/").split("?")[0])
-
-
 def sqlite_problem(path: Path, example: str = DEFAULT_DB) -> str | None:
     """Why a SQLite database at `path` cannot be used for writing, or None. Tried the way the
     kernel decides (opening for writing, creating a file beside it: SQLite writes its journal
@@ -191,17 +186,6 @@ def sqlite_problem(path: Path, example: str = DEFAULT_DB) -> str | None:
         if header and header != SQLITE_HEADER[: len(header)]:
             return f"{path} is not a SQLite database"
     return None
-
-
-def new_sqlite_file(uri: str) -> Path | None:
-    """The file of a SQLite store `uri` that does not exist yet (nothing at that name, not even a
-    link or an empty file: those are MLflow's to open), else None."""
-    if not uri.startswith("sqlite:///") or "?" in uri:
-        return None
-    path = sqlite_path(uri)
-    if str(path) in ("", ".", ":memory:"):
-        return None
-    return None if os.path.lexists(path) else path
 
 
 def check_work_dir(text: str | None, option: str = "work_dir") -> Path | None:
@@ -351,16 +335,11 @@ def creation_lock(uri: str, name: str) -> Iterator[None]:
                 with contextlib.suppress(Exception):
                     conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
         return
-    folder = sqlite_path(uri).resolve().parent if scheme == "sqlite" else None
-    if folder is None or not folder.is_dir():
+    if scheme != "sqlite":
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with sqlite_creation_lock(uri):
         yield
-    finally:
-        os.close(fd)  # and with it the lock
 
 
 def tracking_client():
@@ -370,16 +349,18 @@ def tracking_client():
     import mlflow
     from mlflow import MlflowClient
 
-    from tracking import store_template
+    from speccomp_compat import store_template
 
-    uri = mlflow.get_tracking_uri()
-    with creation_lock(uri, "mlflow"):
-        new = new_sqlite_file(uri)  # a new SQLite store starts as a copy of an empty one
-        copied = new is not None and store_template.place(new)
+    def open_store():
         client = MlflowClient()  # may open the store already
         client.search_experiments(max_results=1)
-        if new is not None and not copied:
-            store_template.keep(new)
+        return client
+
+    uri = mlflow.get_tracking_uri()
+    with creation_lock(uri, "mlflow"):  # PostgreSQL's lock; SQLite's is taken (again) by `opened`
+        # A new SQLite store starts as a copy of an empty one; MLflow's plugin of this package does
+        # the same (speccomp_compat.sqlite_tracking_store), but may not be installed.
+        client = store_template.opened(uri, open_store)
     from speccomp_compat import hold_signals_in_transactions
     from tracking.interrupts import signals_held
 

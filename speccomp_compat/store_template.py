@@ -11,18 +11,91 @@ and the Default experiment missing, and creates that itself, as it does for any 
 it (`SqlAlchemyStore.__init__`). The store is the one MLflow would have made (`tests/test_store_template.py`
 compares every table with it).
 
-Used only inside `tracking.store.tracking_client`, under the store's creation lock. Anything
-unexpected (no cache folder, a template that is not ours, or not a sound SQLite file holding
-MLflow's schema version and no experiment) falls back to MLflow's own creation, and the template
-is made again from what MLflow made.
+Two callers, both through `opened`, under the store's creation lock: `tracking.store.tracking_client`
+(every speccomp command) and `speccomp_compat.sqlite_tracking_store`, the MLflow plugin that makes
+every MLflow process of the environment do the same (`mlflow run`'s launcher above all, which
+creates the README's store before speccomp's command starts). Anything unexpected (no cache
+folder, a template that is not ours, or not a sound SQLite file holding MLflow's schema version
+and no experiment) falls back to MLflow's own creation, and the template is made again from what
+MLflow made.
+
+This module imports only the standard library (MLflow when a template is placed or kept): the
+plugin loads it in processes that are not speccomp's, which must not see `tracking`'s settings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def sqlite_path(uri: str) -> Path:
+    """The file of `sqlite:///relative` or `sqlite:////absolute` (query string dropped)."""
+    return Path(uri.split("://", 1)[1].removeprefix("/").split("?")[0])
+
+
+def new_sqlite_file(uri: str) -> Path | None:
+    """The file of a SQLite store `uri` that does not exist yet (nothing at that name, not even a
+    link or an empty file: those are MLflow's to open), else None."""
+    if not uri.startswith("sqlite:///") or "?" in uri:
+        return None
+    path = sqlite_path(uri)
+    if str(path) in ("", ".", ":memory:"):
+        return None
+    return None if os.path.lexists(path) else path
+
+
+_held = threading.local()  # the folders whose lock this thread holds
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock (flock) on the folder of the SQLite store `uri` while its tables are made,
+    so that processes opening a new store at once make it one at a time (`tracking.store.creation_lock`).
+    Re-entrant within a thread: `tracking_client` holds it when MLflow calls the plugin, which takes
+    it too (a second flock of the same folder in one process waits for the first). Not a SQLite
+    file in an existing folder: nothing to lock."""
+    folder = sqlite_path(uri).resolve().parent if uri.startswith("sqlite:") else None
+    held = _held.__dict__.setdefault("folders", set())
+    try:
+        fd = None if folder is None or folder in held or not folder.is_dir() else os.open(folder, os.O_RDONLY)
+    except OSError:  # a folder this user cannot open: MLflow's own error follows, if any
+        fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.add(folder)
+        try:
+            yield
+        finally:
+            held.discard(folder)
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def opened(uri: str, open_store: Callable[[], T]) -> T:
+    """`open_store()`'s store at `uri`, under `sqlite_creation_lock`; a new SQLite file starts as a
+    copy of the template, and a new store that MLflow made instead becomes the template."""
+    with sqlite_creation_lock(uri):
+        new = new_sqlite_file(uri)
+        try:
+            copied = new is not None and place(new)
+        except Exception:  # whatever went wrong with the template (an MLflow it does not know): MLflow's own store
+            copied = False
+        store = open_store()
+        if new is not None and not copied:
+            keep(new)
+    return store
 
 
 def cache_folder() -> Path | None:
@@ -82,10 +155,15 @@ def place(target: Path) -> bool:
             partial.unlink()
 
 
+def mlflow_schema_head() -> str:
+    """The schema version (alembic head) this MLflow's stores are at."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
 def _an_empty_store(path: Path) -> bool:
     """A sound SQLite file at this MLflow's schema version, with no experiment."""
-    from speccomp_compat import mlflow_schema_head
-
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
