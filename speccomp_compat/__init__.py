@@ -168,21 +168,6 @@ def gc_run(uri: str, run_id: str) -> bool:
     return True
 
 
-def warm_mlflow_package_map() -> None:
-    """Build MLflow's map of installed packages to modules
-    (`mlflow.utils.requirements_utils._init_modules_to_packages_map`, kept in a module global).
-    `mlflow.pytorch.log_model` builds it on a process's first model, to check the model's pip
-    requirements against the environment, by reading every installed distribution's metadata: 1.6
-    of the 2.9 s that logging three models took. The tracked pipeline calls this in a background
-    thread while the seeds train, so that the first model finds it built. Best effort: a failure
-    here is left for `log_model` to meet (and report) itself. MLflow assigns the module global before
-    it has filled it, so no other thread may read the map until this returns (the caller joins)."""
-    import contextlib
-
-    with contextlib.suppress(Exception):
-        importlib.import_module("mlflow.utils.requirements_utils")._init_modules_to_packages_map()
-
-
 # ------------------------------------------------------------------------------------------------
 # the interpreter
 # ------------------------------------------------------------------------------------------------
@@ -315,12 +300,6 @@ def check() -> list[str]:
 
     need(callable(getattr(threading, "_shutdown", None)), "threading._shutdown")
     need(callable(getattr(atexit, "_run_exitfuncs", None)), "atexit._run_exitfuncs")
-    try:
-        requirements = importlib.import_module("mlflow.utils.requirements_utils")
-        need(callable(requirements._init_modules_to_packages_map) and hasattr(requirements, "_MODULES_TO_PACKAGES"),
-             "mlflow.utils.requirements_utils._init_modules_to_packages_map / _MODULES_TO_PACKAGES")
-    except (ImportError, AttributeError):
-        problems.append("mlflow.utils.requirements_utils._init_modules_to_packages_map")
     try:
         importlib.import_module("mlflow.projects._project_spec").load_project  # noqa: B018
     except (ImportError, AttributeError):

@@ -187,9 +187,10 @@ def two_threads():
 
 @pytest.mark.slow
 def test_the_workers_oracle_is_fitted_with_the_callers_threads_or_not_taken(two_threads, tmp_path):
-    """At the default size the oracle's rounding depends on the thread count: a worker prepared
-    with the caller's two threads gives the caller's floats; once the caller runs with another
-    count, `floor_of_data` answers None (the caller fits it itself)."""
+    """The oracle's rounding may depend on the thread count (it did at the default size on an
+    AVX2 machine; on an AVX-512 one it does not): a worker prepared with the caller's two threads
+    gives the caller's floats; once the caller runs with another count, `floor_of_data` answers
+    None (the caller fits it itself), whether or not the floats would differ on this CPU."""
     import speccomp.spectra.floor as floor_module
     from speccomp.core.config import load_config
     from speccomp.core.task import get_task
@@ -199,9 +200,6 @@ def test_the_workers_oracle_is_fitted_with_the_callers_threads_or_not_taken(two_
     datasets = generate_datasets(cfg, 42)
     floor_module._CACHE.clear()
     at_two = task.floor_of_data(cfg, datasets)
-    torch.set_num_threads(1)  # (the cache is kept per thread count too)
-    assert task.floor_of_data(cfg, datasets) != at_two, "the default test split's oracle no longer depends on threads"
-    torch.set_num_threads(2)
     worker = FigureWorker.start()
     try:
         worker.prepare(cfg, 42, threads=2)

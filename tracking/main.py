@@ -19,7 +19,6 @@ from pathlib import Path
 
 from speccomp.core.config import ConfigError, ExperimentConfig, parse_seed_list
 from speccomp.core.task import task_for_dir
-from tracking.runs import INTERRUPTED, TERMINATED, USER_ERROR  # noqa: F401  (the exit codes, re-exported)
 
 
 @dataclass(frozen=True)
@@ -78,24 +77,27 @@ def _run(args: RunOptions, early_worker) -> int:
     from speccomp.core.figure_worker import FigureWorker
     from speccomp.core.threads import apply_threads
     from tracking import store
-    from tracking.runs import refused
 
-    uri = store.configure()
+    uri = store.tracking_uri()
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     try:
         store.check_store(uri)
         inputs = _Inputs(args)
     except ConfigError as exc:
+        from tracking.runs import refused
+
         return refused(str(exc))  # `mlflow run` made a run already: it ends FAILED with the reason
 
     threads = apply_threads(inputs.threads)  # one unless told (speccomp.core.threads: measured under contention)
     # The figures' process (unless the caller started it already) starts now, so that its imports
-    # overlap with the store's set-up and training; told the config now, it draws the data's
-    # figures meanwhile too.
+    # overlap with the store's set-up and training; told the config now, before this process
+    # imports MLflow, it generates the data, fits the oracle and draws the data's figures meanwhile,
+    # and has the second core free for the training.
     worker = None if args.no_figures else early_worker or FigureWorker.start()
     try:
-        if worker is not None:  # it generates the first data seed's data and draws them while the store opens
+        if worker is not None:
             worker.prepare(inputs.cfg, inputs.data_seeds[0], threads=threads)
+        store.configure()  # imports MLflow
         return _tracked(args, inputs, uri, attached, worker)
     finally:
         if worker is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from mlflow import MlflowClient
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.entities import Metric, Param, RunTag
 
-import speccomp_compat as compat
 from speccomp.core.config import ExperimentConfig
 from speccomp.core.experiment import (
     PLOTS_DIR,
@@ -136,16 +134,11 @@ def run_tracked_experiment(
                 client.log_artifacts(run_id, str(r.checkpoint_paths[0].parent), "checkpoints")
             client.log_artifact(run_id, str(write_predictions(r, work_dir)), PREDICTIONS_DIR)
             if log_models:
-                package_map.join()  # built while the seeds trained (see below)
                 log_final_model(run_id, r, datasets_used["train"], step=part.total_steps, client=client,
                                 model_format=model_format,
                                 name=f"{domain_word(task.name)}-{run_name(r.seed)}")
             tracker.finish(run_id)
 
-    # MLflow's first log_model reads every installed package's metadata (1.6 s); built meanwhile.
-    package_map = threading.Thread(target=compat.warm_mlflow_package_map, name="mlflow-package-map", daemon=True)
-    if log_models:
-        package_map.start()
     task = task_for(cfg)
     spectra = task.name == "spectra"  # the learned/not-learned judgement is the spectra skill's
     datasets_used = datasets if datasets is not None else task.generate(cfg, data_seed)
