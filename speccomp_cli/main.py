@@ -201,24 +201,31 @@ def run_cmd(
         "(torch.export, a traced graph that loads without running pickled code; about a second more per run)")] = "pickle",
 ) -> int:
     """Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow."""
+    from speccomp.core import gc_pause
     from speccomp.core.figure_worker import FigureWorker
 
-    # The figures' process starts first, so that its imports overlap this one's (torch, MLflow).
-    worker = None if no_figures else FigureWorker.start()
+    # No cyclic garbage collection while torch, MLflow and its store are imported (about 0.8 s of
+    # collections); the run resumes it once its store is open (speccomp.core.gc_pause).
+    gc_pause.pause()
     try:
-        from tracking.main import RunOptions, run
+        # The figures' process starts first, so that its imports overlap this one's (torch, MLflow).
+        worker = None if no_figures else FigureWorker.start()
+        try:
+            from tracking.main import RunOptions, run
 
-        options = RunOptions(
-            seeds=_list(seeds), data_seeds=_list(data_seeds) or [42], threads=threads,
-            experiment_name=experiment_name, run_name=run_name, work_dir=work_dir, no_models=no_models,
-            no_figures=no_figures, model_format=model_format,
-            **_config_inputs(config_dir, preset, set_, overrides),
-        )
-    except BaseException:  # refused here, or Ctrl-C during the imports: the worker goes too
-        if worker is not None:
-            worker.close()
-        raise
-    return run(options, figure_worker=worker)  # which ends the worker, whatever happens
+            options = RunOptions(
+                seeds=_list(seeds), data_seeds=_list(data_seeds) or [42], threads=threads,
+                experiment_name=experiment_name, run_name=run_name, work_dir=work_dir, no_models=no_models,
+                no_figures=no_figures, model_format=model_format,
+                **_config_inputs(config_dir, preset, set_, overrides),
+            )
+        except BaseException:  # refused here, or Ctrl-C during the imports: the worker goes too
+            if worker is not None:
+                worker.close()
+            raise
+        return run(options, figure_worker=worker)  # which ends the worker, whatever happens
+    finally:
+        gc_pause.resume()  # (a no-op once the run has resumed it)
 
 
 SAMPLER = Literal["random", "qmc", "tpe", "nsga2"]
