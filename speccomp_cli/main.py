@@ -266,15 +266,21 @@ def study_cmd(
     no_report: Annotated[bool, typer.Option("--no-report", help="skip the sensitivity report (another worker writes it)")] = False,
 ) -> int:
     """An Optuna study of how the compositional gap depends on architecture and split settings."""
-    from study.main import StudyOptions, main
+    from speccomp.core import gc_pause
 
-    return main(StudyOptions(
-        n_trials=n_trials, total_trials=total_trials, study_name=study_name, storage=storage, space=space,
-        seeds=_list(seeds), data_seed=data_seed, objective=objective, sampler=sampler, sampler_seed=sampler_seed,
-        pruner=pruner, workers=workers, threads=threads, experiment_name=experiment_name, log_models=log_models,
-        no_report=no_report,
-        **_config_inputs(config_dir, preset, set_, overrides),
-    ))
+    gc_pause.pause()  # while torch, Optuna, MLflow and its store are imported; resumed before the first trial
+    try:
+        from study.main import StudyOptions, main
+
+        return main(StudyOptions(
+            n_trials=n_trials, total_trials=total_trials, study_name=study_name, storage=storage, space=space,
+            seeds=_list(seeds), data_seed=data_seed, objective=objective, sampler=sampler, sampler_seed=sampler_seed,
+            pruner=pruner, workers=workers, threads=threads, experiment_name=experiment_name, log_models=log_models,
+            no_report=no_report,
+            **_config_inputs(config_dir, preset, set_, overrides),
+        ))
+    finally:
+        gc_pause.resume()  # (a no-op once the study has resumed it)
 
 
 def _positive_float(optional: bool = False) -> Callable[[str], float | None]:

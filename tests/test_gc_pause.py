@@ -57,3 +57,29 @@ print(json.dumps([code, seen, gc.isenabled()]))
     assert code == 0
     assert seen["enabled"] and seen["frozen"] > 100_000  # torch's, MLflow's and its store's objects
     assert enabled_after
+
+
+def test_a_studys_trials_run_with_collections_on_and_the_libraries_frozen(tmp_path):
+    code = f"""
+import gc, json
+import study.objective as o
+seen = []
+real = o.Objective.__call__
+def spy(self, trial):
+    seen.append([gc.isenabled(), gc.get_freeze_count()])
+    return real(self, trial)
+o.Objective.__call__ = spy
+from speccomp_cli.main import main
+code = main(["study", "--n-trials", "2", "--seeds", "1", "--storage", "optuna.log", "--no-report",
+             "--space", {str(REPO / "configs" / "spaces" / "quick.yaml")!r}, "--overrides", {" ".join(TINY_OVERRIDES)!r}])
+print(json.dumps([code, seen, gc.isenabled()]))
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    code, seen, enabled_after = json.loads(done.stdout.splitlines()[-1])
+    assert code == 0 and len(seen) == 2
+    assert all(enabled and frozen > 100_000 for enabled, frozen in seen)
+    assert enabled_after
