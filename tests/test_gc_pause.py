@@ -33,6 +33,16 @@ def test_pause_turns_collections_off_and_resume_freezes_what_exists_and_turns_th
     assert frozen > 10_000  # pandas' objects, frozen once (the second resume did nothing)
 
 
+def _command_in_a_process(code: str, folder) -> list:
+    """Run `code` (which prints a JSON line last) in a fresh interpreter with a store in `folder`."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def test_the_run_trains_with_collections_on_and_the_libraries_frozen(tmp_path):
     """`speccomp run`: paused for the imports, resumed once the store is open, before any run is made."""
     code = f"""
@@ -48,12 +58,7 @@ from speccomp_cli.main import main
 code = main(["run", "--seeds", "1", "--no-figures", "--no-models", "--overrides", {" ".join(TINY_OVERRIDES)!r}])
 print(json.dumps([code, seen, gc.isenabled()]))
 """
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    code, seen, enabled_after = json.loads(done.stdout.splitlines()[-1])
+    code, seen, enabled_after = _command_in_a_process(code, tmp_path)
     assert code == 0
     assert seen["enabled"] and seen["frozen"] > 100_000  # torch's, MLflow's and its store's objects
     assert enabled_after
@@ -74,12 +79,7 @@ code = main(["study", "--n-trials", "2", "--seeds", "1", "--storage", "optuna.lo
              "--space", {str(REPO / "configs" / "spaces" / "quick.yaml")!r}, "--overrides", {" ".join(TINY_OVERRIDES)!r}])
 print(json.dumps([code, seen, gc.isenabled()]))
 """
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    code, seen, enabled_after = json.loads(done.stdout.splitlines()[-1])
+    code, seen, enabled_after = _command_in_a_process(code, tmp_path)
     assert code == 0 and len(seen) == 2
     assert all(enabled and frozen > 100_000 for enabled, frozen in seen)
     assert enabled_after
