@@ -201,12 +201,12 @@ def run_cmd(
         "(torch.export, a traced graph that loads without running pickled code; about a second more per run)")] = "pickle",
 ) -> int:
     """Generate the data, train every seed, analyse and draw the figures; all tracked in MLflow."""
-    from speccomp.core import gc_pause
+    from speccomp.core import import_phase
     from speccomp.core.figure_worker import FigureWorker
 
-    # No cyclic garbage collection while torch, MLflow and its store are imported (about 0.8 s of
-    # collections); the run resumes it once its store is open (speccomp.core.gc_pause).
-    gc_pause.pause()
+    # No cyclic garbage collection (about 0.8 s of collections) and no pyarrow (35-45 MB) while torch,
+    # MLflow and its store are imported; the run ends that once its store is open (speccomp.core.import_phase).
+    import_phase.begin()
     try:
         # The figures' process starts first, so that its imports overlap this one's (torch, MLflow).
         worker = None if no_figures else FigureWorker.start()
@@ -225,7 +225,7 @@ def run_cmd(
             raise
         return run(options, figure_worker=worker)  # which ends the worker, whatever happens
     finally:
-        gc_pause.resume()  # (a no-op once the run has resumed it)
+        import_phase.end()  # (a no-op once the run has ended it)
 
 
 SAMPLER = Literal["random", "qmc", "tpe", "nsga2"]
@@ -266,9 +266,9 @@ def study_cmd(
     no_report: Annotated[bool, typer.Option("--no-report", help="skip the sensitivity report (another worker writes it)")] = False,
 ) -> int:
     """An Optuna study of how the compositional gap depends on architecture and split settings."""
-    from speccomp.core import gc_pause
+    from speccomp.core import import_phase
 
-    gc_pause.pause()  # while torch, Optuna, MLflow and its store are imported; resumed before the first trial
+    import_phase.begin()  # while torch, Optuna, MLflow and its store are imported; ended before the first trial
     try:
         from study.main import StudyOptions, main
 
@@ -280,7 +280,7 @@ def study_cmd(
             **_config_inputs(config_dir, preset, set_, overrides),
         ))
     finally:
-        gc_pause.resume()  # (a no-op once the study has resumed it)
+        import_phase.end()  # (a no-op once the study has ended it)
 
 
 def _positive_float(optional: bool = False) -> Callable[[str], float | None]:

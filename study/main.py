@@ -346,9 +346,9 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     settings.threads = _set_threads(settings)
     uri = store.configure()
     client = store.tracking_client()
-    from speccomp.core import gc_pause
+    from speccomp.core import import_phase
 
-    gc_pause.resume()  # the libraries are in (paused by the command line): trials collect without walking them
+    import_phase.end()  # the libraries are in (begun by the command line): trials collect without walking them
     attached = os.environ.get("MLFLOW_RUN_ID") or None
     parent_given = args.parent_run_id
     if parent_given and not _run_exists(client, parent_given):  # a spawned worker on another store

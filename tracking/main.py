@@ -110,9 +110,9 @@ def _tracked(args: RunOptions, inputs: _Inputs, uri: str, attached: str | None, 
     from tracking.runs import RunTracker, guarded, parent_experiment, stopped
 
     client = store.tracking_client()
-    from speccomp.core import gc_pause
+    from speccomp.core import import_phase
 
-    gc_pause.resume()  # the libraries are in (paused by the command line: speccomp.core.gc_pause)
+    import_phase.end()  # the libraries are in (begun by the command line: speccomp.core.import_phase)
     experiment_id = parent_experiment(client, uri, args.experiment_name, attached)
     tracker = RunTracker(client, experiment_id)
     run_name = args.run_name or ui.main_run_name(inputs.seeds, inputs.data_seeds, inputs.presets, inputs.task.name)

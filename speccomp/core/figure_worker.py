@@ -242,16 +242,16 @@ def _serve() -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the caller decides, and kills it
 
-    from speccomp.core import gc_pause
+    from speccomp.core import import_phase
 
-    gc_pause.pause()  # no collections while the libraries are imported (speccomp.core.gc_pause)
+    import_phase.begin()  # no collections and no pyarrow while the libraries are imported (speccomp.core.import_phase)
     import torch
 
     torch.set_num_threads(1)
     import matplotlib.figure  # noqa: F401  (imported while the caller trains)
     import pandas  # noqa: F401  (the figures', imported anyway)
 
-    gc_pause.resume()
+    import_phase.end()
 
     try:
         answer = ("ok", _draw())
