@@ -257,11 +257,14 @@ entry_points:
 the store, the run), the part of the README's command that no code of this project can shorten."""
 
 MEMORY_FLOOR = """
+from speccomp.core import import_phase
+import_phase.begin()
 import numpy as np, torch, mlflow, mlflow.pytorch
 from mlflow.models import infer_signature
 from tracking import store
 store.configure()
 client = store.tracking_client()
+import_phase.end()
 run_id = client.create_run(store.experiment_id(client, "floor")).info.run_id
 model = torch.nn.Sequential(torch.nn.Linear(1024, 256), torch.nn.ReLU(), torch.nn.Linear(256, 11))
 signature = infer_signature(np.zeros((1, 1024), np.float32), np.zeros((1, 11), np.float32))
@@ -269,8 +272,9 @@ mlflow.pytorch.log_model(model, name="floor", signature=signature, run_id=run_id
                          pip_requirements=["torch"])
 client.set_terminated(run_id)
 """
-"""The least process that can write a run's records: torch and MLflow imported, a new store opened
-as the command opens it (tracking/store.py), one MLP logged with `mlflow.pytorch.log_model`."""
+"""The least process that can write a run's records: torch and MLflow imported as the command imports
+them (speccomp.core.import_phase), a new store opened as the command opens it (tracking/store.py),
+one MLP logged with `mlflow.pytorch.log_model`."""
 
 
 # ------------------------------------------------------------------------------------------------

@@ -44,20 +44,27 @@ from mlflow.store.artifact import hdfs_artifact_repo
 from pandas.compat.pyarrow import PYARROW_INSTALLED
 seen = ["pyarrow" in sys.modules and sys.modules["pyarrow"] is not None, PYARROW_INSTALLED]
 import_phase.end()
+seen.append(import_phase.pyarrow_hidden())  # what a worker given pandas objects must be started with
 import pyarrow
 print(json.dumps(seen + [pyarrow.__name__]))
 """
 
 
 def test_pandas_and_mlflow_import_without_pyarrow_and_it_imports_after(tmp_path):
-    loaded, pandas_found_it, after = _command_in_a_process(PYARROW_PROBE, tmp_path, {"HADOOP_HOME": ""})
-    assert (loaded, pandas_found_it) == (False, False)
+    loaded, pandas_found_it, hidden, after = _command_in_a_process(PYARROW_PROBE, tmp_path, {"HADOOP_HOME": ""})
+    assert (loaded, pandas_found_it, hidden) == (False, False, True)
     assert after == "pyarrow"
 
 
 def test_pyarrow_stays_visible_where_hdfs_is_set_up(tmp_path):
-    loaded, pandas_found_it, _ = _command_in_a_process(PYARROW_PROBE, tmp_path, {"HADOOP_HOME": "/opt/hadoop"})
-    assert (loaded, pandas_found_it) == (True, True)
+    loaded, pandas_found_it, hidden, _ = _command_in_a_process(PYARROW_PROBE, tmp_path, {"HADOOP_HOME": "/opt/hadoop"})
+    assert (loaded, pandas_found_it, hidden) == (True, True, False)
+
+
+def test_pandas_here_uses_pyarrow_so_a_worker_started_here_keeps_it():
+    import pandas  # noqa: F401  (as the test suite's modules import it, pyarrow visible)
+
+    assert not import_phase.pyarrow_hidden()
 
 
 def test_hdfs_configured_reads_the_variables_pyarrows_client_needs():
@@ -98,11 +105,12 @@ print(json.dumps([code, seen, gc.isenabled()]))
     assert enabled_after
 
 
-def test_the_run_logs_its_records_and_model_without_loading_pyarrow(tmp_path):
+def test_the_run_logs_its_records_model_and_figures_without_loading_pyarrow(tmp_path):
+    """The command and its figure worker, which reads the command's DataFrames, both without it."""
     code = f"""
 import json, sys
 from speccomp_cli.main import main
-code = main(["run", "--seeds", "1", "--no-figures", "--overrides", {" ".join(TINY_OVERRIDES)!r}])
+code = main(["run", "--seeds", "1", "--overrides", {" ".join(TINY_OVERRIDES)!r}])
 print(json.dumps([code, "pyarrow" in sys.modules, "mlflow.pytorch" in sys.modules]))
 """
     code, pyarrow_loaded, logged_a_model = _command_in_a_process(code, tmp_path, {"HADOOP_HOME": ""})

@@ -78,8 +78,12 @@ class FigureWorker:
         env.setdefault("OMP_NUM_THREADS", "1")  # one core for drawing; training keeps the other
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        process = subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, env=env)
+        # pandas as in this process: a DataFrame pickled where pandas uses pyarrow needs it to load
+        from speccomp.core import import_phase
+
+        pyarrow = [] if import_phase.pyarrow_hidden() else ["--with-pyarrow"]
+        process = subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker", *pyarrow],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         return cls(process)
 
     def prepare(self, cfg: Any, data_seed: int, threads: int = 1) -> None:
@@ -235,8 +239,9 @@ class FigureWorker:
             self._staging.cleanup()
 
 
-def _serve() -> int:
-    """The worker's side: import the plotting stack, read one job, draw it, answer."""
+def _serve(hide_pyarrow: bool = True) -> int:
+    """The worker's side: import the plotting stack, read one job, draw it, answer. `hide_pyarrow`:
+    pandas without pyarrow, as in the caller (`FigureWorker.start`)."""
     import signal
     import traceback
 
@@ -244,7 +249,7 @@ def _serve() -> int:
 
     from speccomp.core import import_phase
 
-    import_phase.begin()  # no collections and no pyarrow while the libraries are imported (speccomp.core.import_phase)
+    import_phase.begin(hide_pyarrow)  # no collections (and no pyarrow) during the imports (speccomp.core.import_phase)
     import torch
 
     torch.set_num_threads(1)
@@ -345,7 +350,7 @@ def _draw() -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    code = _serve()
+    code = _serve(hide_pyarrow="--with-pyarrow" not in sys.argv[1:])
     # The answer is written and every file closed: the interpreter's teardown of torch and
     # matplotlib (about half a second) would only delay the caller, which reads to the end.
     for stream in (sys.stdout, sys.stderr):

@@ -21,6 +21,10 @@ for whoever needs it. Where HDFS could work (`HADOOP_HOME` or `ARROW_LIBHDFS_DIR
 `CLASSPATH`, which pyarrow's HDFS client needs), or where pyarrow is already imported, it is not
 hidden.
 
+pandas objects pickled where pandas uses pyarrow (string columns backed by it) do not load where it
+is hidden: a process that hands pandas objects to another starts it with `pyarrow_hidden()` as it
+is in its own (the figure worker does).
+
 The headline command (`speccomp run`), its figure worker and `speccomp study` call `begin()`
 before their imports and `end()` once the libraries are in and the store is open. A caller that
 never began (a test calling `tracking.main.run` in its own process) is left as it is: `end` undoes
@@ -45,13 +49,23 @@ def hdfs_configured(environ: dict[str, str] | os._Environ = os.environ) -> bool:
     return any(environ.get(name) for name in HDFS_ENVIRONMENT) or "hadoop" in environ.get("CLASSPATH", "").lower()
 
 
-def begin() -> None:
-    """Turn automatic collections off and hide pyarrow until `end` (each only if it applies)."""
+def pyarrow_hidden() -> bool:
+    """Whether pandas in this process runs without pyarrow: hidden now (by `begin`), or pandas was
+    imported without it."""
+    if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
+        return True
+    compat = sys.modules.get("pandas.compat.pyarrow")
+    return compat is not None and not compat.PYARROW_INSTALLED
+
+
+def begin(hide_pyarrow: bool = True) -> None:
+    """Turn automatic collections off and (`hide_pyarrow`) hide pyarrow until `end`, each only if
+    it applies."""
     global _paused, _hid_pyarrow
     if gc.isenabled():
         gc.disable()
         _paused = True
-    if "pyarrow" not in sys.modules and not hdfs_configured():
+    if hide_pyarrow and "pyarrow" not in sys.modules and not hdfs_configured():
         sys.modules["pyarrow"] = None  # `import pyarrow` raises ImportError, as if it were not installed
         _hid_pyarrow = True
 
