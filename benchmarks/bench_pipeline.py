@@ -325,6 +325,9 @@ def probe(argv: list[str]) -> int:
     timer = SelfTimer()
     import importlib
 
+    from speccomp.core import import_phase
+
+    import_phase.begin()  # as `speccomp run` does; tracking.main ends it once the store is open
     # `speccomp run` starts its figure worker before its own imports (speccomp_cli/main.py), so the
     # probe does too: started after the imports below, the worker would lag behind the command.
     from speccomp.core.figure_worker import FigureWorker  # the standard library only

@@ -446,9 +446,15 @@ def meta_eval_cmd(
 @app.command("study-worker", hidden=True)
 def study_worker_cmd(settings: Annotated[Path, typer.Argument(help="worker file written by `study --workers N`")]) -> int:
     """One more worker of a running study (started by `study --workers N`)."""
-    from study.main import main, read_worker_file
+    from speccomp.core import import_phase
 
-    return main(read_worker_file(settings))
+    import_phase.begin()  # as `study` does: ended before the first trial
+    try:
+        from study.main import main, read_worker_file
+
+        return main(read_worker_file(settings))
+    finally:
+        import_phase.end()  # (a no-op once the study has ended it)
 
 
 RunId = Annotated[str, typer.Argument(help="the parent run of a `run` invocation")]

@@ -50,15 +50,25 @@ print(json.dumps(seen + [pyarrow.__name__]))
 """
 
 
+NO_HDFS = {name: "" for name in (*import_phase.HDFS_ENVIRONMENT, "CLASSPATH")}
+
+
 def test_pandas_and_mlflow_import_without_pyarrow_and_it_imports_after(tmp_path):
-    loaded, pandas_found_it, hidden, after = _command_in_a_process(PYARROW_PROBE, tmp_path, {"HADOOP_HOME": ""})
+    loaded, pandas_found_it, hidden, after = _command_in_a_process(PYARROW_PROBE, tmp_path, NO_HDFS)
     assert (loaded, pandas_found_it, hidden) == (False, False, True)
     assert after == "pyarrow"
 
 
 def test_pyarrow_stays_visible_where_hdfs_is_set_up(tmp_path):
-    loaded, pandas_found_it, hidden, _ = _command_in_a_process(PYARROW_PROBE, tmp_path, {"HADOOP_HOME": "/opt/hadoop"})
+    loaded, pandas_found_it, hidden, _ = _command_in_a_process(PYARROW_PROBE, tmp_path,
+                                                               {**NO_HDFS, "HADOOP_HOME": "/opt/hadoop"})
     assert (loaded, pandas_found_it, hidden) == (True, True, False)
+
+
+def test_while_hidden_pyarrow_hidden_says_so_before_pandas_is_imported(tmp_path):
+    code = ("import json; from speccomp.core import import_phase; import_phase.begin(); "
+            "print(json.dumps([import_phase.pyarrow_hidden()]))")
+    assert _command_in_a_process(code, tmp_path, NO_HDFS) == [True]
 
 
 def test_pandas_here_uses_pyarrow_so_a_worker_started_here_keeps_it():
@@ -108,14 +118,33 @@ print(json.dumps([code, seen, gc.isenabled()]))
 def test_the_run_logs_its_records_model_and_figures_without_loading_pyarrow(tmp_path):
     """The command and its figure worker, which reads the command's DataFrames, both without it."""
     code = f"""
-import json, sys
+import json, subprocess, sys
+started = []
+real = subprocess.Popen
+def spy(args, *rest, **kwargs):
+    started.append([str(a) for a in args])
+    return real(args, *rest, **kwargs)
+subprocess.Popen = spy
 from speccomp_cli.main import main
 code = main(["run", "--seeds", "1", "--overrides", {" ".join(TINY_OVERRIDES)!r}])
-print(json.dumps([code, "pyarrow" in sys.modules, "mlflow.pytorch" in sys.modules]))
+workers = [args for args in started if "speccomp.core.figure_worker" in args]
+print(json.dumps([code, "pyarrow" in sys.modules, "mlflow.pytorch" in sys.modules, workers]))
 """
-    code, pyarrow_loaded, logged_a_model = _command_in_a_process(code, tmp_path, {"HADOOP_HOME": ""})
+    code, pyarrow_loaded, logged_a_model, workers = _command_in_a_process(code, tmp_path, NO_HDFS)
     assert code == 0 and logged_a_model
     assert not pyarrow_loaded
+    assert len(workers) == 1 and "--with-pyarrow" not in workers[0]  # the worker hides it too
+
+
+def test_a_study_runs_its_trials_without_loading_pyarrow(tmp_path):
+    code = f"""
+import json, sys
+from speccomp_cli.main import main
+code = main(["study", "--n-trials", "2", "--seeds", "1", "--storage", "optuna.log",
+             "--space", {str(REPO / "configs" / "spaces" / "quick.yaml")!r}, "--overrides", {" ".join(TINY_OVERRIDES)!r}])
+print(json.dumps([code, "pyarrow" in sys.modules]))
+"""
+    assert _command_in_a_process(code, tmp_path, NO_HDFS) == [0, False]  # the report included
 
 
 def test_a_studys_trials_run_with_collections_on_and_the_libraries_frozen(tmp_path):

@@ -81,9 +81,12 @@ class FigureWorker:
         # pandas as in this process: a DataFrame pickled where pandas uses pyarrow needs it to load
         from speccomp.core import import_phase
 
-        pyarrow = [] if import_phase.pyarrow_hidden() else ["--with-pyarrow"]
-        process = subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker", *pyarrow],
+        hidden = import_phase.pyarrow_hidden()
+        process = subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker",
+                                    *([] if hidden else ["--with-pyarrow"])],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        if hidden:
+            import pandas  # noqa: F401  (now, while pyarrow is hidden: this process's pandas is then the worker's)
         return cls(process)
 
     def prepare(self, cfg: Any, data_seed: int, threads: int = 1) -> None:

@@ -25,7 +25,8 @@ pandas objects pickled where pandas uses pyarrow (string columns backed by it) d
 is hidden: a process that hands pandas objects to another starts it with `pyarrow_hidden()` as it
 is in its own (the figure worker does).
 
-The headline command (`speccomp run`), its figure worker and `speccomp study` call `begin()`
+The headline command (`speccomp run`), its figure worker, `speccomp study` and its spawned workers
+(`study-worker`) call `begin()`
 before their imports and `end()` once the libraries are in and the store is open. A caller that
 never began (a test calling `tracking.main.run` in its own process) is left as it is: `end` undoes
 only what `begin` did. Importing this module imports nothing but `gc`, `os` and `sys`.
@@ -50,8 +51,9 @@ def hdfs_configured(environ: dict[str, str] | os._Environ = os.environ) -> bool:
 
 
 def pyarrow_hidden() -> bool:
-    """Whether pandas in this process runs without pyarrow: hidden now (by `begin`), or pandas was
-    imported without it."""
+    """Whether pandas in this process runs without pyarrow: hidden now (by `begin`: pandas, if it
+    is not imported yet, must be imported before `end`, as `FigureWorker.start` makes sure), or
+    pandas was imported without it."""
     if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
         return True
     compat = sys.modules.get("pandas.compat.pyarrow")
@@ -74,9 +76,9 @@ def end() -> None:
     """After `begin`: pyarrow importable again; every object that exists now frozen, collections on."""
     global _paused, _hid_pyarrow
     if _hid_pyarrow:
-        _hid_pyarrow = False
         if "pyarrow" in sys.modules and sys.modules["pyarrow"] is None:
             del sys.modules["pyarrow"]
+        _hid_pyarrow = False
     if _paused:
         _paused = False
         gc.freeze()
