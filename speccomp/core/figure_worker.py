@@ -50,6 +50,7 @@ import contextlib
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,12 +83,24 @@ class FigureWorker:
         from speccomp.core import import_phase
 
         hidden = import_phase.pyarrow_hidden()
-        process = subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker",
-                                    *([] if hidden else ["--with-pyarrow"])],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        if hidden:
-            import pandas  # noqa: F401  (now, while pyarrow is hidden: this process's pandas is then the worker's)
-        return cls(process)
+        # Ctrl-C held back until the worker is in hand: one arriving while Popen returns would
+        # leave a worker that nobody ends (it ends at the end of its input, a second later).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            worker = cls(subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker",
+                                           *([] if hidden else ["--with-pyarrow"])],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back is raised here
+            if hidden:
+                import pandas  # noqa: F401  (now, while pyarrow is hidden: this process's pandas is then the worker's)
+        except BaseException:  # Ctrl-C: the worker goes with the caller
+            worker.close()
+            raise
+        return worker
 
     def prepare(self, cfg: Any, data_seed: int, threads: int = 1) -> None:
         """Have the worker generate the data of `cfg` and `data_seed` itself and draw the task's
@@ -245,10 +258,10 @@ class FigureWorker:
 def _serve(hide_pyarrow: bool = True) -> int:
     """The worker's side: import the plotting stack, read one job, draw it, answer. `hide_pyarrow`:
     pandas without pyarrow, as in the caller (`FigureWorker.start`)."""
-    import signal
     import traceback
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the caller decides, and kills it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held back by the caller as it started this process
 
     from speccomp.core import import_phase
 
