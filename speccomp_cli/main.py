@@ -206,8 +206,7 @@ def run_cmd(
 
     # No cyclic garbage collection (about 0.8 s of collections) and no pyarrow (35-45 MB) while torch,
     # MLflow and its store are imported; the run ends that once its store is open (speccomp.core.import_phase).
-    import_phase.begin()
-    try:
+    with import_phase.during_imports():
         # The figures' process starts first, so that its imports overlap this one's (torch, MLflow).
         worker = None if no_figures else FigureWorker.start()
         try:
@@ -224,8 +223,6 @@ def run_cmd(
                 worker.close()
             raise
         return run(options, figure_worker=worker)  # which ends the worker, whatever happens
-    finally:
-        import_phase.end()  # (a no-op once the run has ended it)
 
 
 SAMPLER = Literal["random", "qmc", "tpe", "nsga2"]
@@ -268,8 +265,7 @@ def study_cmd(
     """An Optuna study of how the compositional gap depends on architecture and split settings."""
     from speccomp.core import import_phase
 
-    import_phase.begin()  # while torch, Optuna, MLflow and its store are imported; ended before the first trial
-    try:
+    with import_phase.during_imports():  # torch, Optuna, MLflow and its store; the study ends it before the first trial
         from study.main import StudyOptions, main
 
         return main(StudyOptions(
@@ -279,8 +275,6 @@ def study_cmd(
             no_report=no_report,
             **_config_inputs(config_dir, preset, set_, overrides),
         ))
-    finally:
-        import_phase.end()  # (a no-op once the study has ended it)
 
 
 def _positive_float(optional: bool = False) -> Callable[[str], float | None]:
@@ -448,13 +442,10 @@ def study_worker_cmd(settings: Annotated[Path, typer.Argument(help="worker file 
     """One more worker of a running study (started by `study --workers N`)."""
     from speccomp.core import import_phase
 
-    import_phase.begin()  # as `study` does: ended before the first trial
-    try:
+    with import_phase.during_imports():  # as `study`
         from study.main import main, read_worker_file
 
         return main(read_worker_file(settings))
-    finally:
-        import_phase.end()  # (a no-op once the study has ended it)
 
 
 RunId = Annotated[str, typer.Argument(help="the parent run of a `run` invocation")]

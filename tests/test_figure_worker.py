@@ -444,6 +444,40 @@ def _workers_tagged(tag: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
+def test_a_ctrl_c_while_the_worker_starts_is_raised_and_ends_the_worker(tmp_path):
+    """A SIGINT that lands as Popen returns (sent from inside it here) is held back until the
+    worker object exists, then raised, and the worker it started is ended, not left to run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, os, signal, subprocess
+from speccomp.core.figure_worker import FigureWorker
+made = []
+real = subprocess.Popen
+def popen(*args, **kwargs):
+    process = real(*args, **kwargs)
+    made.append(process)
+    os.kill(os.getpid(), signal.SIGINT)
+    return process
+subprocess.Popen = popen
+try:
+    FigureWorker.start()
+    outcome = "started"
+except KeyboardInterrupt:
+    outcome = "interrupted"
+print(json.dumps([outcome, len(made), made[0].poll() is not None]))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["interrupted", 1, True]
+
+
 def test_the_worker_started_before_the_imports_ends_with_the_command(tmp_path):
     """`speccomp run` starts its figure worker first thing: Ctrl-C during the command's imports ends
     it with the command, not a second later when its own imports are done. (A refused config is

@@ -24,15 +24,29 @@ def test_end_without_begin_leaves_the_collector_and_the_modules_as_they_were():
     assert sys.modules.get("pyarrow", "absent") is pyarrow
 
 
-def test_begin_turns_collections_off_and_end_freezes_what_exists_and_turns_them_on():
+def test_begin_turns_collections_off_and_end_freezes_what_exists_and_turns_them_on(tmp_path):
     code = ("import gc, json; from speccomp.core import import_phase; import_phase.begin(); paused = gc.isenabled(); "
             "import pandas; import_phase.end(); import_phase.end(); "
             "print(json.dumps([paused, gc.isenabled(), gc.get_freeze_count()]))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    paused, enabled, frozen = json.loads(done.stdout)
+    paused, enabled, frozen = _command_in_a_process(code, tmp_path)
     assert (paused, enabled) == (False, True)
     assert frozen > 10_000  # pandas' objects, frozen once (the second end did nothing)
+
+
+def test_a_block_left_by_an_error_ends_the_phase(tmp_path):
+    code = """
+import gc, json, sys
+from speccomp.core import import_phase
+try:
+    with import_phase.during_imports():
+        inside = [gc.isenabled(), sys.modules.get("pyarrow", "absent") is None]
+        raise ValueError("a refused input")
+except ValueError:
+    pass
+import pyarrow
+print(json.dumps(inside + [gc.isenabled(), pyarrow.__name__]))
+"""
+    assert _command_in_a_process(code, tmp_path, NO_HDFS) == [False, True, True, "pyarrow"]
 
 
 PYARROW_PROBE = """

@@ -86,19 +86,18 @@ class FigureWorker:
         # Ctrl-C held back until the worker is in hand: one arriving while Popen returns would
         # leave a worker that nobody ends (it ends at the end of its input, a second later).
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        worker = None
         try:
             worker = cls(subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker",
                                            *([] if hidden else ["--with-pyarrow"])],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            raise
-        try:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back is raised here
             if hidden:
                 import pandas  # noqa: F401  (now, while pyarrow is hidden: this process's pandas is then the worker's)
-        except BaseException:  # Ctrl-C: the worker goes with the caller
-            worker.close()
+        except BaseException:  # Popen failed, or Ctrl-C: the worker goes with the caller
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if worker is not None:
+                worker.close()
             raise
         return worker
 
@@ -265,14 +264,12 @@ def _serve(hide_pyarrow: bool = True) -> int:
 
     from speccomp.core import import_phase
 
-    import_phase.begin(hide_pyarrow)  # no collections (and no pyarrow) during the imports (speccomp.core.import_phase)
-    import torch
+    with import_phase.during_imports(hide_pyarrow):  # no collections (and no pyarrow) meanwhile
+        import torch
 
-    torch.set_num_threads(1)
-    import matplotlib.figure  # noqa: F401  (imported while the caller trains)
-    import pandas  # noqa: F401  (the figures', imported anyway)
-
-    import_phase.end()
+        torch.set_num_threads(1)
+        import matplotlib.figure  # noqa: F401  (imported while the caller trains)
+        import pandas  # noqa: F401  (the figures', imported anyway)
 
     try:
         answer = ("ok", _draw())

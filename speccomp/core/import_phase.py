@@ -26,17 +26,20 @@ is hidden: a process that hands pandas objects to another starts it with `pyarro
 is in its own (the figure worker does).
 
 The headline command (`speccomp run`), its figure worker, `speccomp study` and its spawned workers
-(`study-worker`) call `begin()`
-before their imports and `end()` once the libraries are in and the store is open. A caller that
-never began (a test calling `tracking.main.run` in its own process) is left as it is: `end` undoes
-only what `begin` did. Importing this module imports nothing but `gc`, `os` and `sys`.
+(`study-worker`) run their imports inside `during_imports()`, and the run and the study call `end()`
+themselves once the libraries are in and the store is open (the block's own `end` is then a
+no-op). A caller that never began (a test calling `tracking.main.run` in its own process) is left
+as it is: `end` undoes only what `begin` did. Importing this module imports nothing but the
+standard library's `contextlib`, `gc`, `os` and `sys`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
+from collections.abc import Iterator, Mapping
 
 HDFS_ENVIRONMENT = ("HADOOP_HOME", "ARROW_LIBHDFS_DIR")
 """Variables that point pyarrow's HDFS client at libhdfs: where one is set, pyarrow stays visible."""
@@ -45,7 +48,7 @@ _paused = False
 _hid_pyarrow = False
 
 
-def hdfs_configured(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+def hdfs_configured(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether this environment looks set up for HDFS (pyarrow's client needs libhdfs and Hadoop's classes)."""
     return any(environ.get(name) for name in HDFS_ENVIRONMENT) or "hadoop" in environ.get("CLASSPATH", "").lower()
 
@@ -70,6 +73,16 @@ def begin(hide_pyarrow: bool = True) -> None:
     if hide_pyarrow and "pyarrow" not in sys.modules and not hdfs_configured():
         sys.modules["pyarrow"] = None  # `import pyarrow` raises ImportError, as if it were not installed
         _hid_pyarrow = True
+
+
+@contextlib.contextmanager
+def during_imports(hide_pyarrow: bool = True) -> Iterator[None]:
+    """`begin(hide_pyarrow)`, and `end()` when the block is left, however it is left."""
+    begin(hide_pyarrow)
+    try:
+        yield
+    finally:
+        end()
 
 
 def end() -> None:
