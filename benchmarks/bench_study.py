@@ -20,8 +20,11 @@ with seed 0 (so every measurement draws the same parameters for the same trial n
 (c) one worker, `--pruner median` (MedianPruner, 3 start-up trials; a pruned trial trains seed 123
     only)
 
-Trials per minute = finished trials / (last trial end - first trial start), from Optuna's own
-timestamps: process start-up and the report are left out; the process wall time is shown too.
+Trials per minute = finished trials / the trials' span: the longer of Optuna's own (last trial
+end - first trial start) and the one each `speccomp study` process reports ("N trial(s) run here
+in S s": from before its first trial until the record writer has written its last trial's
+records, `tracking.writer`; Optuna's end of the last trial comes before them). Process start-up
+and the report are left out; the process wall time is shown too.
 The four are measured in turn, `--repeats` times, and the best of each is kept (the least
 disturbed by other work on the machine: a trial's time varies several-fold with the load).
 Reports only; nothing is asserted.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,6 +64,7 @@ PROMISES = (  # measures every run prints (the smoke test checks them in the JSO
 )
 
 REPO = Path(__file__).resolve().parents[1]
+TRIALS_LINE = re.compile(r"\d+ trial\(s\) run here in ([0-9.]+) s")
 STUDY = "bench"
 SMOKE_FIXED = ["physics.n_bins=128", "data.splits.train.n_samples=192", "data.splits.test.n_samples=64",
                "data.validation.n_samples=64", "training.epochs=2", "training.hidden_dims=[32,16]",
@@ -146,10 +151,13 @@ def run_study(label: str, space: Path, n_trials: int, *extra: str, processes: in
         return sum(durations) / len(durations) if durations else float("nan")
 
     span = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
+    reported = [float(x) for out, _ in outputs for x in TRIALS_LINE.findall(out)]  # spawned workers' lines too
+    if len(reported) < processes:
+        raise SystemExit(f"{label}: a study process did not report its trials' time ({TRIALS_LINE.pattern!r})")
     return Measured(
         label=label,
         wall_s=wall_s,
-        span_s=span.total_seconds(),
+        span_s=max(span.total_seconds(), *reported),
         complete=sum(t.state == TrialState.COMPLETE for t in trials),
         pruned=sum(t.state == TrialState.PRUNED for t in trials),
         mean_trial_s=mean_duration((TrialState.COMPLETE, TrialState.PRUNED)),

@@ -261,6 +261,10 @@ def study_cmd(
         "`mlflow run` chose)")] = None,
     log_models: Annotated[bool, typer.Option("--log-models", help="log every seed's final model the MLflow way")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="skip the sensitivity report (another worker writes it)")] = False,
+    record_writer: Annotated[bool, typer.Option(
+        "--record-writer/--no-record-writer",
+        help="write each trial's MLflow records in a second process while the next trial trains (default); "
+        "--no-record-writer: in this process, before the trial ends")] = True,
 ) -> int:
     """An Optuna study of how the compositional gap depends on architecture and split settings."""
     from speccomp.core import import_phase
@@ -272,7 +276,7 @@ def study_cmd(
             n_trials=n_trials, total_trials=total_trials, study_name=study_name, storage=storage, space=space,
             seeds=_list(seeds), data_seed=data_seed, objective=objective, sampler=sampler, sampler_seed=sampler_seed,
             pruner=pruner, workers=workers, threads=threads, experiment_name=experiment_name, log_models=log_models,
-            no_report=no_report,
+            no_report=no_report, record_writer=record_writer,
             **_config_inputs(config_dir, preset, set_, overrides),
         ))
 

@@ -68,6 +68,9 @@ class StudyOptions:
     parent_run_id: str | None = None
     """Set for spawned workers: the launcher owns the study run."""
     no_report: bool = False
+    record_writer: bool = True
+    """Trials' MLflow records written by a second process while the next trial trains
+    (`tracking.writer`); False: by this process, before the trial ends."""
     resolved_config: dict | None = None
     """Set for spawned workers: the launcher's resolved base config (presets and overrides applied)."""
 
@@ -359,6 +362,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         experiment_id = client.get_run(parent_given).info.experiment_id
     else:
         experiment_id = parent_experiment(client, uri, args.experiment_name, attached)
+    if args.record_writer:  # the trials' records written beside the next trial (`tracking.writer`)
+        from tracking.writer import DeferredClient
+
+        client = DeferredClient.start(client, uri)
     tracker = RunTracker(client, experiment_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -372,7 +379,9 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     if study.user_attrs.get("objective") != args.objective:
         study.set_user_attr("objective", args.objective)  # the report leaves out a duplicate target
     beat = heartbeat("study", every_s=30.0) if not parent_given else contextlib.nullcontext()
-    with guarded(tracker), beat:
+    # The work folder outlives the guard: a stopped study's record writer still logs artifacts from
+    # it while the guard ends the runs (`RunTracker.close_all`).
+    with tempfile.TemporaryDirectory(prefix="speccomp-study-") as tmp, guarded(tracker), beat:
         if parent_given:
             parent = parent_given  # a spawned worker: the launcher owns the study run
         else:
@@ -390,42 +399,44 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         budget = settings.total_trials
         if settings.workers > 1 and budget is None:  # the invocation's n_trials, shared by its workers
             budget = _alive(study) + settings.n_trials
-        with tempfile.TemporaryDirectory(prefix="speccomp-study-") as tmp:
-            helpers = (_spawn_workers(args, settings, parent, budget, base, Path(tmp))
-                       if settings.workers > 1 else [])
-            objective = Objective(
-                base=base, space=space, seeds=settings.seeds, data_seed=settings.data_seed,
-                measure=args.objective, tracker=tracker, study_run_id=parent, work_root=Path(tmp),
-                total_trials=budget, pruning=args.pruner != "none", log_models=args.log_models, uri=uri,
-            )
-            started = time.perf_counter()
-            try:
-                ran = run_worker(study, objective, settings.n_trials, budget,
-                                 callbacks=[StudyProgress(client, parent),
-                                            TrialLines(settings.n_trials, budget, settings.workers)],
-                                 storage=storage)
-            except BaseException:
-                for proc in helpers:  # stopped or failed: so are the workers it started (their runs end KILLED)
-                    proc.terminate()
-                raise
-            finally:
-                for proc in helpers:
-                    proc.wait()
-            elapsed = time.perf_counter() - started
-            if helpers and any(p.returncode != 0 for p in helpers):
-                print(f"warning: {sum(p.returncode != 0 for p in helpers)} worker(s) exited with an error",
-                      file=sys.stderr)
-            report = None
-            if not args.no_report and not parent_given:
-                say("study: writing the sensitivity report ...")
-                from study.report import build_report  # scikit-learn and scipy: only when a report is written
+        helpers = (_spawn_workers(args, settings, parent, budget, base, Path(tmp))
+                   if settings.workers > 1 else [])
+        objective = Objective(
+            base=base, space=space, seeds=settings.seeds, data_seed=settings.data_seed,
+            measure=args.objective, tracker=tracker, study_run_id=parent, work_root=Path(tmp),
+            total_trials=budget, pruning=args.pruner != "none", log_models=args.log_models, uri=uri,
+        )
+        started = time.perf_counter()
+        try:
+            ran = run_worker(study, objective, settings.n_trials, budget,
+                             callbacks=[StudyProgress(client, parent),
+                                        TrialLines(settings.n_trials, budget, settings.workers)],
+                             storage=storage)
+            if args.record_writer:
+                client.wait()  # the last trial's records are part of the trials' time
+        except BaseException:
+            for proc in helpers:  # stopped or failed: so are the workers it started (their runs end KILLED)
+                proc.terminate()
+            raise
+        finally:
+            for proc in helpers:
+                proc.wait()
+        elapsed = time.perf_counter() - started
+        if helpers and any(p.returncode != 0 for p in helpers):
+            print(f"warning: {sum(p.returncode != 0 for p in helpers)} worker(s) exited with an error",
+                  file=sys.stderr)
+        report = None
+        if not args.no_report and not parent_given:
+            say("study: writing the sensitivity report ...")
+            from study.report import build_report  # scikit-learn and scipy: only when a report is written
 
-                report = build_report(study, Path(tmp) / "report")
-                client.log_artifacts(parent, str(report.folder), "report")
-            if not parent_given:
-                record_study(client, parent, study, args.objective, report, task_for(base).name, uri=uri)
+            report = build_report(study, Path(tmp) / "report")
+            client.log_artifacts(parent, str(report.folder), "report")
         if not parent_given:
+            record_study(client, parent, study, args.objective, report, task_for(base).name, uri=uri)
             tracker.finish(parent)
+        if args.record_writer:
+            client.close()  # every record written (a failure is the guard's); from here on, writes are made here
     print(f"\n{ran} trial(s) run here in {elapsed:.1f} s; study {args.study_name!r} in {storage_text}")
     if report is not None:
         print("\n".join(["", *report_summary(report.text),

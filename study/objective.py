@@ -38,6 +38,7 @@ from tracking.pipeline import (
 from tracking.progress import set_stage
 from tracking.runs import RunTracker
 from tracking.ui import run_params, set_description
+from tracking.writer import discard
 
 MEASURES = {
     "test_mse": "mean test MSE of the tracked components (minimise)",
@@ -154,7 +155,7 @@ class Objective:
             self.tracker.close_all(status, error=f"{type(exc).__name__}: {exc}", under=run_id)
             raise
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            discard(client, work)  # with a record writer: once the artifacts queued from it are written
         if not finite:
             # Optuna fails a trial whose value is NaN; here that means "not learned", which the
             # report counts per setting (the trial's measures are in its user attributes).

@@ -87,7 +87,14 @@ class RunTracker:
 
     def close_all(self, status: str, error: str | None = None, under: str | None = None) -> None:
         """End every open run (innermost first) with `status`; record `error` on each. With
-        `under`, only that run and the runs nested below it."""
+        `under`, only that run and the runs nested below it. With a record writer
+        (`tracking.writer.DeferredClient`), the runs whose queued end it did not write are open
+        again here; without `under` (the whole command stopping), it writes what is queued first."""
+        from tracking.writer import DeferredClient
+
+        if isinstance(self.client, DeferredClient):
+            ends = self.client.unconfirmed_ends(stop=under is None)
+            self.open += [run_id for run_id in ends if run_id not in self.open]
         for run_id in reversed(list(self.open)):
             if under is not None and not self._descends(run_id, under):
                 continue
