@@ -28,6 +28,8 @@ from pathlib import Path
 USER_ERROR = 2
 UNREACHABLE = 3
 """Exit code of a worker that stopped because the tracking server did not answer within MLflow's retries."""
+RECORDS_FAILED = 1
+"""Exit code of a worker whose record writer could not write a trial's records (`tracking.writer`)."""
 SAMPLERS = ("random", "qmc", "tpe", "nsga2")
 PRUNERS = ("none", "median", "successive_halving", "wilcoxon")
 DEFAULT_SPACE = "configs/spaces/quick.yaml"
@@ -213,7 +215,13 @@ def main(args: StudyOptions) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the guard has ended the runs KILLED
         return stopped(exc, "the study's runs opened here ended KILLED, its running trial FAIL")
     except Exception as exc:
+        from tracking.writer import RecordWriterFailed
+
         line = tracking_store.unreachable(exc)
+        if line is None and isinstance(exc, RecordWriterFailed):  # e.g. the writer killed: a fault, in one line
+            print(f"error: {exc}; this worker stopped, its open runs ended FAILED with it, its running trial FAIL "
+                  "in Optuna", file=sys.stderr)
+            return RECORDS_FAILED
         if line is None:
             raise
         print(f"error: {line}; this worker stopped, its running trial ended FAIL in Optuna", file=sys.stderr)

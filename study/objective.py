@@ -38,7 +38,7 @@ from tracking.pipeline import (
 from tracking.progress import set_stage
 from tracking.runs import RunTracker
 from tracking.ui import run_params, set_description
-from tracking.writer import discard
+from tracking.writer import RecordWriterFailed, discard
 
 MEASURES = {
     "test_mse": "mean test MSE of the tracked components (minimise)",
@@ -59,10 +59,11 @@ class SurplusTrial(Exception):
 
 class _SurplusInOneLine(logging.Filter):
     """Optuna logs a trial's exception with its traceback; a surplus trial (a race at the end of a
-    shared budget, not an error) is its one line."""
+    shared budget, not an error) is its one line, and so is a record writer's failure (a fault the
+    study then reports in one line, `study.main`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], SurplusTrial):
+        if record.exc_info and isinstance(record.exc_info[1], SurplusTrial | RecordWriterFailed):
             record.exc_info, record.exc_text = None, None
         return True
 

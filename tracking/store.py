@@ -66,7 +66,10 @@ def retry_span_s() -> float:
 
 def unreachable(exc: BaseException) -> str | None:
     """One line for an MLflow request that failed because the tracking server never answered
-    (MLflow's retries exhausted), else None."""
+    (MLflow's retries exhausted), else None; a record writer's failure is judged by its cause
+    (`tracking.writer.RecordWriterFailed`, raised in the study's process for the writer's request)."""
+    if type(exc).__name__ == "RecordWriterFailed" and exc.__cause__ is not None:
+        exc = exc.__cause__
     text = " ".join(str(exc).split())
     if type(exc).__name__ != "MlflowException" or "Max retries exceeded" not in text:
         return None

@@ -88,9 +88,11 @@ class DeferredClient:
         env.pop("MLFLOW_RUN_ID", None)  # the writer makes no run of its own
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        # Ctrl-C held back until the writer is in hand (as `FigureWorker.start`): one arriving while
-        # Popen returns would leave a writer nobody ends.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # Ctrl-C and SIGTERM held back until the writer is in hand (as `FigureWorker.start`): one
+        # arriving while Popen returns would leave a writer nobody ends. The writer inherits the
+        # mask: it ignores both before it unblocks them (sent to the group as it starts, they
+        # would end it).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         deferred = None
         try:
             process = subprocess.Popen([sys.executable, "-m", "tracking.writer", str(jobs_read), str(acks_write)],
@@ -116,7 +118,10 @@ class DeferredClient:
         if name == "_client":  # not set yet: no recursion
             raise AttributeError(name)
         attr = getattr(self._client, name)
-        if not self._live or not callable(attr):
+        if not callable(attr):
+            return attr
+        self._raise_failure()  # a failure not yet raised is raised by the next call
+        if not self._live:
             return attr
         if name in QUEUED:
             return lambda *args, **kwargs: self._queue(("call", name, args, kwargs), name, args, kwargs)
@@ -144,6 +149,7 @@ class DeferredClient:
 
     def wait(self) -> None:
         """Block until the writer has written everything queued; `RecordWriterFailed` if it could not."""
+        self._raise_failure()
         if not self._live:
             return
         seq = self._send(("sync",), "sync")
@@ -211,14 +217,17 @@ class DeferredClient:
         if not self._live:  # failed meanwhile and raised before; a call after that is made here
             return getattr(self._client, name)(*args, **kwargs) if name != "discard" else self.discard(args[0])
         run_id = kwargs.get("run_id", args[0] if args else None)
-        seq = self._send(message, f"{name} of run {run_id}" if name != "discard" else f"the removal of {args[0]}")
-        if name == "set_terminated":
-            self._ending[seq] = run_id
+        self._send(message, f"{name} of run {run_id}" if name != "discard" else f"the removal of {args[0]}",
+                   ending=run_id if name == "set_terminated" else None)
+        self._raise_failure()  # it could not be sent
 
-    def _send(self, message: tuple, what: str) -> int:
+    def _send(self, message: tuple, what: str, ending: str | None = None) -> int:
+        """Send `message` as the next in the queue (`ending`: the run it ends); its sequence number."""
         seq = next(self._seq)
         self._pending.add(seq)
         self._what[seq] = what
+        if ending is not None:
+            self._ending[seq] = ending
         try:
             self._jobs.send((seq, *message))
         except (OSError, ValueError):  # the writer has gone: its last word says why, if it said one
@@ -286,7 +295,7 @@ def _serve(jobs_fd: int, acks_fd: int) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # the caller decides (see the module's docstring)
         signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held back by the caller as it started this
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # held back by the caller as it started this
     jobs = Connection(jobs_fd, writable=False)
     acks = Connection(acks_fd, readable=False)
 
