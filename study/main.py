@@ -422,6 +422,7 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
                              storage=storage)
             if args.record_writer:
                 client.wait()  # the last trial's records are part of the trials' time
+            elapsed = time.perf_counter() - started  # this worker's trials (not the spawned workers' exit)
         except BaseException:
             for proc in helpers:  # stopped or failed: so are the workers it started (their runs end KILLED)
                 proc.terminate()
@@ -429,7 +430,6 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         finally:
             for proc in helpers:
                 proc.wait()
-        elapsed = time.perf_counter() - started
         if helpers and any(p.returncode != 0 for p in helpers):
             print(f"warning: {sum(p.returncode != 0 for p in helpers)} worker(s) exited with an error",
                   file=sys.stderr)
