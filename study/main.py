@@ -219,8 +219,9 @@ def main(args: StudyOptions) -> int:
 
         line = tracking_store.unreachable(exc)
         if line is None and isinstance(exc, RecordWriterFailed):  # e.g. the writer killed: a fault, in one line
-            print(f"error: {exc}; this worker stopped, its open runs ended FAILED with it, its running trial FAIL "
-                  "in Optuna", file=sys.stderr)
+            print(f"error: {exc}; this worker stopped, its runs whose records were not all written ended FAILED "
+                  "with it (the trials Optuna holds are as they ended), its running trial FAIL in Optuna",
+                  file=sys.stderr)
             return RECORDS_FAILED
         if line is None:
             raise
@@ -370,10 +371,6 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
         experiment_id = client.get_run(parent_given).info.experiment_id
     else:
         experiment_id = parent_experiment(client, uri, args.experiment_name, attached)
-    if args.record_writer:  # the trials' records written beside the next trial (`tracking.writer`)
-        from tracking.writer import DeferredClient
-
-        client = DeferredClient.start(client, uri)
     tracker = RunTracker(client, experiment_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -390,6 +387,10 @@ def _run(args, settings: Settings, base, space, overrides, storage, storage_text
     # The work folder outlives the guard: a stopped study's record writer still logs artifacts from
     # it while the guard ends the runs (`RunTracker.close_all`).
     with tempfile.TemporaryDirectory(prefix="speccomp-study-") as tmp, guarded(tracker), beat:
+        if args.record_writer:  # the trials' records written beside the next trial (`tracking.writer`)
+            from tracking.writer import DeferredClient
+
+            client = tracker.client = DeferredClient.start(client, uri)
         if parent_given:
             parent = parent_given  # a spawned worker: the launcher owns the study run
         else:
@@ -537,6 +538,7 @@ def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=()
     from speccomp_compat import study_id as id_of
     from study.objective import SurplusTrial
     from study.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
+    from tracking import interrupts
 
     limit = GRACE_PERIOD_S + 2 * HEARTBEAT_INTERVAL_S
     ran, waited_since = 0, None
@@ -560,6 +562,8 @@ def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=()
                            callbacks=list(callbacks))
         except SurplusTrial:
             break  # another worker filled the budget between our check and our trial
+        finally:
+            interrupts.release()  # held by the objective as it returned (a Ctrl-C meanwhile acts here)
         ran += 1
         waited_since = None
     return ran

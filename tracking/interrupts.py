@@ -72,6 +72,35 @@ def signals_held() -> Iterator[None]:
             _deliver(caught[0], previous[caught[0]])
 
 
+_held: list[tuple[dict, list[int]]] = []  # `hold`'s handlers in force before it, and the signals caught since
+
+
+def hold() -> None:
+    """Hold Ctrl-C and SIGTERM from now until `release` (as `signals_held`, across two calls):
+    a study's objective holds them as it returns, so that Optuna's own record of the trial's end
+    is never cut in two (Optuna 4's `_run_trial` turns a KeyboardInterrupt raised inside its
+    `tell` into an UnboundLocalError). Main thread only; once (a second `hold` does nothing)."""
+    if threading.current_thread() is not threading.main_thread() or _held:
+        return
+    caught: list[int] = []
+
+    def record(signum, frame):  # noqa: ARG001
+        caught.append(signum)
+
+    _held.append(({sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}, caught))
+
+
+def release() -> None:
+    """End `hold`: the handlers before it again, and a signal caught meanwhile delivered now."""
+    if not _held:
+        return
+    previous, caught = _held.pop()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    if caught:
+        _deliver(caught[0], previous[caught[0]])
+
+
 def _deliver(signum: int, handler) -> None:
     """What `handler` (as returned by signal.signal) does with `signum`, done now."""
     if callable(handler):

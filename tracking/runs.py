@@ -98,9 +98,10 @@ class RunTracker:
         for run_id in reversed(list(self.open)):
             if under is not None and not self._descends(run_id, under):
                 continue
-            with contextlib.suppress(Exception):  # the store may be what failed; still try the rest
-                if error:
+            if error:
+                with contextlib.suppress(Exception):  # the store may be what failed; still try the rest
                     record_error(self.client, run_id, error)
+            with contextlib.suppress(Exception):
                 self.finish(run_id, status)
 
 
