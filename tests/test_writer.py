@@ -312,7 +312,7 @@ def test_ctrl_c_to_a_study_leaves_the_finished_trials_records_whole_and_no_run_r
     assert "RUNNING" not in {r.info.status for r in mine}, [(r.info.run_name, r.info.status) for r in mine]
     finished = [r for r in runs(env, "trial") if r.info.status == "FINISHED"]
     assert len(finished) >= 2
-    client = MlflowClient()
+    client = MlflowClient(f"sqlite:///{env}/mlflow.db")  # not the process's current store: another test's
     for trial in finished:
         seeds = [r for r in mine if r.data.tags.get("mlflow.parentRunId") == trial.info.run_id]
         assert len(seeds) == 2 and {r.info.status for r in seeds} == {"FINISHED"}
