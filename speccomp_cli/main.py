@@ -242,8 +242,8 @@ def study_cmd(
     space: Annotated[str, typer.Option(help="search-space YAML")] = "configs/spaces/quick.yaml",
     seeds: Seeds = None,
     data_seed: Annotated[int, typer.Option(parser=_int(0), help="data seed of every trial")] = 42,
-    objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, transfer, gap, pareto "
-                                            "(see docs/studies.md)")] = "test_mse",
+    objective: Annotated[str, typer.Option(help="what each trial returns: test_mse, transfer, gap, pareto; "
+                                            "test (the matrices domain: 1 - test accuracy) (see docs/studies.md)")] = "test_mse",
     sampler: Annotated[SAMPLER, typer.Option(help="Optuna sampler")] = "random",
     sampler_seed: Annotated[int | None, typer.Option(
         parser=_int(0, optional=True), help="seed of the sampler; auto (the default): derived from the study name, "

@@ -492,9 +492,11 @@ def summary_lines(analysed: list, effects: pd.DataFrame, significance: pd.DataFr
     n_nl = sum(not_learned(t) for t in analysed)
     if analysed and lead is None:
         threshold = analysed[0].user_attrs.get("learned_skill", 0.5)
+        rest = ("every trial has a transfer value" if n_nl == 0 else
+                f"the other {'one has' if n_nl == 1 else f'{n_nl} have'} no transfer value and "
+                f"{'is' if n_nl == 1 else 'are'} counted as not learned per setting below")
         lines.append(f"- {len(analysed) - n_nl} of {len(analysed)} trials learned every tracked component in "
-                     f"distribution (in-distribution skill >= {threshold:g} in at least one seed); the {n_nl} others "
-                     "have no transfer value and are counted as not learned per setting below.")
+                     f"distribution (in-distribution skill >= {threshold:g} in at least one seed); {rest}.")
     for target, block in significance.groupby("target", sort=False):
         sig = block[block["significant"]]
         if sig.empty:
