@@ -540,6 +540,14 @@ def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=()
     from study.storage import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S
     from tracking import interrupts
 
+    def held_as_it_returns(trial):
+        """The objective, with Ctrl-C and SIGTERM held from its end until Optuna has recorded the
+        trial (`tracking.interrupts.hold`; released after `optimize`)."""
+        try:
+            return objective(trial)
+        finally:
+            interrupts.hold()
+
     limit = GRACE_PERIOD_S + 2 * HEARTBEAT_INTERVAL_S
     ran, waited_since = 0, None
     while ran < n_trials:
@@ -558,12 +566,12 @@ def run_worker(study, objective, n_trials: int, budget: int | None, callbacks=()
                 time.sleep(min(2.0, HEARTBEAT_INTERVAL_S / 2))
                 continue
         try:
-            study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError, ArithmeticError),
+            study.optimize(held_as_it_returns, n_trials=1, catch=(ValueError, RuntimeError, ArithmeticError),
                            callbacks=list(callbacks))
         except SurplusTrial:
             break  # another worker filled the budget between our check and our trial
         finally:
-            interrupts.release()  # held by the objective as it returned (a Ctrl-C meanwhile acts here)
+            interrupts.release()  # a Ctrl-C since the objective returned acts here
         ran += 1
         waited_since = None
     return ran

@@ -27,7 +27,6 @@ from speccomp.core.task import Task, get_task, task_for
 from speccomp_compat import filter_trial_failure_logs
 from study.records import compact_seeds, save_note, trial_description, trial_note
 from study.space import SearchSpace
-from tracking import interrupts
 from tracking.pipeline import (
     log_metric_dict,
     log_params,
@@ -58,7 +57,7 @@ class SurplusTrial(Exception):
     """Another worker already filled the study's trial budget; this trial is not run."""
 
 
-class _SurplusInOneLine(logging.Filter):
+class _TrialErrorInOneLine(logging.Filter):
     """Optuna logs a trial's exception with its traceback; a surplus trial (a race at the end of a
     shared budget, not an error) is its one line, and so are a Ctrl-C or SIGTERM (the user's
     doing, said in one line when the study stops) and a record writer's failure (a fault the study
@@ -70,7 +69,7 @@ class _SurplusInOneLine(logging.Filter):
         return True
 
 
-filter_trial_failure_logs(_SurplusInOneLine())
+filter_trial_failure_logs(_TrialErrorInOneLine())
 
 
 def objective_values(measures: dict[str, float], measure: str, task: Task) -> tuple[float, ...]:
@@ -120,12 +119,6 @@ class Objective:
         return [self.seeds]
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        try:
-            return self._run(trial)
-        finally:  # Optuna's record of the trial's end is made with Ctrl-C held (`study.main.run_worker` releases it)
-            interrupts.hold()
-
-    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self._check_budget(trial)
         values, overrides = self.space.suggest(trial)
         cfg = task_for(self.base).config_from_dict(self.base.to_dict(), overrides)

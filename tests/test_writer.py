@@ -321,3 +321,37 @@ def test_ctrl_c_to_a_study_leaves_the_finished_trials_records_whole_and_no_run_r
         for seed in seeds:
             assert seed.data.metrics and seed.data.params
             assert len(client.get_run(seed.info.run_id).inputs.dataset_inputs) >= 2
+
+
+def test_a_writer_behind_holds_the_caller_back_at_the_backlog(store, monkeypatch):
+    """More than `BACKLOG_BYTES` queued and not written: the next call waits until the writer has
+    caught up below it, so a slow writer cannot fall ever further behind."""
+    import tracking.writer as writer
+
+    client, deferred, experiment = store
+    monkeypatch.setattr(writer, "BACKLOG_BYTES", 20_000)
+    run_id = deferred.create_run(experiment).info.run_id
+    peak = 0
+    for i in range(30):  # about 12 kB pickled each
+        deferred.log_batch(run_id, metrics=[Metric(f"m{j}", float(i), 1, i) for j in range(300)])
+        peak = max(peak, deferred._backlog)
+    assert peak <= 20_000 + 13_000  # the limit, plus the one call that went over it
+    deferred.close()
+    assert len(client.get_metric_history(run_id, "m0")) == 30
+
+
+def test_signals_held_by_hold_act_at_release():
+    """`hold` (a study's worker, as its objective returns) records Ctrl-C instead of acting on it;
+    `release` (after Optuna has recorded the trial) delivers it."""
+    from tracking import interrupts
+
+    interrupts.hold()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # delivered and recorded, not raised
+    except KeyboardInterrupt:
+        interrupts.release()
+        pytest.fail("Ctrl-C acted while held")
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.release()
+    interrupts.release()  # nothing held: nothing happens

@@ -57,48 +57,49 @@ def signals_held() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
-
-    def hold(signum, frame):  # noqa: ARG001
-        caught.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held = _record_signals()
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if caught:
-            _deliver(caught[0], previous[caught[0]])
+        _restore_signals(*held)
 
 
-_held: list[tuple[dict, list[int]]] = []  # `hold`'s handlers in force before it, and the signals caught since
-
-
-def hold() -> None:
-    """Hold Ctrl-C and SIGTERM from now until `release` (as `signals_held`, across two calls):
-    a study's objective holds them as it returns, so that Optuna's own record of the trial's end
-    is never cut in two (Optuna 4's `_run_trial` turns a KeyboardInterrupt raised inside its
-    `tell` into an UnboundLocalError). Main thread only; once (a second `hold` does nothing)."""
-    if threading.current_thread() is not threading.main_thread() or _held:
-        return
+def _record_signals() -> tuple[dict, list[int]]:
+    """Ctrl-C and SIGTERM recorded instead of acted on: the handlers in force before, and the list
+    the signals that arrive are appended to."""
     caught: list[int] = []
 
     def record(signum, frame):  # noqa: ARG001
         caught.append(signum)
 
-    _held.append(({sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}, caught))
+    return {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}, caught
 
 
-def release() -> None:
-    """End `hold`: the handlers before it again, and a signal caught meanwhile delivered now."""
-    if not _held:
-        return
-    previous, caught = _held.pop()
+def _restore_signals(previous: dict, caught: list[int]) -> None:
+    """The handlers before `_record_signals` again, and the first signal recorded delivered now."""
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     if caught:
         _deliver(caught[0], previous[caught[0]])
+
+
+_held: list[tuple[dict, list[int]]] = []  # `hold`'s `_record_signals`, until `release`
+
+
+def hold() -> None:
+    """Hold Ctrl-C and SIGTERM from now until `release` (as `signals_held`, across two calls):
+    a study's worker holds them as its objective returns, so that Optuna's own record of the
+    trial's end is never cut in two (Optuna 4's `_run_trial` turns a KeyboardInterrupt raised inside its
+    `tell` into an UnboundLocalError). Main thread only; once (a second `hold` does nothing)."""
+    if threading.current_thread() is not threading.main_thread() or _held:
+        return
+    _held.append(_record_signals())
+
+
+def release() -> None:
+    """End `hold`: the handlers before it again, and a signal caught meanwhile delivered now."""
+    if _held:
+        _restore_signals(*_held.pop())
 
 
 def _deliver(signum: int, handler) -> None:

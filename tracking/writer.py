@@ -91,6 +91,7 @@ class DeferredClient:
         self._inbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._seq = itertools.count(1)
         self._pending: dict[int, int] = {}  # queued, not yet written: sequence -> bytes
+        self._backlog = 0  # their bytes
         self._ending: dict[int, str] = {}  # queued set_terminated: sequence -> run id
         self._what: dict[int, str] = {}  # sequence -> "log_batch of run trial-3/seed-123 (id)"
         self._names: dict[str, str] = {}  # run id -> its place (`trial-3/seed-123`), for messages
@@ -110,28 +111,24 @@ class DeferredClient:
     @classmethod
     def start(cls, client: Any, uri: str) -> DeferredClient:
         """Start the writer (`python -m tracking.writer`) on the store at `uri`."""
+        from speccomp.core.children import child_env, signals_blocked
+
         jobs_read, jobs_write = os.pipe()
         acks_read, acks_write = os.pipe()
-        env = dict(os.environ)
-        env["MLFLOW_TRACKING_URI"] = uri  # in the environment, not on the command line: it may hold a password
-        env.pop("MLFLOW_RUN_ID", None)  # the writer makes no run of its own
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        # Ctrl-C and SIGTERM held back until the writer is in hand (as `FigureWorker.start`): one
-        # arriving while Popen returns would leave a writer nobody ends. The writer inherits the
-        # mask: it ignores both before it unblocks them (sent to the group as it starts, they
-        # would end it).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        # the URI in the environment, not on the command line: it may hold a password; no run of its own
+        env = child_env(MLFLOW_TRACKING_URI=uri, MLFLOW_RUN_ID=None)
         deferred = None
         try:
-            process = subprocess.Popen([sys.executable, "-m", "tracking.writer", str(jobs_read), str(acks_write)],
-                                       pass_fds=(jobs_read, acks_write), env=env, stdin=subprocess.DEVNULL)
-            deferred = cls(client, process, Connection(jobs_write, readable=False),
-                           Connection(acks_read, writable=False))
-            jobs_write = acks_read = -1  # owned by the connections now
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back is raised here
+            # Ctrl-C and SIGTERM held back until the writer is in hand; it inherits them blocked and
+            # ignores both before it unblocks them (sent to the group as it starts, they would end it).
+            with signals_blocked({signal.SIGINT, signal.SIGTERM}):
+                process = subprocess.Popen([sys.executable, "-m", "tracking.writer", str(jobs_read),
+                                            str(acks_write)], pass_fds=(jobs_read, acks_write), env=env,
+                                           stdin=subprocess.DEVNULL)
+                deferred = cls(client, process, Connection(jobs_write, readable=False),
+                               Connection(acks_read, writable=False))
+                jobs_write = acks_read = -1  # owned by the connections now
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if deferred is not None:
                 deferred.settle(timeout=0)
             raise
@@ -255,11 +252,12 @@ class DeferredClient:
         seq = next(self._seq)
         payload = pickle.dumps((seq, *message), protocol=pickle.HIGHEST_PROTOCOL)
         self._pending[seq] = len(payload)
+        self._backlog += len(payload)
         self._what[seq] = what
         if ending is not None:
             self._ending[seq] = ending
         self._outbox.put(payload)
-        while sum(self._pending.values()) > BACKLOG_BYTES and not self._failed and not self._ended:
+        while self._backlog > BACKLOG_BYTES and not self._failed and not self._ended:
             self._read(block=True)  # the writer is behind: wait for it
         return seq
 
@@ -288,7 +286,7 @@ class DeferredClient:
     def _handle(self, answer: tuple) -> None:
         status, seq = answer[:2]
         if status == "ok":
-            self._pending.pop(seq, None)
+            self._backlog -= self._pending.pop(seq, 0)
             self._ending.pop(seq, None)
             self._what.pop(seq, None)
             return

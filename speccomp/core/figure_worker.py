@@ -75,27 +75,22 @@ class FigureWorker:
 
     @classmethod
     def start(cls) -> FigureWorker:
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", "1")  # one core for drawing; training keeps the other
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        # pandas as in this process: a DataFrame pickled where pandas uses pyarrow needs it to load
         from speccomp.core import import_phase
+        from speccomp.core.children import child_env, signals_blocked
 
+        env = child_env()
+        env.setdefault("OMP_NUM_THREADS", "1")  # one core for drawing; training keeps the other
+        # pandas as in this process: a DataFrame pickled where pandas uses pyarrow needs it to load
         hidden = import_phase.pyarrow_hidden()
-        # Ctrl-C held back until the worker is in hand: one arriving while Popen returns would
-        # leave a worker that nobody ends (it ends at the end of its input, a second later).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         worker = None
         try:
-            worker = cls(subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker",
-                                           *([] if hidden else ["--with-pyarrow"])],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back is raised here
+            with signals_blocked({signal.SIGINT}):  # Ctrl-C held back until the worker is in hand
+                worker = cls(subprocess.Popen([sys.executable, "-m", "speccomp.core.figure_worker",
+                                               *([] if hidden else ["--with-pyarrow"])],
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
             if hidden:
                 import pandas  # noqa: F401  (now, while pyarrow is hidden: this process's pandas is then the worker's)
         except BaseException:  # Popen failed, or Ctrl-C: the worker goes with the caller
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             if worker is not None:
                 worker.close()
             raise
